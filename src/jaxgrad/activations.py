@@ -1,0 +1,310 @@
+"""Elementwise activation functions, their registry, derivatives and Gaussian moments.
+
+Every activation is a pure function of an array that returns an array of the same shape
+and dtype. Hyperparameters are keyword arguments with PyTorch's defaults; `get` binds them
+once, validates them, and returns a one-argument function, which is the form the rest of
+jaxgrad takes (`MLP(activation=...)`, `empirical_gain`, the mean-field theory).
+
+Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxgrad import activations
+    >>> phi = activations.get("leaky_relu", negative_slope=0.2)
+    >>> phi(jnp.array([-1.0, 2.0])).tolist()
+    [-0.20000000298023224, 2.0]
+    >>> activations.derivative("tanh")(jnp.array([0.0])).tolist()
+    [1.0]
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+Activation = Callable[[jax.Array], jax.Array]
+
+# SELU constants, Klambauer et al. 2017, "Self-Normalizing Neural Networks", eq. (14).
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def linear(x: ArrayLike) -> jax.Array:
+    """The identity, phi(x) = x: a network without a nonlinearity."""
+    return jnp.asarray(x)
+
+
+def sigmoid(x: ArrayLike) -> jax.Array:
+    """The logistic function 1 / (1 + exp(-x)); its derivative is at most 1/4."""
+    return jax.nn.sigmoid(x)
+
+
+def tanh(x: ArrayLike) -> jax.Array:
+    """The hyperbolic tangent; saturates at +-1, derivative 1 at the origin."""
+    return jnp.tanh(x)
+
+
+def relu(x: ArrayLike) -> jax.Array:
+    """max(x, 0). The derivative at 0 is taken as 0, as in JAX and PyTorch."""
+    return jax.nn.relu(x)
+
+
+def leaky_relu(x: ArrayLike, negative_slope: float = 0.01) -> jax.Array:
+    """x for x >= 0, negative_slope * x otherwise (Maas et al. 2013)."""
+    x = jnp.asarray(x)
+    return jnp.where(x >= 0, x, negative_slope * x)
+
+
+def elu(x: ArrayLike, alpha: float = 1.0) -> jax.Array:
+    """x for x > 0, alpha * (exp(x) - 1) otherwise (Clevert et al. 2016)."""
+    x = jnp.asarray(x)
+    return jnp.where(x > 0, x, alpha * jnp.expm1(jnp.minimum(x, 0)))
+
+
+def selu(x: ArrayLike) -> jax.Array:
+    """Scaled ELU with the fixed point of mean 0 and variance 1 (Klambauer et al. 2017)."""
+    return SELU_SCALE * elu(x, SELU_ALPHA)
+
+
+def gelu(x: ArrayLike, approximate: bool = False) -> jax.Array:
+    """x * Phi(x) (Hendrycks and Gimpel 2016); `approximate=True` gives the tanh form.
+
+    The exact form is the default, as in PyTorch (JAX's own default is the approximation).
+    """
+    return jax.nn.gelu(x, approximate=approximate)
+
+
+def silu(x: ArrayLike) -> jax.Array:
+    """x * sigmoid(x), also called swish (Ramachandran et al. 2017)."""
+    return jax.nn.silu(x)
+
+
+def softplus(x: ArrayLike) -> jax.Array:
+    """log(1 + exp(x)), a smooth ReLU."""
+    return jax.nn.softplus(x)
+
+
+def softsign(x: ArrayLike) -> jax.Array:
+    """x / (1 + |x|): tanh-like with polynomial rather than exponential saturation."""
+    return jax.nn.soft_sign(x)
+
+
+def mish(x: ArrayLike) -> jax.Array:
+    """x * tanh(softplus(x)) (Misra 2019)."""
+    x = jnp.asarray(x)
+    return x * jnp.tanh(jax.nn.softplus(x))
+
+
+def hard_tanh(x: ArrayLike) -> jax.Array:
+    """clip(x, -1, 1)."""
+    return jnp.clip(jnp.asarray(x), -1, 1)
+
+
+def erf(x: ArrayLike) -> jax.Array:
+    """The error function: tanh-like with closed-form Gaussian moments (Williams 1997)."""
+    return jax.scipy.special.erf(x)
+
+
+def rrelu(
+    x: ArrayLike,
+    key: jax.Array | None = None,
+    lower: float = 1 / 8,
+    upper: float = 1 / 3,
+    deterministic: bool = False,
+) -> jax.Array:
+    """Randomized leaky ReLU (Xu et al. 2015, "Empirical Evaluation of Rectified Activations").
+
+    Args:
+        x: input array.
+        key: PRNG key for the slopes; required unless `deterministic`.
+        lower, upper: the slope of each negative element is drawn uniformly from [lower, upper].
+        deterministic: use the mean slope (lower + upper) / 2 for every element (evaluation mode).
+
+    Returns:
+        x where x >= 0, slope * x elsewhere.
+    """
+    x = jnp.asarray(x)
+    if deterministic:
+        slope = jnp.asarray((lower + upper) / 2, x.dtype)
+    else:
+        if key is None:
+            raise ValueError("rrelu needs a PRNG `key` unless deterministic=True")
+        slope = jax.random.uniform(key, x.shape, x.dtype, lower, upper)
+    return jnp.where(x >= 0, x, slope * x)
+
+
+_REGISTRY: dict[str, Activation] = {
+    "linear": linear,
+    "sigmoid": sigmoid,
+    "tanh": tanh,
+    "relu": relu,
+    "leaky_relu": leaky_relu,
+    "rrelu": rrelu,
+    "elu": elu,
+    "selu": selu,
+    "gelu": gelu,
+    "silu": silu,
+    "softplus": softplus,
+    "softsign": softsign,
+    "mish": mish,
+    "hard_tanh": hard_tanh,
+    "erf": erf,
+}
+_ALIASES = {"identity": "linear", "swish": "silu", "hardtanh": "hard_tanh", "none": "linear"}
+
+# Hyperparameters whose value must be a real number, and the range each may take.
+_REAL_PARAMS = {"negative_slope", "alpha", "lower", "upper"}
+
+
+def names() -> tuple[str, ...]:
+    """The canonical activation names that `get` accepts (aliases such as "swish" also work)."""
+    return tuple(_REGISTRY)
+
+
+def _canonical(name: str) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"activation name must be a str, got {type(name).__name__}")
+    key = name.lower()
+    key = _ALIASES.get(key, key)
+    if key not in _REGISTRY:
+        raise ValueError(f"unknown activation {name!r}; valid names are: {', '.join(names())}")
+    return key
+
+
+def _check_params(name: str, fn: Activation, params: dict[str, Any]) -> None:
+    allowed = [p for p in inspect.signature(fn).parameters if p != "x"]
+    for param, value in params.items():
+        if param not in allowed:
+            valid = ", ".join(allowed) if allowed else "none"
+            raise TypeError(
+                f"activation {name!r} has no parameter {param!r}; its parameters: {valid}"
+            )
+        if param in _REAL_PARAMS:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise TypeError(f"{param} of {name!r} must be a real number, got {value!r}")
+            if not math.isfinite(value):
+                raise ValueError(f"{param} of {name!r} must be finite, got {value!r}")
+    if name == "rrelu":
+        lower = params.get("lower", 1 / 8)
+        upper = params.get("upper", 1 / 3)
+        if not lower <= upper:
+            raise ValueError(f"rrelu needs lower <= upper, got lower={lower}, upper={upper}")
+
+
+def get(name: str, **params: Any) -> Activation:
+    """The activation `name` with its hyperparameters bound, as a function of one array.
+
+    Args:
+        name: one of `names()` (case-insensitive) or an alias ("identity", "swish", "hardtanh").
+        **params: hyperparameters of that activation, e.g. `negative_slope=0.2`, `alpha=1.0`,
+            `approximate=True`, or for rrelu `key`, `lower`, `upper`, `deterministic`.
+
+    Returns:
+        A pure function `phi(x)`; it carries `__name__` equal to the canonical name.
+
+    Raises:
+        ValueError: unknown name (the message lists the valid ones) or a bad value.
+        TypeError: a parameter the activation does not have, or a non-numeric value.
+    """
+    key = _canonical(name)
+    fn = _REGISTRY[key]
+    _check_params(key, fn, params)
+    if not params:
+        return fn
+    bound = functools.partial(fn, **params)
+    functools.update_wrapper(bound, fn)
+    return bound
+
+
+def resolve(activation: str | Activation) -> Activation:
+    """A name (looked up with `get`) or a callable (returned as it is) as an activation."""
+    if isinstance(activation, str):
+        return get(activation)
+    if callable(activation):
+        return activation
+    raise TypeError(
+        f"activation must be a name from jaxgrad.activations.names() or a callable, "
+        f"got {activation!r}"
+    )
+
+
+def name_of(activation: str | Activation) -> str:
+    """A readable name for an activation given by name or as a function."""
+    if isinstance(activation, str):
+        return _canonical(activation)
+    return getattr(activation, "__name__", type(activation).__name__)
+
+
+def derivative(activation: str | Activation) -> Activation:
+    """The elementwise derivative phi'(x) of an activation, by forward-mode autodiff.
+
+    For an elementwise phi the Jacobian is diagonal, so one `jax.jvp` with a tangent of
+    ones gives every derivative at the cost of one extra forward pass.
+
+    Args:
+        activation: a name from `names()` or an elementwise callable.
+
+    Returns:
+        A function `dphi(x)` with the shape and dtype of `x`.
+    """
+    phi = resolve(activation)
+
+    def dphi(x: ArrayLike) -> jax.Array:
+        x = jnp.asarray(x)
+        if not jnp.issubdtype(x.dtype, jnp.inexact):
+            x = x.astype(jnp.result_type(float))
+        return jax.jvp(phi, (x,), (jnp.ones_like(x),))[1]
+
+    dphi.__name__ = f"d_{name_of(activation)}"
+    return dphi
+
+
+@functools.cache
+def hermite_nodes(num_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes and weights for E[f(z)], z ~ N(0, 1): E[f(z)] ~= sum(weights * f(nodes)).
+
+    The Gauss rule of the standard normal measure by the Golub-Welsch algorithm (the
+    eigenvalues of the Jacobi matrix of the probabilists' Hermite polynomials, whose
+    off-diagonal is sqrt(1), ..., sqrt(n - 1)), in float64; stable for thousands of points,
+    where `numpy.polynomial.hermite.hermgauss` overflows beyond about 300. An even
+    `num_points` puts no node at 0, so the kink of ReLU-like functions at 0 is integrated
+    exactly by symmetry.
+
+    References: Golub and Welsch 1969, "Calculation of Gauss quadrature rules".
+    """
+    if isinstance(num_points, bool) or not isinstance(num_points, int) or num_points < 2:
+        raise ValueError(f"num_points must be an int >= 2, got {num_points!r}")
+    off_diagonal = np.sqrt(np.arange(1.0, num_points))
+    jacobi = np.diag(off_diagonal, 1) + np.diag(off_diagonal, -1)
+    nodes, vectors = np.linalg.eigh(jacobi)
+    weights = vectors[0] ** 2
+    return nodes, weights / weights.sum()
+
+
+def gaussian_expectation(
+    fn: Callable[[jax.Array], jax.Array], std: ArrayLike = 1.0, *, num_points: int = 128
+) -> jax.Array:
+    """E[fn(std * z)] for z ~ N(0, 1) by Gauss-Hermite quadrature.
+
+    Jittable and differentiable in `std`; `std` may be an array, in which case the result
+    has its shape (one expectation per entry).
+
+    Args:
+        fn: elementwise function.
+        std: standard deviation of the Gaussian argument (scalar or array).
+        num_points: quadrature order (even, see `hermite_nodes`).
+
+    Returns:
+        An array of the shape of `std`.
+    """
+    nodes, weights = hermite_nodes(num_points)
+    std = jnp.asarray(std, dtype=jnp.result_type(float))
+    z = jnp.asarray(nodes, std.dtype)
+    values = fn(jnp.multiply.outer(std, z))
+    return jnp.tensordot(values, jnp.asarray(weights, std.dtype), axes=1)

@@ -1,0 +1,567 @@
+"""Weight initializers, fan computation and gains.
+
+Every public initializer is a factory: it validates its hyperparameters when called and
+returns `init(key, shape, dtype=jnp.float32) -> jax.Array`, the `jax.nn.initializers`
+protocol, so it can be given to `flax.nnx.Linear(kernel_init=...)`. Layouts are JAX/Flax's:
+a dense kernel is `(fan_in, fan_out)`, a convolution kernel `(*spatial, in, out)`.
+Definitions follow PyTorch's `torch.nn.init`, but with plain (not truncated) normals.
+
+Random values are drawn in float32 (float64 when that is the requested dtype) and then cast,
+so a bfloat16 kernel has the distribution of a rounded float32 one. A shape with a zero in
+it gives an empty array.
+
+Example:
+    >>> import jax
+    >>> from flax import nnx
+    >>> from jaxgrad import init
+    >>> layer = nnx.Linear(400, 400, kernel_init=init.xavier_uniform(init.calculate_gain("tanh")),
+    ...                    rngs=nnx.Rngs(0))
+    >>> layer.kernel.shape
+    (400, 400)
+
+References:
+    Glorot and Bengio 2010, "Understanding the difficulty of training deep feedforward neural
+    networks". He et al. 2015, "Delving Deep into Rectifiers". LeCun et al. 1998, "Efficient
+    BackProp". Saxe et al. 2014, "Exact solutions to the nonlinear dynamics of learning in deep
+    linear neural networks". Martens 2010, "Deep learning via Hessian-free optimization".
+    Xiao et al. 2018, "Dynamical Isometry and a Mean Field Theory of CNNs".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import DTypeLike
+
+from jaxgrad import activations as _act
+
+
+class Initializer(Protocol):
+    """The `jax.nn.initializers` protocol."""
+
+    def __call__(
+        self, key: jax.Array, shape: Sequence[int], dtype: DTypeLike = jnp.float32
+    ) -> jax.Array: ...
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _real(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return value
+
+
+def _nonnegative(name: str, value: object) -> float:
+    value = _real(name, value)
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return value
+
+
+def _positive(name: str, value: object) -> float:
+    value = _real(name, value)
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return value
+
+
+def _interval(low_name: str, low: object, high_name: str, high: object) -> tuple[float, float]:
+    low, high = _real(low_name, low), _real(high_name, high)
+    if not low < high:
+        raise ValueError(f"need {low_name} < {high_name}, got {low_name}={low}, {high_name}={high}")
+    return low, high
+
+
+def _shape(shape: Sequence[int]) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(d) for d in shape)
+    except TypeError:
+        raise TypeError(f"shape must be a sequence of ints, got {shape!r}") from None
+    if any(d < 0 for d in dims):
+        raise ValueError(f"shape must have non-negative dimensions, got {dims}")
+    return dims
+
+
+def _sampling_dtype(dtype: DTypeLike) -> jnp.dtype:
+    dtype = jnp.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"initializers produce floating-point arrays; got dtype {dtype}")
+    return jnp.dtype(jnp.float64) if dtype == jnp.float64 else jnp.dtype(jnp.float32)
+
+
+def _initializer(
+    draw: Callable[[jax.Array, tuple[int, ...], jnp.dtype], jax.Array],
+    name: str,
+    min_ndim: int = 0,
+) -> Initializer:
+    """Wrap `draw(key, shape, sampling_dtype)` into the initializer protocol.
+
+    The wrapper normalizes the shape, checks the dtype and the number of dimensions, returns
+    an empty array for an empty shape, and casts the float32/float64 sample to the dtype.
+    """
+
+    def init(key: jax.Array, shape: Sequence[int], dtype: DTypeLike = jnp.float32) -> jax.Array:
+        dims = _shape(shape)
+        sampling = _sampling_dtype(dtype)
+        if len(dims) < min_ndim:
+            raise ValueError(
+                f"{name} needs a shape with at least {min_ndim} dimensions, got {dims}"
+            )
+        if math.prod(dims) == 0:
+            return jnp.zeros(dims, dtype)
+        return draw(key, dims, sampling).astype(dtype)
+
+    init.__name__ = name
+    init.__qualname__ = name
+    return init
+
+
+# ----------------------------------------------------------------------------- fans and gains
+
+
+def compute_fans(shape: Sequence[int], in_axis: int = -2, out_axis: int = -1) -> tuple[int, int]:
+    """(fan_in, fan_out) of a kernel: its input and output sizes times the receptive field.
+
+    Args:
+        shape: the kernel's shape, at least 2-D; dense `(in, out)`, conv `(*spatial, in, out)`.
+        in_axis, out_axis: which axes hold the input and output features.
+
+    Returns:
+        `(shape[in_axis] * receptive, shape[out_axis] * receptive)` where `receptive` is the
+        product of every other axis.
+
+    Raises:
+        ValueError: for a shape with fewer than 2 dimensions, or axes out of range or equal.
+    """
+    dims = _shape(shape)
+    if len(dims) < 2:
+        raise ValueError(
+            f"fans need a shape with at least 2 dimensions (fan_in, fan_out), got {dims}"
+        )
+    ndim = len(dims)
+    for axis_name, axis in (("in_axis", in_axis), ("out_axis", out_axis)):
+        if not -ndim <= axis < ndim:
+            raise ValueError(f"{axis_name}={axis} is out of range for shape {dims}")
+    in_axis, out_axis = in_axis % ndim, out_axis % ndim
+    if in_axis == out_axis:
+        raise ValueError(f"in_axis and out_axis must differ, both are {in_axis}")
+    receptive = math.prod(d for i, d in enumerate(dims) if i not in (in_axis, out_axis))
+    return dims[in_axis] * receptive, dims[out_axis] * receptive
+
+
+# PyTorch's torch.nn.init.calculate_gain table.
+_UNIT_GAIN = (
+    "linear",
+    "identity",
+    "conv1d",
+    "conv2d",
+    "conv3d",
+    "conv_transpose1d",
+    "conv_transpose2d",
+    "conv_transpose3d",
+    "sigmoid",
+)
+GAIN_NAMES = (*_UNIT_GAIN, "tanh", "relu", "leaky_relu", "selu")
+
+
+def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
+    """The recommended gain for a nonlinearity: PyTorch's `calculate_gain` table exactly.
+
+    linear, identity, conv1d/2d/3d, conv_transpose1d/2d/3d and sigmoid: 1; tanh: 5/3;
+    relu: sqrt(2); leaky_relu: sqrt(2 / (1 + slope^2)) with slope `param` (0.01 when None);
+    selu: 3/4. For any other activation use `computed_gain` or `empirical_gain`.
+
+    Args:
+        nonlinearity: a name from `GAIN_NAMES`.
+        param: the negative slope of leaky_relu; ignored by the others.
+
+    Raises:
+        ValueError: an unknown name (the message lists the valid ones).
+        TypeError: a `param` that is not a real number.
+
+    Example:
+        >>> round(calculate_gain("leaky_relu", 0.2), 6)
+        1.386750
+    """
+    if nonlinearity in _UNIT_GAIN:
+        return 1.0
+    if nonlinearity == "tanh":
+        return 5.0 / 3.0
+    if nonlinearity == "relu":
+        return math.sqrt(2.0)
+    if nonlinearity == "leaky_relu":
+        slope = 0.01 if param is None else _real("leaky_relu param (negative slope)", param)
+        return math.sqrt(2.0 / (1.0 + slope**2))
+    if nonlinearity == "selu":
+        return 3.0 / 4.0
+    raise ValueError(
+        f"unsupported nonlinearity {nonlinearity!r}; valid names are: {', '.join(GAIN_NAMES)} "
+        "(for any other activation use jaxgrad.init.computed_gain)"
+    )
+
+
+def computed_gain(
+    activation: str | _act.Activation, criterion: str = "forward", *, num_points: int = 128
+) -> float:
+    """A gain for any activation from Gaussian moments, by Gauss-Hermite quadrature.
+
+    With z ~ N(0, 1): "forward" gives 1/sqrt(E[phi(z)^2]), the gain that keeps the second
+    moment of the signal at 1 from layer to layer; "backward" gives 1/sqrt(E[phi'(z)^2]),
+    the gain that keeps the gradient's second moment (He et al. 2015, sec. 2.2). Both are
+    sqrt(2) for relu.
+
+    Args:
+        activation: a name from `jaxgrad.activations.names()` or an elementwise callable.
+        criterion: "forward" or "backward".
+        num_points: quadrature order.
+
+    Returns:
+        The gain as a Python float.
+    """
+    if criterion not in ("forward", "backward"):
+        raise ValueError(f"criterion must be 'forward' or 'backward', got {criterion!r}")
+    phi = _act.resolve(activation)
+    fn = phi if criterion == "forward" else _act.derivative(phi)
+    second_moment = float(_act.gaussian_expectation(lambda z: fn(z) ** 2, num_points=num_points))
+    if not second_moment > 0:
+        raise ValueError(
+            f"E[{criterion} value^2] of {_act.name_of(activation)} is {second_moment}; "
+            "no finite gain exists"
+        )
+    return 1.0 / math.sqrt(second_moment)
+
+
+def empirical_gain(
+    activation: str | _act.Activation, key: jax.Array, num_samples: int = 100_000
+) -> jax.Array:
+    """std(x) / std(phi(x)) for x ~ N(0, 1): the gain measured as the seed articles do.
+
+    For tanh it is about 1.59, below PyTorch's 5/3. Jittable for a fixed `num_samples`.
+
+    Args:
+        activation: a name or an elementwise callable.
+        key: PRNG key.
+        num_samples: how many standard normal samples.
+
+    Returns:
+        A scalar array.
+    """
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
+        raise ValueError(f"num_samples must be an int >= 2, got {num_samples!r}")
+    phi = _act.resolve(activation)
+    x = jax.random.normal(key, (num_samples,))
+    return jnp.std(x) / jnp.std(phi(x))
+
+
+# ----------------------------------------------------------------------------- constant and plain
+
+
+def constant(value: float) -> Initializer:
+    """Every entry equal to `value`."""
+    value = _real("value", value)
+    return _initializer(lambda key, shape, dt: jnp.full(shape, value, dt), "constant")
+
+
+def zeros() -> Initializer:
+    """All zeros."""
+    return constant(0.0)
+
+
+def ones() -> Initializer:
+    """All ones."""
+    return constant(1.0)
+
+
+def normal(std: float = 1.0, mean: float = 0.0) -> Initializer:
+    """N(mean, std^2) entries."""
+    std, mean = _nonnegative("std", std), _real("mean", mean)
+    return _initializer(
+        lambda key, shape, dt: mean + std * jax.random.normal(key, shape, dt), "normal"
+    )
+
+
+def uniform(low: float = 0.0, high: float = 1.0) -> Initializer:
+    """U(low, high) entries."""
+    low, high = _interval("low", low, "high", high)
+    return _initializer(
+        lambda key, shape, dt: jax.random.uniform(key, shape, dt, low, high), "uniform"
+    )
+
+
+def trunc_normal(
+    std: float = 1.0, mean: float = 0.0, low: float = -2.0, high: float = 2.0
+) -> Initializer:
+    """N(mean, std^2) conditioned on [low, high]; the cut-offs are absolute, as in PyTorch.
+
+    Note that the resulting standard deviation is below `std` (see `variance_scaling` for the
+    corrected truncated normal that jax uses).
+    """
+    std, mean = _positive("std", std), _real("mean", mean)
+    low, high = _interval("low", low, "high", high)
+    a, b = (low - mean) / std, (high - mean) / std
+
+    def draw(key, shape, dt):
+        return mean + std * jax.random.truncated_normal(key, a, b, shape, dt)
+
+    return _initializer(draw, "trunc_normal")
+
+
+# ----------------------------------------------------------------------------- variance scaling
+
+_MODES = ("fan_in", "fan_out", "fan_avg")
+_DISTRIBUTIONS = ("normal", "uniform", "truncated_normal")
+# std of N(0, 1) truncated to [-2, 2], to make a truncated normal have the requested variance.
+_TRUNC_STD = 0.87962566103423978
+
+
+def variance_scaling(
+    scale: float,
+    mode: str = "fan_in",
+    distribution: str = "normal",
+    *,
+    in_axis: int = -2,
+    out_axis: int = -1,
+) -> Initializer:
+    """Zero-mean entries with variance `scale / fan`: the family Xavier, He and LeCun belong to.
+
+    Args:
+        scale: variance multiplier (the gain squared), >= 0.
+        mode: "fan_in", "fan_out" or "fan_avg" ((fan_in + fan_out) / 2).
+        distribution: "normal", "uniform" (bound sqrt(3 * variance)) or "truncated_normal"
+            (cut at two standard deviations and rescaled to the variance, as in jax).
+        in_axis, out_axis: feature axes for `compute_fans`.
+    """
+    scale = _nonnegative("scale", scale)
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {', '.join(_MODES)}, got {mode!r}")
+    if distribution not in _DISTRIBUTIONS:
+        raise ValueError(
+            f"distribution must be one of {', '.join(_DISTRIBUTIONS)}, got {distribution!r}"
+        )
+
+    def draw(key, shape, dt):
+        fan_in, fan_out = compute_fans(shape, in_axis, out_axis)
+        fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
+        std = math.sqrt(scale / fan)
+        if distribution == "uniform":
+            bound = math.sqrt(3.0) * std
+            return jax.random.uniform(key, shape, dt, -bound, bound)
+        if distribution == "truncated_normal":
+            return std / _TRUNC_STD * jax.random.truncated_normal(key, -2.0, 2.0, shape, dt)
+        return std * jax.random.normal(key, shape, dt)
+
+    return _initializer(draw, f"variance_scaling_{mode}_{distribution}", min_ndim=2)
+
+
+def xavier_uniform(gain: float = 1.0, *, in_axis: int = -2, out_axis: int = -1) -> Initializer:
+    """U(-b, b) with b = gain * sqrt(6 / (fan_in + fan_out)) (Glorot and Bengio 2010, eq. 16)."""
+    gain = _nonnegative("gain", gain)
+    return variance_scaling(gain**2, "fan_avg", "uniform", in_axis=in_axis, out_axis=out_axis)
+
+
+def xavier_normal(gain: float = 1.0, *, in_axis: int = -2, out_axis: int = -1) -> Initializer:
+    """N(0, std^2) with std = gain * sqrt(2 / (fan_in + fan_out)) (Glorot and Bengio 2010)."""
+    gain = _nonnegative("gain", gain)
+    return variance_scaling(gain**2, "fan_avg", "normal", in_axis=in_axis, out_axis=out_axis)
+
+
+def _kaiming_scale(a: float, mode: str, nonlinearity: str) -> float:
+    a = _real("a", a)
+    if mode not in ("fan_in", "fan_out"):
+        raise ValueError(f"mode must be 'fan_in' or 'fan_out', got {mode!r}")
+    return calculate_gain(nonlinearity, a) ** 2
+
+
+def kaiming_uniform(
+    a: float = 0.0,
+    mode: str = "fan_in",
+    nonlinearity: str = "leaky_relu",
+    *,
+    in_axis: int = -2,
+    out_axis: int = -1,
+) -> Initializer:
+    """U(-b, b) with b = gain * sqrt(3 / fan), gain = calculate_gain(nonlinearity, a).
+
+    `mode="fan_in"` preserves the forward signal's variance, "fan_out" the backward
+    gradient's (He et al. 2015). With the defaults (leaky_relu, a=0) the gain is sqrt(2).
+    """
+    scale = _kaiming_scale(a, mode, nonlinearity)
+    return variance_scaling(scale, mode, "uniform", in_axis=in_axis, out_axis=out_axis)
+
+
+def kaiming_normal(
+    a: float = 0.0,
+    mode: str = "fan_in",
+    nonlinearity: str = "leaky_relu",
+    *,
+    in_axis: int = -2,
+    out_axis: int = -1,
+) -> Initializer:
+    """N(0, std^2) with std = gain / sqrt(fan), gain = calculate_gain(nonlinearity, a).
+
+    A plain normal where PyTorch's is also plain; see `kaiming_uniform` for the arguments.
+    """
+    scale = _kaiming_scale(a, mode, nonlinearity)
+    return variance_scaling(scale, mode, "normal", in_axis=in_axis, out_axis=out_axis)
+
+
+def lecun_uniform(*, in_axis: int = -2, out_axis: int = -1) -> Initializer:
+    """U(-b, b) with b = sqrt(3 / fan_in): variance 1 / fan_in (LeCun et al. 1998)."""
+    return variance_scaling(1.0, "fan_in", "uniform", in_axis=in_axis, out_axis=out_axis)
+
+
+def lecun_normal(*, in_axis: int = -2, out_axis: int = -1) -> Initializer:
+    """N(0, 1 / fan_in), a plain normal (LeCun et al. 1998; the SELU paper's choice)."""
+    return variance_scaling(1.0, "fan_in", "normal", in_axis=in_axis, out_axis=out_axis)
+
+
+glorot_uniform = xavier_uniform
+glorot_normal = xavier_normal
+he_uniform = kaiming_uniform
+he_normal = kaiming_normal
+
+
+# ----------------------------------------------------------------------------- structured
+
+
+def _haar_orthogonal(key: jax.Array, rows: int, cols: int, dt: jnp.dtype) -> jax.Array:
+    """A (rows, cols) matrix with orthonormal columns (rows >= cols) or rows, Haar-distributed.
+
+    QR of a Gaussian matrix with the signs of R's diagonal moved into Q (Mezzadri 2007,
+    "How to generate random matrices from the classical compact groups").
+    """
+    tall = rows >= cols
+    gaussian = jax.random.normal(key, (max(rows, cols), min(rows, cols)), dt)
+    q, r = jnp.linalg.qr(gaussian)
+    q = q * jnp.where(jnp.diagonal(r) < 0, -1, 1).astype(dt)[None, :]
+    return q if tall else q.T
+
+
+def orthogonal(gain: float = 1.0) -> Initializer:
+    """A Haar-random (semi-)orthogonal matrix times `gain` (Saxe et al. 2014).
+
+    The last axis is the columns; every other axis is folded into the rows. Then
+    W^T W = gain^2 I when rows >= columns and W W^T = gain^2 I otherwise.
+    """
+    gain = _nonnegative("gain", gain)
+
+    def draw(key, shape, dt):
+        cols = shape[-1]
+        rows = math.prod(shape[:-1])
+        return (gain * _haar_orthogonal(key, rows, cols, dt)).reshape(shape)
+
+    return _initializer(draw, "orthogonal", min_ndim=2)
+
+
+def identity(gain: float = 1.0) -> Initializer:
+    """`gain` times the (possibly rectangular) identity, for 2-D shapes: residual-free passthrough.
+
+    References: Le et al. 2015, "A Simple Way to Initialize Recurrent Networks of ReLUs".
+    """
+    gain = _nonnegative("gain", gain)
+
+    def draw(key, shape, dt):
+        if len(shape) != 2:
+            raise ValueError(f"identity needs a 2-D shape, got {shape}")
+        return gain * jnp.eye(*shape, dtype=dt)
+
+    return _initializer(draw, "identity")
+
+
+def _check_conv_shape(name: str, shape: tuple[int, ...]) -> None:
+    if not 3 <= len(shape) <= 5:
+        raise ValueError(
+            f"{name} needs a convolution kernel shape (*spatial, in, out) with 1 to 3 spatial "
+            f"dimensions, got {shape}"
+        )
+
+
+def _centre(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(k // 2 for k in shape[:-2])
+
+
+def dirac(groups: int = 1) -> Initializer:
+    """A convolution kernel that passes its input through: 1 at the centre tap from input
+    channel d to output channel d, within each of `groups` groups (PyTorch's `dirac_`).
+
+    Shape `(*spatial, in, out)` with `out` divisible by `groups`; channels beyond
+    min(in, out / groups) get zero kernels.
+    """
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"groups must be an int >= 1, got {groups!r}")
+
+    def draw(key, shape, dt):
+        _check_conv_shape("dirac", shape)
+        fan_in, fan_out = shape[-2], shape[-1]
+        if fan_out % groups:
+            raise ValueError(f"dirac: out channels {fan_out} are not divisible by groups={groups}")
+        per_group = fan_out // groups
+        diag = min(per_group, fan_in)
+        ins = np.tile(np.arange(diag), groups)
+        outs = (np.arange(groups)[:, None] * per_group + np.arange(diag)[None, :]).ravel()
+        centre = _centre(shape)
+        return jnp.zeros(shape, dt).at[(*centre, ins, outs)].set(1)
+
+    return _initializer(draw, "dirac")
+
+
+def delta_orthogonal(gain: float = 1.0) -> Initializer:
+    """A convolution kernel that is a (semi-)orthogonal matrix at the centre tap and zero
+    elsewhere (Xiao et al. 2018), so a deep CNN starts with an orthogonal input-output map.
+
+    Needs `in <= out`, so that the centre tap has orthonormal rows (W W^T = gain^2 I).
+    """
+    gain = _nonnegative("gain", gain)
+
+    def draw(key, shape, dt):
+        _check_conv_shape("delta_orthogonal", shape)
+        fan_in, fan_out = shape[-2], shape[-1]
+        if fan_in > fan_out:
+            raise ValueError(
+                f"delta_orthogonal needs in channels <= out channels, got in={fan_in}, "
+                f"out={fan_out}; use orthogonal for a kernel that shrinks the channel count"
+            )
+        centre_tap = gain * _haar_orthogonal(key, fan_in, fan_out, dt)
+        return jnp.zeros(shape, dt).at[_centre(shape)].set(centre_tap)
+
+    return _initializer(draw, "delta_orthogonal")
+
+
+def sparse(sparsity: float, std: float = 0.01) -> Initializer:
+    """Sparse initialization (Martens 2010): each output unit sees few nonzero inputs.
+
+    For a 2-D shape `(fan_in, fan_out)`, in every column exactly ceil(sparsity * fan_in)
+    entries, at uniformly random rows, are zero; the rest are N(0, std^2).
+
+    Args:
+        sparsity: fraction of zeros per column, in [0, 1).
+        std: standard deviation of the nonzero entries.
+    """
+    sparsity = _real("sparsity", sparsity)
+    if not 0 <= sparsity < 1:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+    std = _nonnegative("std", std)
+
+    def draw(key, shape, dt):
+        if len(shape) != 2:
+            raise ValueError(f"sparse needs a 2-D shape (fan_in, fan_out), got {shape}")
+        fan_in = shape[0]
+        num_zeros = math.ceil(sparsity * fan_in)
+        key_values, key_rows = jax.random.split(key)
+        # Rank of each row within its column under a random order: a random permutation.
+        order = jax.random.uniform(key_rows, shape)
+        rank = jnp.argsort(jnp.argsort(order, axis=0), axis=0)
+        values = std * jax.random.normal(key_values, shape, dt)
+        return jnp.where(rank < num_zeros, jnp.zeros((), dt), values)
+
+    return _initializer(draw, "sparse")

@@ -1,0 +1,503 @@
+"""Tests for jaxgrad.activations against float64 definitions, finite differences and closed forms.
+
+Float64 evaluations run inside `jax.enable_x64(True)`; nothing changes the global config.
+"""
+
+import math
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import special
+
+from jaxgrad import activations
+
+# Five standard errors: a two-sided miss by chance has probability below 6e-7 per check.
+N_SIGMA = 5.0
+
+# Klambauer et al. 2017, eq. (14): the SELU constants in closed form.
+_ERFC = special.erfc(1.0 / math.sqrt(2.0))
+KLAMBAUER_ALPHA = -math.sqrt(2.0 / math.pi) / (_ERFC * math.exp(0.5) - 1.0)
+KLAMBAUER_SCALE = (
+    (1.0 - _ERFC * math.sqrt(math.e))
+    * math.sqrt(2.0 * math.pi)
+    * (
+        2.0 * special.erfc(math.sqrt(2.0)) * math.e**2
+        + math.pi * _ERFC**2 * math.e
+        - 2.0 * (2.0 + math.pi) * _ERFC * math.sqrt(math.e)
+        + math.pi
+        + 2.0
+    )
+    ** -0.5
+)
+
+
+def _sigmoid(x):
+    """1 / (1 + exp(-x)), evaluated without overflow by scipy."""
+    return special.expit(x)
+
+
+def _elu(x, alpha):
+    return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0.0)))
+
+
+# (name, params, float64 definition)
+DEFINITIONS = [
+    ("linear", {}, lambda x: x),
+    ("sigmoid", {}, _sigmoid),
+    ("tanh", {}, np.tanh),
+    ("relu", {}, lambda x: np.maximum(x, 0.0)),
+    ("leaky_relu", {}, lambda x: np.where(x >= 0, x, 0.01 * x)),
+    ("leaky_relu", {"negative_slope": 0.2}, lambda x: np.where(x >= 0, x, 0.2 * x)),
+    ("elu", {}, lambda x: _elu(x, 1.0)),
+    ("elu", {"alpha": 0.5}, lambda x: _elu(x, 0.5)),
+    ("selu", {}, lambda x: KLAMBAUER_SCALE * _elu(x, KLAMBAUER_ALPHA)),
+    ("gelu", {}, lambda x: x * special.ndtr(x)),
+    ("gelu", {"approximate": False}, lambda x: 0.5 * x * (1.0 + special.erf(x / math.sqrt(2.0)))),
+    (
+        "gelu",
+        {"approximate": True},
+        # 0.5 x (1 + tanh(u)) = x sigmoid(2 u), u = sqrt(2 / pi) (x + 0.044715 x^3), without
+        # the cancellation in 1 + tanh(u) for very negative x.
+        lambda x: x * _sigmoid(2.0 * math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)),
+    ),
+    ("silu", {}, lambda x: x * _sigmoid(x)),
+    ("softplus", {}, lambda x: np.logaddexp(0.0, x)),
+    ("softsign", {}, lambda x: x / (1.0 + np.abs(x))),
+    ("mish", {}, lambda x: x * np.tanh(np.log1p(np.exp(x)))),
+    ("hard_tanh", {}, lambda x: np.clip(x, -1.0, 1.0)),
+    ("erf", {}, special.erf),
+    (
+        "rrelu",
+        {"deterministic": True, "lower": 0.1, "upper": 0.3},
+        lambda x: np.where(x >= 0, x, 0.2 * x),
+    ),
+]
+DEFINITION_IDS = [f"{name}{params or ''}" for name, params, _ in DEFINITIONS]
+
+# Negative, zero and positive values, including the kinks (0, +-1) and both tails.
+GRID = np.concatenate(
+    [np.linspace(-8.0, 8.0, 161), [-30.0, -1e-3, -0.0, 0.0, 1e-3, 30.0, -1.0, 1.0]]
+)
+# Tolerances: a few ulps of the dtype relative, plus an absolute floor for values near 0.
+TOLERANCES = {"float32": {"rtol": 5e-6, "atol": 1e-6}, "float64": {"rtol": 1e-13, "atol": 1e-14}}
+
+
+def _evaluate(fn, x, dtype):
+    """fn(x) computed in `dtype` (float64 inside enable_x64), returned as float64 numpy."""
+    if dtype == "float64":
+        with jax.enable_x64(True):
+            y = fn(jnp.asarray(x, jnp.float64))
+            assert y.dtype == jnp.float64
+            return np.asarray(y)
+    y = fn(jnp.asarray(x, jnp.float32))
+    assert y.dtype == jnp.float32
+    return np.asarray(y, np.float64)
+
+
+# ----------------------------------------------------------------------------- definitions
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(("name", "params", "definition"), DEFINITIONS, ids=DEFINITION_IDS)
+def test_activation_matches_definition(name, params, definition, dtype):
+    x = GRID.astype(dtype).astype(np.float64)  # the reference sees the rounded inputs
+    expected = definition(x)
+    direct = getattr(activations, name)
+    np.testing.assert_allclose(
+        _evaluate(lambda v: direct(v, **params), x, dtype), expected, **TOLERANCES[dtype]
+    )
+    bound = activations.get(name, **params)
+    np.testing.assert_allclose(_evaluate(bound, x, dtype), expected, **TOLERANCES[dtype])
+
+
+def test_selu_constants_are_klambauers():
+    assert pytest.approx(KLAMBAUER_ALPHA, rel=1e-14) == activations.SELU_ALPHA
+    assert pytest.approx(KLAMBAUER_SCALE, rel=1e-14) == activations.SELU_SCALE
+
+
+@pytest.mark.parametrize(("name", "params", "definition"), DEFINITIONS, ids=DEFINITION_IDS)
+def test_activation_keeps_shape_and_bfloat16(name, params, definition):
+    x = jnp.asarray(np.linspace(-3.0, 3.0, 24).reshape(4, 6), jnp.bfloat16)
+    y = activations.get(name, **params)(x)
+    assert y.shape == (4, 6)
+    assert y.dtype == jnp.bfloat16
+    expected = definition(np.asarray(x, np.float64))
+    # bfloat16 has an 8-bit significand: relative spacing 2^-7 = 0.0078.
+    np.testing.assert_allclose(np.asarray(y, np.float64), expected, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize(("name", "params", "definition"), DEFINITIONS, ids=DEFINITION_IDS)
+def test_activation_under_jit(name, params, definition):
+    x = GRID.astype(np.float32)
+    y = jax.jit(activations.get(name, **params))(x)
+    np.testing.assert_allclose(
+        np.asarray(y, np.float64), definition(x.astype(np.float64)), **TOLERANCES["float32"]
+    )
+
+
+# ----------------------------------------------------------------------------- rrelu
+
+
+def test_rrelu_deterministic_uses_mean_slope():
+    x = jnp.asarray(GRID, jnp.float32)
+    for lower, upper in [(1 / 8, 1 / 3), (0.0, 1.0), (0.25, 0.25)]:
+        y = activations.rrelu(x, lower=lower, upper=upper, deterministic=True)
+        slope = (lower + upper) / 2
+        np.testing.assert_allclose(y, np.where(GRID >= 0, GRID, slope * GRID), rtol=1e-6)
+
+
+@pytest.mark.parametrize(("lower", "upper"), [(1 / 8, 1 / 3), (0.1, 0.9), (0.0, 0.05)])
+def test_rrelu_random_slopes_are_uniform_in_range(lower, upper, key):
+    num = 200_000
+    x = -jnp.linspace(0.5, 4.0, num)
+    y = activations.rrelu(x, key, lower=lower, upper=upper)
+    slopes = np.asarray(y, np.float64) / np.asarray(x, np.float64)
+    # Float32 division: allow one relative rounding error at each end of the range.
+    assert slopes.min() >= lower * (1 - 1e-6)
+    assert slopes.max() <= upper * (1 + 1e-6)
+    # U(lower, upper): mean (lower + upper) / 2 with SE (upper - lower) / sqrt(12 n); variance
+    # (upper - lower)^2 / 12 with SE var * sqrt(0.8 / n) (excess kurtosis -6/5).
+    width = upper - lower
+    assert abs(slopes.mean() - (lower + upper) / 2) <= N_SIGMA * width / math.sqrt(12 * num)
+    assert abs(slopes.var() - width**2 / 12) <= N_SIGMA * width**2 / 12 * math.sqrt(0.8 / num)
+
+
+def test_rrelu_leaves_nonnegative_inputs_unchanged(key):
+    x = jnp.asarray(GRID, jnp.float32)
+    y = np.asarray(activations.rrelu(x, key))
+    nonnegative = GRID >= 0
+    np.testing.assert_array_equal(y[nonnegative], np.asarray(x)[nonnegative])
+    negative = ~nonnegative
+    # slope * x with slope in [1/8, 1/3] and x < 0: between x/3 and x/8.
+    assert np.all(y[negative] <= GRID[negative] / 8 * (1 - 1e-6))
+    assert np.all(y[negative] >= GRID[negative] / 3 * (1 + 1e-6))
+
+
+def test_rrelu_slopes_differ_per_element_and_key(key):
+    x = -jnp.ones(1000)
+    first = np.asarray(activations.rrelu(x, key))
+    again = np.asarray(activations.rrelu(x, key))
+    other = np.asarray(activations.rrelu(x, jax.random.key(1)))
+    np.testing.assert_array_equal(first, again)  # a fixed key is reproducible
+    assert len(np.unique(first)) > 900
+    assert np.mean(first != other) > 0.99
+
+
+def test_rrelu_under_jit(key):
+    x = -jnp.ones(1000)
+    jitted = jax.jit(activations.rrelu)(x, key)
+    np.testing.assert_allclose(jitted, activations.rrelu(x, key), rtol=1e-6)
+
+
+def test_rrelu_needs_a_key():
+    with pytest.raises(ValueError, match="key"):
+        activations.rrelu(jnp.ones(3))
+    with pytest.raises(ValueError, match="key"):
+        activations.get("rrelu")(jnp.ones(3))
+
+
+# ----------------------------------------------------------------------------- registry
+
+EXPECTED_NAMES = {
+    "linear",
+    "sigmoid",
+    "tanh",
+    "relu",
+    "leaky_relu",
+    "rrelu",
+    "elu",
+    "selu",
+    "gelu",
+    "silu",
+    "softplus",
+    "softsign",
+    "mish",
+    "hard_tanh",
+    "erf",
+}
+
+
+def test_names():
+    names = activations.names()
+    assert isinstance(names, tuple)
+    assert len(names) == len(set(names))
+    assert set(names) == EXPECTED_NAMES
+    for name in names:
+        assert activations.get(name) is getattr(activations, name)
+
+
+@pytest.mark.parametrize(
+    ("alias", "canonical"),
+    [
+        ("identity", "linear"),
+        ("none", "linear"),
+        ("swish", "silu"),
+        ("hardtanh", "hard_tanh"),
+        ("ReLU", "relu"),
+        ("TANH", "tanh"),
+        ("Swish", "silu"),
+    ],
+)
+def test_get_aliases(alias, canonical):
+    assert activations.get(alias) is getattr(activations, canonical)
+    if alias.lower() != canonical:
+        assert alias.lower() not in activations.names()  # names() lists canonical names only
+
+
+def test_get_binds_params():
+    x = jnp.asarray(GRID, jnp.float32)
+    phi = activations.get("leaky_relu", negative_slope=0.2)
+    assert phi.__name__ == "leaky_relu"
+    np.testing.assert_allclose(phi(x), np.where(GRID >= 0, GRID, 0.2 * GRID), rtol=1e-6)
+    elu = activations.get("ELU", alpha=2.0)
+    np.testing.assert_allclose(elu(x), _elu(GRID, 2.0), rtol=1e-6, atol=1e-6)
+
+
+def test_get_binds_rrelu_key_and_range(key):
+    phi = activations.get("rrelu", key=key, lower=0.2, upper=0.4)
+    x = -jnp.ones(10_000)
+    slopes = -np.asarray(phi(x))
+    assert slopes.min() >= 0.2 * (1 - 1e-6)
+    assert slopes.max() <= 0.4 * (1 + 1e-6)
+    np.testing.assert_array_equal(phi(x), activations.rrelu(x, key, 0.2, 0.4))
+
+
+@pytest.mark.parametrize("name", ["relux", "softmax", "", "leaky-relu"])
+def test_get_unknown_name_lists_valid_names(name):
+    with pytest.raises(ValueError, match=re.escape(repr(name))) as excinfo:
+        activations.get(name)
+    for valid in EXPECTED_NAMES:
+        assert valid in str(excinfo.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "error", "match"),
+    [
+        ("relu", {"alpha": 1.0}, TypeError, "'relu' has no parameter 'alpha'"),
+        ("leaky_relu", {"slope": 0.2}, TypeError, "'slope'"),
+        ("elu", {"negative_slope": 0.2}, TypeError, "'negative_slope'"),
+        ("gelu", {"alpha": 1.0}, TypeError, "'alpha'"),
+        ("leaky_relu", {"negative_slope": "0.2"}, TypeError, "got '0.2'"),
+        ("elu", {"alpha": True}, TypeError, "got True"),
+        ("elu", {"alpha": math.inf}, ValueError, "got inf"),
+        ("rrelu", {"lower": 0.5, "upper": 0.2}, ValueError, "lower=0.5, upper=0.2"),
+        ("rrelu", {"lower": 0.5}, ValueError, "lower <= upper"),
+        ("rrelu", {"upper": 0.1}, ValueError, "lower <= upper"),
+    ],
+)
+def test_get_bad_params(name, params, error, match):
+    with pytest.raises(error, match=re.escape(match)):
+        activations.get(name, **params)
+
+
+@pytest.mark.parametrize("name", [3, None, activations.relu])
+def test_get_needs_a_string(name):
+    with pytest.raises(TypeError, match="must be a str"):
+        activations.get(name)
+
+
+def test_resolve():
+    assert activations.resolve("tanh") is activations.tanh
+    assert activations.resolve("Swish") is activations.silu
+
+    def cube(x):
+        return x**3
+
+    assert activations.resolve(cube) is cube
+    for bad in [3, None, 1.5, ["relu"]]:
+        with pytest.raises(TypeError, match=re.escape(repr(bad))):
+            activations.resolve(bad)
+    with pytest.raises(ValueError, match="relux"):
+        activations.resolve("relux")
+
+
+def test_name_of():
+    assert activations.name_of("Swish") == "silu"
+    assert activations.name_of(activations.get("leaky_relu", negative_slope=0.3)) == "leaky_relu"
+
+
+# ----------------------------------------------------------------------------- derivative
+
+# A grid with no point at a kink (0 for the ReLU family, +-1 for hard_tanh): step 0.1 from -3.95.
+SMOOTH_GRID = np.linspace(-3.95, 3.95, 80)
+
+
+@pytest.mark.parametrize(("name", "params", "definition"), DEFINITIONS, ids=DEFINITION_IDS)
+def test_derivative_matches_central_differences_in_float64(name, params, definition):
+    # Central difference of the float64 definition: truncation h^2 f''' / 6 ~ 1e-12 and
+    # rounding ~ eps |f| / h ~ 1e-9 for h = 1e-6.
+    h = 1e-6
+    finite_difference = (definition(SMOOTH_GRID + h) - definition(SMOOTH_GRID - h)) / (2 * h)
+    with jax.enable_x64(True):
+        dphi = activations.derivative(activations.get(name, **params))
+        derivative = dphi(jnp.asarray(SMOOTH_GRID))
+        assert derivative.dtype == jnp.float64
+    np.testing.assert_allclose(derivative, finite_difference, rtol=1e-7, atol=1e-8)
+
+
+def _sigmoid_derivative(x):
+    s = _sigmoid(x)
+    return s * (1 - s)
+
+
+def _elu_derivative(x):
+    return np.where(x > 0, 1.0, np.exp(np.minimum(x, 0.0)))
+
+
+# Closed-form derivatives away from the kinks (the relu convention at 0 is tested below).
+CLOSED_FORM_DERIVATIVES = [
+    ("tanh", lambda x: 1.0 - np.tanh(x) ** 2),
+    ("sigmoid", _sigmoid_derivative),
+    ("relu", lambda x: (x > 0).astype(np.float64)),
+    ("linear", np.ones_like),
+    ("identity", np.ones_like),
+    ("erf", lambda x: 2.0 / math.sqrt(math.pi) * np.exp(-(x**2))),
+    ("softplus", _sigmoid),
+    ("silu", lambda x: _sigmoid(x) * (1.0 + x * (1.0 - _sigmoid(x)))),
+    ("gelu", lambda x: special.ndtr(x) + x * np.exp(-(x**2) / 2) / math.sqrt(2.0 * math.pi)),
+    ("softsign", lambda x: 1.0 / (1.0 + np.abs(x)) ** 2),
+    ("elu", _elu_derivative),
+    ("selu", lambda x: KLAMBAUER_SCALE * np.where(x > 0, 1.0, KLAMBAUER_ALPHA * np.exp(x))),
+    ("leaky_relu", lambda x: np.where(x > 0, 1.0, 0.01)),
+    ("hard_tanh", lambda x: (np.abs(x) < 1).astype(np.float64)),
+]
+# Closed forms hold everywhere but at the kinks, where the convention is checked below.
+KINK_FREE_GRID = GRID[(np.abs(GRID) > 1e-6) & (np.abs(np.abs(GRID) - 1.0) > 1e-6)]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(("name", "closed_form"), CLOSED_FORM_DERIVATIVES)
+def test_derivative_matches_closed_form(name, closed_form, dtype):
+    # float32 runs under jax.jit, float64 eagerly.
+    x = KINK_FREE_GRID.astype(dtype).astype(np.float64)
+    dphi = activations.derivative(name)
+    derivative = _evaluate(jax.jit(dphi) if dtype == "float32" else dphi, x, dtype)
+    np.testing.assert_allclose(derivative, closed_form(x), **TOLERANCES[dtype])
+
+
+def test_relu_derivative_at_zero_is_zero():
+    # Documented convention, as in JAX and PyTorch.
+    np.testing.assert_array_equal(
+        activations.derivative("relu")(jnp.array([-1.0, -0.0, 0.0, 1.0])), [0.0, 0.0, 0.0, 1.0]
+    )
+
+
+def test_derivative_of_bound_and_custom_callables():
+    x = jnp.asarray(KINK_FREE_GRID, jnp.float32)
+    leaky = activations.derivative(activations.get("leaky_relu", negative_slope=0.2))
+    np.testing.assert_allclose(leaky(x), np.where(KINK_FREE_GRID > 0, 1.0, 0.2), rtol=1e-6)
+    cube = activations.derivative(lambda v: v**3)
+    np.testing.assert_allclose(cube(x), 3.0 * KINK_FREE_GRID**2, rtol=1e-5)
+
+
+def test_derivative_name_shape_and_integer_inputs():
+    dphi = activations.derivative("tanh")
+    assert dphi.__name__ == "d_tanh"
+    x = jnp.zeros((3, 4))
+    assert dphi(x).shape == (3, 4)
+    relu_slope = activations.derivative("relu")(jnp.array([-2, 3]))
+    assert jnp.issubdtype(relu_slope.dtype, jnp.floating)
+    np.testing.assert_array_equal(relu_slope, [0.0, 1.0])
+
+
+# ----------------------------------------------------------------------------- Gaussian moments
+
+
+def _erf_second_moment(std):
+    # E[erf(s z)^2] = (2 / pi) arcsin(2 s^2 / (1 + 2 s^2)) (Williams 1997).
+    return 2.0 / np.pi * np.arcsin(2.0 * std**2 / (1.0 + 2.0 * std**2))
+
+
+def _erf_second_moment_grad(std):
+    u = 2.0 * std**2 / (1.0 + 2.0 * std**2)
+    du = 4.0 * std / (1.0 + 2.0 * std**2) ** 2
+    return 2.0 / np.pi * du / np.sqrt(1.0 - u**2)
+
+
+# (function of the Gaussian argument, E[fn(s z)] as a function of s, its derivative in s)
+GAUSSIAN_CASES = {
+    "square": (lambda x: x**2, lambda s: s**2, lambda s: 2.0 * s),
+    "relu_square": (lambda x: activations.relu(x) ** 2, lambda s: s**2 / 2, lambda s: s),
+    "erf_square": (lambda x: activations.erf(x) ** 2, _erf_second_moment, _erf_second_moment_grad),
+    "fourth": (lambda x: x**4, lambda s: 3.0 * s**4, lambda s: 12.0 * s**3),
+    "cos": (jnp.cos, lambda s: np.exp(-(s**2) / 2), lambda s: -s * np.exp(-(s**2) / 2)),
+    "exp": (jnp.exp, lambda s: np.exp(s**2 / 2), lambda s: s * np.exp(s**2 / 2)),
+}
+# 128-point Gauss-Hermite is accurate to float32 for these smooth integrands up to std 2; a
+# saturating one such as erf(s z)^2 converges slowly beyond (relative error 4e-5 at s = 3).
+STDS = [0.1, 0.5, 1.0, 1.5, 2.0]
+
+
+@pytest.mark.parametrize("case", sorted(GAUSSIAN_CASES))
+@pytest.mark.parametrize("std", STDS)
+def test_gaussian_expectation_closed_forms(case, std):
+    fn, expected, _ = GAUSSIAN_CASES[case]
+    value = activations.gaussian_expectation(fn, std)
+    assert value.shape == ()
+    assert float(value) == pytest.approx(expected(std), rel=1e-5)
+
+
+@pytest.mark.parametrize("case", ["square", "relu_square", "erf_square"])
+def test_gaussian_expectation_under_jit(case):
+    fn, expected, _ = GAUSSIAN_CASES[case]
+    jitted = jax.jit(lambda s: activations.gaussian_expectation(fn, s))
+    for std in STDS:
+        assert float(jitted(std)) == pytest.approx(expected(std), rel=1e-5)
+
+
+@pytest.mark.parametrize("case", ["square", "relu_square", "erf_square"])
+@pytest.mark.parametrize("jit", [False, True])
+def test_gaussian_expectation_array_of_stds(case, jit):
+    fn, expected, _ = GAUSSIAN_CASES[case]
+    expectation = lambda s: activations.gaussian_expectation(fn, s)
+    if jit:
+        expectation = jax.jit(expectation)
+    for stds in (np.array(STDS), np.array(STDS).reshape(1, 5), np.array(STDS[:4]).reshape(2, 2)):
+        values = expectation(jnp.asarray(stds))
+        assert values.shape == stds.shape
+        np.testing.assert_allclose(values, expected(stds), rtol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["square", "relu_square", "erf_square", "fourth", "cos"])
+def test_gaussian_expectation_grad_in_std(case):
+    fn, _, expected_grad = GAUSSIAN_CASES[case]
+    grad = jax.grad(lambda s: activations.gaussian_expectation(fn, s))
+    assert float(grad(0.5)) == pytest.approx(expected_grad(0.5), rel=1e-5, abs=1e-6)
+    jitted_grad = jax.jit(grad)
+    for std in STDS:
+        assert float(jitted_grad(std)) == pytest.approx(expected_grad(std), rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.parametrize("num_points", [2, 16, 512])
+def test_gaussian_expectation_any_order_is_exact_for_quadratics(num_points):
+    # Any Gauss-Hermite order >= 2 integrates a quadratic exactly: E[(2 z)^2 + 1] = 5. The
+    # docstring sets no upper limit on the order, so a high one must work too.
+    value = activations.gaussian_expectation(lambda x: x**2 + 1.0, 2.0, num_points=num_points)
+    assert float(value) == pytest.approx(5.0, rel=1e-5)
+
+
+def test_gaussian_expectation_float64():
+    with jax.enable_x64(True):
+        value = activations.gaussian_expectation(activations.erf, 1.0)
+        assert value.dtype == jnp.float64
+        second_moment = activations.gaussian_expectation(lambda x: activations.erf(x) ** 2, 1.0)
+    assert float(value) == pytest.approx(0.0, abs=1e-15)  # erf is odd
+    assert float(second_moment) == pytest.approx(2.0 / math.pi * math.asin(2.0 / 3.0), rel=1e-12)
+
+
+@pytest.mark.parametrize("num_points", [1, 0, 2.0])
+def test_gaussian_expectation_bad_num_points(num_points):
+    with pytest.raises(ValueError, match=re.escape(repr(num_points))):
+        activations.gaussian_expectation(jnp.square, 1.0, num_points=num_points)
+
+
+def test_hermite_nodes_integrate_polynomials_exactly():
+    nodes, weights = activations.hermite_nodes(16)
+    # Gauss-Hermite with n points is exact up to degree 2n - 1: E[z^2k] = (2k - 1)!!.
+    for k, double_factorial in [(0, 1.0), (1, 1.0), (2, 3.0), (3, 15.0), (4, 105.0)]:
+        assert np.sum(weights * nodes ** (2 * k)) == pytest.approx(double_factorial, rel=1e-12)
+    assert np.sum(weights * nodes**3) == pytest.approx(0.0, abs=1e-12)
+    assert not np.any(nodes == 0)  # an even order puts no node on the kink of relu
