@@ -1,0 +1,596 @@
+"""Per-layer forward and backward statistics of a deep network, in one jitted pass.
+
+`probe(model, x)` runs a `jaxgrad.nn.MLP` forward with `jax.lax.scan`, keeping each layer's
+input and affine output, then walks the layers back in a second, reverse scan that carries
+dL/dh_l. Each step of the reverse scan differentiates only the block's elementwise part
+(norm, activation, residual) with `jax.vjp` and reduces the weight gradient x^T delta to its
+Frobenius norm without forming it: when the batch is smaller than the width,
+||x^T delta||_F^2 = sum((x x^T) * (delta delta^T)), two batch-by-batch Gram matrices. Nothing
+of size (depth, width, width) is ever allocated beyond the weights themselves, which is what
+makes the probe several times faster than `jax.grad` through the same scan (see
+`benchmarks/`). `method="autodiff"` computes the same numbers with `jax.grad` through a scan
+with a zero "tap" added to every layer's output (dL/dtap_l = dL/dh_l), as a cross-check.
+
+References:
+    Glorot and Bengio 2010 (the per-layer activation and gradient statistics of section 4);
+    Schoenholz et al. 2017, "Deep Information Propagation" (the random-projection readout).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxgrad import activations as _act
+from jaxgrad import init as _init
+from jaxgrad import nn as _nn
+
+LossFn = Callable[[jax.Array, Any], jax.Array]
+
+SATURATION_THRESHOLD = 0.01
+"""A unit is saturated when |phi'(pre-activation)| is below this (tanh: |z| > 3.0)."""
+
+
+class LayerStats(NamedTuple):
+    """Statistics of every hidden layer; each field has a leading depth axis (index i is
+    hidden layer i + 1), after any leading axes added by `jax.vmap` (seeds, say).
+
+    Attributes:
+        pre_mean, pre_std: mean and std of the pre-activation z_l = N(h_{l-1} W_l + b_l) over
+            the batch and the units.
+        act_mean, act_std: mean and std of the layer output h_l.
+        saturated_frac: fraction of pre-activations with |phi'(z)| < the saturation threshold.
+        dead_frac: fraction of units whose activation phi(z) is zero for the whole batch.
+        grad_norm: Frobenius norm of dL/dW_l.
+        grad_norm_bias: norm of dL/db_l.
+        act_grad_norm: norm of dL/dh_l, over the batch and the units.
+        weight_norm: Frobenius norm of W_l.
+        first_nonfinite_layer: the first layer (1-based) whose pre-activation or output holds
+            an inf or a nan; -1 when every value is finite.
+    """
+
+    pre_mean: jax.Array
+    pre_std: jax.Array
+    act_mean: jax.Array
+    act_std: jax.Array
+    saturated_frac: jax.Array
+    dead_frac: jax.Array
+    grad_norm: jax.Array
+    grad_norm_bias: jax.Array
+    act_grad_norm: jax.Array
+    weight_norm: jax.Array
+    first_nonfinite_layer: jax.Array
+
+    @property
+    def depth(self) -> int:
+        return self.grad_norm.shape[-1]
+
+    def to_frame(self):
+        """A tidy pandas DataFrame, one row per layer (and per leading index, if vmapped).
+
+        Columns: `layer` (1-based), one column per per-layer field, and
+        `first_nonfinite_layer`; a vmapped result gets a `sample` column (its flat index).
+        """
+        import pandas as pd
+
+        host = jax.device_get(self)
+        per_layer = {
+            name: np.asarray(value)
+            for name, value in host._asdict().items()
+            if name != "first_nonfinite_layer"
+        }
+        depth = self.depth
+        lead = per_layer["grad_norm"].shape[:-1]
+        samples = math.prod(lead)
+        columns: dict[str, np.ndarray] = {}
+        if lead:
+            columns["sample"] = np.repeat(np.arange(samples), depth)
+        columns["layer"] = np.tile(np.arange(1, depth + 1), samples)
+        for name, value in per_layer.items():
+            columns[name] = value.reshape(-1)
+        nonfinite = np.asarray(host.first_nonfinite_layer).reshape(-1)
+        columns["first_nonfinite_layer"] = np.repeat(nonfinite, depth)
+        return pd.DataFrame(columns)
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+def mean_square_loss(output: jax.Array, y: Any = None) -> jax.Array:
+    """0.5 * mean(output^2), or 0.5 * mean((output - y)^2) when targets are given.
+
+    Its gradient is proportional to the output, so it vanishes when the output collapses
+    to zero (the ordered phase); `random_projection_loss` does not.
+    """
+    residual = output if y is None else output - y
+    return 0.5 * jnp.mean(jnp.square(residual))
+
+
+def random_projection_loss(key: jax.Array) -> LossFn:
+    """A linear loss sum(output * G) / sqrt(output.size) with G ~ N(0, 1) fixed by `key`.
+
+    dL/doutput = G / sqrt(size) whatever the output is, so the backward pass sees an
+    i.i.d. Gaussian error signal of fixed size, as mean-field theory assumes (Schoenholz
+    et al. 2017), even when the forward signal has collapsed. Targets are ignored.
+    """
+    if not isinstance(key, jax.Array):
+        raise TypeError(f"key must be a jax PRNG key array, got {type(key).__name__}")
+
+    def loss(output: jax.Array, y: Any = None) -> jax.Array:
+        g = jax.random.normal(key, output.shape, output.dtype)
+        return jnp.sum(output * g) / math.sqrt(max(output.size, 1))
+
+    return loss
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def _rescaled(values: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`values` times a power of two that brings its largest magnitude near 1, and the
+    factor that undoes it.
+
+    Squaring the rescaled values cannot overflow, so a std or a norm stays finite as long as
+    the values are (the naive formula overflows float32 from about 1.8e19). The exponent is
+    clipped to +-120 so that both factors are normal numbers: XLA flushes subnormals to zero,
+    which rules out dividing by the largest magnitude itself.
+    """
+    magnitude = jnp.max(jnp.abs(values))
+    exponent = jnp.round(jnp.log2(jnp.where(magnitude > 0, magnitude, 1)))
+    exponent = jnp.clip(exponent, -120, 120).astype(values.dtype)
+    return values * jnp.exp2(-exponent), jnp.exp2(exponent)
+
+
+def _mean_std(values: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Mean and std that stay finite as long as the values are (see `_rescaled`)."""
+    mean = jnp.sum(values / values.size)
+    scaled, up = _rescaled(values - mean)
+    return mean, jnp.sqrt(jnp.mean(jnp.square(scaled))) * up
+
+
+def _norm(values: jax.Array) -> jax.Array:
+    """The 2-norm of all entries, finite as long as the values are (see `_rescaled`)."""
+    scaled, up = _rescaled(values)
+    return jnp.sqrt(jnp.sum(jnp.square(scaled))) * up
+
+
+def _weight_norms(kernels: jax.Array) -> jax.Array:
+    """Frobenius norm of each stacked kernel, in one pass (weights do not near overflow)."""
+    return jnp.sqrt(jnp.sum(jnp.square(kernels), axis=(-2, -1)))
+
+
+def _outer_grad_norm(h: jax.Array, delta: jax.Array) -> jax.Array:
+    """||h^T delta||_F for h (batch, n_in), delta (batch, n_out), without forming h^T delta
+    when the batch is the smaller side."""
+    batch = h.shape[0]
+    if batch < min(h.shape[1], delta.shape[1]):
+        gram = (h @ h.T) * (delta @ delta.T)
+        return jnp.sqrt(jnp.maximum(jnp.sum(gram), 0))
+    return _norm(h.T @ delta)
+
+
+def _forward_stats(block: _nn.Block, z, out, a, threshold: float):
+    pre_mean, pre_std = _mean_std(z)
+    act_mean, act_std = _mean_std(out)
+    dphi = _act.derivative(block.activation)(z)
+    saturated = jnp.mean(jnp.abs(dphi) < threshold)
+    dead = jnp.mean(jnp.all(a.reshape(-1, a.shape[-1]) == 0, axis=0))
+    finite = jnp.all(jnp.isfinite(z)) & jnp.all(jnp.isfinite(out))
+    return (pre_mean, pre_std, act_mean, act_std, saturated, dead), finite
+
+
+def _first_false(finite: jax.Array) -> jax.Array:
+    """1-based index of the first False along the last axis, -1 if none."""
+    bad = ~finite
+    return jnp.where(jnp.any(bad, -1), jnp.argmax(bad, -1) + 1, -1).astype(jnp.int32)
+
+
+# ----------------------------------------------------------------------------- the probe
+
+
+def _probe_reverse(model: _nn.MLP, x, y, loss_fn, threshold):
+    h0 = model.embed(x)
+    graphdef, params, rest = nnx.split(model.blocks, nnx.Param, ...)
+
+    def forward(h, layer):
+        block = nnx.merge(graphdef, *layer)
+        pre = block.linear(h)
+        out, z, a = block.post(pre, h)
+        stats, finite = _forward_stats(block, z, out, a, threshold)
+        return out, (stats, finite, h, pre)
+
+    h_last, (stats, finite, inputs, pres) = jax.lax.scan(forward, h0, (params, rest))
+    loss, head_vjp = jax.vjp(lambda h: loss_fn(model.head(h), y), h_last)
+    (delta_last,) = head_vjp(jnp.ones_like(loss))
+
+    def backward(delta, layer):
+        layer_params, layer_rest, h, pre = layer
+
+        def post(pre, h, layer_rest):
+            # The non-parameter state (batch norm's running averages) enters as an argument so
+            # that the update batch norm makes to it happens inside this trace, and is dropped.
+            return nnx.merge(graphdef, layer_params, layer_rest).post(pre, h)[0]
+
+        _, post_vjp = jax.vjp(post, pre, h, layer_rest)
+        dpre, dh_skip, _ = post_vjp(delta)
+        flat_h = h.reshape(-1, h.shape[-1])
+        flat_dpre = dpre.reshape(-1, dpre.shape[-1])
+        kernel = layer_params["linear"]["kernel"][...]
+        grads = (
+            _outer_grad_norm(flat_h, flat_dpre),
+            _norm(jnp.sum(flat_dpre, axis=0)),
+            _norm(delta),
+        )
+        delta_prev = dpre @ kernel.T + dh_skip
+        return delta_prev, grads
+
+    _, grads = jax.lax.scan(backward, delta_last, (params, rest, inputs, pres), reverse=True)
+    weight_norm = _weight_norms(params["linear"]["kernel"][...])
+    return LayerStats(*stats, *grads, weight_norm, _first_false(finite))
+
+
+def _probe_autodiff(model: _nn.MLP, x, y, loss_fn, threshold):
+    h0 = model.embed(x)
+    graphdef, params, rest = nnx.split(model.blocks, nnx.Param, ...)
+    taps = jnp.zeros((model.depth, *h0.shape), h0.dtype)
+
+    def loss_of(params, taps):
+        def forward(h, layer):
+            layer_params, layer_rest, tap = layer
+            block = nnx.merge(graphdef, layer_params, layer_rest)
+            out, z, a = block.post(block.linear(h), h)
+            out = out + tap
+            return out, _forward_stats(block, z, out, a, threshold)
+
+        h_last, aux = jax.lax.scan(forward, h0, (params, rest, taps))
+        return loss_fn(model.head(h_last), y), aux
+
+    (dparams, dtaps), (stats, finite) = jax.grad(loss_of, argnums=(0, 1), has_aux=True)(
+        params, taps
+    )
+    per_layer = jax.vmap(_norm)
+    grads = (
+        per_layer(dparams["linear"]["kernel"][...]),
+        per_layer(dparams["linear"]["bias"][...]),
+        per_layer(dtaps),
+        _weight_norms(params["linear"]["kernel"][...]),
+    )
+    return LayerStats(*stats, *grads, _first_false(finite))
+
+
+_METHODS = {"reverse": _probe_reverse, "autodiff": _probe_autodiff}
+
+
+def _check_method(method: str) -> None:
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {', '.join(_METHODS)}, got {method!r}")
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "loss_fn", "method", "threshold"))
+def _probe_jit(graphdef, state, x, y, *, loss_fn, method, threshold):
+    model = nnx.merge(graphdef, state)
+    return _METHODS[method](model, x, y, loss_fn, threshold)
+
+
+def probe(
+    model: _nn.MLP,
+    x: jax.Array,
+    loss_fn: LossFn | None = None,
+    y: Any = None,
+    *,
+    method: str = "reverse",
+    saturation_threshold: float = SATURATION_THRESHOLD,
+) -> LayerStats:
+    """Per-layer statistics of one forward and backward pass of a `jaxgrad.nn.MLP`.
+
+    Jitted; the compiled program is cached on the model's structure, the input shape, the
+    loss function object and the options, so calling it again on a model of the same
+    structure does not recompile. The model is not changed (batch-norm running averages
+    are not updated); in training mode batch norm uses the batch's statistics, after
+    `model.eval()` its running averages. Inf and nan are kept in the results;
+    `first_nonfinite_layer` says where they began.
+
+    Args:
+        model: the network.
+        x: inputs, (..., in_features).
+        loss_fn: `loss_fn(output, y) -> scalar`; default `mean_square_loss`.
+        y: targets for `loss_fn` (any pytree, or None).
+        method: "reverse" (a hand-written reverse scan; fast, never forms dL/dW) or
+            "autodiff" (`jax.grad` through the scan, with zero taps for dL/dh_l).
+        saturation_threshold: a unit counts as saturated when |phi'(z)| is below this.
+
+    Returns:
+        `LayerStats`, each field of shape (depth,).
+
+    Example:
+        >>> import jax
+        >>> from flax import nnx
+        >>> from jaxgrad import nn, probe
+        >>> model = nn.MLP(32, 32, depth=10, rngs=nnx.Rngs(0))
+        >>> stats = probe(model, jax.random.normal(jax.random.key(0), (16, 32)))
+        >>> stats.grad_norm.shape
+        (10,)
+    """
+    if not isinstance(model, _nn.MLP):
+        raise TypeError(
+            f"probe takes a jaxgrad.nn.MLP, got {type(model).__name__}; "
+            "use jaxgrad.inspect for any other Flax model"
+        )
+    _check_method(method)
+    threshold = _init._nonnegative("saturation_threshold", saturation_threshold)
+    x = jnp.asarray(x)
+    model.check_input(x)
+    graphdef, state = nnx.split(model)
+    return _probe_jit(
+        graphdef,
+        state,
+        x,
+        y,
+        loss_fn=mean_square_loss if loss_fn is None else loss_fn,
+        method=method,
+        threshold=threshold,
+    )
+
+
+def propagate(
+    key: jax.Array,
+    *,
+    depth: int,
+    width: int,
+    batch_size: int,
+    activation: str | _act.Activation,
+    kernel_init: _init.Initializer,
+    bias_init: _init.Initializer | None = None,
+    norm: str | None = None,
+    residual: bool = False,
+    dtype: Any = jnp.float32,
+    loss_fn: LossFn | None = None,
+    method: str = "reverse",
+) -> LayerStats:
+    """Build an MLP of `depth` layers of `width` units, feed it N(0, 1) inputs of shape
+    (batch_size, width), and probe it: the seed experiment in one call.
+
+    Works under `jax.vmap` over `key`, so many seeds run as one compiled program.
+
+    Args:
+        key: PRNG key; split into the weights' key and the input's key.
+        depth, width, batch_size: the network and batch sizes.
+        activation: a name or an elementwise callable.
+        kernel_init: initializer of the hidden kernels.
+        bias_init: initializer of the biases; None means zero biases.
+        norm, residual: as in `jaxgrad.nn.MLP`.
+        dtype: parameter and input dtype.
+        loss_fn, method: as in `probe`.
+
+    Example:
+        >>> import jax
+        >>> from jaxgrad import init, propagate
+        >>> stats = propagate(jax.random.key(0), depth=20, width=64, batch_size=8,
+        ...                   activation="relu", kernel_init=init.kaiming_normal())
+        >>> bool(0.5 < stats.act_std[-1] < 2.0)
+        True
+    """
+    _nn._positive_int("batch_size", batch_size)
+    _check_method(method)
+    if norm not in _nn.NORMS:
+        raise ValueError(f"norm must be one of None, 'batch', 'layer'; got {norm!r}")
+    _nn._positive_int("depth", depth)
+    _nn._positive_int("width", width)
+    return _propagate_jit(
+        key,
+        depth=depth,
+        width=width,
+        batch_size=batch_size,
+        activation=activation,
+        kernel_init=kernel_init,
+        bias_init=bias_init,
+        norm=norm,
+        residual=bool(residual),
+        dtype=jnp.dtype(dtype),
+        loss_fn=mean_square_loss if loss_fn is None else loss_fn,
+        method=method,
+    )
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "depth",
+        "width",
+        "batch_size",
+        "activation",
+        "kernel_init",
+        "bias_init",
+        "norm",
+        "residual",
+        "dtype",
+        "loss_fn",
+        "method",
+    ),
+)
+def _propagate_jit(
+    key,
+    *,
+    depth,
+    width,
+    batch_size,
+    activation,
+    kernel_init,
+    bias_init,
+    norm,
+    residual,
+    dtype,
+    loss_fn,
+    method,
+):
+    model_key, input_key = jax.random.split(key)
+    model = _nn.MLP(
+        width,
+        width,
+        depth,
+        activation=activation,
+        kernel_init=kernel_init,
+        bias_init=bias_init,
+        norm=norm,
+        residual=residual,
+        dtype=dtype,
+        rngs=nnx.Rngs(params=model_key),
+    )
+    x = jax.random.normal(input_key, (batch_size, width), dtype)
+    return _METHODS[method](model, x, None, loss_fn, SATURATION_THRESHOLD)
+
+
+# ----------------------------------------------------------------------------- diagnosis
+
+
+class Diagnosis(NamedTuple):
+    """A verdict on the gradient flow of one network.
+
+    Attributes:
+        verdict: "vanishing", "exploding" or "stable".
+        ratio: grad_norm of the first layer over that of the last (1 is perfect flow).
+        rate_per_layer: the geometric-mean factor by which the gradient norm changes per
+            layer going from the output to the input, ratio ** (1 / (depth - 1)).
+        layers_at_fault: 1-based layers whose gradient norm is outside the stable band
+            relative to the last layer's (or non-finite).
+        first_nonfinite_layer: from the statistics; -1 if every value is finite.
+        message: the verdict in one sentence.
+    """
+
+    verdict: str
+    ratio: float
+    rate_per_layer: float
+    layers_at_fault: tuple[int, ...]
+    first_nonfinite_layer: int
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def diagnose(stats: LayerStats, *, band: float = 100.0) -> Diagnosis:
+    """Say whether gradients vanish, explode or flow, from the per-layer gradient norms.
+
+    The gradient norm of each layer is compared with that of the last layer. A layer is at
+    fault when the ratio is below 1/band (vanishing) or above band (exploding), or when it is
+    not finite. The verdict is "exploding" if any value of the statistics is non-finite or
+    the first layer's ratio is above `band`, "vanishing" if that ratio is below 1/band or
+    every gradient is zero, else "stable". The default band of 100 is two orders of
+    magnitude across the whole network.
+
+    Args:
+        stats: the `LayerStats` of one network (no vmapped axis).
+        band: the allowed factor, > 1.
+
+    Returns:
+        A `Diagnosis`.
+    """
+    band = _init._real("band", band)
+    if band <= 1:
+        raise ValueError(f"band must be > 1, got {band}")
+    grad = np.asarray(jax.device_get(stats.grad_norm), dtype=np.float64)
+    if grad.ndim != 1:
+        raise ValueError(
+            f"diagnose takes the statistics of one network (grad_norm of shape (depth,)), got "
+            f"shape {grad.shape}; index the vmapped axis first"
+        )
+    nonfinite_layer = int(jax.device_get(stats.first_nonfinite_layer))
+    depth = grad.shape[0]
+    last = grad[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        relative = grad / last
+    ratio = float(relative[0])
+    rate = float(ratio ** (1 / (depth - 1))) if depth > 1 and ratio > 0 else float("nan")
+    finite = np.isfinite(grad).all() and nonfinite_layer == -1
+    bad = ~np.isfinite(relative) | (relative < 1 / band) | (relative > band)
+    layers = tuple(int(i) + 1 for i in np.flatnonzero(bad))
+    if not finite or ratio > band:
+        verdict = "exploding"
+    elif not np.any(grad > 0) or ratio < 1 / band:
+        verdict = "vanishing"
+    else:
+        verdict = "stable"
+    if verdict == "stable":
+        message = (
+            f"stable: the first layer's gradient norm is {ratio:.3g} times the last layer's "
+            f"(within a factor {band:g})"
+        )
+    elif not finite:
+        where = f"from layer {nonfinite_layer}" if nonfinite_layer > 0 else "in the gradients"
+        message = f"exploding: non-finite values appear {where}"
+    else:
+        message = (
+            f"{verdict}: the first layer's gradient norm is {ratio:.3g} times the last layer's, "
+            f"a factor {rate:.4g} per layer; {len(layers)} of {depth} layers outside a "
+            f"factor {band:g}"
+        )
+    return Diagnosis(verdict, ratio, rate, layers, nonfinite_layer, message)
+
+
+# ----------------------------------------------------------------------------- the seed experiment
+
+
+class SeedConfig(NamedTuple):
+    """One network of the seed experiment."""
+
+    label: str
+    description: str
+    activation: str
+    kernel_init: _init.Initializer
+
+
+def seed_configs(width: int = 400) -> tuple[SeedConfig, ...]:
+    """The six networks of the seed experiment, (a) to (f), at a given width.
+
+    (a) no activation, N(0, 1) weights: the std grows sqrt(width) a layer until it overflows;
+    (b) no activation, std sqrt(1/width): the std holds; (c) tanh with (b)'s weights: it
+    shrinks; (d) tanh, Xavier uniform with gain 5/3: it holds; (e) relu, Xavier uniform: it
+    shrinks by about sqrt(2) a layer; (f) relu, Kaiming normal: it holds.
+    """
+    std = 1 / math.sqrt(width)
+    return (
+        SeedConfig("a", "linear, N(0, 1)", "linear", _init.normal(1.0)),
+        SeedConfig("b", "linear, N(0, 1/n)", "linear", _init.normal(std)),
+        SeedConfig("c", "tanh, N(0, 1/n)", "tanh", _init.normal(std)),
+        SeedConfig(
+            "d",
+            "tanh, Xavier uniform, gain 5/3",
+            "tanh",
+            _init.xavier_uniform(_init.calculate_gain("tanh")),
+        ),
+        SeedConfig("e", "relu, Xavier uniform", "relu", _init.xavier_uniform()),
+        SeedConfig("f", "relu, Kaiming normal", "relu", _init.kaiming_normal()),
+    )
+
+
+def seed_experiment(
+    key: jax.Array, *, depth: int = 100, width: int = 400, batch_size: int = 16
+) -> dict[str, LayerStats]:
+    """Run the seed experiment: `propagate` each of `seed_configs(width)` from the same key.
+
+    The gradients come from `random_projection_loss`, so that the gradient view is not
+    zero where the forward signal has collapsed.
+
+    Returns:
+        A dict from the label ("a" to "f") to that network's `LayerStats`.
+    """
+    loss_fn = random_projection_loss(jax.random.fold_in(key, 1))
+    return {
+        config.label: propagate(
+            key,
+            depth=depth,
+            width=width,
+            batch_size=batch_size,
+            activation=config.activation,
+            kernel_init=config.kernel_init,
+            loss_fn=loss_fn,
+        )
+        for config in seed_configs(width)
+    }

@@ -1,0 +1,431 @@
+"""Tests for the per-layer probe, propagate, diagnose and the seed experiment."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import jaxgrad
+from jaxgrad import activations, init, nn
+from jaxgrad.propagation import (
+    LayerStats,
+    _probe_jit,
+    mean_square_loss,
+    random_projection_loss,
+    seed_experiment,
+)
+
+
+def reference_stats(model: nn.MLP, x, loss_fn, y=None):
+    """Per-layer statistics by `jax.grad` of an unrolled Python loop with explicit per-layer
+    intermediates: the gradient with respect to each layer's output is taken through an
+    added zero, and the weight gradients are materialized and normed directly."""
+    phi = activations.get(model.activation_name)
+    kernels = model.blocks.linear.kernel[...]
+    biases = model.blocks.linear.bias[...]
+    depth = kernels.shape[0]
+
+    def loss_of(kernels, biases, taps):
+        h = model.embed(x)
+        outputs, pres = [], []
+        for layer in range(depth):
+            pre = h @ kernels[layer] + biases[layer][None, :]
+            a = phi(pre)
+            h = (h + a if model.residual else a) + taps[layer]
+            outputs.append(h)
+            pres.append(pre)
+        return loss_fn(model.head(h), y), (outputs, pres)
+
+    h0 = model.embed(x)
+    taps = jnp.zeros((depth, *h0.shape))
+    (dk, db, dtaps), (outputs, pres) = jax.grad(loss_of, argnums=(0, 1, 2), has_aux=True)(
+        kernels, biases, taps
+    )
+    return {
+        "grad_norm": np.linalg.norm(np.asarray(dk, np.float64).reshape(depth, -1), axis=1),
+        "grad_norm_bias": np.linalg.norm(np.asarray(db, np.float64), axis=1),
+        "act_grad_norm": np.linalg.norm(np.asarray(dtaps, np.float64).reshape(depth, -1), axis=1),
+        "weight_norm": np.linalg.norm(np.asarray(kernels, np.float64).reshape(depth, -1), axis=1),
+        "act_std": np.array([np.std(np.asarray(o, np.float64)) for o in outputs]),
+        "act_mean": np.array([np.mean(np.asarray(o, np.float64)) for o in outputs]),
+        "pre_std": np.array([np.std(np.asarray(p, np.float64)) for p in pres]),
+        "pre_mean": np.array([np.mean(np.asarray(p, np.float64)) for p in pres]),
+    }
+
+
+CASES = [
+    ("tanh", False, None, 16),  # batch < width: the Gram-matrix weight-gradient norm
+    ("relu", True, 3, 16),
+    ("sigmoid", False, 2, 40),  # batch > width: the direct weight-gradient norm
+]
+
+
+@pytest.mark.parametrize(("activation", "residual", "out_features", "batch"), CASES)
+@pytest.mark.parametrize("method", ["reverse", "autodiff"])
+def test_probe_matches_autodiff_of_unrolled_loop(activation, residual, out_features, batch, method):
+    model = nn.MLP(
+        12,
+        24,
+        6,
+        out_features,
+        activation=activation,
+        residual=residual,
+        residual_scale=1.0,
+        bias_init=init.normal(0.2),
+        rngs=nnx.Rngs(1),
+    )
+    x = jax.random.normal(jax.random.key(2), (batch, 12))
+    loss_fn = random_projection_loss(jax.random.key(5))
+    stats = jaxgrad.probe(model, x, loss_fn, method=method)
+    expected = reference_stats(model, x, loss_fn)
+    for name, reference in expected.items():
+        np.testing.assert_allclose(
+            np.asarray(getattr(stats, name)), reference, rtol=2e-5, atol=1e-7, err_msg=name
+        )
+    assert int(stats.first_nonfinite_layer) == -1
+
+
+def test_probe_with_targets_and_custom_loss():
+    model = nn.MLP(5, 10, 4, 2, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(0), (7, 5))
+    y = jax.random.normal(jax.random.key(1), (7, 2))
+    stats = jaxgrad.probe(model, x, mean_square_loss, y)
+    expected = reference_stats(model, x, mean_square_loss, y)
+    np.testing.assert_allclose(stats.grad_norm, expected["grad_norm"], rtol=2e-5)
+
+
+@pytest.mark.parametrize("norm", ["batch", "layer"])
+def test_probe_with_norm_matches_autodiff_and_normalizes(norm):
+    model = nn.MLP(32, 32, 5, activation="tanh", norm=norm, rngs=nnx.Rngs(0))
+    x = 2.0 + 3.0 * jax.random.normal(jax.random.key(0), (64, 32))
+    fast = jaxgrad.probe(model, x, random_projection_loss(jax.random.key(1)))
+    slow = jaxgrad.probe(model, x, random_projection_loss(jax.random.key(1)), method="autodiff")
+    for name in ("grad_norm", "grad_norm_bias", "act_grad_norm", "pre_std", "act_std"):
+        np.testing.assert_allclose(getattr(fast, name), getattr(slow, name), rtol=2e-5)
+    # Each normalized pre-activation has zero mean and unit std (up to the epsilon).
+    np.testing.assert_allclose(fast.pre_std, 1.0, rtol=1e-3)
+    np.testing.assert_allclose(fast.pre_mean, 0.0, atol=1e-5)
+    # The probe does not change the model: batch norm's running averages stay at init.
+    if norm == "batch":
+        np.testing.assert_array_equal(model.blocks.norm.mean[...], 0.0)
+
+
+def test_batch_norm_eval_mode_uses_running_averages():
+    model = nn.MLP(16, 16, 3, norm="batch", rngs=nnx.Rngs(0))
+    x = 5.0 + jax.random.normal(jax.random.key(0), (32, 16))
+    model.eval()  # running mean 0, variance 1: batch norm is (nearly) the identity
+    stats = jaxgrad.probe(model, x)
+    plain = nn.MLP(16, 16, 3, rngs=nnx.Rngs(0))
+    reference = jaxgrad.probe(plain, x)
+    np.testing.assert_allclose(stats.pre_std, reference.pre_std, rtol=1e-4)
+
+
+def residual_relu_prediction(depth: int, scale: float) -> np.ndarray:
+    """E[h_l^2] of h_l = h_{l-1} + scale * relu(h_{l-1} W), He init, x ~ N(0, 1), wide limit.
+
+    With m = E[h] and s = E[h^2] per unit, the branch input is N(0, 2 s), so relu gives mean
+    sqrt(s / pi) and mean square s, nearly independent of the unit's own h:
+        s' = s + 2 scale m sqrt(s / pi) + scale^2 s,   m' = m + scale sqrt(s / pi).
+    A zero-mean branch would give exactly (1 + scale^2) s; relu's positive mean adds up
+    coherently over blocks and lifts the factor towards 2.9 at scale 1.
+    """
+    m, s, out = 0.0, 1.0, []
+    for _ in range(depth):
+        m, s = (
+            m + scale * math.sqrt(s / math.pi),
+            s * (1 + scale**2) + 2 * scale * m * math.sqrt(s / math.pi),
+        )
+        out.append(s)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5])
+def test_residual_relu_growth_follows_block_form(scale):
+    width, depth = 1024, 8
+    model = nn.MLP(
+        width,
+        width,
+        depth,
+        activation="relu",
+        residual=True,
+        residual_scale=scale,
+        kernel_init=init.kaiming_normal(),
+        rngs=nnx.Rngs(0),
+    )
+    x = jax.random.normal(jax.random.key(1), (64, width))
+    stats = jaxgrad.probe(model, x)
+    mean_square = np.asarray(stats.act_std) ** 2 + np.asarray(stats.act_mean) ** 2
+    # Finite width 1024 and batch 64: fluctuations of a few per cent per block.
+    np.testing.assert_allclose(mean_square, residual_relu_prediction(depth, scale), rtol=0.1)
+
+
+def test_residual_zero_mean_branch_doubles_variance_per_block():
+    """A branch that preserves variance and has zero mean (linear, LeCun init): exactly
+    Var(h_l) = (1 + scale^2) Var(h_{l-1}) = 2 Var(h_{l-1})."""
+    width = 1024
+    model = nn.MLP(width, width, 8, activation="linear", residual=True, rngs=nnx.Rngs(0))
+    stats = jaxgrad.probe(model, jax.random.normal(jax.random.key(1), (64, width)))
+    growth = np.asarray(stats.act_std[1:] / stats.act_std[:-1]) ** 2
+    np.testing.assert_allclose(growth, 2.0, rtol=0.05)
+
+
+def test_nonfinite_values_are_recorded_not_raised():
+    """Seed case (a): N(0, 1) weights, no activation, width 400: the values overflow float32
+    around layer 30, and act_std is finite exactly as long as the values are."""
+    depth, width = 40, 400
+    kernel_init = init.normal(1.0)
+    key = jax.random.key(0)
+    stats = jaxgrad.propagate(
+        key,
+        depth=depth,
+        width=width,
+        batch_size=16,
+        activation="linear",
+        kernel_init=kernel_init,
+    )
+    # Independent reference: the same weights and inputs in a float32 numpy loop.
+    model_key, input_key = jax.random.split(key)
+    model = nn.MLP(
+        width,
+        width,
+        depth,
+        activation="linear",
+        kernel_init=kernel_init,
+        rngs=nnx.Rngs(params=model_key),
+    )
+    h = np.asarray(jax.random.normal(input_key, (16, width)))
+    kernels = np.asarray(model.blocks.linear.kernel[...])
+    first_bad = -1
+    with np.errstate(over="ignore", invalid="ignore"):
+        for layer in range(depth):
+            h = (h @ kernels[layer]).astype(np.float32)
+            if first_bad < 0 and not np.isfinite(h).all():
+                first_bad = layer + 1
+    assert 25 <= first_bad <= 35
+    assert int(stats.first_nonfinite_layer) == first_bad
+    act_std = np.asarray(stats.act_std)
+    assert np.isfinite(act_std[: first_bad - 1]).all()
+    assert not np.isfinite(act_std[first_bad - 1 :]).any()
+    # The naive std overflows float32 long before the values do.
+    naive_overflow = np.flatnonzero(act_std > math.sqrt(np.finfo(np.float32).max))[0] + 1
+    assert first_bad - naive_overflow >= 10
+    # The std grows by sqrt(width) = 20 per layer while finite.
+    growth = act_std[1 : first_bad - 1] / act_std[: first_bad - 2]
+    np.testing.assert_allclose(np.median(growth), math.sqrt(width), rtol=0.05)
+    verdict = jaxgrad.diagnose(stats)
+    assert verdict.verdict == "exploding"
+    assert verdict.first_nonfinite_layer == first_bad
+
+
+def test_propagate_vmapped_over_keys_equals_separate_calls():
+    keys = jax.random.split(jax.random.key(0), 3)
+
+    def run(key):
+        return jaxgrad.propagate(
+            key,
+            depth=12,
+            width=32,
+            batch_size=8,
+            activation="tanh",
+            kernel_init=init.xavier_uniform(5 / 3),
+            bias_init=init.normal(0.1),
+        )
+
+    batched = jax.jit(jax.vmap(run))(keys)
+    assert batched.grad_norm.shape == (3, 12)
+    for index, key in enumerate(keys):
+        single = run(key)
+        for name in LayerStats._fields:
+            np.testing.assert_allclose(
+                getattr(batched, name)[index], getattr(single, name), rtol=1e-5, err_msg=name
+            )
+
+
+def test_second_probe_call_does_not_recompile():
+    model = nn.MLP(8, 8, 3, rngs=nnx.Rngs(0))
+    x = jnp.ones((4, 8))
+    jaxgrad.probe(model, x)
+    size = _probe_jit._cache_size()
+    other = nn.MLP(8, 8, 3, rngs=nnx.Rngs(1))
+    jaxgrad.probe(model, 2 * x)
+    jaxgrad.probe(other, x)
+    assert _probe_jit._cache_size() == size
+
+
+def test_seed_experiment_claims():
+    """The seed experiment (a)-(f) at its own size: 100 layers, width 400, batch 16."""
+    stats = {k: jax.device_get(v) for k, v in seed_experiment(jax.random.key(0)).items()}
+    std = {label: np.asarray(s.act_std) for label, s in stats.items()}
+    # (a) grows about sqrt(400) = 20 a layer until it overflows.
+    assert 20 <= int(stats["a"].first_nonfinite_layer) <= 40
+    assert 15 < std["a"][1] / std["a"][0] < 25
+    # (b) stays near 1 (a product of 100 random matrices: within a factor 2).
+    assert 0.5 < std["b"][-1] < 2.0
+    # (c) tanh with the same weights shrinks layer after layer (q_l ~ 1/l at criticality).
+    assert std["c"][-1] < 0.15 < 0.5 < std["c"][0]
+    # (d) holds.
+    assert 0.5 < std["d"][-1] < 1.0
+    # (e) shrinks by about sqrt(2) a layer.
+    rate = (std["e"][-1] / std["e"][9]) ** (1 / 90)
+    np.testing.assert_allclose(rate, 1 / math.sqrt(2), rtol=0.02)
+    # (f) holds.
+    assert 0.2 < std["f"][-1] < 1.5
+    for label in "bcdef":
+        assert int(stats[label].first_nonfinite_layer) == -1
+
+
+def test_random_projection_loss_gradient_ignores_output():
+    loss = random_projection_loss(jax.random.key(0))
+    small = jax.grad(loss)(1e-12 * jnp.ones((4, 5)))
+    large = jax.grad(loss)(1e6 * jnp.ones((4, 5)))
+    np.testing.assert_array_equal(small, large)
+    np.testing.assert_allclose(jnp.linalg.norm(small), 1.0, rtol=0.5)  # ||G|| / sqrt(20) ~ 1
+
+
+def test_default_loss_vanishes_in_the_ordered_phase_but_projection_does_not():
+    kwargs = {
+        "depth": 60,
+        "width": 64,
+        "batch_size": 8,
+        "activation": "tanh",
+        "kernel_init": init.normal(0.5 / 8),
+    }
+    plain = jaxgrad.propagate(jax.random.key(0), **kwargs)
+    projected = jaxgrad.propagate(
+        jax.random.key(0), loss_fn=random_projection_loss(jax.random.key(1)), **kwargs
+    )
+    assert float(plain.act_grad_norm[-1]) < 1e-6 * float(projected.act_grad_norm[-1])
+
+
+def synthetic(grad_norm) -> LayerStats:
+    grad_norm = jnp.asarray(grad_norm, jnp.float32)
+    zeros = jnp.zeros_like(grad_norm)
+    return LayerStats(*([zeros] * 6), grad_norm, zeros, zeros, zeros, jnp.int32(-1))
+
+
+@pytest.mark.parametrize(
+    ("grad_norm", "verdict", "at_fault"),
+    [
+        ([1e-4, 5e-2, 1.0, 1.0], "vanishing", (1,)),
+        ([1e3, 10.0, 1.0, 1.0], "exploding", (1,)),
+        ([0.5, 0.7, 0.9, 1.0], "stable", ()),
+        ([0.0, 0.0, 0.0, 0.0], "vanishing", (1, 2, 3, 4)),
+        ([1.0, np.inf, 1.0, 1.0], "exploding", (2,)),
+    ],
+)
+def test_diagnose_verdicts(grad_norm, verdict, at_fault):
+    result = jaxgrad.diagnose(synthetic(grad_norm))
+    assert result.verdict == verdict
+    assert result.layers_at_fault == at_fault
+    assert str(result).startswith(verdict)
+
+
+def test_diagnose_rate_and_real_networks():
+    result = jaxgrad.diagnose(synthetic([0.5**k for k in range(10, -1, -1)]))
+    assert result.rate_per_layer == pytest.approx(0.5, rel=1e-5)
+    assert result.ratio == pytest.approx(0.5**10, rel=1e-5)
+    deep_sigmoid = jaxgrad.propagate(
+        jax.random.key(0),
+        depth=30,
+        width=64,
+        batch_size=16,
+        activation="sigmoid",
+        kernel_init=init.normal(0.01),
+        loss_fn=random_projection_loss(jax.random.key(1)),
+    )
+    assert jaxgrad.diagnose(deep_sigmoid).verdict == "vanishing"
+    with pytest.raises(ValueError, match="band must be > 1, got 0.5"):
+        jaxgrad.diagnose(deep_sigmoid, band=0.5)
+    with pytest.raises(ValueError, match="index the vmapped axis first"):
+        jaxgrad.diagnose(synthetic([[1.0, 1.0]]))
+
+
+def test_to_frame_rows_and_values():
+    stats = jaxgrad.propagate(
+        jax.random.key(0),
+        depth=5,
+        width=8,
+        batch_size=4,
+        activation="relu",
+        kernel_init=init.kaiming_normal(),
+    )
+    frame = stats.to_frame()
+    assert list(frame["layer"]) == [1, 2, 3, 4, 5]
+    np.testing.assert_array_equal(frame["grad_norm"], np.asarray(stats.grad_norm))
+    assert set(LayerStats._fields) <= set(frame.columns)
+    batched = jax.vmap(
+        lambda k: jaxgrad.propagate(
+            k, depth=5, width=8, batch_size=4, activation="relu", kernel_init=init.kaiming_normal()
+        )
+    )(jax.random.split(jax.random.key(0), 2))
+    frame = batched.to_frame()
+    assert len(frame) == 10
+    assert list(frame["sample"]) == [0] * 5 + [1] * 5
+    np.testing.assert_array_equal(frame["act_std"], np.asarray(batched.act_std).ravel())
+
+
+def test_saturation_and_dead_fractions():
+    # Huge tanh weights: nearly every unit saturates (|z| >> 3).
+    saturated = jaxgrad.propagate(
+        jax.random.key(0),
+        depth=3,
+        width=64,
+        batch_size=32,
+        activation="tanh",
+        kernel_init=init.normal(2.0),
+    )
+    # sigma_w^2 = 4 * 64: pre-activations of std ~ 13, so P(|z| < 3) is about 0.2.
+    assert float(saturated.saturated_frac[-1]) > 0.75
+    # A ReLU net with a large negative bias: every unit is dead after the first layer.
+    dead = jaxgrad.propagate(
+        jax.random.key(0),
+        depth=3,
+        width=64,
+        batch_size=32,
+        activation="relu",
+        kernel_init=init.kaiming_normal(),
+        bias_init=init.constant(-100.0),
+    )
+    np.testing.assert_array_equal(dead.dead_frac, 1.0)
+    healthy = jaxgrad.propagate(
+        jax.random.key(0),
+        depth=3,
+        width=64,
+        batch_size=32,
+        activation="tanh",
+        kernel_init=init.xavier_normal(),
+    )
+    assert float(healthy.saturated_frac.max()) < 0.01
+    np.testing.assert_array_equal(healthy.dead_frac, 0.0)
+
+
+def test_bad_probe_arguments():
+    model = nn.MLP(4, 4, 2, rngs=nnx.Rngs(0))
+    with pytest.raises(TypeError, match="probe takes a jaxgrad.nn.MLP, got Linear"):
+        jaxgrad.probe(nnx.Linear(4, 4, rngs=nnx.Rngs(0)), jnp.ones((2, 4)))
+    with pytest.raises(ValueError, match="method must be one of reverse, autodiff, got 'fast'"):
+        jaxgrad.probe(model, jnp.ones((2, 4)), method="fast")
+    with pytest.raises(ValueError, match=r"inputs of shape \(\.\.\., 4\), got \(2, 3\)"):
+        jaxgrad.probe(model, jnp.ones((2, 3)))
+    with pytest.raises(ValueError, match="depth must be an int >= 1, got 0"):
+        jaxgrad.propagate(
+            jax.random.key(0),
+            depth=0,
+            width=4,
+            batch_size=2,
+            activation="tanh",
+            kernel_init=init.lecun_normal(),
+        )
+    with pytest.raises(ValueError, match="norm must be one of"):
+        jaxgrad.propagate(
+            jax.random.key(0),
+            depth=2,
+            width=4,
+            batch_size=2,
+            norm="instance",
+            activation="tanh",
+            kernel_init=init.lecun_normal(),
+        )
