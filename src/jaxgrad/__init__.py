@@ -1,0 +1,18 @@
+"""jaxgrad: see, measure and cure vanishing and exploding gradients in deep networks."""
+
+from jaxgrad import activations as activations
+from jaxgrad import init as init
+from jaxgrad import nn as nn
+from jaxgrad.inspection import ModelReport as ModelReport
+from jaxgrad.inspection import inspect as inspect
+from jaxgrad.propagation import Diagnosis as Diagnosis
+from jaxgrad.propagation import LayerStats as LayerStats
+from jaxgrad.propagation import diagnose as diagnose
+from jaxgrad.propagation import mean_square_loss as mean_square_loss
+from jaxgrad.propagation import probe as probe
+from jaxgrad.propagation import propagate as propagate
+from jaxgrad.propagation import random_projection_loss as random_projection_loss
+from jaxgrad.propagation import seed_configs as seed_configs
+from jaxgrad.propagation import seed_experiment as seed_experiment
+
+__version__ = "0.1.0"
