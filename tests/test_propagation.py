@@ -429,3 +429,13 @@ def test_bad_probe_arguments():
             activation="tanh",
             kernel_init=init.lecun_normal(),
         )
+
+
+def test_probe_flattens_leading_batch_axes():
+    model = nn.MLP(6, 10, 3, 2, activation="tanh", norm="layer", rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(0), (2, 4, 6))
+    loss_fn = random_projection_loss(jax.random.key(1))
+    nested = jaxgrad.probe(model, x, lambda out, y: loss_fn(out.reshape(8, 2), y))
+    flat = jaxgrad.probe(model, x.reshape(8, 6), loss_fn)
+    for name in LayerStats._fields:
+        np.testing.assert_allclose(getattr(nested, name), getattr(flat, name), rtol=1e-6)

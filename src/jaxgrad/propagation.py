@@ -166,16 +166,6 @@ def _weight_norms(kernels: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.sum(jnp.square(kernels), axis=(-2, -1)))
 
 
-def _outer_grad_norm(h: jax.Array, delta: jax.Array) -> jax.Array:
-    """||h^T delta||_F for h (batch, n_in), delta (batch, n_out), without forming h^T delta
-    when the batch is the smaller side."""
-    batch = h.shape[0]
-    if batch < min(h.shape[1], delta.shape[1]):
-        gram = (h @ h.T) * (delta @ delta.T)
-        return jnp.sqrt(jnp.maximum(jnp.sum(gram), 0))
-    return _norm(h.T @ delta)
-
-
 def _forward_stats(block: _nn.Block, z, out, a, threshold: float):
     pre_mean, pre_std = _mean_std(z)
     act_mean, act_std = _mean_std(out)
@@ -197,41 +187,48 @@ def _first_false(finite: jax.Array) -> jax.Array:
 
 def _probe_reverse(model: _nn.MLP, x, y, loss_fn, threshold):
     h0 = model.embed(x)
+    batch_shape = h0.shape[:-1]
+    h0 = h0.reshape(-1, model.width)  # norms reduce over every axis but the last: same numbers
     graphdef, params, rest = nnx.split(model.blocks, nnx.Param, ...)
+    # ||h^T dpre||_F needs h only through its Gram matrix h h^T when the batch is the smaller
+    # side, so the forward scan stacks that (batch x batch) instead of h itself.
+    use_gram = h0.shape[0] < model.width
 
     def forward(h, layer):
         block = nnx.merge(graphdef, *layer)
         pre = block.linear(h)
         out, z, a = block.post(pre, h)
         stats, finite = _forward_stats(block, z, out, a, threshold)
-        return out, (stats, finite, h, pre)
+        return out, (stats, finite, h @ h.T if use_gram else h, pre)
 
-    h_last, (stats, finite, inputs, pres) = jax.lax.scan(forward, h0, (params, rest))
+    h_last, (stats, finite, saved_inputs, pres) = jax.lax.scan(forward, h0, (params, rest))
+    h_last = h_last.reshape(*batch_shape, model.width)
     loss, head_vjp = jax.vjp(lambda h: loss_fn(model.head(h), y), h_last)
     (delta_last,) = head_vjp(jnp.ones_like(loss))
 
     def backward(delta, layer):
-        layer_params, layer_rest, h, pre = layer
+        layer_params, layer_rest, saved_input, pre = layer
 
         def post(pre, h, layer_rest):
-            # The non-parameter state (batch norm's running averages) enters as an argument so
-            # that the update batch norm makes to it happens inside this trace, and is dropped.
+            # Non-parameter state (batch norm's running averages) enters as an argument so
+            # that the update batch norm makes to it stays inside this trace, and is dropped.
             return nnx.merge(graphdef, layer_params, layer_rest).post(pre, h)[0]
 
-        _, post_vjp = jax.vjp(post, pre, h, layer_rest)
+        # A block's output depends on its input h only additively (the residual branch), so
+        # the pullback does not depend on the value of h: zeros stand in for it.
+        _, post_vjp = jax.vjp(post, pre, jnp.zeros_like(pre), layer_rest)
         dpre, dh_skip, _ = post_vjp(delta)
-        flat_h = h.reshape(-1, h.shape[-1])
-        flat_dpre = dpre.reshape(-1, dpre.shape[-1])
-        kernel = layer_params["linear"]["kernel"][...]
-        grads = (
-            _outer_grad_norm(flat_h, flat_dpre),
-            _norm(jnp.sum(flat_dpre, axis=0)),
-            _norm(delta),
-        )
-        delta_prev = dpre @ kernel.T + dh_skip
+        if use_gram:
+            kernel_grad_norm = jnp.sqrt(jnp.maximum(jnp.sum(saved_input * (dpre @ dpre.T)), 0))
+        else:
+            kernel_grad_norm = _norm(saved_input.T @ dpre)
+        grads = (kernel_grad_norm, _norm(jnp.sum(dpre, axis=0)), _norm(delta))
+        delta_prev = dpre @ layer_params["linear"]["kernel"][...].T + dh_skip
         return delta_prev, grads
 
-    _, grads = jax.lax.scan(backward, delta_last, (params, rest, inputs, pres), reverse=True)
+    delta_last = delta_last.reshape(-1, model.width)
+    scanned = (params, rest, saved_inputs, pres)
+    _, grads = jax.lax.scan(backward, delta_last, scanned, reverse=True)
     weight_norm = _weight_norms(params["linear"]["kernel"][...])
     return LayerStats(*stats, *grads, weight_norm, _first_false(finite))
 
