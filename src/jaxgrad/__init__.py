@@ -3,6 +3,7 @@
 from jaxgrad import activations as activations
 from jaxgrad import init as init
 from jaxgrad import nn as nn
+from jaxgrad import theory as theory
 from jaxgrad.inspection import ModelReport as ModelReport
 from jaxgrad.inspection import inspect as inspect
 from jaxgrad.propagation import Diagnosis as Diagnosis

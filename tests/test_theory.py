@@ -1,0 +1,278 @@
+"""Tests for jaxgrad.theory: closed forms, float64 quadrature references, wide networks."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import integrate, optimize
+
+import jaxgrad
+from jaxgrad import init, theory
+
+
+def gauss(fn):
+    """E[fn(z)], z ~ N(0, 1), by scipy's adaptive quadrature in float64."""
+    value, _ = integrate.quad(
+        lambda z: fn(z) * math.exp(-z * z / 2) / math.sqrt(2 * math.pi), -12, 12, limit=400
+    )
+    return value
+
+
+def tanh_chi1_reference(sigma_w2, sigma_b2):
+    """chi1 of tanh from scipy: q* by brentq on the q-map, then E[sech^4]."""
+
+    def q_map(q):
+        return sigma_w2 * gauss(lambda z: math.tanh(math.sqrt(q) * z) ** 2) + sigma_b2
+
+    q_star = optimize.brentq(lambda q: q_map(q) - q, 1e-12, 1e4)
+    return sigma_w2 * gauss(lambda z: sech(math.sqrt(q_star) * z) ** 4), q_star
+
+
+def sech(x):
+    """1 / cosh(x) without overflow."""
+    e = math.exp(-abs(x))
+    return 2 * e / (1 + e * e)
+
+
+# ----------------------------------------------------------------------------- closed forms
+
+
+@pytest.mark.parametrize(("sigma_w2", "sigma_b2"), [(1.0, 0.1), (1.5, 0.3), (1.9, 0.01)])
+def test_relu_closed_forms(sigma_w2, sigma_b2):
+    q = sigma_b2 / (1 - sigma_w2 / 2)  # q = sigma_w2 q / 2 + sigma_b2
+    assert float(theory.q_map("relu", sigma_w2, sigma_b2, 0.7)) == pytest.approx(
+        sigma_w2 * 0.7 / 2 + sigma_b2, rel=1e-5
+    )
+    assert float(theory.q_star("relu", sigma_w2, sigma_b2)) == pytest.approx(q, rel=1e-4)
+    assert float(theory.chi1("relu", sigma_w2, sigma_b2)) == pytest.approx(sigma_w2 / 2, rel=1e-5)
+    # The arc-cosine kernel (Cho and Saul 2009): E[relu(u1) relu(u2)] = q/(2 pi) J(c).
+    for c in (0.0, 0.5, 0.9):
+        kernel = q / (2 * math.pi) * (math.sqrt(1 - c * c) + (math.pi - math.acos(c)) * c)
+        expected = (sigma_w2 * kernel + sigma_b2) / q
+        got = float(theory.c_map("relu", sigma_w2, sigma_b2, c))
+        assert got == pytest.approx(expected, rel=2e-4)
+
+
+@pytest.mark.parametrize(("sigma_w2", "sigma_b2"), [(1.0, 0.05), (2.0, 0.05), (3.0, 0.2)])
+def test_erf_closed_forms(sigma_w2, sigma_b2):
+    """Williams 1997: E[erf(u1) erf(u2)] = (2/pi) arcsin(2 q c / (1 + 2 q))."""
+
+    def q_map(q):
+        return sigma_w2 * 2 / math.pi * math.asin(2 * q / (1 + 2 * q)) + sigma_b2
+
+    q_star = optimize.brentq(lambda q: q_map(q) - q, 1e-9, 100.0)
+    assert float(theory.q_map("erf", sigma_w2, sigma_b2, 0.8)) == pytest.approx(
+        q_map(0.8), rel=1e-5
+    )
+    assert float(theory.q_star("erf", sigma_w2, sigma_b2)) == pytest.approx(q_star, rel=1e-4)
+    chi1 = sigma_w2 * 4 / math.pi / math.sqrt(1 + 4 * q_star)  # erf' = 2/sqrt(pi) exp(-u^2)
+    assert float(theory.chi1("erf", sigma_w2, sigma_b2)) == pytest.approx(chi1, rel=1e-4)
+    for c in (0.1, 0.6, 0.95):
+        expected = sigma_w2 * 2 / math.pi * math.asin(2 * q_star * c / (1 + 2 * q_star))
+        expected = (expected + sigma_b2) / q_star
+        assert float(theory.c_map("erf", sigma_w2, sigma_b2, c)) == pytest.approx(
+            expected, rel=2e-4
+        )
+
+
+def test_linear_closed_forms():
+    sigma_w2, sigma_b2 = 0.5, 0.2
+    q_star = sigma_b2 / (1 - sigma_w2)
+    assert float(theory.q_star("linear", sigma_w2, sigma_b2)) == pytest.approx(q_star, rel=1e-5)
+    assert float(theory.chi1("linear", sigma_w2, sigma_b2)) == pytest.approx(sigma_w2, rel=1e-6)
+    c = 0.3
+    expected = (sigma_w2 * q_star * c + sigma_b2) / q_star
+    assert float(theory.c_map("linear", sigma_w2, sigma_b2, c)) == pytest.approx(expected, rel=1e-4)
+    # Ordered (sigma_w2 < 1): every input pair ends up perfectly correlated.
+    assert float(theory.c_star("linear", sigma_w2, sigma_b2)) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_large_q_expectations_stay_accurate():
+    """At sigma_w2 = 1000 tanh' is a spike of width 1/31 in z: chi1 against scipy."""
+    expected, q_star = tanh_chi1_reference(1000.0, 0.05)
+    assert float(theory.q_star("tanh", 1000.0, 0.05)) == pytest.approx(q_star, rel=1e-4)
+    assert float(theory.chi1("tanh", 1000.0, 0.05)) == pytest.approx(expected, rel=1e-3)
+
+
+# ----------------------------------------------------------------------------- critical line
+
+
+def test_tanh_critical_point_at_sigma_b2_005():
+    """Schoenholz et al. 2017: tanh with sigma_b2 = 0.05 is critical at sigma_w2 ~ 1.76."""
+    reference = optimize.brentq(lambda w2: tanh_chi1_reference(w2, 0.05)[0] - 1, 1.2, 3.0)
+    got = float(theory.critical_sigma_w2("tanh", 0.05))
+    assert got == pytest.approx(reference, rel=1e-4)
+    assert got == pytest.approx(1.761, abs=2e-3)
+
+
+def test_relu_critical_point_is_two():
+    for sigma_b2 in (0.0, 0.1):
+        assert float(theory.critical_sigma_w2("relu", sigma_b2)) == pytest.approx(2.0, rel=1e-5)
+
+
+def test_tanh_critical_line_tends_to_one():
+    values = [float(theory.critical_sigma_w2("tanh", b2)) for b2 in (1e-2, 1e-4, 1e-6, 0.0)]
+    assert values == sorted(values, reverse=True)
+    assert values[-1] == pytest.approx(1.0, abs=1e-3)
+    assert values[-2] == pytest.approx(1.0, abs=2e-2)
+
+
+def test_phase_labels():
+    assert theory.phase("tanh", 1.2, 0.05) == "ordered"
+    assert theory.phase("tanh", 3.0, 0.05) == "chaotic"
+    critical = float(theory.critical_sigma_w2("tanh", 0.05))
+    assert theory.phase("tanh", critical, 0.05) == "critical"
+
+
+def test_critical_point_for_q_star():
+    sigma_w2, sigma_b2 = theory.critical_point_for_q_star("tanh", 1 / 64)
+    assert sigma_b2 >= 0
+    assert float(theory.q_star("tanh", sigma_w2, sigma_b2)) == pytest.approx(1 / 64, rel=1e-3)
+    assert float(theory.chi1("tanh", sigma_w2, sigma_b2)) == pytest.approx(1.0, rel=1e-4)
+    # Independent: E[sech^4(sqrt(q) z)] from scipy.
+    expected = 1 / gauss(lambda z: 1 / math.cosh(math.sqrt(1 / 64) * z) ** 4)
+    assert sigma_w2 == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="q_star must be a number > 0, got -1"):
+        theory.critical_point_for_q_star("tanh", -1)
+    # relu: chi1 = 1 forces sigma_w2 = 2, and then sigma_b2 = q* - q* = 0.
+    assert theory.critical_point_for_q_star("relu", 2.0) == pytest.approx((2.0, 0.0), abs=1e-5)
+    with pytest.raises(ValueError, match="no critical point of sigmoid"):
+        theory.critical_point_for_q_star("sigmoid", 0.01)
+
+
+# ----------------------------------------------------------------------------- dynamics
+
+
+def test_c_star_in_both_phases():
+    assert float(theory.c_star("tanh", 1.2, 0.05)) == pytest.approx(1.0, abs=1e-4)
+    chaotic = float(theory.c_star("tanh", 4.0, 0.05))
+    assert 0 < chaotic < 0.9
+    # Odd activation, no bias: c = 0 is the stable fixed point in the chaotic phase.
+    assert float(theory.c_star("tanh", 4.0, 0.0)) == pytest.approx(0.0, abs=1e-4)
+    # c* is a fixed point of the map.
+    assert float(theory.c_map("tanh", 4.0, 0.05, chaotic)) == pytest.approx(chaotic, rel=1e-4)
+
+
+@pytest.mark.parametrize(("sigma_w2", "sigma_b2"), [(1.5, 0.05), (3.0, 0.05)])
+def test_depth_scales_match_the_maps_convergence(sigma_w2, sigma_b2):
+    """xi_c from the formula against the measured rate at which iterating the c-map approaches
+    c*, and xi_q against the q-map's approach to q*."""
+    xi_q, xi_c = (float(v) for v in theory.depth_scales("tanh", sigma_w2, sigma_b2))
+    c_star = float(theory.c_star("tanh", sigma_w2, sigma_b2))
+    c, gaps = c_star - 1e-3 if c_star > 0.5 else c_star + 1e-3, []
+    for _ in range(6):
+        c = float(theory.c_map("tanh", sigma_w2, sigma_b2, c))
+        gaps.append(abs(c - c_star))
+    measured_rate = (gaps[-1] / gaps[0]) ** (1 / 5)
+    assert measured_rate == pytest.approx(math.exp(-1 / xi_c), rel=2e-3)
+    q_star = float(theory.q_star("tanh", sigma_w2, sigma_b2))
+    q, gaps = q_star * 1.01, []
+    for _ in range(4):
+        q = float(theory.q_map("tanh", sigma_w2, sigma_b2, q))
+        gaps.append(abs(q - q_star))
+    assert (gaps[-1] / gaps[0]) ** (1 / 3) == pytest.approx(math.exp(-1 / xi_q), rel=2e-2)
+
+
+def test_xi_c_diverges_at_criticality():
+    critical = float(theory.critical_sigma_w2("tanh", 0.05))
+    near = [float(theory.depth_scales("tanh", critical + d, 0.05)[1]) for d in (-0.3, -0.1, -0.02)]
+    assert near[0] < near[1] < near[2]
+    assert near[2] > 50
+
+
+def test_phase_diagram_equals_pointwise_calls():
+    sigma_w2 = jnp.array([1.0, 2.0, 3.0])
+    sigma_b2 = jnp.array([0.0, 0.05])
+    grid = theory.phase_diagram("tanh", sigma_w2, sigma_b2)
+    assert grid.chi1.shape == (3, 2)
+    for i, w2 in enumerate([1.0, 2.0, 3.0]):
+        for j, b2 in enumerate([0.0, 0.05]):
+            assert float(grid.chi1[i, j]) == pytest.approx(float(theory.chi1("tanh", w2, b2)))
+            assert float(grid.q_star[i, j]) == pytest.approx(
+                float(theory.q_star("tanh", w2, b2)), rel=1e-5, abs=1e-7
+            )
+            assert float(grid.sigma_w2[i, j]) == w2
+
+
+def test_theory_under_jit_and_vmap():
+    sigma_w2 = jnp.linspace(1.0, 3.0, 5)
+    batched = jax.jit(jax.vmap(lambda w2: theory.chi1("tanh", w2, 0.05)))(sigma_w2)
+    for value, w2 in zip(np.asarray(batched), np.asarray(sigma_w2), strict=True):
+        assert value == pytest.approx(tanh_chi1_reference(float(w2), 0.05)[0], rel=1e-4)
+    critical = jax.vmap(lambda b2: theory.critical_sigma_w2("relu", b2))(jnp.array([0.0, 0.5]))
+    np.testing.assert_allclose(critical, 2.0, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- wide networks
+
+
+@pytest.mark.parametrize(("sigma_w2", "sigma_b2"), [(1.5, 0.05), (3.0, 0.1)])
+def test_wide_network_lengths_follow_the_q_map(sigma_w2, sigma_b2):
+    """Width 1024, averaged over 8 networks: the measured q_l = E[z_l^2] of every layer is
+    within 3 per cent of the q-map iterated from the first layer's measured q_1 (about
+    sigma_w2 + sigma_b2). One network alone fluctuates by a few per cent a layer: the
+    examples of a batch share the weights and, through the bias, are correlated, so they
+    average out little of the sqrt(2 / width) noise of |h W|^2."""
+    width, depth, batch = 1024, 12, 32
+
+    def run(key):
+        return jaxgrad.propagate(
+            key,
+            depth=depth,
+            width=width,
+            batch_size=batch,
+            activation="tanh",
+            kernel_init=init.normal(math.sqrt(sigma_w2 / width)),
+            bias_init=init.normal(math.sqrt(sigma_b2)),
+        )
+
+    stats = jax.vmap(run)(jax.random.split(jax.random.key(0), 8))
+    measured = np.mean(np.asarray(stats.pre_std) ** 2 + np.asarray(stats.pre_mean) ** 2, axis=0)
+    assert measured[0] == pytest.approx(sigma_w2 + sigma_b2, rel=0.03)
+    predicted = [float(measured[0])]
+    for _ in range(depth - 1):
+        predicted.append(float(theory.q_map("tanh", sigma_w2, sigma_b2, predicted[-1])))
+    np.testing.assert_allclose(measured, predicted, rtol=0.03)
+
+
+@pytest.mark.parametrize("sigma_w2", [1.2, 1.76, 3.0])
+def test_wide_network_gradients_follow_chi1(sigma_w2):
+    """Width 1024: the squared norm of dL/dh changes by chi1 per layer going back (the
+    geometric mean over 20 layers at the fixed point), within 3 per cent."""
+    width, depth, sigma_b2 = 1024, 24, 0.05
+    stats = jaxgrad.propagate(
+        jax.random.key(1),
+        depth=depth,
+        width=width,
+        batch_size=32,
+        activation="tanh",
+        kernel_init=init.normal(math.sqrt(sigma_w2 / width)),
+        bias_init=init.normal(math.sqrt(sigma_b2)),
+        loss_fn=jaxgrad.random_projection_loss(jax.random.key(2)),
+    )
+    grad = np.asarray(stats.act_grad_norm, np.float64)
+    measured = (grad[2] / grad[22]) ** (2 / 20)
+    assert measured == pytest.approx(float(theory.chi1("tanh", sigma_w2, sigma_b2)), rel=0.03)
+    ratio = float(theory.predicted_gradient_ratio(theory.chi1("tanh", sigma_w2, sigma_b2), 21))
+    assert grad[2] / grad[22] == pytest.approx(ratio ** (20 / 20), rel=0.3)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: theory.q_star("tanh", -1.0, 0.0), "sigma_w2 must be finite and >= 0, got -1.0"),
+        (lambda: theory.chi1("tanh", 1.0, -0.1), "sigma_b2 must be finite and >= 0, got -0.1"),
+        (lambda: theory.q_map("tanh", 1.0, 0.0, -2.0), "q must be finite and >= 0"),
+        (lambda: theory.chi1("tanhh", 1.0, 0.0), "unknown activation 'tanhh'"),
+        (lambda: theory.phase_diagram("tanh", jnp.ones((2, 2)), jnp.ones(2)), "1-D grids"),
+        (lambda: theory.critical_sigma_w2("tanh", float("nan")), "sigma_b2 must be finite"),
+    ],
+)
+def test_bad_input_raises(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
