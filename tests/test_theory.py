@@ -276,3 +276,38 @@ def test_wide_network_gradients_follow_chi1(sigma_w2):
 def test_bad_input_raises(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize(
+    ("activation", "weights", "per_layer"),
+    [
+        ("linear", "orthogonal", 0.0),  # a product of orthogonal matrices: exact isometry
+        ("linear", "gaussian", 1.0),  # products of Gaussian matrices spread linearly
+        ("relu", "orthogonal", 1.0),  # D^2 is Bernoulli(1/2): mu2 / mu1^2 = 2
+        ("relu", "gaussian", 2.0),
+    ],
+)
+def test_jacobian_spectrum_closed_forms(activation, weights, per_layer):
+    sigma_w2 = 1.0 if activation == "linear" else 2.0
+    spectrum = theory.jacobian_spectrum(activation, sigma_w2, 0.0, 10, weights)
+    assert float(spectrum.mean_sq) == pytest.approx(1.0, rel=1e-5)
+    assert float(spectrum.var_sq) == pytest.approx(10 * per_layer, rel=1e-5, abs=1e-6)
+
+
+def test_jacobian_spectrum_tanh_isometry_at_small_q():
+    """On the critical line, orthogonal tanh's variance shrinks with q* (phi' -> 1), while
+    Gaussian weights keep at least L."""
+    small = theory.critical_point_for_q_star("tanh", 1 / 64)
+    large = theory.critical_point_for_q_star("tanh", 1.0)
+    ortho_small = float(theory.jacobian_spectrum("tanh", *small, 100, "orthogonal").var_sq)
+    ortho_large = float(theory.jacobian_spectrum("tanh", *large, 100, "orthogonal").var_sq)
+    gauss_small = float(theory.jacobian_spectrum("tanh", *small, 100, "gaussian").var_sq)
+    # Independent: mu2 / mu1^2 - 1 with mu_k = E[sech^(4k)(sqrt(q) z)] from scipy.
+    q = 1 / 64
+    mu1 = gauss(lambda z: sech(math.sqrt(q) * z) ** 4)
+    mu2 = gauss(lambda z: sech(math.sqrt(q) * z) ** 8)
+    assert ortho_small == pytest.approx(100 * (mu2 / mu1**2 - 1), rel=1e-3)
+    assert ortho_small < 0.1 * ortho_large
+    assert gauss_small > 100
+    with pytest.raises(ValueError, match="weights must be 'gaussian' or 'orthogonal'"):
+        theory.jacobian_spectrum("tanh", 1.0, 0.0, 3, "uniform")

@@ -430,6 +430,55 @@ def _phase_diagram_jit(phi, sigma_w2, sigma_b2):
     return jax.vmap(over_b2, in_axes=(0, None))(sigma_w2, sigma_b2)
 
 
+class JacobianSpectrum(NamedTuple):
+    """Predicted moments of the squared singular values of the input-output Jacobian."""
+
+    mean_sq: jax.Array
+    var_sq: jax.Array
+
+
+_S1 = {"gaussian": -1.0, "orthogonal": 0.0}
+
+
+def jacobian_spectrum(
+    activation: str | _act.Activation,
+    sigma_w2: ArrayLike,
+    sigma_b2: ArrayLike,
+    depth: int,
+    weights: str = "gaussian",
+) -> JacobianSpectrum:
+    """Mean and variance of the eigenvalues of J J^T for a depth-L network at the fixed point.
+
+    With mu_k = E[phi'(sqrt(q*) z)^(2k)], each layer contributes W^T D^2 W, whose spectrum has
+    mean chi1 = sigma_w2 mu_1 and normalized variance mu_2 / mu_1^2 - 1 - s_1, where s_1 is
+    the first S-transform coefficient of W^T W: -1 for Gaussian weights, 0 for orthogonal
+    ones. Normalized variances of free products add, so
+
+        mean = chi1^L,    variance = chi1^(2L) L (mu_2 / mu_1^2 - 1 - s_1),
+
+    which on the critical line is Pennington et al.'s L (mu_2 / mu_1^2 - 1 - s_1): it grows
+    linearly with depth unless the weights are orthogonal and phi' is nearly constant over
+    the inputs (small q*), the condition for dynamical isometry. ReLU has mu_2 / mu_1^2 = 2,
+    so even orthogonal weights give variance L.
+
+    References: Pennington, Schoenholz and Ganguli 2017, sec. 4 (eqs. 13-17).
+    """
+    if weights not in _S1:
+        raise ValueError(f"weights must be 'gaussian' or 'orthogonal', got {weights!r}")
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"depth must be an int >= 1, got {depth!r}")
+    phi = _activation(activation)
+    sigma_w2 = _check_variance("sigma_w2", sigma_w2)
+    sigma_b2 = _check_variance("sigma_b2", sigma_b2)
+    q = _q_star(phi, sigma_w2, sigma_b2)
+    dphi = _act.derivative(phi)
+    mu1 = _expect(lambda u: dphi(u) ** 2, q)
+    mu2 = _expect(lambda u: dphi(u) ** 4, q)
+    chi = sigma_w2 * mu1
+    per_layer = mu2 / mu1**2 - 1 - _S1[weights]
+    return JacobianSpectrum(chi**depth, chi ** (2 * depth) * depth * per_layer)
+
+
 def predicted_gradient_ratio(chi1_value: ArrayLike, depth: int) -> jax.Array:
     """The predicted ratio of the first layer's gradient norm to the last's, chi1^((L-1)/2):
     the mean squared gradient changes by chi1 per layer (Schoenholz et al. 2017, eq. 5)."""
