@@ -2,6 +2,7 @@
 
 from jaxgrad import activations as activations
 from jaxgrad import init as init
+from jaxgrad import jacobian as jacobian
 from jaxgrad import nn as nn
 from jaxgrad import theory as theory
 from jaxgrad.inspection import ModelReport as ModelReport
