@@ -166,10 +166,10 @@ def _weight_norms(kernels: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.sum(jnp.square(kernels), axis=(-2, -1)))
 
 
-def _forward_stats(block: _nn.Block, z, out, a, threshold: float):
+def _forward_stats(activation, z, out, a, threshold: float):
     pre_mean, pre_std = _mean_std(z)
     act_mean, act_std = _mean_std(out)
-    dphi = _act.derivative(block.activation)(z)
+    dphi = _act.derivative(activation)(z)
     saturated = jnp.mean(jnp.abs(dphi) < threshold)
     dead = jnp.mean(jnp.all(a.reshape(-1, a.shape[-1]) == 0, axis=0))
     finite = jnp.all(jnp.isfinite(z)) & jnp.all(jnp.isfinite(out))
@@ -185,52 +185,89 @@ def _first_false(finite: jax.Array) -> jax.Array:
 # ----------------------------------------------------------------------------- the probe
 
 
-def _probe_reverse(model: _nn.MLP, x, y, loss_fn, threshold):
-    h0 = model.embed(x)
-    batch_shape = h0.shape[:-1]
-    h0 = h0.reshape(-1, model.width)  # norms reduce over every axis but the last: same numbers
-    graphdef, params, rest = nnx.split(model.blocks, nnx.Param, ...)
-    # ||h^T dpre||_F needs h only through its Gram matrix h h^T when the batch is the smaller
-    # side, so the forward scan stacks that (batch x batch) instead of h itself.
-    use_gram = h0.shape[0] < model.width
+def reverse_scan_probe(
+    h0,
+    layers,
+    *,
+    affine,
+    post,
+    transpose,
+    activation,
+    loss_of_output,
+    threshold=SATURATION_THRESHOLD,
+):
+    """The probe's core for any stack of layers h -> post(layer, affine(layer, h), h).
+
+    Args:
+        h0: input to the first layer, (batch, width).
+        layers: pytree of per-layer arrays stacked on a leading depth axis.
+        affine: `affine(layer, h) -> pre`, linear in h with a kernel (width_in, width_out).
+        post: `post(layer, pre, h) -> (out, z, a)` (output, pre-activation, activation); the
+            output may depend on h only additively (a residual branch).
+        transpose: `transpose(layer, dpre) -> dh`, the transpose of h -> affine(layer, h).
+        activation: the elementwise activation (for the saturation statistic).
+        loss_of_output: `loss(h_L) -> scalar`.
+        threshold: the saturation threshold.
+
+    Returns:
+        `LayerStats` with `weight_norm` left as zeros (the caller knows its kernels).
+    """
+    use_gram = h0.shape[0] < h0.shape[1]
 
     def forward(h, layer):
-        block = nnx.merge(graphdef, *layer)
-        pre = block.linear(h)
-        out, z, a = block.post(pre, h)
-        stats, finite = _forward_stats(block, z, out, a, threshold)
+        pre = affine(layer, h)
+        out, z, a = post(layer, pre, h)
+        stats, finite = _forward_stats(activation, z, out, a, threshold)
+        # ||h^T dpre||_F needs h only through h h^T when the batch is the smaller side.
         return out, (stats, finite, h @ h.T if use_gram else h, pre)
 
-    h_last, (stats, finite, saved_inputs, pres) = jax.lax.scan(forward, h0, (params, rest))
-    h_last = h_last.reshape(*batch_shape, model.width)
-    loss, head_vjp = jax.vjp(lambda h: loss_fn(model.head(h), y), h_last)
-    (delta_last,) = head_vjp(jnp.ones_like(loss))
+    h_last, (stats, finite, saved_inputs, pres) = jax.lax.scan(forward, h0, layers)
+    loss, loss_vjp = jax.vjp(loss_of_output, h_last)
+    (delta_last,) = loss_vjp(jnp.ones_like(loss))
 
-    def backward(delta, layer):
-        layer_params, layer_rest, saved_input, pre = layer
+    def backward(delta, scanned):
+        layer, saved_input, pre = scanned
 
-        def post(pre, h, layer_rest):
-            # Non-parameter state (batch norm's running averages) enters as an argument so
-            # that the update batch norm makes to it stays inside this trace, and is dropped.
-            return nnx.merge(graphdef, layer_params, layer_rest).post(pre, h)[0]
+        # The output depends on h only additively, so the pullback does not depend on h's
+        # value: zeros stand in for it. The layer enters as an argument so that state a norm
+        # updates (batch norm's running averages) is updated inside this trace, and dropped.
+        def out_of(pre, h, layer):
+            return post(layer, pre, h)[0]
 
-        # A block's output depends on its input h only additively (the residual branch), so
-        # the pullback does not depend on the value of h: zeros stand in for it.
-        _, post_vjp = jax.vjp(post, pre, jnp.zeros_like(pre), layer_rest)
+        _, post_vjp = jax.vjp(out_of, pre, jnp.zeros_like(pre), layer)
         dpre, dh_skip, _ = post_vjp(delta)
         if use_gram:
             kernel_grad_norm = jnp.sqrt(jnp.maximum(jnp.sum(saved_input * (dpre @ dpre.T)), 0))
         else:
             kernel_grad_norm = _norm(saved_input.T @ dpre)
         grads = (kernel_grad_norm, _norm(jnp.sum(dpre, axis=0)), _norm(delta))
-        delta_prev = dpre @ layer_params["linear"]["kernel"][...].T + dh_skip
-        return delta_prev, grads
+        return transpose(layer, dpre) + dh_skip, grads
 
-    delta_last = delta_last.reshape(-1, model.width)
-    scanned = (params, rest, saved_inputs, pres)
-    _, grads = jax.lax.scan(backward, delta_last, scanned, reverse=True)
-    weight_norm = _weight_norms(params["linear"]["kernel"][...])
-    return LayerStats(*stats, *grads, weight_norm, _first_false(finite))
+    _, grads = jax.lax.scan(backward, delta_last, (layers, saved_inputs, pres), reverse=True)
+    zeros = jnp.zeros_like(grads[0])
+    return LayerStats(*stats, *grads, zeros, _first_false(finite))
+
+
+def _probe_reverse(model: _nn.MLP, x, y, loss_fn, threshold):
+    h0 = model.embed(x)
+    batch_shape = h0.shape[:-1]
+    h0 = h0.reshape(-1, model.width)  # norms reduce over every axis but the last: same numbers
+    graphdef, params, rest = nnx.split(model.blocks, nnx.Param, ...)
+
+    def loss_of_output(h):
+        return loss_fn(model.head(h.reshape(*batch_shape, model.width)), y)
+
+    stats = reverse_scan_probe(
+        h0,
+        (params, rest),
+        affine=lambda layer, h: nnx.merge(graphdef, *layer).linear(h),
+        post=lambda layer, pre, h: nnx.merge(graphdef, *layer).post(pre, h),
+        transpose=lambda layer, dpre: dpre @ layer[0]["linear"]["kernel"][...].T,
+        activation=model.blocks.activation,
+        loss_of_output=loss_of_output,
+        threshold=threshold,
+    )
+    return stats._replace(weight_norm=_weight_norms(params["linear"]["kernel"][...]))
 
 
 def _probe_autodiff(model: _nn.MLP, x, y, loss_fn, threshold):
@@ -244,7 +281,7 @@ def _probe_autodiff(model: _nn.MLP, x, y, loss_fn, threshold):
             block = nnx.merge(graphdef, layer_params, layer_rest)
             out, z, a = block.post(block.linear(h), h)
             out = out + tap
-            return out, _forward_stats(block, z, out, a, threshold)
+            return out, _forward_stats(block.activation, z, out, a, threshold)
 
         h_last, aux = jax.lax.scan(forward, h0, (params, rest, taps))
         return loss_fn(model.head(h_last), y), aux

@@ -1,0 +1,639 @@
+"""Figures of jaxgrad's results, drawn with matplotlib: the edge of the library, never imported
+by the numeric core.
+
+- `layer_profiles(curves)`: per-layer activation std and gradient norms on a log scale, one
+  panel per statistic and one curve per network (Glorot and Bengio 2010, figures 3-7).
+- `gradient_heatmap(sigma_w2, depths, log_ratio)`: log10 of a gradient ratio over
+  (sigma_w2, depth), with the trainability bound depth = 6 xi_c on top (Schoenholz et al.
+  2017, figure 5).
+- `phase_diagram(diagram)`: a `jaxgrad.theory.PhaseDiagram` field over (sigma_w2, sigma_b2),
+  with the critical line chi1 = 1 on top (Poole et al. 2016, Schoenholz et al. 2017).
+- `spectra_histograms(spectra)`: histograms of the Jacobian's singular values at several
+  depths (Pennington, Schoenholz and Ganguli 2017, figure 1).
+
+Every function builds a `matplotlib.figure.Figure` with its own Agg canvas, not through
+`matplotlib.pyplot`, so no GUI is needed, no global figure registry fills up and no state
+passes from one call to the next. Each returns the Figure; given `path`, it also writes the
+image there (PNG unless the suffix names another format matplotlib knows), creating the
+parent directories. Arrays may be numpy or jax arrays. The data each artist holds are the data
+given (after leaving out what cannot be drawn, as each function says), so a figure can be
+checked against the results it was drawn from.
+
+Example:
+    >>> import numpy as np
+    >>> from jaxgrad import plot
+    >>> fig = plot.gradient_heatmap([1.0, 2.0], [10, 20], np.zeros((2, 2)))
+    >>> fig.axes[0].get_xlabel()
+    'sigma_w^2'
+
+References:
+    Glorot and Bengio 2010, "Understanding the difficulty of training deep feedforward neural
+    networks". Poole, Lahiri, Raghu, Sohl-Dickstein and Ganguli 2016, "Exponential
+    expressivity in deep neural networks through transient chaos". Schoenholz, Gilmer, Ganguli
+    and Sohl-Dickstein 2017, "Deep Information Propagation". Pennington, Schoenholz and
+    Ganguli 2017, "Resurrecting the sigmoid in deep learning through dynamical isometry:
+    theory and practice".
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+try:
+    import matplotlib.colors as _colors
+    from matplotlib import colormaps as _colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+except ImportError as error:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "jaxgrad.plot needs matplotlib; install it with `pip install matplotlib`"
+    ) from error
+
+from jaxgrad.jacobian import DepthProfile
+from jaxgrad.propagation import LayerStats
+from jaxgrad.theory import PhaseDiagram
+
+__all__ = ["gradient_heatmap", "layer_profiles", "phase_diagram", "spectra_histograms"]
+
+DPI = 120
+"""Resolution of the written images, in dots per inch."""
+
+TRAINABLE_DEPTH_FACTOR = 6.0
+"""Networks train up to a depth of about this many correlation depth scales xi_c
+(Schoenholz et al. 2017, figure 5)."""
+
+LAYER_FIELDS = tuple(name for name in LayerStats._fields if name != "first_nonfinite_layer")
+"""The per-layer fields of `LayerStats` that `layer_profiles` can draw."""
+
+PHASE_FIELDS = tuple(name for name in PhaseDiagram._fields if name not in ("sigma_w2", "sigma_b2"))
+"""The fields of `PhaseDiagram` that `phase_diagram` can draw."""
+
+_DESCRIPTIONS = {
+    "pre_mean": "pre-activation mean",
+    "pre_std": "pre-activation std",
+    "act_mean": "activation mean",
+    "act_std": "activation std",
+    "saturated_frac": "saturated fraction",
+    "dead_frac": "dead-unit fraction",
+    "grad_norm": "weight-gradient norm ||dL/dW_l||",
+    "grad_norm_bias": "bias-gradient norm ||dL/db_l||",
+    "act_grad_norm": "output-gradient norm ||dL/dh_l||",
+    "weight_norm": "weight norm ||W_l||",
+    "q_star": "fixed-point length q*",
+    "c_star": "fixed-point correlation c*",
+    "chi1": "chi1 (per-layer gradient factor)",
+    "xi_q": "xi_q (length depth scale)",
+    "xi_c": "xi_c (correlation depth scale)",
+}
+_LOG_COLOR_FIELDS = ("q_star", "xi_q", "xi_c")
+_DIVERGING = "RdBu_r"
+_SEQUENTIAL = "viridis"
+_BAD_COLOR = "0.75"  # cells holding inf or nan
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _new_figure(panels: int, *, panel_size: tuple[float, float] = (4.6, 3.7)) -> Figure:
+    """A figure with `panels` axes side by side and its own Agg canvas (no pyplot)."""
+    width, height = panel_size
+    figure = Figure(figsize=(width * panels, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    figure.subplots(1, panels, squeeze=False)
+    return figure
+
+
+def _finish(figure: Figure, path: str | os.PathLike[str] | None) -> Figure:
+    if path is not None:
+        if not isinstance(path, str | os.PathLike):
+            raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=DPI)
+    return figure
+
+
+def _float_array(name: str, value: Any) -> np.ndarray:
+    """`value` as a float64 numpy array (from numpy, jax or a sequence)."""
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"{name} must be an array of numbers, got {type(value).__name__}"
+        ) from error
+
+
+def _axis(name: str, value: Any) -> np.ndarray:
+    """A 1-D, finite, strictly increasing grid axis."""
+    values = _float_array(name, value)
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D array, got shape {values.shape}")
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"{name} must be finite, got {values}")
+    if values.size > 1 and not np.all(np.diff(values) > 0):
+        raise ValueError(f"{name} must be strictly increasing (sort the grid), got {values}")
+    return values
+
+
+def _edges(centres: np.ndarray) -> np.ndarray:
+    """Cell edges around increasing cell centres: midpoints, and half a step past each end."""
+    if centres.size == 1:
+        half = 0.5 * max(abs(centres[0]), 1.0) if centres[0] != 0 else 0.5
+        return np.array([centres[0] - half, centres[0] + half])
+    middle = (centres[1:] + centres[:-1]) / 2
+    first = centres[0] - (middle[0] - centres[0])
+    last = centres[-1] + (centres[-1] - middle[-1])
+    return np.concatenate([[first], middle, [last]])
+
+
+def _check_mapping(name: str, value: Any) -> None:
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            f"{name} must be a mapping from label to results, got {type(value).__name__}"
+        )
+    if not value:
+        raise ValueError(f"{name} is empty: give at least one label")
+
+
+def _color_map(name: str) -> _colors.Colormap:
+    return _colormaps[name].with_extremes(bad=_BAD_COLOR)
+
+
+# ----------------------------------------------------------------------------- layer profiles
+
+
+def _profile_columns(label: str, result: Any, fields: tuple[str, ...]) -> tuple[np.ndarray, dict]:
+    """(layers, {field: values}) of one curve, from a LayerStats or a DataFrame."""
+    if isinstance(result, LayerStats):
+        unknown = [field for field in fields if field not in LAYER_FIELDS]
+        if unknown:
+            raise ValueError(
+                f"unknown field {unknown[0]!r} for LayerStats {label!r}; valid fields: "
+                f"{', '.join(LAYER_FIELDS)}"
+            )
+        columns = {field: _float_array(field, getattr(result, field)) for field in fields}
+        for field, values in columns.items():
+            if values.ndim != 1:
+                raise ValueError(
+                    f"LayerStats {label!r} field {field} must be 1-D (depth,), got shape "
+                    f"{values.shape}; pick one sample, e.g. jax.tree.map(lambda a: a[0], stats)"
+                )
+        depths = {values.shape[0] for values in columns.values()}
+        if len(depths) != 1:
+            raise ValueError(f"LayerStats {label!r} fields have different depths: {depths}")
+        return np.arange(1, depths.pop() + 1, dtype=np.float64), columns
+
+    import pandas as pd  # a dependency of jaxgrad; imported here to keep module import light
+
+    if not isinstance(result, pd.DataFrame):
+        raise TypeError(
+            f"curves[{label!r}] must be a LayerStats or a pandas DataFrame, got "
+            f"{type(result).__name__}"
+        )
+    available = [str(column) for column in result.columns if column != "layer"]
+    if "layer" not in result.columns:
+        raise ValueError(
+            f"DataFrame {label!r} has no 'layer' column; columns: {', '.join(available)}"
+        )
+    unknown = [field for field in fields if field not in result.columns or field == "layer"]
+    if unknown:
+        raise ValueError(
+            f"unknown field {unknown[0]!r} for DataFrame {label!r}; valid fields: "
+            f"{', '.join(available)}"
+        )
+    repeated = result["layer"].duplicated()
+    if repeated.any():
+        layer = result["layer"][repeated].iloc[0]
+        count = int((result["layer"] == layer).sum())
+        raise ValueError(
+            f"DataFrame {label!r} has {count} rows for layer {layer}: filter it to one "
+            "configuration and seed (or average over seeds) first"
+        )
+    ordered = result.sort_values("layer")
+    layers = _float_array(f"DataFrame {label!r} column 'layer'", ordered["layer"].to_numpy())
+    columns = {
+        field: _float_array(f"DataFrame {label!r} column {field!r}", ordered[field].to_numpy())
+        for field in fields
+    }
+    return layers, columns
+
+
+def layer_profiles(
+    curves: Mapping[str, LayerStats | Any],
+    path: str | os.PathLike[str] | None = None,
+    *,
+    fields: Sequence[str] = ("act_std", "grad_norm"),
+    relative_to_last: Collection[str] = (),
+) -> Figure:
+    """Per-layer statistics of one or more networks, one panel per field, log y scale.
+
+    Each curve has the layer (1-based) on x and the field's value on y. Values that a log
+    scale cannot show (inf, nan, zero, negative) are left out of the curve, not drawn as
+    zero; a network with none left is still listed in that panel's legend, as
+    "label (no finite values)" or "label (no positive values)". A label keeps its colour in
+    every panel.
+
+    Args:
+        curves: label -> a `LayerStats` with 1-D fields (one network, not vmapped), or a pandas
+            DataFrame with a `layer` column and one column per field, one row per layer (for
+            example `LayerStats.to_frame()`, or a sweep's result filtered to one configuration
+            and seed).
+        path: where to write the image; None writes nothing.
+        fields: the fields to draw, one panel each (see `LAYER_FIELDS`; a DataFrame may hold
+            others).
+        relative_to_last: fields drawn relative to their last drawn value (a gradient norm
+            divided by the last layer's), so curves of different scales compare.
+
+    Returns:
+        The matplotlib Figure; `figure.axes[i].get_lines()[j]` is curve j of field i.
+
+    Raises:
+        TypeError: curves not a mapping of LayerStats or DataFrames.
+        ValueError: no curves or no fields; an unknown field; LayerStats with leading axes; a
+            DataFrame without a `layer` column or with several rows for one layer.
+
+    Example:
+        >>> import numpy as np
+        >>> from jaxgrad import LayerStats, plot
+        >>> stats = LayerStats(*[np.linspace(1.0, 2.0, 5)] * 10, first_nonfinite_layer=-1)
+        >>> fig = plot.layer_profiles({"tanh": stats})
+        >>> fig.axes[0].get_lines()[0].get_xdata().tolist()
+        [1.0, 2.0, 3.0, 4.0, 5.0]
+
+    References:
+        Glorot and Bengio 2010, section 4 (figures 3-7).
+    """
+    _check_mapping("curves", curves)
+    fields = (fields,) if isinstance(fields, str) else tuple(fields)
+    if not fields:
+        raise ValueError("fields is empty: give at least one field, e.g. ('act_std',)")
+    relative = {relative_to_last} if isinstance(relative_to_last, str) else set(relative_to_last)
+    if not relative <= set(fields):
+        extra = sorted(relative - set(fields))
+        raise ValueError(f"relative_to_last names {extra}, which are not among fields {fields}")
+    columns = {
+        str(label): _profile_columns(str(label), curve, fields) for label, curve in curves.items()
+    }
+
+    figure = _new_figure(len(fields))
+    for ax, field in zip(figure.axes, fields, strict=True):
+        for index, (label, (layers, values_of)) in enumerate(columns.items()):
+            values = values_of[field]
+            keep = np.isfinite(values) & (values > 0)
+            x, y = layers[keep], values[keep]
+            if field in relative and y.size:
+                y = y / y[-1]
+            if y.size:
+                name = label
+            elif np.isfinite(values).any():
+                name = f"{label} (no positive values)"
+            else:
+                name = f"{label} (no finite values)"
+            ax.plot(x, y, color=f"C{index % 10}", label=name)
+        ax.set_yscale("log")
+        ax.set_xlabel("layer")
+        ax.set_ylabel(f"{field} relative to the last layer" if field in relative else field)
+        ax.set_title(_DESCRIPTIONS.get(field, field))
+        ax.legend(fontsize=7)
+    return _finish(figure, path)
+
+
+# ----------------------------------------------------------------------------- heatmaps
+
+
+def gradient_heatmap(
+    sigma_w2: Any,
+    depths: Any,
+    log_ratio: Any,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    xi_c: Any = None,
+    label: str = "log10 gradient ratio",
+) -> Figure:
+    """A heatmap of log10 of a gradient ratio over (sigma_w2, depth), with 6 xi_c on top.
+
+    The colour map diverges from white at 0 (no vanishing, no explosion) to blue (gradients
+    vanish) and red (they explode), symmetric about 0; cells holding inf or nan are grey.
+    Given `xi_c`, the curve depth = 6 xi_c(sigma_w2) is drawn on top, clipped to the heatmap's
+    depth range (an infinite xi_c at the critical point runs to the top edge; nan is left
+    out): Schoenholz et al.'s bound on the depth of trainable networks.
+
+    Args:
+        sigma_w2: 1-D increasing weight variances (the columns).
+        depths: 1-D increasing depths (the rows).
+        log_ratio: log10 of the gradient ratio, shape (len(depths), len(sigma_w2)), e.g.
+            log10(||dL/dW_1|| / ||dL/dW_L||) of a network of each depth L.
+        path: where to write the image; None writes nothing.
+        xi_c: the correlation depth scale at each sigma_w2, shape (len(sigma_w2),), e.g. from
+            `jaxgrad.theory.depth_scales`.
+        label: the colour bar's label.
+
+    Returns:
+        The matplotlib Figure. `figure.axes[0].collections[0]` is the QuadMesh, whose
+        `get_array()` is `log_ratio` (inf and nan masked); `figure.axes[0].get_lines()[0]` is
+        the 6 xi_c curve.
+
+    Raises:
+        ValueError: an axis not 1-D, not finite or not increasing; log_ratio or xi_c of the
+            wrong shape.
+
+    Example:
+        >>> import numpy as np
+        >>> from jaxgrad import plot
+        >>> fig = plot.gradient_heatmap([1.0, 2.0, 3.0], [10, 20], np.zeros((2, 3)),
+        ...                             xi_c=[5.0, np.inf, 4.0])
+        >>> fig.axes[0].get_lines()[0].get_ydata().tolist()
+        [25.0, 25.0, 24.0]
+
+    References:
+        Schoenholz, Gilmer, Ganguli and Sohl-Dickstein 2017, "Deep Information Propagation",
+        figure 5.
+    """
+    sigma_w2 = _axis("sigma_w2", sigma_w2)
+    depths = _axis("depths", depths)
+    log_ratio = _float_array("log_ratio", log_ratio)
+    expected = (depths.size, sigma_w2.size)
+    if log_ratio.shape != expected:
+        hint = " (transpose it)" if log_ratio.shape == expected[::-1] else ""
+        raise ValueError(
+            f"log_ratio must have shape (len(depths), len(sigma_w2)) = {expected}, got "
+            f"{log_ratio.shape}{hint}"
+        )
+    if xi_c is not None:
+        xi_c = _float_array("xi_c", xi_c)
+        if xi_c.shape != sigma_w2.shape:
+            raise ValueError(
+                f"xi_c must have shape (len(sigma_w2),) = {sigma_w2.shape}, got {xi_c.shape}"
+            )
+
+    figure = _new_figure(1, panel_size=(6.0, 4.4))
+    ax = figure.axes[0]
+    drawn = np.ma.masked_invalid(log_ratio)
+    finite = log_ratio[np.isfinite(log_ratio)]
+    half_range = float(np.max(np.abs(finite))) if finite.size else 0.0
+    half_range = half_range if half_range > 0 else 1.0
+    x_edges, y_edges = _edges(sigma_w2), _edges(depths)
+    mesh = ax.pcolormesh(
+        x_edges,
+        y_edges,
+        drawn,
+        cmap=_color_map(_DIVERGING),
+        norm=_colors.Normalize(vmin=-half_range, vmax=half_range),
+        shading="flat",
+    )
+    figure.colorbar(mesh, ax=ax, label=label)
+    if xi_c is not None:
+        keep = ~np.isnan(xi_c)
+        bound = np.clip(TRAINABLE_DEPTH_FACTOR * xi_c[keep], y_edges[0], y_edges[-1])
+        ax.plot(sigma_w2[keep], bound, "k--", lw=2, label="6 xi_c (trainable depth)")
+        ax.legend(loc="upper right", fontsize=8)
+    ax.set_xlim(x_edges[0], x_edges[-1])
+    ax.set_ylim(y_edges[0], y_edges[-1])
+    ax.set_xlabel("sigma_w^2")
+    ax.set_ylabel("depth")
+    ax.set_title("gradient ratio across depth")
+    return _finish(figure, path)
+
+
+def _grid_axes(diagram: PhaseDiagram) -> tuple[np.ndarray, np.ndarray]:
+    """The sigma_w2 and sigma_b2 axes of a phase diagram's (len(w2), len(b2)) grid."""
+    w2_grid = _float_array("diagram.sigma_w2", diagram.sigma_w2)
+    b2_grid = _float_array("diagram.sigma_b2", diagram.sigma_b2)
+    if w2_grid.ndim != 2 or w2_grid.shape != b2_grid.shape:
+        raise ValueError(
+            "diagram must be a 2-D grid from jaxgrad.theory.phase_diagram, got sigma_w2 of "
+            f"shape {w2_grid.shape} and sigma_b2 of shape {b2_grid.shape}"
+        )
+    sigma_w2, sigma_b2 = w2_grid[:, 0], b2_grid[0, :]
+    if not (
+        np.array_equal(w2_grid, np.broadcast_to(sigma_w2[:, None], w2_grid.shape))
+        and np.array_equal(b2_grid, np.broadcast_to(sigma_b2[None, :], b2_grid.shape))
+    ):
+        raise ValueError(
+            "diagram is not a grid: sigma_w2 must vary along axis 0 only and sigma_b2 along "
+            "axis 1 only, as jaxgrad.theory.phase_diagram returns them"
+        )
+    return _axis("diagram.sigma_w2", sigma_w2), _axis("diagram.sigma_b2", sigma_b2)
+
+
+def phase_diagram(
+    diagram: PhaseDiagram,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    critical_sigma_w2: Any = None,
+    field: str = "xi_c",
+    log_color: bool | None = None,
+) -> Figure:
+    """A field of a mean-field phase diagram over (sigma_w2, sigma_b2), with the critical line.
+
+    Cells are coloured by the field; where the colour scale is logarithmic (by default for the
+    depth scales xi_q, xi_c and for q_star, which span decades) zero and negative cells are
+    masked, as are inf and nan ones, and drawn grey. Given `critical_sigma_w2`, the line
+    sigma_w2 = critical_sigma_w2(sigma_b2), where chi1 = 1, is drawn on top (nan values, where
+    chi1 does not cross 1, are left out) and the view is kept to the grid.
+
+    Args:
+        diagram: a `jaxgrad.theory.PhaseDiagram` of shape (len(sigma_w2), len(sigma_b2)), as
+            `jaxgrad.theory.phase_diagram` returns it.
+        path: where to write the image; None writes nothing.
+        critical_sigma_w2: the critical sigma_w2 at each of the diagram's sigma_b2, shape
+            (len(sigma_b2),), e.g. `jaxgrad.theory.critical_sigma_w2(activation, sigma_b2)`.
+        field: the field to colour by, one of `PHASE_FIELDS`.
+        log_color: a logarithmic colour scale; None chooses it for q_star, xi_q and xi_c.
+
+    Returns:
+        The matplotlib Figure. `figure.axes[0].collections[0]` is the QuadMesh, whose
+        `get_array()` is the field transposed to (sigma_b2, sigma_w2) with what cannot be
+        drawn masked; `figure.axes[0].get_lines()[0]` is the critical line.
+
+    Raises:
+        TypeError: diagram not a PhaseDiagram.
+        ValueError: an unknown field; a diagram that is not a grid; critical_sigma_w2 of the
+            wrong shape.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jaxgrad import plot, theory
+        >>> sigma_b2 = jnp.array([0.0, 0.05])
+        >>> grid = theory.phase_diagram("tanh", jnp.linspace(0.5, 3, 3), sigma_b2)
+        >>> critical = jax.vmap(lambda b2: theory.critical_sigma_w2("tanh", b2))(sigma_b2)
+        >>> fig = plot.phase_diagram(grid, critical_sigma_w2=critical)
+        >>> fig.axes[0].collections[0].get_array().shape
+        (2, 3)
+
+    References:
+        Poole et al. 2016, figure 2; Schoenholz et al. 2017, figure 1.
+    """
+    if not isinstance(diagram, PhaseDiagram):
+        raise TypeError(
+            f"diagram must be a jaxgrad.theory.PhaseDiagram, got {type(diagram).__name__}"
+        )
+    if field not in PHASE_FIELDS:
+        raise ValueError(f"unknown field {field!r}; valid fields: {', '.join(PHASE_FIELDS)}")
+    sigma_w2, sigma_b2 = _grid_axes(diagram)
+    values = _float_array(f"diagram.{field}", getattr(diagram, field))
+    if values.shape != (sigma_w2.size, sigma_b2.size):
+        raise ValueError(
+            f"diagram.{field} must have the grid's shape {(sigma_w2.size, sigma_b2.size)}, got "
+            f"{values.shape}"
+        )
+    if critical_sigma_w2 is not None:
+        critical_sigma_w2 = _float_array("critical_sigma_w2", critical_sigma_w2)
+        if critical_sigma_w2.shape != sigma_b2.shape:
+            raise ValueError(
+                "critical_sigma_w2 must have one value per sigma_b2, shape "
+                f"{sigma_b2.shape}, got {critical_sigma_w2.shape}"
+            )
+    log_color = field in _LOG_COLOR_FIELDS if log_color is None else bool(log_color)
+
+    figure = _new_figure(1, panel_size=(6.0, 4.4))
+    ax = figure.axes[0]
+    cells = values.T  # rows: sigma_b2, columns: sigma_w2
+    drawable = np.isfinite(cells) & (cells > 0 if log_color else True)
+    drawn = np.ma.masked_array(cells, mask=~drawable)
+    shown = cells[drawable]
+    if log_color and shown.size:
+        low, high = float(shown.min()), float(shown.max())
+        norm = _colors.LogNorm(vmin=low, vmax=high if high > low else low * 10)
+    elif shown.size:
+        low, high = float(shown.min()), float(shown.max())
+        norm = _colors.Normalize(vmin=low, vmax=high if high > low else low + 1)
+    else:
+        norm = _colors.Normalize(vmin=0, vmax=1)
+    x_edges, y_edges = _edges(sigma_w2), _edges(sigma_b2)
+    mesh = ax.pcolormesh(
+        x_edges, y_edges, drawn, cmap=_color_map(_SEQUENTIAL), norm=norm, shading="flat"
+    )
+    figure.colorbar(mesh, ax=ax, label=_DESCRIPTIONS.get(field, field))
+    if critical_sigma_w2 is not None:
+        keep = np.isfinite(critical_sigma_w2)
+        ax.plot(
+            critical_sigma_w2[keep], sigma_b2[keep], "w--", lw=2, label="critical line chi1 = 1"
+        )
+        ax.legend(loc="upper left", fontsize=8)
+    ax.set_xlim(x_edges[0], x_edges[-1])
+    ax.set_ylim(y_edges[0], y_edges[-1])
+    ax.set_xlabel("sigma_w^2")
+    ax.set_ylabel("sigma_b^2")
+    ax.set_title("ordered (left) | chaotic (right)")
+    return _finish(figure, path)
+
+
+# ----------------------------------------------------------------------------- spectra
+
+
+def _spectra_of(label: str, value: Any) -> dict[int, np.ndarray]:
+    """{depth: singular values (flattened)} from a mapping or a DepthProfile."""
+    if isinstance(value, DepthProfile):
+        depths = np.asarray(value.depths)
+        spectra = _float_array(f"spectra[{label!r}].spectra", value.spectra)
+        if depths.ndim != 1 or spectra.ndim != 2:
+            raise ValueError(
+                f"DepthProfile {label!r} must hold one network (depths 1-D, spectra 2-D), got "
+                f"shapes {depths.shape} and {spectra.shape}"
+            )
+        value = dict(zip(depths.tolist(), spectra, strict=True))
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            f"spectra[{label!r}] must be a mapping from depth to singular values or a "
+            f"jaxgrad.jacobian.DepthProfile, got {type(value).__name__}"
+        )
+    if not value:
+        raise ValueError(f"spectra[{label!r}] is empty: give at least one depth")
+    result = {}
+    for depth, values in value.items():
+        if isinstance(depth, bool) or not isinstance(depth, int | np.integer):
+            raise TypeError(f"spectra[{label!r}] keys must be int depths, got {depth!r}")
+        result[int(depth)] = _float_array(f"spectra[{label!r}][{depth}]", values).reshape(-1)
+    return result
+
+
+def _bin_edges(bins: Any, spectra: dict[str, dict[int, np.ndarray]]) -> np.ndarray:
+    if isinstance(bins, int | np.integer) and not isinstance(bins, bool):
+        if bins < 1:
+            raise ValueError(f"bins must be >= 1, got {bins}")
+        pooled = np.concatenate([v for per_depth in spectra.values() for v in per_depth.values()])
+        positive = pooled[np.isfinite(pooled) & (pooled > 0)]
+        low, high = (positive.min(), positive.max()) if positive.size else (0.1, 10.0)
+        if high <= low * (1 + 1e-9):
+            low, high = low / 2, high * 2
+        return np.geomspace(low, high, int(bins) + 1)
+    edges = _float_array("bins", bins)
+    if edges.ndim != 1 or edges.size < 2:
+        raise ValueError(f"bins must be an int or a 1-D array of >= 2 edges, got {bins!r}")
+    if not (np.all(np.isfinite(edges)) and edges[0] > 0 and np.all(np.diff(edges) > 0)):
+        raise ValueError(
+            f"bin edges must be finite, positive (the axis is logarithmic) and increasing, "
+            f"got {edges}"
+        )
+    return edges
+
+
+def spectra_histograms(
+    spectra: Mapping[str, Mapping[int, Any] | DepthProfile],
+    path: str | os.PathLike[str] | None = None,
+    *,
+    bins: int | Any = 60,
+) -> Figure:
+    """Histograms of singular values of the Jacobian, one panel per network, one per depth.
+
+    The x axis is logarithmic and every panel shares the same bins, so spectra compare across
+    networks. Each histogram is a step outline (`Axes.stairs`) of the counts. Zero, negative and
+    non-finite values, and values outside explicit bins, cannot be drawn and are left out; the
+    legend then says how many, "L = 50 (3 of 128 not shown)". A depth keeps its colour in
+    every panel.
+
+    Args:
+        spectra: label -> {depth: singular values}, or label -> a `jaxgrad.jacobian.
+            DepthProfile` (its `depths` and `spectra`). Values of any shape are pooled (several
+            seeds, say).
+        path: where to write the image; None writes nothing.
+        bins: the number of log-spaced bins spanning every positive finite value, or the bin
+            edges (1-D, positive, increasing).
+
+    Returns:
+        The matplotlib Figure; `figure.axes[i].patches[j].get_data().values` are the counts of
+        depth j of label i, and `.edges` the bin edges.
+
+    Raises:
+        TypeError: spectra not a mapping of mappings (or DepthProfiles); a depth not an int.
+        ValueError: an empty mapping; bad bins.
+
+    Example:
+        >>> import numpy as np
+        >>> from jaxgrad import plot
+        >>> fig = plot.spectra_histograms({"orthogonal": {10: np.ones(8), 100: np.full(8, 2.0)}})
+        >>> int(fig.axes[0].patches[0].get_data().values.sum())
+        8
+
+    References:
+        Pennington, Schoenholz and Ganguli 2017, figure 1.
+    """
+    _check_mapping("spectra", spectra)
+    per_label = {str(label): _spectra_of(str(label), value) for label, value in spectra.items()}
+    edges = _bin_edges(bins, per_label)
+    all_depths = sorted({depth for per_depth in per_label.values() for depth in per_depth})
+    color_of = {depth: f"C{index % 10}" for index, depth in enumerate(all_depths)}
+
+    figure = _new_figure(len(per_label), panel_size=(4.4, 3.7))
+    for ax, (label, per_depth) in zip(figure.axes, per_label.items(), strict=True):
+        for depth, values in per_depth.items():
+            drawable = values[np.isfinite(values) & (values > 0)]
+            counts, _ = np.histogram(drawable, bins=edges)
+            name = f"L = {depth}"
+            hidden = values.size - int(counts.sum())
+            if hidden:
+                name += f" ({hidden} of {values.size} not shown)"
+            ax.stairs(counts, edges, color=color_of[depth], label=name)
+        ax.set_xscale("log")
+        ax.set_xlim(edges[0], edges[-1])
+        ax.set_xlabel("singular value of J")
+        ax.set_ylabel("count")
+        ax.set_title(label)
+        ax.legend(fontsize=7)
+    return _finish(figure, path)
