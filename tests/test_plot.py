@@ -1,0 +1,408 @@
+"""Figures: each is written, non-empty, and its artists hold the data it was drawn from."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import LogNorm
+
+from jaxgrad import plot, theory
+from jaxgrad.jacobian import DepthProfile
+from jaxgrad.propagation import LayerStats
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+DEPTH = 6
+
+
+def assert_png(path):
+    assert path.is_file(), f"{path} was not written"
+    data = path.read_bytes()
+    assert data.startswith(PNG_SIGNATURE)
+    assert len(data) > 1024, f"{path} is only {len(data)} bytes"
+
+
+def make_stats(**fields):
+    """LayerStats of depth DEPTH from numpy arrays; unnamed fields are 1, 2, ..., DEPTH."""
+    base = {name: np.arange(1.0, DEPTH + 1) for name in plot.LAYER_FIELDS}
+    base.update({name: np.asarray(value, dtype=np.float64) for name, value in fields.items()})
+    return LayerStats(**base, first_nonfinite_layer=np.int32(-1))
+
+
+def panel_lines(figure, panel):
+    ax = figure.axes[panel]
+    return [(line.get_xdata(), line.get_ydata()) for line in ax.get_lines()]
+
+
+# ----------------------------------------------------------------------------- layer_profiles
+
+
+def test_layer_profiles_draws_finite_positive_values_and_writes_png(tmp_path):
+    act_std = np.array([1.0, 0.5, 0.25, 0.0, np.inf, np.nan])
+    grad_norm = np.array([3.0, -1.0, 2.0, 1e-30, 1e30, 4.0])
+    healthy = make_stats(act_std=act_std, grad_norm=grad_norm)
+    overflowed = make_stats(act_std=np.full(DEPTH, np.nan), grad_norm=np.full(DEPTH, -np.inf))
+    path = tmp_path / "nested" / "dir" / "profiles.png"
+
+    figure = plot.layer_profiles({"healthy": healthy, "overflowed": overflowed}, path)
+
+    assert_png(path)
+    assert isinstance(figure.canvas, FigureCanvasAgg)
+    assert len(figure.axes) == 2
+    layers = np.arange(1.0, DEPTH + 1)
+    for panel, values in enumerate((act_std, grad_norm)):
+        ax = figure.axes[panel]
+        assert ax.get_yscale() == "log"
+        (x, y), (x_empty, y_empty) = panel_lines(figure, panel)
+        keep = np.isfinite(values) & (values > 0)
+        np.testing.assert_array_equal(x, layers[keep])
+        np.testing.assert_array_equal(y, values[keep])
+        assert not np.any(np.asarray(y) == 0)
+        assert len(x_empty) == len(y_empty) == 0
+        legend = [text.get_text() for text in ax.get_legend().get_texts()]
+        assert legend == ["healthy", "overflowed (no finite values)"]
+    # a label keeps its colour across panels
+    colors = [[line.get_color() for line in ax.get_lines()] for ax in figure.axes]
+    assert colors[0] == colors[1]
+    assert colors[0][0] != colors[0][1]
+
+
+def test_layer_profiles_says_when_no_value_is_positive():
+    stats = make_stats(act_mean=np.full(DEPTH, -0.5))
+    figure = plot.layer_profiles({"relu": stats}, fields=("act_mean",))
+    legend = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
+    assert legend == ["relu (no positive values)"]
+
+
+def test_layer_profiles_accepts_jax_arrays_and_a_single_field_name():
+    values = jnp.geomspace(1.0, 1e-6, DEPTH)
+    stats = jax.tree.map(jnp.asarray, make_stats(grad_norm=np.asarray(values)))
+    figure = plot.layer_profiles({"jax": stats}, fields="grad_norm")
+    ((x, y),) = panel_lines(figure, 0)
+    np.testing.assert_array_equal(x, np.arange(1.0, DEPTH + 1))
+    np.testing.assert_allclose(y, np.asarray(values, dtype=np.float64), rtol=1e-7)
+
+
+def test_layer_profiles_from_a_dataframe_matches_layer_stats(tmp_path):
+    stats = make_stats(act_std=np.linspace(2.0, 0.1, DEPTH), act_grad_norm=np.geomspace(1, 9, 6))
+    frame = stats.to_frame().sample(frac=1.0, random_state=0)  # rows out of order
+    frame["sigma_w2"] = 1.5  # a sweep's extra configuration column
+    fields = ("act_std", "act_grad_norm")
+    from_stats = plot.layer_profiles({"a": stats}, fields=fields)
+    from_frame = plot.layer_profiles({"a": frame}, tmp_path / "frame.png", fields=fields)
+    assert_png(tmp_path / "frame.png")
+    for panel in range(2):
+        ((x_stats, y_stats),) = panel_lines(from_stats, panel)
+        ((x_frame, y_frame),) = panel_lines(from_frame, panel)
+        np.testing.assert_array_equal(x_frame, x_stats)
+        np.testing.assert_array_equal(y_frame, y_stats)
+
+
+def test_layer_profiles_relative_to_last():
+    grad_norm = np.array([8.0, 4.0, 2.0, 1.0, 0.5, np.inf])
+    figure = plot.layer_profiles(
+        {"a": make_stats(grad_norm=grad_norm)}, relative_to_last=("grad_norm",)
+    )
+    ((_, act_std),) = panel_lines(figure, 0)
+    ((x, y),) = panel_lines(figure, 1)
+    np.testing.assert_array_equal(act_std, np.arange(1.0, DEPTH + 1))  # not rescaled
+    np.testing.assert_array_equal(x, [1, 2, 3, 4, 5])
+    np.testing.assert_array_equal(y, [16.0, 8.0, 4.0, 2.0, 1.0])
+    assert "relative to the last layer" in figure.axes[1].get_ylabel()
+
+
+@pytest.mark.parametrize(
+    ("curves", "kwargs", "error", "match"),
+    [
+        ({}, {}, ValueError, "curves is empty"),
+        ({"a": make_stats()}, {"fields": ("act_sdt",)}, ValueError, "valid fields: pre_mean"),
+        (
+            {"a": make_stats().to_frame()},
+            {"fields": ("gradnorm",)},
+            ValueError,
+            "valid fields: .*grad_norm",
+        ),
+        ({"a": make_stats()}, {"fields": ()}, ValueError, "fields is empty"),
+        (
+            {"a": make_stats()},
+            {"relative_to_last": ("act_grad_norm",)},
+            ValueError,
+            "not among fields",
+        ),
+        (
+            {"a": jax.tree.map(lambda v: np.stack([v, v]), make_stats())},
+            {},
+            ValueError,
+            r"must be 1-D .* got shape \(2, 6\)",
+        ),
+        (
+            {"a": pd.concat([make_stats().to_frame()] * 2)},
+            {},
+            ValueError,
+            "2 rows for layer 1",
+        ),
+        ({"a": make_stats().to_frame().drop(columns="layer")}, {}, ValueError, "no 'layer'"),
+        ({"a": {"act_std": [1.0]}}, {}, TypeError, "LayerStats or a pandas DataFrame"),
+        ([make_stats()], {}, TypeError, "mapping"),
+    ],
+)
+def test_layer_profiles_refuses_bad_input(curves, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        plot.layer_profiles(curves, **kwargs)
+
+
+# ----------------------------------------------------------------------------- gradient_heatmap
+
+
+def test_gradient_heatmap_draws_the_ratio_and_the_trainable_depth(tmp_path):
+    sigma_w2 = np.array([0.5, 1.0, 1.5, 2.0])
+    depths = np.array([10, 20, 40])
+    log_ratio = np.array(
+        [
+            [-3.0, -0.5, 0.5, 2.0],
+            [-6.0, -1.0, 1.0, np.inf],
+            [np.nan, -2.0, 2.0, 8.0],
+        ]
+    )
+    xi_c = np.array([0.5, np.inf, 4.0, np.nan])
+    path = tmp_path / "heatmap.png"
+
+    figure = plot.gradient_heatmap(jnp.asarray(sigma_w2), depths, log_ratio, path, xi_c=xi_c)
+
+    assert_png(path)
+    ax = figure.axes[0]
+    (mesh,) = ax.collections
+    drawn = mesh.get_array()
+    np.testing.assert_array_equal(drawn.mask, ~np.isfinite(log_ratio))
+    np.testing.assert_array_equal(
+        drawn.filled(np.nan), np.where(np.isfinite(log_ratio), log_ratio, np.nan)
+    )
+    # diverging, centred at 0: symmetric limits from the largest finite magnitude
+    assert (mesh.norm.vmin, mesh.norm.vmax) == (-8.0, 8.0)
+    assert mesh.get_cmap().name.startswith("RdBu")
+    # cells are bounded by the midpoints between the grid's values, half a step past the ends
+    corners = mesh.get_coordinates()
+    np.testing.assert_allclose(corners[0, :, 0], [0.25, 0.75, 1.25, 1.75, 2.25])
+    np.testing.assert_allclose(corners[:, 0, 1], [5.0, 15.0, 30.0, 50.0])
+    # depth = 6 xi_c, nan left out, clipped to the depth range [5, 50] (cell edges)
+    ((x, y),) = [(line.get_xdata(), line.get_ydata()) for line in ax.get_lines()]
+    np.testing.assert_array_equal(x, [0.5, 1.0, 1.5])
+    np.testing.assert_array_equal(y, [5.0, 50.0, 24.0])
+    assert ax.get_ylim() == (5.0, 50.0)
+
+
+def test_gradient_heatmap_without_xi_c_draws_no_curve():
+    figure = plot.gradient_heatmap([1.0], [5], [[0.0]])
+    assert figure.axes[0].get_lines() == []
+    assert (figure.axes[0].collections[0].norm.vmin, figure.axes[0].collections[0].norm.vmax) == (
+        -1.0,
+        1.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "match"),
+    [
+        (
+            ([1.0, 2.0, 3.0], [10, 20], np.zeros((3, 2))),
+            {},
+            r"= \(2, 3\), got \(3, 2\) \(transpose it\)",
+        ),
+        (([1.0, 2.0, 3.0], [10, 20], np.zeros(6)), {}, r"\(2, 3\), got \(6,\)"),
+        (([1.0, 2.0], [10], np.zeros((1, 2))), {"xi_c": [1.0]}, r"xi_c .*\(2,\), got \(1,\)"),
+        (([2.0, 1.0], [10], np.zeros((1, 2))), {}, "sigma_w2 must be strictly increasing"),
+        (([1.0, 2.0], [[10]], np.zeros((1, 2))), {}, "depths must be a non-empty 1-D"),
+        (([1.0, np.nan], [10], np.zeros((1, 2))), {}, "sigma_w2 must be finite"),
+    ],
+)
+def test_gradient_heatmap_refuses_bad_input(args, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        plot.gradient_heatmap(*args, **kwargs)
+
+
+# ----------------------------------------------------------------------------- phase_diagram
+
+
+def test_phase_diagram_from_theory_draws_the_field_and_the_critical_line(tmp_path):
+    sigma_w2 = jnp.array([0.5, 1.5, 3.0])
+    sigma_b2 = jnp.array([0.0, 0.05])
+    diagram = theory.phase_diagram("tanh", sigma_w2, sigma_b2)
+    critical = np.array([1.0, 1.76])
+    path = tmp_path / "phase.png"
+
+    figure = plot.phase_diagram(diagram, path, critical_sigma_w2=critical)
+
+    assert_png(path)
+    ax = figure.axes[0]
+    (mesh,) = ax.collections
+    xi_c = np.asarray(diagram.xi_c, dtype=np.float64).T  # rows: sigma_b2
+    drawable = np.isfinite(xi_c) & (xi_c > 0)
+    np.testing.assert_array_equal(mesh.get_array().mask, ~drawable)
+    np.testing.assert_array_equal(mesh.get_array().filled(np.nan), np.where(drawable, xi_c, np.nan))
+    assert isinstance(mesh.norm, LogNorm)
+    ((x, y),) = [(line.get_xdata(), line.get_ydata()) for line in ax.get_lines()]
+    np.testing.assert_array_equal(x, critical)
+    np.testing.assert_array_equal(y, np.asarray(sigma_b2, dtype=np.float64))
+
+
+def synthetic_diagram():
+    w2, b2 = np.meshgrid([1.0, 2.0, 3.0], [0.0, 0.1], indexing="ij")
+    chi1 = np.array([[0.5, 0.6], [1.2, 0.9], [2.0, 1.5]])
+    xi_c = np.array([[1.0, 2.0], [np.inf, 50.0], [-1.0, 3.0]])
+    return theory.PhaseDiagram(w2, b2, np.ones_like(w2), np.ones_like(w2), chi1, xi_c, xi_c)
+
+
+def test_phase_diagram_masks_what_a_log_scale_cannot_show_and_drops_nan_critical_points():
+    diagram = synthetic_diagram()
+    figure = plot.phase_diagram(diagram, critical_sigma_w2=[np.nan, 2.5])
+    drawn = figure.axes[0].collections[0].get_array()
+    expected_mask = np.array([[False, True, True], [False, False, False]])
+    np.testing.assert_array_equal(drawn.mask, expected_mask)
+    np.testing.assert_array_equal(drawn.compressed(), [1.0, 2.0, 50.0, 3.0])
+    assert (drawn.min(), drawn.max()) == (figure.axes[0].collections[0].norm.vmin, 50.0)
+    ((x, y),) = [(line.get_xdata(), line.get_ydata()) for line in figure.axes[0].get_lines()]
+    np.testing.assert_array_equal(x, [2.5])
+    np.testing.assert_array_equal(y, [0.1])
+
+
+def test_phase_diagram_other_field_uses_a_linear_scale():
+    diagram = synthetic_diagram()
+    figure = plot.phase_diagram(diagram, field="chi1")
+    mesh = figure.axes[0].collections[0]
+    assert not isinstance(mesh.norm, LogNorm)
+    np.testing.assert_array_equal(mesh.get_array().filled(np.nan), diagram.chi1.T)
+    assert figure.axes[0].get_lines() == []
+    linear_xi_c = plot.phase_diagram(diagram, log_color=False).axes[0].collections[0]
+    assert not isinstance(linear_xi_c.norm, LogNorm)
+    assert linear_xi_c.get_array().count() == 5  # only inf and nan are masked
+
+
+@pytest.mark.parametrize(
+    ("diagram", "kwargs", "error", "match"),
+    [
+        (synthetic_diagram(), {"field": "chi"}, ValueError, "valid fields: q_star, c_star, chi1"),
+        (synthetic_diagram(), {"critical_sigma_w2": [1.0]}, ValueError, r"\(2,\), got \(1,\)"),
+        (
+            synthetic_diagram()._replace(sigma_w2=np.ones(3)),
+            {},
+            ValueError,
+            "2-D grid",
+        ),
+        (
+            synthetic_diagram()._replace(sigma_w2=np.array([[1.0, 2.0]] * 3)),
+            {},
+            ValueError,
+            "not a grid",
+        ),
+        (synthetic_diagram()._asdict(), {}, TypeError, "PhaseDiagram"),
+    ],
+)
+def test_phase_diagram_refuses_bad_input(diagram, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        plot.phase_diagram(diagram, **kwargs)
+
+
+# ----------------------------------------------------------------------------- spectra_histograms
+
+
+def test_spectra_histograms_counts_equal_numpy_histogram(tmp_path):
+    rng = np.random.default_rng(0)
+    spectra = {
+        "orthogonal": {10: rng.uniform(0.5, 1.5, 64), 100: rng.uniform(0.2, 2.0, 64)},
+        "gaussian": {10: rng.lognormal(0, 1, 64), 100: jnp.asarray(rng.lognormal(0, 3, (2, 64)))},
+    }
+    path = tmp_path / "spectra.png"
+
+    figure = plot.spectra_histograms(spectra, path, bins=20)
+
+    assert_png(path)
+    pooled = np.concatenate([np.ravel(v) for per in spectra.values() for v in per.values()])
+    edges = np.geomspace(pooled.min(), pooled.max(), 21)
+    for ax, (label, per_depth) in zip(figure.axes, spectra.items(), strict=True):
+        assert ax.get_title() == label
+        assert ax.get_xscale() == "log"
+        assert len(ax.patches) == len(per_depth)
+        for patch, values in zip(ax.patches, per_depth.values(), strict=True):
+            drawn = patch.get_data()
+            np.testing.assert_allclose(drawn.edges, edges, rtol=1e-12)
+            counts, _ = np.histogram(np.ravel(np.asarray(values, np.float64)), bins=drawn.edges)
+            np.testing.assert_array_equal(drawn.values, counts)
+            assert drawn.values.sum() == np.size(values)  # every value is shown
+    # a depth keeps its colour across panels
+    colors = [[patch.get_edgecolor() for patch in ax.patches] for ax in figure.axes]
+    assert colors[0] == colors[1]
+
+
+def test_spectra_histograms_leaves_out_what_a_log_axis_cannot_show():
+    values = np.array([0.0, -1.0, np.nan, np.inf, 0.1, 1.0, 1.0, 10.0, 20.0, 50.0])
+    edges = np.array([0.05, 0.5, 5.0, 30.0])
+    figure = plot.spectra_histograms({"relu": {50: values}}, bins=edges)
+    (patch,) = figure.axes[0].patches
+    np.testing.assert_array_equal(patch.get_data().edges, edges)
+    np.testing.assert_array_equal(patch.get_data().values, [1, 2, 2])
+    legend = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
+    assert legend == ["L = 50 (5 of 10 not shown)"]
+
+
+def test_spectra_histograms_accepts_a_depth_profile():
+    spectra = np.array([[2.0, 1.0, 0.5], [4.0, 1.0, 0.25]])
+    profile = DepthProfile(np.array([5, 20], np.int32), np.ones(20), spectra)
+    figure = plot.spectra_histograms({"tanh": profile}, bins=4)
+    legend = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
+    assert legend == ["L = 5", "L = 20"]
+    edges = np.geomspace(0.25, 4.0, 5)
+    for patch, values in zip(figure.axes[0].patches, spectra, strict=True):
+        np.testing.assert_array_equal(patch.get_data().values, np.histogram(values, edges)[0])
+
+
+@pytest.mark.parametrize(
+    ("spectra", "kwargs", "error", "match"),
+    [
+        ({}, {}, ValueError, "spectra is empty"),
+        ({"a": {}}, {}, ValueError, r"spectra\['a'\] is empty"),
+        ({"a": np.ones(3)}, {}, TypeError, "mapping from depth"),
+        ({"a": {"10": np.ones(3)}}, {}, TypeError, "int depths"),
+        ({"a": {10: np.ones(3)}}, {"bins": 0}, ValueError, "bins must be >= 1"),
+        ({"a": {10: np.ones(3)}}, {"bins": [0.0, 1.0]}, ValueError, "positive"),
+        ({"a": {10: np.ones(3)}}, {"bins": [1.0]}, ValueError, ">= 2 edges"),
+    ],
+)
+def test_spectra_histograms_refuses_bad_input(spectra, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        plot.spectra_histograms(spectra, **kwargs)
+
+
+def test_no_path_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    plot.spectra_histograms({"a": {1: np.ones(4)}})
+    plot.layer_profiles({"a": make_stats()})
+    assert list(tmp_path.iterdir()) == []
+
+
+def nothing_finite_figures(path):
+    nan = np.full(DEPTH, np.nan)
+    grid_w2, grid_b2 = np.meshgrid([1.0, 2.0], [0.0], indexing="ij")
+    empty = np.full_like(grid_w2, np.nan)
+    empty_diagram = theory.PhaseDiagram(grid_w2, grid_b2, *[empty] * 5)
+    return {
+        "layer_profiles": lambda: plot.layer_profiles(
+            {"a": make_stats(act_std=nan, grad_norm=nan)}, path
+        ),
+        "gradient_heatmap": lambda: plot.gradient_heatmap(
+            [1.0, 2.0], [3], [[np.nan, np.inf]], path, xi_c=[np.nan, np.nan]
+        ),
+        "phase_diagram": lambda: plot.phase_diagram(
+            empty_diagram, path, critical_sigma_w2=[np.nan]
+        ),
+        "spectra_histograms": lambda: plot.spectra_histograms({"a": {3: np.zeros(5)}}, path),
+    }
+
+
+@pytest.mark.parametrize(
+    "name", ["layer_profiles", "gradient_heatmap", "phase_diagram", "spectra_histograms"]
+)
+def test_nothing_finite_still_draws_without_warnings(tmp_path, name):
+    path = tmp_path / f"{name}.png"
+    nothing_finite_figures(path)[name]()  # warnings are errors in this suite
+    assert_png(path)
