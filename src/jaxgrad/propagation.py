@@ -195,8 +195,15 @@ def reverse_scan_probe(
     activation,
     loss_of_output,
     threshold=SATURATION_THRESHOLD,
+    heads=None,
 ):
     """The probe's core for any stack of layers h -> post(layer, affine(layer, h), h).
+
+    With `heads`, one pass gives the gradients of several networks at once: the network
+    truncated after each depth in `heads`, with the loss applied to that layer's output.
+    Forward statistics of a truncated network are a prefix of the deepest one's; its
+    backward pass is carried as one more row of the reverse scan's (heads, batch, width)
+    carry, so the transposed products become taller instead of more numerous.
 
     Args:
         h0: input to the first layer, (batch, width).
@@ -206,27 +213,40 @@ def reverse_scan_probe(
             output may depend on h only additively (a residual branch).
         transpose: `transpose(layer, dpre) -> dh`, the transpose of h -> affine(layer, h).
         activation: the elementwise activation (for the saturation statistic).
-        loss_of_output: `loss(h_L) -> scalar`.
+        loss_of_output: `loss(h) -> scalar`, applied at each head.
         threshold: the saturation threshold.
+        heads: static tuple of 1-based depths; default (depth,), the whole stack.
 
     Returns:
-        `LayerStats` with `weight_norm` left as zeros (the caller knows its kernels).
+        `LayerStats` with `weight_norm` left as zeros (the caller knows its kernels); with
+        `heads`, the gradient fields have a trailing axis of one column per head, zero below
+        the head's depth.
     """
+    depth = jax.tree.leaves(layers)[0].shape[0]
+    head_depths = jnp.asarray((depth,) if heads is None else heads, jnp.int32)
     use_gram = h0.shape[0] < h0.shape[1]
 
-    def forward(h, layer):
+    def forward(carry, scanned):
+        h, head_outputs = carry
+        index, layer = scanned
         pre = affine(layer, h)
         out, z, a = post(layer, pre, h)
         stats, finite = _forward_stats(activation, z, out, a, threshold)
+        at_head = (head_depths == index + 1)[:, None, None]
+        head_outputs = jnp.where(at_head, out[None], head_outputs)
         # ||h^T dpre||_F needs h only through h h^T when the batch is the smaller side.
-        return out, (stats, finite, h @ h.T if use_gram else h, pre)
+        return (out, head_outputs), (stats, finite, h @ h.T if use_gram else h, pre)
 
-    h_last, (stats, finite, saved_inputs, pres) = jax.lax.scan(forward, h0, layers)
-    loss, loss_vjp = jax.vjp(loss_of_output, h_last)
-    (delta_last,) = loss_vjp(jnp.ones_like(loss))
+    start = (h0, jnp.zeros((head_depths.size, *h0.shape), h0.dtype))
+    (_, head_outputs), (stats, finite, saved_inputs, pres) = jax.lax.scan(
+        forward, start, (jnp.arange(depth), layers)
+    )
+    head_grads = jax.vmap(jax.grad(loss_of_output))(head_outputs)
 
     def backward(delta, scanned):
-        layer, saved_input, pre = scanned
+        index, layer, saved_input, pre = scanned
+        at_head = (head_depths == index + 1)[:, None, None]
+        delta = delta + jnp.where(at_head, head_grads, 0)
 
         # The output depends on h only additively, so the pullback does not depend on h's
         # value: zeros stand in for it. The layer enters as an argument so that state a norm
@@ -235,15 +255,22 @@ def reverse_scan_probe(
             return post(layer, pre, h)[0]
 
         _, post_vjp = jax.vjp(out_of, pre, jnp.zeros_like(pre), layer)
-        dpre, dh_skip, _ = post_vjp(delta)
+        dpre, dh_skip, _ = jax.vmap(post_vjp)(delta)
         if use_gram:
-            kernel_grad_norm = jnp.sqrt(jnp.maximum(jnp.sum(saved_input * (dpre @ dpre.T)), 0))
+            outer = jnp.einsum("kbw,kcw->kbc", dpre, dpre)
+            kernel_sq = jnp.sum(saved_input[None] * outer, axis=(1, 2))
+            kernel_grad_norm = jnp.sqrt(jnp.maximum(kernel_sq, 0))
         else:
-            kernel_grad_norm = _norm(saved_input.T @ dpre)
-        grads = (kernel_grad_norm, _norm(jnp.sum(dpre, axis=0)), _norm(delta))
-        return transpose(layer, dpre) + dh_skip, grads
+            kernel_grad_norm = jax.vmap(lambda d: _norm(saved_input.T @ d))(dpre)
+        per_head = jax.vmap(_norm)
+        grads = (kernel_grad_norm, per_head(jnp.sum(dpre, axis=1)), per_head(delta))
+        dh = jax.vmap(transpose, in_axes=(None, 0))(layer, dpre)
+        return dh + dh_skip, grads
 
-    _, grads = jax.lax.scan(backward, delta_last, (layers, saved_inputs, pres), reverse=True)
+    scanned = (jnp.arange(depth), layers, saved_inputs, pres)
+    _, grads = jax.lax.scan(backward, jnp.zeros_like(head_grads), scanned, reverse=True)
+    if heads is None:
+        grads = tuple(g[:, 0] for g in grads)
     zeros = jnp.zeros_like(grads[0])
     return LayerStats(*stats, *grads, zeros, _first_false(finite))
 

@@ -1,0 +1,289 @@
+"""Tests for the sweep engine and the result store."""
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+from flax import nnx
+
+import jaxgrad
+from jaxgrad import nn, sweep, theory
+from jaxgrad.store import ResultStore
+
+KEYS = [
+    "seed",
+    "activation",
+    "init",
+    "width",
+    "norm",
+    "residual",
+    "sigma_w2",
+    "sigma_b2",
+    "depth",
+    "layer",
+]
+STATS = [
+    "pre_mean",
+    "pre_std",
+    "act_mean",
+    "act_std",
+    "grad_norm",
+    "grad_norm_bias",
+    "act_grad_norm",
+    "weight_norm",
+]
+SMALL = {
+    "depth": (3, 7),
+    "width": (24,),
+    "activation": ("tanh",),
+    "sigma_w2": (0.8, 1.5),
+    "sigma_b2": (0.0, 0.05),
+    "seed": (0, 1),
+    "batch_size": 6,
+}
+
+
+def sorted_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.sort_values(KEYS).reset_index(drop=True)
+
+
+def assert_frames_close(left, right, rtol=1e-5):
+    left, right = sorted_frame(left), sorted_frame(right)
+    pd.testing.assert_frame_equal(left[KEYS], right[KEYS])
+    for name in STATS:
+        np.testing.assert_allclose(left[name], right[name], rtol=rtol, atol=1e-7, err_msg=name)
+    np.testing.assert_array_equal(left["first_nonfinite_layer"], right["first_nonfinite_layer"])
+
+
+def test_sweep_point_equals_probe_of_the_same_mlp():
+    """The sweep's network is jaxgrad's MLP: rebuild one point as an nn.MLP with the same
+    weights (sqrt(sigma_w2) W0, sqrt(sigma_b2) b0) and probe it with the same loss."""
+    config = sweep.Sweep(
+        depth=(5,),
+        width=(16,),
+        activation=("tanh",),
+        sigma_w2=(1.7,),
+        sigma_b2=(0.1,),
+        seed=(3,),
+        batch_size=4,
+    )
+    frame = sweep.run(config, progress=False)
+    group = config.groups()[0]
+    weight_key, input_key, loss_key = jax.random.split(jax.random.key(3), 3)
+    kernels, biases = sweep._unit_weights(group, 5, weight_key, jnp.float32)
+    model = nn.MLP(16, 16, 5, activation="tanh", rngs=nnx.Rngs(0))
+    model.blocks.linear.kernel[...] = math.sqrt(1.7) * kernels
+    model.blocks.linear.bias[...] = math.sqrt(0.1) * biases
+    x = jax.random.normal(input_key, (4, 16))
+    stats = jaxgrad.probe(model, x, jaxgrad.random_projection_loss(loss_key))
+    for name in STATS:
+        np.testing.assert_allclose(frame[name], getattr(stats, name), rtol=2e-5, err_msg=name)
+
+
+def test_one_program_per_group():
+    config = sweep.Sweep(**{**SMALL, "activation": ("tanh", "relu"), "norm": (None, "layer")})
+    assert len(config.groups()) == 4
+    sweep._chunk_program.cache_clear()
+    frame = sweep.run(config, progress=False)
+    assert sweep._chunk_program.cache_info().misses == 4
+    # Every network and reported depth has its layers: 4 groups x 4 points x 2 seeds x (3 + 7).
+    assert len(frame) == 4 * 4 * 2 * (3 + 7)
+    assert not frame.duplicated(KEYS).any()
+
+
+def test_shallower_depths_equal_separate_runs():
+    """Depth 3's rows come from the depth-7 network's prefix (forward) and its extra
+    backward head; they equal a sweep of depth 3 alone."""
+    both = sweep.run(sweep.Sweep(**SMALL), progress=False)
+    alone = sweep.run(sweep.Sweep(**{**SMALL, "depth": (3,)}), progress=False)
+    assert_frames_close(both[both.depth == 3], alone)
+    deep = sweep.run(sweep.Sweep(**{**SMALL, "depth": (7,)}), progress=False)
+    assert_frames_close(both[both.depth == 7], deep)
+
+
+def test_chunked_equals_unchunked():
+    config = sweep.Sweep(**SMALL)
+    group = config.groups()[0]
+    tiny = sweep.bytes_per_point(config, group) + 2 * 7 * 24 * 25 * 4
+    chunked_config = sweep.Sweep(**{**SMALL, "memory_budget": tiny})
+    assert sweep.chunk_size(chunked_config, group, 4, 1) == 1
+    assert len(sweep.plan(chunked_config, 1)) == 8
+    assert len(sweep.plan(config, 1)) == 2
+    assert_frames_close(
+        sweep.run(chunked_config, progress=False), sweep.run(config, progress=False)
+    )
+
+
+def test_theory_columns_match_theory():
+    frame = sweep.run(sweep.Sweep(**SMALL), progress=False)
+    for (w2, b2), rows in frame.groupby(["sigma_w2", "sigma_b2"]):
+        assert rows["chi1"].iloc[0] == pytest.approx(float(theory.chi1("tanh", w2, b2)), rel=1e-5)
+    orthogonal = sweep.run(sweep.Sweep(**{**SMALL, "init": ("orthogonal",)}), progress=False)
+    assert orthogonal["chi1"].isna().all()
+
+
+def test_rows_record_their_configuration_and_provenance():
+    frame = sweep.run(sweep.Sweep(**SMALL), progress=False)
+    assert set(frame["jax_version"]) == {jax.__version__}
+    assert set(frame["jaxgrad_version"]) == {jaxgrad.__version__}
+    assert set(frame["device_kind"]) == {jax.local_devices()[0].device_kind}
+    assert set(frame["seed"]) == {0, 1}
+    assert (frame["layer"] <= frame["depth"]).all()
+
+
+def test_nonfinite_networks_are_recorded_per_depth():
+    config = sweep.Sweep(
+        depth=(5, 60),
+        width=(32,),
+        activation=("linear",),
+        sigma_w2=(400.0,),
+        seed=(0,),
+        batch_size=4,
+    )
+    frame = sweep.run(config, progress=False)
+    shallow = frame[frame.depth == 5]
+    deep = frame[frame.depth == 60]
+    assert (shallow["first_nonfinite_layer"] == -1).all()
+    first = int(deep["first_nonfinite_layer"].iloc[0])
+    assert 10 < first < 60
+    assert np.isfinite(deep[deep.layer < first]["act_std"]).all()
+
+
+def test_store_is_append_only_and_resumes(tmp_path):
+    config = sweep.Sweep(**SMALL)
+    first = sweep.run(config, out=tmp_path, progress=False)
+    parts = sorted((tmp_path / "parts").iterdir())
+    mtimes = [p.stat().st_mtime_ns for p in parts]
+    again = sweep.run(config, out=tmp_path, progress=False)
+    assert [p.stat().st_mtime_ns for p in sorted((tmp_path / "parts").iterdir())] == mtimes
+    assert_frames_close(first, again, rtol=0)
+    # A wider sweep into the same folder computes only what is new.
+    wider = sweep.Sweep(**{**SMALL, "seed": (0, 1, 2)})
+    new = [c for c in sweep.plan(wider, 1) if not ResultStore(tmp_path).has(c.part_id)]
+    assert {c.seed for c in new} == {2}
+
+
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    from jaxgrad import sweep, store
+    original = store.ResultStore.write
+    def slow_write(self, part_id, frame):
+        original(self, part_id, frame)
+        print("wrote", part_id, flush=True)
+        time.sleep(0.5)
+    store.ResultStore.write = slow_write
+    config = sweep.Sweep(depth=(3, 7), width=(24,), activation=("tanh",), sigma_w2=(0.8, 1.5),
+                         sigma_b2=(0.0, 0.05), seed=tuple(range(8)), batch_size=6)
+    sweep.run(config, out=sys.argv[1], progress=False)
+    """
+)
+
+
+def test_resume_after_sigkill_leaves_no_gap_and_no_duplicate(tmp_path):
+    script = tmp_path / "kill_me.py"
+    script.write_text(KILL_SCRIPT)
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, str(script), str(out)], stdout=subprocess.PIPE, text=True
+    )
+    written = 0
+    for line in process.stdout:
+        written += line.startswith("wrote")
+        if written == 3:
+            break
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    process.stdout.close()
+    parts = list((out / "parts").glob("*.parquet"))
+    assert 3 <= len(parts) < 8, "the run was killed part-way"
+    config = sweep.Sweep(**{**SMALL, "seed": tuple(range(8))})
+    resumed = sweep.run(config, out=out, progress=False)
+    assert len(list((out / "parts").glob("*.parquet"))) == 8
+    assert not resumed.duplicated(KEYS).any()
+    assert len(resumed) == 8 * 4 * (3 + 7)
+    assert_frames_close(resumed, sweep.run(config, progress=False))
+
+
+SHARD_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import jax
+    from jaxgrad import sweep
+    assert jax.local_device_count() == 4, jax.local_device_count()
+    config = sweep.Sweep(depth=(3, 7), width=(24,), activation=("tanh",),
+                         sigma_w2=(0.8, 1.2, 1.5, 2.0, 3.0), sigma_b2=(0.0, 0.05),
+                         seed=(0, 1), batch_size=6)
+    sweep.run(config, out=sys.argv[1] + "/four", progress=False, num_devices=4)
+    sweep.run(config, out=sys.argv[1] + "/one", progress=False, num_devices=1)
+    """
+)
+
+
+def test_sharded_over_four_host_devices_equals_one_device(tmp_path):
+    script = tmp_path / "shard.py"
+    script.write_text(SHARD_SCRIPT)
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    result = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    four = ResultStore(tmp_path / "four").read()
+    one = ResultStore(tmp_path / "one").read()
+    assert len(four) == 10 * 2 * (3 + 7)
+    # Same program sharded: float32 results agree to rounding (the chaotic sigma_w2 = 3 rows
+    # amplify rounding with depth, hence the tolerance).
+    assert_frames_close(four, one, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("values", "error", "match"),
+    [
+        ({"depth": 0}, ValueError, "depth must be ints >= 1, got 0"),
+        ({"activation": "tanhh"}, ValueError, "unknown activation 'tanhh'"),
+        ({"init": "uniform"}, ValueError, "init must be one of gaussian, orthogonal"),
+        ({"norm": "group"}, ValueError, "norm must be one of none, batch, layer"),
+        ({"sigma_w2": -1.0}, ValueError, "sigma_w2 must be >= 0"),
+        ({"dtype": "int8"}, ValueError, "dtype must be one of"),
+        ({"residual": "yes"}, TypeError, "residual must be true or false"),
+        ({"widths": 3}, ValueError, r"unknown sweep keys \['widths'\]"),
+    ],
+)
+def test_bad_configuration_raises_when_built(values, error, match):
+    with pytest.raises(error, match=match):
+        sweep.Sweep.from_dict(values)
+
+
+def test_from_toml(tmp_path):
+    path = tmp_path / "sweep.toml"
+    path.write_text('depth = [4, 8]\nactivation = ["relu"]\nsigma_w2 = [1.0, 2.0]\nnorm = "none"\n')
+    config = sweep.Sweep.from_toml(path)
+    assert config.depth == (4, 8)
+    assert config.norm == (None,)
+    assert config.size == 2
+    table = tmp_path / "table.toml"
+    table.write_text("[sweep]\nwidth = 32\n")
+    assert sweep.Sweep.from_toml(table).width == (32,)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("depth = [4,\n")
+    with pytest.raises(ValueError, match="is not valid TOML"):
+        sweep.Sweep.from_toml(bad)
+    with pytest.raises(ValueError, match="does not exist"):
+        sweep.Sweep.from_toml(tmp_path / "missing.toml")
+
+
+def test_store_ignores_leftover_temporary_files(tmp_path):
+    store = ResultStore(tmp_path)
+    (store.parts / ".abc.123.tmp").write_bytes(b"partial")
+    store.write("abc", pd.DataFrame({"x": [1.0]}))
+    store.write("abc", pd.DataFrame({"x": [2.0]}))  # append-only: the first write stays
+    assert store.read()["x"].tolist() == [1.0]
+    assert store.part_ids() == ["abc"]
