@@ -1,0 +1,56 @@
+"""Tests for the demo report: files written, figures embedded, numbers equal their sources."""
+
+import math
+
+import jax
+import pytest
+
+from jaxgrad import report, theory
+from jaxgrad.propagation import seed_experiment
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    return out, report.build_report(out, log=lambda *_: None)
+
+
+def test_report_files_are_written_and_self_contained(built):
+    out, result = built
+    html = (out / "report.html").read_text()
+    markdown = (out / "report.md").read_text()
+    assert [s.title for s in result.sections] == [
+        "Seed experiment", "Order and chaos", "Gradients across depth", "Dynamical isometry",
+    ]  # fmt: skip
+    assert html.count("data:image/png;base64,") == len(result.sections)
+    for section in result.sections:
+        assert f"## {section.title}" in markdown
+        assert (out / section.figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_seed_rows_equal_the_seed_experiment(built):
+    _, result = built
+    stats = seed_experiment(jax.random.key(0))
+    rows = result.sections[0].rows
+    for row, label in zip(rows, "abcdef", strict=True):
+        std_at_10 = float(stats[label].act_std[9])
+        assert float(row[2]) == pytest.approx(std_at_10, rel=1e-2)
+    assert rows[0][-1] == "exploding"
+    assert rows[0][5] == str(int(stats["a"].first_nonfinite_layer))
+
+
+def test_phase_rows_equal_theory(built):
+    _, result = built
+    for sigma_b2, critical in result.sections[1].rows:
+        expected = float(theory.critical_sigma_w2("tanh", float(sigma_b2)))
+        assert float(critical) == pytest.approx(expected, rel=1e-4)
+
+
+def test_isometry_rows(built):
+    _, result = built
+    rows = {(r[0], int(r[1])): r for r in result.sections[3].rows}
+    orthogonal = float(rows["orthogonal", 32][2])
+    gaussian = float(rows["gaussian", 32][2])
+    assert orthogonal < 0.2 < 10 < gaussian
+    # Theory for Gaussian weights near q* = 0: L (mu2 / mu1^2) ~ L.
+    assert math.isclose(float(rows["gaussian", 2][3]), 2.0, rel_tol=0.05)
