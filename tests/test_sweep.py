@@ -287,3 +287,47 @@ def test_store_ignores_leftover_temporary_files(tmp_path):
     store.write("abc", pd.DataFrame({"x": [2.0]}))  # append-only: the first write stays
     assert store.read()["x"].tolist() == [1.0]
     assert store.part_ids() == ["abc"]
+
+
+TWO_PROCESS_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import jax
+    process_id, port, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2,
+                               process_id=process_id)
+    from jaxgrad import sweep
+    config = sweep.Sweep(depth=(3, 7), width=(24,), activation=("tanh", "relu"),
+                         sigma_w2=(0.8, 1.5), sigma_b2=(0.0, 0.05), seed=(0, 1), batch_size=6)
+    frame = sweep.run(config, out=out, progress=False, timeout=120)
+    mine = len(sweep.plan(config)[process_id::2])
+    print("rows", len(frame), "chunks", mine, flush=True)
+    """
+)
+
+
+def test_two_processes_on_loopback_equal_one_process(tmp_path):
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    script = tmp_path / "two.py"
+    script.write_text(TWO_PROCESS_SCRIPT)
+    out = tmp_path / "shared"
+    workers = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(index), str(port), str(out)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for index in range(2)
+    ]
+    outputs = [worker.communicate(timeout=300) for worker in workers]
+    for worker, (stdout, stderr) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, stderr[-2000:]
+        # Each process computed its half of the chunks and returned the whole result.
+        assert "rows 160 chunks 2" in stdout
+    config = sweep.Sweep(**{**SMALL, "activation": ("tanh", "relu")})
+    assert_frames_close(ResultStore(out).read(), sweep.run(config, progress=False))

@@ -33,6 +33,7 @@ import functools
 import itertools
 import math
 import sys
+import time
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -439,6 +440,8 @@ def run(
     out: str | Path | None = None,
     progress: bool = True,
     num_devices: int | None = None,
+    *,
+    timeout: float = 3600.0,
 ) -> pd.DataFrame:
     """Probe every network of the sweep and return one tidy row per (network, depth, layer).
 
@@ -448,6 +451,12 @@ def run(
             written as soon as it is computed. None keeps everything in memory.
         progress: show a progress bar with an ETA (only on a terminal).
         num_devices: local devices to shard each chunk over (default: all).
+        timeout: with several processes, seconds to wait for the others' chunks.
+
+    Several processes (after `jax.distributed.initialize`) split the chunks between them,
+    process i taking every process_count-th chunk from the i-th; each writes its parts to
+    the shared `out` folder and then waits until every part of the sweep is there, so every
+    process returns the whole result. No collective communication is needed.
 
     Returns:
         A pandas DataFrame: the configuration columns (seed, activation, init, width, norm,
@@ -459,8 +468,12 @@ def run(
         raise ValueError(
             f"num_devices={num_devices} but only {jax.local_device_count()} local devices exist"
         )
+    process_count, process_index = jax.process_count(), jax.process_index()
+    if process_count > 1 and out is None:
+        raise ValueError("a sweep over several processes needs `out`, a folder they all share")
     store = ResultStore(out) if out is not None else None
-    chunks = plan(sweep, num_devices)
+    all_chunks = plan(sweep, num_devices)
+    chunks = all_chunks[process_index::process_count]
     heads = tuple(sorted(set(sweep.depth)))
     bar = _progress(sum(len(c.points) for c in chunks), progress)
     frames = []
@@ -486,7 +499,20 @@ def run(
     if bar is not None:
         bar.close()
     if store is not None:
-        wanted = {chunk.part_id for chunk in chunks}
+        _wait_for_parts(store, all_chunks, timeout)
+        wanted = {chunk.part_id for chunk in all_chunks}
         parts = [store.path(p) for p in store.part_ids() if p in wanted]
         return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
     return pd.concat(frames, ignore_index=True)
+
+
+def _wait_for_parts(store: ResultStore, chunks: list[Chunk], timeout: float) -> None:
+    """Block until every chunk's part exists (other processes are still writing theirs)."""
+    deadline = time.monotonic() + timeout
+    while missing := [c for c in chunks if not store.has(c.part_id)]:
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"{len(missing)} of {len(chunks)} chunks did not appear in {store.parts} within "
+                f"{timeout:.0f} s; run the sweep again to compute them"
+            )
+        time.sleep(0.2)
