@@ -25,13 +25,15 @@ import jax
 import numpy as np
 
 import jaxgrad
+import jaxgrad.plot
 from jaxgrad import init
 
 
-def run(depth: int, width: int, batch_size: int, seed: int) -> dict:
+def run(depth: int, width: int, batch_size: int, seed: int) -> tuple[dict, dict]:
     stats = jaxgrad.seed_experiment(
         jax.random.key(seed), depth=depth, width=width, batch_size=batch_size
     )
+    stats = {label: jax.device_get(value) for label, value in stats.items()}
     results = {}
     for config in jaxgrad.seed_configs(width):
         layer_stats = jax.device_get(stats[config.label])
@@ -46,7 +48,7 @@ def run(depth: int, width: int, batch_size: int, seed: int) -> dict:
             "grad_ratio_first_to_last": verdict.ratio,
             "verdict": verdict.verdict,
         }
-    return {
+    return stats, {
         "depth": depth,
         "width": width,
         "batch_size": batch_size,
@@ -57,42 +59,17 @@ def run(depth: int, width: int, batch_size: int, seed: int) -> dict:
     }
 
 
-def plot(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_std, ax_grad, ax_delta) = plt.subplots(1, 3, figsize=(16, 4.5))
-    layers = np.arange(1, results["depth"] + 1)
-    for index, (label, network) in enumerate(results["networks"].items()):
-        style = {"color": f"C{index}", "label": f"({label}) {network['description']}"}
-        std = np.asarray(network["act_std"])
-        finite = np.isfinite(std) & (std > 0)
-        ax_std.semilogy(layers[finite], std[finite], **style)
-        for axis, key in ((ax_grad, "grad_norm"), (ax_delta, "act_grad_norm")):
-            values = np.asarray(network[key])
-            finite = np.isfinite(values) & (values > 0)
-            if finite.any():  # (a) has no finite gradient at all
-                axis.semilogy(layers[finite], values[finite] / values[finite][-1], **style)
-    ax_std.set(xlabel="layer", ylabel="std of layer output", title="forward: activation std")
-    ax_grad.set(
-        xlabel="layer",
-        ylabel="relative to the last layer",
-        title="backward: weight-gradient norm ||dL/dW_l||",
+def plot(stats: dict, results: dict, path: Path) -> None:
+    curves = {
+        f"({label}) {network['description']}": stats[label]
+        for label, network in results["networks"].items()
+    }
+    jaxgrad.plot.layer_profiles(
+        curves,
+        path,
+        fields=("act_std", "grad_norm", "act_grad_norm"),
+        relative_to_last=("grad_norm", "act_grad_norm"),
     )
-    ax_delta.set(
-        xlabel="layer",
-        ylabel="relative to the last layer",
-        title="backward: output-gradient norm ||dL/dh_l||",
-    )
-    ax_std.legend(fontsize=7)
-    fig.suptitle(
-        f"{results['depth']} layers of width {results['width']}, batch {results['batch_size']}"
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def main() -> None:
@@ -105,11 +82,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="the same (it takes seconds)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    results = run(args.depth, args.width, args.batch_size, args.seed)
+    stats, results = run(args.depth, args.width, args.batch_size, args.seed)
     json_path = args.out / "seed_std_propagation.json"
     json_path.write_text(json.dumps(results, indent=1) + "\n")
     png_path = args.out / "seed_std_propagation.png"
-    plot(results, png_path)
+    plot(stats, results, png_path)
     for label, network in results["networks"].items():
         print(
             f"({label}) {network['description']:<32} std@last {network['act_std'][-1]:<10.3g} "

@@ -438,12 +438,8 @@ def propagate(
         >>> bool(0.5 < stats.act_std[-1] < 2.0)
         True
     """
-    _nn._positive_int("batch_size", batch_size)
+    _nn._positive_int("batch_size", batch_size)  # the model validates everything else
     _check_method(method)
-    if norm not in _nn.NORMS:
-        raise ValueError(f"norm must be one of None, 'batch', 'layer'; got {norm!r}")
-    _nn._positive_int("depth", depth)
-    _nn._positive_int("width", width)
     return _propagate_jit(
         key,
         depth=depth,
