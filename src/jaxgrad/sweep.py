@@ -81,6 +81,9 @@ class Sweep:
         dtype: "float32", "float64" or "bfloat16".
         theory: add mean-field columns (q_star, chi1, xi_q, xi_c) where they apply (no norm,
             no residual, gaussian weights).
+        jacobian_probes: with P > 0, add `mean_sq_singular_value`: Hutchinson's estimate (P
+            Gaussian probes) of tr(J_l^T J_l) / width for J_l = d h_l / d h_0 at the first
+            input of the batch (nan with batch norm, which has no per-example Jacobian).
         memory_budget: bytes one chunk may use; None derives it from the device.
 
     Raises:
@@ -99,6 +102,7 @@ class Sweep:
     batch_size: int = 16
     dtype: str = "float32"
     theory: bool = True
+    jacobian_probes: int = 0
     memory_budget: int | None = None
 
     def __post_init__(self):
@@ -146,6 +150,9 @@ class Sweep:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        probes = self.jacobian_probes
+        if isinstance(probes, bool) or not isinstance(probes, int) or probes < 0:
+            raise ValueError(f"jacobian_probes must be an int >= 0, got {probes!r}")
         if self.memory_budget is not None and self.memory_budget < 1:
             raise ValueError("memory_budget must be a positive number of bytes or None")
 
@@ -242,13 +249,11 @@ def _unit_weights(group: Group, depth: int, key: jax.Array, dtype) -> tuple[jax.
     return jax.vmap(layer)(jnp.arange(depth))
 
 
-def probe_point(
-    group: Group, heads: tuple[int, ...], sigma_w2, sigma_b2, kernels, biases, x, loss_fn
-) -> _prop.LayerStats:
-    """Probe one (sigma_w2, sigma_b2) network built from shared unit weights."""
+def _layer_functions(group: Group, sigma_w2, sigma_b2, dtype):
+    """affine(layer, h) and post(layer, pre, h) of one (sigma_w2, sigma_b2) network."""
     phi = _act.get(group.activation)
-    scale_w = jnp.sqrt(sigma_w2).astype(x.dtype)
-    scale_b = jnp.sqrt(sigma_b2).astype(x.dtype)
+    scale_w = jnp.sqrt(sigma_w2).astype(dtype)
+    scale_b = jnp.sqrt(sigma_b2).astype(dtype)
 
     def affine(layer, h):
         kernel, bias = layer
@@ -259,13 +264,21 @@ def probe_point(
         a = phi(z)
         return (h + a if group.residual else a), z, a
 
+    return affine, post, scale_w
+
+
+def probe_point(
+    group: Group, heads: tuple[int, ...], sigma_w2, sigma_b2, kernels, biases, x, loss_fn
+) -> _prop.LayerStats:
+    """Probe one (sigma_w2, sigma_b2) network built from shared unit weights."""
+    affine, post, scale_w = _layer_functions(group, sigma_w2, sigma_b2, x.dtype)
     stats = _prop.reverse_scan_probe(
         x,
         (kernels, biases),
         affine=affine,
         post=post,
         transpose=lambda layer, dpre: scale_w * (dpre @ layer[0].T),
-        activation=phi,
+        activation=_act.get(group.activation),
         loss_of_output=loss_fn,
         heads=heads,
     )
@@ -273,11 +286,39 @@ def probe_point(
     return stats._replace(weight_norm=weight_norm)
 
 
+def jacobian_point(group: Group, sigma_w2, sigma_b2, kernels, biases, x0, probes) -> jax.Array:
+    """Hutchinson's mean squared singular value of d h_l / d h_0 at the input x0 (1, width),
+    for every layer l, from one forward scan that carries the probe tangents (P, 1, width).
+
+    E ||J v||^2 / n = tr(J^T J) / n for v ~ N(0, I_n) (Hutchinson 1990)."""
+    affine, post, _ = _layer_functions(group, sigma_w2, sigma_b2, x0.dtype)
+
+    def body(carry, layer):
+        h, tangents = carry
+
+        def block(h):
+            return post(layer, affine(layer, h), h)[0]
+
+        out, linear = jax.linearize(block, h)
+        tangents = jax.vmap(linear)(tangents)
+        mean_sq = jnp.mean(jnp.sum(jnp.square(tangents), axis=(1, 2))) / h.shape[-1]
+        return (out, tangents), mean_sq
+
+    _, mean_sq = jax.lax.scan(body, (x0, probes), (kernels, biases))
+    return mean_sq
+
+
 @functools.cache
 def _chunk_program(
-    group: Group, heads: tuple[int, ...], batch_size: int, dtype: str, num_devices: int
+    group: Group,
+    heads: tuple[int, ...],
+    batch_size: int,
+    dtype: str,
+    num_devices: int,
+    jacobian_probes: int = 0,
 ) -> Callable:
-    """The jitted program of one group: (seed key, sigma_w2[C], sigma_b2[C]) -> stats[C]."""
+    """The jitted program of one group: (seed key, sigma_w2[C], sigma_b2[C]) -> stats[C],
+    or (stats[C], mean squared singular values [C, depth]) with `jacobian_probes`."""
     depth = max(heads)
     dt = jnp.dtype(dtype)
 
@@ -289,7 +330,15 @@ def _chunk_program(
         point = functools.partial(
             probe_point, group, heads, kernels=kernels, biases=biases, x=x, loss_fn=loss_fn
         )
-        return jax.vmap(lambda w2, b2: point(w2, b2))(sigma_w2, sigma_b2)
+        stats = jax.vmap(lambda w2, b2: point(w2, b2))(sigma_w2, sigma_b2)
+        if not jacobian_probes:
+            return stats
+        probe_key = jax.random.fold_in(key, 7)
+        probes = jax.random.normal(probe_key, (jacobian_probes, 1, group.width), dt)
+        jacobian = functools.partial(
+            jacobian_point, group, kernels=kernels, biases=biases, x0=x[:1], probes=probes
+        )
+        return stats, jax.vmap(lambda w2, b2: jacobian(w2, b2))(sigma_w2, sigma_b2)
 
     if num_devices == 1:
         return jax.jit(program)
@@ -360,6 +409,16 @@ def _rows(sweep: Sweep, group: Group, seed: int, points, stats) -> pd.DataFrame:
     return frame
 
 
+def _per_layer_column(points, values, frame: pd.DataFrame) -> np.ndarray:
+    """Spread a (points, depth) array over the rows' (point, layer); nan when absent."""
+    if values is None:
+        return np.full(len(frame), np.nan)
+    values = np.asarray(jax.device_get(values), np.float64)
+    index = {point: i for i, point in enumerate(points)}
+    rows = [index[(w2, b2)] for w2, b2 in zip(frame["sigma_w2"], frame["sigma_b2"], strict=True)]
+    return values[np.asarray(rows), frame["layer"].to_numpy() - 1]
+
+
 def _theory_columns(sweep: Sweep, group: Group, frame: pd.DataFrame) -> pd.DataFrame:
     applies = sweep.theory and group.norm is None and not group.residual
     applies = applies and group.init == "gaussian"
@@ -421,6 +480,7 @@ def plan(sweep: Sweep, num_devices: int | None = None) -> list[Chunk]:
                     "batch_size": sweep.batch_size,
                     "dtype": sweep.dtype,
                     "theory": sweep.theory,
+                    "jacobian_probes": sweep.jacobian_probes,
                     "format": 1,
                 }
                 chunks.append(Chunk(group, seed, members, content_id(identity)))
@@ -483,12 +543,18 @@ def run(
                 bar.update(len(chunk.points))
             continue
         size = chunk_size(sweep, chunk.group, len(sweep.points()), num_devices)
-        program = _chunk_program(chunk.group, heads, sweep.batch_size, sweep.dtype, num_devices)
+        probes = sweep.jacobian_probes if chunk.group.norm != "batch" else 0
+        program = _chunk_program(
+            chunk.group, heads, sweep.batch_size, sweep.dtype, num_devices, probes
+        )
         padded = list(chunk.points) + [chunk.points[-1]] * (size - len(chunk.points))
         w2 = jnp.asarray([p[0] for p in padded], jnp.float32)
         b2 = jnp.asarray([p[1] for p in padded], jnp.float32)
-        stats = program(jax.random.key(chunk.seed), w2, b2)
+        result = program(jax.random.key(chunk.seed), w2, b2)
+        stats, mean_sq = result if probes else (result, None)
         frame = _rows(sweep, chunk.group, chunk.seed, chunk.points, stats)
+        if sweep.jacobian_probes:
+            frame["mean_sq_singular_value"] = _per_layer_column(chunk.points, mean_sq, frame)
         frame = _provenance(_theory_columns(sweep, chunk.group, frame))
         if store is not None:
             store.write(chunk.part_id, frame)
