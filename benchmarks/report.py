@@ -60,7 +60,133 @@ def compile_time(result: dict) -> list[str]:
     return lines
 
 
-SECTIONS = {"probe_speed": probe_speed, "compile_time": compile_time}
+def quick_note(result: dict) -> list[str]:
+    return ["_A `--quick` run: fewer cases and rounds._", ""] if result.get("quick") else []
+
+
+def sweep_speed(result: dict) -> list[str]:
+    seed = result["seed_sweep"]
+    seconds = seed["seconds"]
+    speedup = seed.get("speedup_vs_torch", {})
+    labels = {
+        "engine": "jaxgrad sweep engine (a chunk program per seed)",
+        "sweep_run": "`sweep.run` end to end (DataFrame, theory columns)",
+        "torch_eager": "PyTorch eager (`nn.Linear` loop per configuration)",
+    }
+    count = seed["configurations"]
+    lines = [
+        "### Sweep throughput (`sweep_speed.py`)",
+        "",
+        machine_line(result),
+        "",
+        *quick_note(result),
+        f"A {count}-configuration sigma_w x seed sweep, depth {seed['depth']}, width "
+        f"{seed['width']}, batch {seed['batch']}, tanh, with per-layer stds and gradient norms:",
+        "",
+        "| method | seconds | configurations/s | speedup vs PyTorch |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, label in labels.items():
+        if name in seconds:
+            ratio = speedup.get(name)
+            lines.append(
+                f"| {label} | {seconds[name]:.2f} | {count / seconds[name]:.1f} "
+                f"| {f'{ratio:.1f}x' if ratio else '-'} |"
+            )
+    if "torch_build_fraction" in seed:
+        lines += [
+            "",
+            f"PyTorch spends {100 * seed['torch_build_fraction']:.0f}% of its time building and "
+            "initializing the layers.",
+        ]
+    lines += [
+        "",
+        "Vmapped chunk program against Python loops over the same points (points per second):",
+        "",
+        "| depth | width | batch | points | vmapped | loop, vmap size 1 "
+        "| loop, weights drawn once | vmapped vs vmap-1 loop | vmapped vs weights-once loop |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in result["throughput"]:
+        rate, ratio = row["points_per_second"], row["vmapped_over"]
+        lines.append(
+            f"| {row['depth']} | {row['width']} | {row['batch']} | {row['points']} "
+            f"| {rate['vmapped']:.2f} | {rate['loop_vmap1']:.2f} "
+            f"| {rate['loop_shared_weights']:.2f} | {ratio['loop_vmap1']:.2f}x "
+            f"| {ratio['loop_shared_weights']:.2f}x |"
+        )
+    return lines
+
+
+def gflops(result: dict) -> list[str]:
+    lines = [
+        "### Achieved GFLOP/s, forward plus backward (`gflops.py`)",
+        "",
+        machine_line(result),
+        "",
+        *quick_note(result),
+        f"Peak: a float32 {result['peak_size']} x {result['peak_size']} `jnp.dot`, timed in "
+        "the same rounds. GFLOP/s of the counted products (see the script's docstring); "
+        "fraction of that peak in parentheses.",
+        "",
+        "| width | batch | depth | points | GFLOP per call | peak GFLOP/s | engine "
+        "| engine without weight draw | products alone | weight draw, share of engine time |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in result["rows"]:
+        rate, fraction, seconds = row["gflops"], row["fraction_of_peak"], row["seconds"]
+        cells = " | ".join(
+            f"{rate[name]:.0f} ({100 * fraction[name]:.0f}%)"
+            for name in ("engine", "engine_compute", "products")
+        )
+        draw = 1 - seconds["engine_compute"] / seconds["engine"]
+        lines.append(
+            f"| {row['width']} | {row['batch']} | {row['depth']} | {row['points']} "
+            f"| {row['flops']['total'] / 1e9:.1f} | {rate['peak']:.0f} | {cells} "
+            f"| {100 * draw:.0f}% |"
+        )
+    met = result.get("target_met", {})
+    if met:
+        labels = {"engine": "engine", "engine_compute": "engine without weight draw"}
+        verdict = ", ".join(
+            f"{labels[name]} {'met' if value else 'not met'}" for name, value in met.items()
+        )
+        lines += ["", f"Target >= 70% of peak at width >= 512: {verdict}."]
+    return lines
+
+
+def jacobian_speed(result: dict) -> list[str]:
+    lines = [
+        "### Jacobian spectra against naive jacrev + SVD (`jacobian_speed.py`)",
+        "",
+        machine_line(result),
+        "",
+        *quick_note(result),
+        "Milliseconds; speedups against naive `jax.jacrev` + `jnp.linalg.svd`, jitted (for "
+        "`depth_profile`: the naive method run at each of the depths).",
+        "",
+        "| width | depth | naive (ms) | exact (ms) | exact speedup | Lanczos top-10 (ms) "
+        "| Lanczos speedup | naive at 4 depths (ms) | `depth_profile` (ms) | profile speedup |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in result["rows"]:
+        ms = {name: 1e3 * value for name, value in row["seconds"].items()}
+        speedup = row["speedup_vs_naive"]
+        lines.append(
+            f"| {row['width']} | {row['depth']} | {ms['naive']:.1f} | {ms['exact']:.1f} "
+            f"| {speedup['exact']:.2f}x | {ms['lanczos']:.1f} | {speedup['lanczos']:.2f}x "
+            f"| {ms['naive_profile']:.1f} | {ms['profile']:.1f} | {speedup['profile']:.2f}x |"
+        )
+    return lines
+
+
+SECTIONS = {
+    "probe_speed": probe_speed,
+    "compile_time": compile_time,
+    "sweep_speed": sweep_speed,
+    "gflops": gflops,
+    "jacobian_speed": jacobian_speed,
+}
 
 
 def main() -> None:
