@@ -63,6 +63,20 @@ def assert_frames_close(left, right, rtol=1e-5):
     np.testing.assert_array_equal(left["first_nonfinite_layer"], right["first_nonfinite_layer"])
 
 
+def mlp_of_point(config: sweep.Sweep):
+    """The single network of a one-point sweep rebuilt as an nn.MLP with the same weights
+    (sqrt(sigma_w2) W0, sqrt(sigma_b2) b0), with its input batch and loss key."""
+    (group,), (seed,) = config.groups(), config.seed
+    (sigma_w2, sigma_b2), depth = config.points()[0], config.max_depth
+    weight_key, input_key, loss_key = jax.random.split(jax.random.key(seed), 3)
+    kernels, biases = sweep._unit_weights(group, depth, weight_key, jnp.float32)
+    model = nn.MLP(group.width, group.width, depth, activation=group.activation, rngs=nnx.Rngs(0))
+    model.blocks.linear.kernel[...] = math.sqrt(sigma_w2) * kernels
+    model.blocks.linear.bias[...] = math.sqrt(sigma_b2) * biases
+    x = jax.random.normal(input_key, (config.batch_size, group.width))
+    return model, x, loss_key
+
+
 def test_sweep_point_equals_probe_of_the_same_mlp():
     """The sweep's network is jaxgrad's MLP: rebuild one point as an nn.MLP with the same
     weights (sqrt(sigma_w2) W0, sqrt(sigma_b2) b0) and probe it with the same loss."""
@@ -76,13 +90,7 @@ def test_sweep_point_equals_probe_of_the_same_mlp():
         batch_size=4,
     )
     frame = sweep.run(config, progress=False)
-    group = config.groups()[0]
-    weight_key, input_key, loss_key = jax.random.split(jax.random.key(3), 3)
-    kernels, biases = sweep._unit_weights(group, 5, weight_key, jnp.float32)
-    model = nn.MLP(16, 16, 5, activation="tanh", rngs=nnx.Rngs(0))
-    model.blocks.linear.kernel[...] = math.sqrt(1.7) * kernels
-    model.blocks.linear.bias[...] = math.sqrt(0.1) * biases
-    x = jax.random.normal(input_key, (4, 16))
+    model, x, loss_key = mlp_of_point(config)
     stats = jaxgrad.probe(model, x, jaxgrad.random_projection_loss(loss_key))
     for name in STATS:
         np.testing.assert_allclose(frame[name], getattr(stats, name), rtol=2e-5, err_msg=name)
@@ -349,13 +357,8 @@ def test_jacobian_column_matches_depth_profile():
         jacobian_probes=256,
     )
     frame = sweep.run(config, progress=False)
-    group = config.groups()[0]
-    weight_key, input_key, _ = jax.random.split(jax.random.key(4), 3)
-    kernels, biases = sweep._unit_weights(group, 6, weight_key, jnp.float32)
-    model = nn.MLP(32, 32, 6, activation="tanh", rngs=nnx.Rngs(0))
-    model.blocks.linear.kernel[...] = math.sqrt(1.8) * kernels
-    model.blocks.linear.bias[...] = math.sqrt(0.05) * biases
-    x0 = jax.random.normal(input_key, (4, 32))[0]
+    model, x, _ = mlp_of_point(config)
+    x0 = x[0]
     profile = jacobian.depth_profile(model, x0, jax.random.key(0), spectra_at=tuple(range(1, 7)))
     exact_sq = np.asarray(profile.spectra, np.float64) ** 2
     exact = exact_sq.mean(axis=1)
