@@ -76,7 +76,7 @@ def candidates_for(width: int):
     key = jax.random.key(0)
     w2 = jnp.asarray(SIGMA_W2, jnp.float32)
     b2 = jnp.zeros_like(w2)
-    program = sweep._chunk_program(group, heads, BATCH, "float32", 1)
+    program = sweep._chunk_program(group, heads, BATCH, 1)
 
     @jax.jit
     def draw(key):

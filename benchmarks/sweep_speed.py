@@ -57,7 +57,7 @@ def group_of(width: int) -> sweep.Group:
 
 def engine(depth: int, width: int, batch: int, sigma_w2: np.ndarray, seeds: tuple[int, ...]):
     """The compute of `sweep.run`: one chunk program call per seed on all the points."""
-    program = sweep._chunk_program(group_of(width), (depth,), batch, "float32", 1)
+    program = sweep._chunk_program(group_of(width), (depth,), batch, 1)
     keys = [jax.random.key(seed) for seed in seeds]
     w2 = jnp.asarray(sigma_w2, jnp.float32)
     b2 = jnp.zeros_like(w2)
@@ -120,7 +120,7 @@ def throughput_candidates(depth: int, width: int, batch: int, sigma_w2: np.ndarr
     key = jax.random.key(0)
     w2 = jnp.asarray(sigma_w2, jnp.float32)
     b2 = jnp.zeros_like(w2)
-    vmapped = sweep._chunk_program(group, (depth,), batch, "float32", 1)
+    vmapped = sweep._chunk_program(group, (depth,), batch, 1)
     singles = [(w2[i : i + 1], b2[i : i + 1]) for i in range(w2.shape[0])]
     scalars = [(w2[i], b2[i]) for i in range(w2.shape[0])]
 

@@ -365,3 +365,18 @@ def test_jacobian_column_matches_depth_profile():
     # Hutchinson with Gaussian probes: Var ||Jv||^2 = 2 sum(s^4); over P probes and / n.
     stderr = np.sqrt(2 * (exact_sq**2).sum(axis=1) / 256) / 32
     np.testing.assert_array_less(np.abs(frame["mean_sq_singular_value"] - exact), 5 * stderr)
+
+
+def test_dtype_is_a_grouping_axis():
+    config = sweep.Sweep(**{**SMALL, "dtype": ("float32", "bfloat16")})
+    assert len(config.groups()) == 2
+    frame = sweep.run(config, progress=False)
+    single = frame[frame.dtype == "float32"].drop(columns="dtype")
+    half = frame[frame.dtype == "bfloat16"].drop(columns="dtype")
+    assert len(single) == len(half) == 4 * 2 * (3 + 7)
+    # bfloat16 has an 8-bit mantissa: the layer stds agree to a few per cent at these depths.
+    np.testing.assert_allclose(
+        sorted_frame(half)["act_std"], sorted_frame(single)["act_std"], rtol=0.05
+    )
+    with pytest.raises(ValueError, match="float64 needs jax_enable_x64"):
+        sweep.Sweep(dtype="float64")

@@ -2,8 +2,8 @@
 
 A `Sweep` is the product of depths, widths, activations, initializer families, sigma_w2,
 sigma_b2, norms, residual flags and seeds. `run` groups the grid by what changes the
-compiled program (activation, initializer family, width, norm, residual; batch size and
-dtype are fixed per sweep) and, inside a group:
+compiled program (activation, initializer family, width, norm, residual, dtype; the batch
+size is fixed per sweep) and, inside a group:
 
 - draws each seed's unit weights once and applies sqrt(sigma_w2) (and sqrt(sigma_b2)) to the
   pre-activation, so every (sigma_w2, sigma_b2) point of a seed shares its random numbers and
@@ -78,7 +78,7 @@ class Sweep:
         residual: residual blocks or not.
         seed: PRNG seeds.
         batch_size: inputs per network.
-        dtype: "float32", "float64" or "bfloat16".
+        dtype: "float32", "float64" or "bfloat16" (each its own compiled program).
         theory: add mean-field columns (q_star, chi1, xi_q, xi_c) where they apply (no norm,
             no residual, gaussian weights).
         jacobian_probes: with P > 0, add `mean_sq_singular_value`: Hutchinson's estimate (P
@@ -100,7 +100,7 @@ class Sweep:
     residual: tuple[bool, ...] = (False,)
     seed: tuple[int, ...] = (0,)
     batch_size: int = 16
-    dtype: str = "float32"
+    dtype: tuple[str, ...] = ("float32",)
     theory: bool = True
     jacobian_probes: int = 0
     memory_budget: int | None = None
@@ -116,6 +116,7 @@ class Sweep:
             "norm",
             "residual",
             "seed",
+            "dtype",
         ):
             values = _tuple(getattr(self, name))
             if not values:
@@ -148,8 +149,13 @@ class Sweep:
             raise TypeError(f"batch_size must be an int, got {self.batch_size!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        for value in self.dtype:
+            if value not in DTYPES:
+                raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {value!r}")
+        if "float64" in self.dtype and not jax.config.jax_enable_x64:
+            raise ValueError(
+                "dtype float64 needs jax_enable_x64 (jax.config.update or JAX_ENABLE_X64=1)"
+            )
         probes = self.jacobian_probes
         if isinstance(probes, bool) or not isinstance(probes, int) or probes < 0:
             raise ValueError(f"jacobian_probes must be an int >= 0, got {probes!r}")
@@ -195,7 +201,9 @@ class Sweep:
 
     def groups(self) -> list[Group]:
         """The static groups: one compiled program each."""
-        keys = itertools.product(self.activation, self.init, self.width, self.norm, self.residual)
+        keys = itertools.product(
+            self.activation, self.init, self.width, self.norm, self.residual, self.dtype
+        )
         return [Group(*key) for key in keys]
 
     def points(self) -> list[tuple[float, float]]:
@@ -216,6 +224,7 @@ class Group(NamedTuple):
     width: int
     norm: str | None
     residual: bool
+    dtype: str = "float32"
 
 
 # ----------------------------------------------------------------------------- the network
@@ -232,6 +241,12 @@ def _normalize(pre: jax.Array, norm: str | None) -> jax.Array:
     return pre
 
 
+def _normal(key: jax.Array, shape: tuple[int, ...], dtype) -> jax.Array:
+    """N(0, 1) drawn in float32 and cast, so a bfloat16 sweep sees the float32 numbers
+    rounded (as `jaxgrad.init` does), not a different draw."""
+    return jax.random.normal(key, shape, jnp.float32).astype(dtype)
+
+
 def _unit_weights(group: Group, depth: int, key: jax.Array, dtype) -> tuple[jax.Array, ...]:
     """Per-layer unit weights and biases; layer l's depend only on (key, l), not on depth."""
     draw = (
@@ -244,7 +259,7 @@ def _unit_weights(group: Group, depth: int, key: jax.Array, dtype) -> tuple[jax.
         layer_key = jax.random.fold_in(key, index)
         kernel_key, bias_key = jax.random.split(layer_key)
         kernel = draw(kernel_key, (group.width, group.width), dtype)
-        return kernel, jax.random.normal(bias_key, (group.width,), dtype)
+        return kernel, _normal(bias_key, (group.width,), dtype)
 
     return jax.vmap(layer)(jnp.arange(depth))
 
@@ -313,19 +328,18 @@ def _chunk_program(
     group: Group,
     heads: tuple[int, ...],
     batch_size: int,
-    dtype: str,
     num_devices: int,
     jacobian_probes: int = 0,
 ) -> Callable:
     """The jitted program of one group: (seed key, sigma_w2[C], sigma_b2[C]) -> stats[C],
     or (stats[C], mean squared singular values [C, depth]) with `jacobian_probes`."""
     depth = max(heads)
-    dt = jnp.dtype(dtype)
+    dt = jnp.dtype(group.dtype)
 
     def program(key, sigma_w2, sigma_b2):
         weight_key, input_key, loss_key = jax.random.split(key, 3)
         kernels, biases = _unit_weights(group, depth, weight_key, dt)
-        x = jax.random.normal(input_key, (batch_size, group.width), dt)
+        x = _normal(input_key, (batch_size, group.width), dt)
         loss_fn = _prop.random_projection_loss(loss_key)
         point = functools.partial(
             probe_point, group, heads, kernels=kernels, biases=biases, x=x, loss_fn=loss_fn
@@ -360,7 +374,7 @@ def default_memory_budget() -> int:
 
 def bytes_per_point(sweep: Sweep, group: Group) -> int:
     """Memory one vmapped point needs: the stacked per-layer arrays of both scans."""
-    itemsize = jnp.dtype(sweep.dtype).itemsize
+    itemsize = jnp.dtype(group.dtype).itemsize
     activations = sweep.max_depth * sweep.batch_size * group.width * itemsize
     heads = len(sweep.depth) * sweep.batch_size * group.width * itemsize
     return 4 * activations + 8 * heads + 4096
@@ -370,7 +384,7 @@ def chunk_size(sweep: Sweep, group: Group, num_points: int, num_devices: int) ->
     """Points per chunk: as many as the budget allows (after the shared weights), a multiple
     of the device count, at most the number of points rounded up to that multiple."""
     budget = sweep.memory_budget or default_memory_budget()
-    itemsize = jnp.dtype(sweep.dtype).itemsize
+    itemsize = jnp.dtype(group.dtype).itemsize
     weights = sweep.max_depth * group.width * (group.width + 1) * itemsize
     fit = max(1, (budget - 2 * weights) // bytes_per_point(sweep, group))
     fit = max(num_devices, fit // num_devices * num_devices)
@@ -405,7 +419,6 @@ def _rows(sweep: Sweep, group: Group, seed: int, points, stats) -> pd.DataFrame:
         frame.insert(0, name, "none" if value is None and name == "norm" else value)
     frame.insert(0, "seed", seed)
     frame["batch_size"] = sweep.batch_size
-    frame["dtype"] = sweep.dtype
     return frame
 
 
@@ -478,7 +491,6 @@ def plan(sweep: Sweep, num_devices: int | None = None) -> list[Chunk]:
                     "points": members,
                     "depth": sorted(set(sweep.depth)),
                     "batch_size": sweep.batch_size,
-                    "dtype": sweep.dtype,
                     "theory": sweep.theory,
                     "jacobian_probes": sweep.jacobian_probes,
                     "format": 1,
@@ -544,9 +556,7 @@ def run(
             continue
         size = chunk_size(sweep, chunk.group, len(sweep.points()), num_devices)
         probes = sweep.jacobian_probes if chunk.group.norm != "batch" else 0
-        program = _chunk_program(
-            chunk.group, heads, sweep.batch_size, sweep.dtype, num_devices, probes
-        )
+        program = _chunk_program(chunk.group, heads, sweep.batch_size, num_devices, probes)
         padded = list(chunk.points) + [chunk.points[-1]] * (size - len(chunk.points))
         w2 = jnp.asarray([p[0] for p in padded], jnp.float32)
         b2 = jnp.asarray([p[1] for p in padded], jnp.float32)
