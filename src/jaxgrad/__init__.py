@@ -1,10 +1,13 @@
 """jaxgrad: see, measure and cure vanishing and exploding gradients in deep networks."""
 
 from jaxgrad import activations as activations
+from jaxgrad import data as data
 from jaxgrad import init as init
 from jaxgrad import jacobian as jacobian
 from jaxgrad import nn as nn
+from jaxgrad import optim as optim
 from jaxgrad import theory as theory
+from jaxgrad import train as train
 from jaxgrad.inspection import ModelReport as ModelReport
 from jaxgrad.inspection import inspect as inspect
 from jaxgrad.propagation import Diagnosis as Diagnosis
