@@ -1,0 +1,717 @@
+"""Tests for jaxgrad.optim against hand-written float64 numpy loops.
+
+Every reference below is written from the formula (Pascanu et al. 2013, PyTorch's
+clip_grad_norm_, Brock et al. 2021, soft-thresholding, Keras' MaxNorm), not from jaxgrad or
+optax code, and is run for several optimizer steps on a quadratic loss whose gradient
+changes from step to step. float32 results are compared at rtol 1e-5.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxgrad import optim
+
+RTOL, ATOL = 1e-5, 1e-6
+STEPS = 5
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+FULL_SHAPES = {
+    "dense": {"kernel": (4, 3), "bias": (3,)},
+    "conv": {"kernel": (3, 3, 2, 4)},
+    "gain": (),
+}
+# Fewer leaves, for the tests whose cost is compiling long chains.
+SMALL_SHAPES = {"kernel": (4, 3), "bias": (3,)}
+
+
+def make_params(rng, scale=1.0, shapes=FULL_SHAPES):
+    """By default a dense layer (in=4, out=3), a conv layer (3, 3, 2, 4) and a scalar, float32."""
+    return jax.tree.map(
+        lambda shape: jnp.asarray(scale * rng.standard_normal(shape), jnp.float32),
+        shapes,
+        is_leaf=lambda x: isinstance(x, tuple),
+    )
+
+
+def make_quadratic(rng, params, curvature=3.0):
+    """loss(p) = 0.5 * sum(c * (p - target)^2) with c > 0 per entry; grad = c * (p - target)."""
+    target = jax.tree.map(lambda x: 2.0 * rng.standard_normal(x.shape), params)
+    curv = jax.tree.map(lambda x: curvature * rng.uniform(0.2, 1.0, x.shape), params)
+
+    def grad_jax(p):
+        return jax.tree.map(
+            lambda x, t, c: jnp.asarray(c, x.dtype) * (x - jnp.asarray(t, x.dtype)), p, target, curv
+        )
+
+    def grad_np(p):
+        return jax.tree.map(lambda x, t, c: c * (x - t), p, target, curv)
+
+    return grad_jax, grad_np
+
+
+def to_np(tree):
+    return jax.tree.map(lambda x: np.asarray(x, np.float64), tree)
+
+
+def run_chain(tx, params, grad_fn, steps=STEPS):
+    """Run `steps` jitted steps p <- p + update(grad(p)); return the params after each."""
+
+    @jax.jit
+    def step(p, state):
+        updates, state = tx.update(grad_fn(p), state, p)
+        return optax.apply_updates(p, updates), state
+
+    state = tx.init(params)
+    history = []
+    for _ in range(steps):
+        params, state = step(params, state)
+        history.append(params)
+    return history, state
+
+
+def assert_trees_close(actual, expected, rtol=RTOL, atol=ATOL):
+    assert jax.tree.structure(actual) == jax.tree.structure(expected)
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(np.asarray(a, np.float64), e, rtol=rtol, atol=atol)
+
+
+def assert_trees_equal(actual, expected):
+    assert jax.tree.structure(actual) == jax.tree.structure(expected)
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(e))
+
+
+@pytest.fixture
+def rng():
+    """Test data from a fixed numpy generator (no per-shape compilation of jax.random)."""
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def problem(rng):
+    params = make_params(rng)
+    grad_jax, grad_np = make_quadratic(rng, params)
+    return params, grad_jax, grad_np
+
+
+@pytest.fixture
+def small_problem(rng):
+    params = make_params(rng, shapes=SMALL_SHAPES)
+    grad_jax, grad_np = make_quadratic(rng, params)
+    return params, grad_jax, grad_np
+
+
+# ----------------------------------------------------------------------------- clipping
+
+
+def test_clip_by_value_matches_numpy(problem):
+    params, grad_jax, grad_np = problem
+    lr, delta = 0.1, 0.5
+    history, _ = run_chain(optax.chain(optim.clip_by_value(delta), optax.sgd(lr)), params, grad_jax)
+    p = to_np(params)
+    for step_params in history:
+        g = grad_np(p)
+        p = jax.tree.map(lambda x, gx: x - lr * np.minimum(np.maximum(gx, -delta), delta), p, g)
+        assert_trees_close(step_params, p)
+
+
+def _torch_clip_grad_norm(grads, max_norm, eps):
+    """torch.nn.utils.clip_grad_norm_ by hand: coef = max_norm / (norm + eps), clamped to 1."""
+    norm = np.sqrt(sum(float(np.sum(g**2)) for g in jax.tree.leaves(grads)))
+    coef = min(max_norm / (norm + eps), 1.0)
+    return jax.tree.map(lambda g: g * coef, grads), norm, max_norm / (norm + eps) < 1.0
+
+
+@pytest.mark.parametrize("eps", [0.0, 1e-6, 0.5])
+def test_clip_by_global_norm_matches_pascanu_and_torch(problem, eps):
+    params, grad_jax, grad_np = problem
+    lr, max_norm = 0.15, 20.0
+    tx = optax.chain(optim.clip_by_global_norm(max_norm, eps=eps), optax.sgd(lr))
+    state = tx.init(params)
+    step = jax.jit(tx.update)
+    p_jax, p = params, to_np(params)
+    flags = []
+    for _ in range(STEPS):
+        updates, state = step(grad_jax(p_jax), state, p_jax)
+        p_jax = optax.apply_updates(p_jax, updates)
+        clipped_grads, norm, clipped = _torch_clip_grad_norm(grad_np(p), max_norm, eps)
+        if eps == 0.0:  # Pascanu et al.: g / max(1, ||g|| / theta), the same thing.
+            pascanu = jax.tree.map(lambda g, norm=norm: g / max(1.0, norm / max_norm), grad_np(p))
+            assert_trees_close(pascanu, clipped_grads, rtol=1e-12, atol=0)
+        p = jax.tree.map(lambda x, g: x - lr * g, p, clipped_grads)
+        assert_trees_close(p_jax, p)
+        clip_state = state[0]
+        np.testing.assert_allclose(float(clip_state.global_norm), norm, rtol=RTOL)
+        assert bool(clip_state.clipped) == clipped
+        flags.append(clipped)
+    assert True in flags  # both branches were exercised
+    assert False in flags
+
+
+def test_clip_by_layer_norm_matches_numpy(problem):
+    params, grad_jax, grad_np = problem
+    lr, max_norm = 0.1, 4.0
+    history, _ = run_chain(
+        optax.chain(optim.clip_by_layer_norm(max_norm), optax.sgd(lr)), params, grad_jax
+    )
+    p = to_np(params)
+    for step_params in history:
+        g = grad_np(p)
+        clipped = jax.tree.map(lambda gx: gx / max(1.0, np.linalg.norm(gx.ravel()) / max_norm), g)
+        p = jax.tree.map(lambda x, gx: x - lr * gx, p, clipped)
+        assert_trees_close(step_params, p)
+
+
+@pytest.mark.parametrize(
+    "tx",
+    [
+        optim.clip_by_value(1.0),
+        optim.clip_by_global_norm(1.0),
+        optim.clip_by_global_norm(1.0, eps=1e-6),
+        optim.clip_by_layer_norm(1.0),
+        optim.adaptive_clip(0.01),
+        optim.adaptive_clip(0.01, eps=0.0),
+    ],
+    ids=["value", "global", "global_eps", "layer", "agc", "agc_eps0"],
+)
+def test_clipping_a_zero_gradient_is_finite_zero(rng, tx):
+    params = make_params(rng)
+    params = jax.tree.map(jnp.zeros_like, params)  # zero params too: the worst case for AGC
+    grads = jax.tree.map(jnp.zeros_like, params)
+    updates, state = jax.jit(tx.update)(grads, tx.init(params), params)
+    for u in jax.tree.leaves(updates):
+        assert bool(jnp.all(jnp.isfinite(u)))
+        np.testing.assert_array_equal(np.asarray(u), 0.0)
+    if isinstance(state, optim.ClipByGlobalNormState):
+        assert float(state.global_norm) == 0.0
+        assert not bool(state.clipped)
+
+
+def _agc_reference(grad, param, clipping, eps):
+    """AGC by an explicit loop over output units (last axis), vectors and scalars as one unit."""
+    grad, param = np.asarray(grad, np.float64), np.asarray(param, np.float64)
+    if grad.ndim <= 1:
+        g_norm, w_norm = np.linalg.norm(grad.ravel()), np.linalg.norm(param.ravel())
+        limit = clipping * max(w_norm, eps)
+        return grad * (limit / g_norm if g_norm > limit else 1.0), int(g_norm > limit)
+    out = grad.copy()
+    clipped_units = 0
+    for unit in range(grad.shape[-1]):
+        g_unit, w_unit = grad[..., unit], param[..., unit]
+        g_norm, w_norm = np.linalg.norm(g_unit.ravel()), np.linalg.norm(w_unit.ravel())
+        limit = clipping * max(w_norm, eps)
+        if g_norm > limit:
+            out[..., unit] = g_unit * limit / g_norm
+            clipped_units += 1
+    return out, clipped_units
+
+
+@pytest.mark.parametrize("layout", ["dense", "conv"])
+def test_adaptive_clip_matches_per_unit_reference(rng, layout):
+    shape = {"dense": (5, 4), "conv": (3, 3, 2, 4)}[layout]
+    # Units of very different gradient sizes, so some are clipped and some not.
+    unit_scale = np.array([0.001, 0.01, 1.0, 10.0])
+    kernel = rng.standard_normal(shape)
+    params = {"kernel": jnp.asarray(kernel, jnp.float32), "bias": jnp.zeros(4)}
+    offset = rng.standard_normal(shape) * unit_scale
+    target = {"kernel": jnp.asarray(kernel + offset, jnp.float32), "bias": jnp.ones(4)}
+
+    def grad_jax(p):
+        return jax.tree.map(lambda x, t: x - t, p, target)
+
+    lr, clipping, eps = 0.5, 0.05, 1e-3
+    history, _ = run_chain(
+        optax.chain(optim.adaptive_clip(clipping, eps), optax.sgd(lr)), params, grad_jax
+    )
+    p = to_np(params)
+    clipped_total = unclipped_total = 0
+    for step_params in history:
+        g = jax.tree.map(lambda x, t: x - np.asarray(t, np.float64), p, target)
+        new_p = {}
+        for name in p:
+            clipped, count = _agc_reference(g[name], p[name], clipping, eps)
+            new_p[name] = p[name] - lr * clipped
+            if name == "kernel":
+                clipped_total += count
+                unclipped_total += shape[-1] - count
+        p = new_p
+        assert_trees_close(step_params, p)
+    assert clipped_total > 0
+    assert unclipped_total > 0
+
+
+def test_adaptive_clip_axis_override(rng):
+    table = jnp.asarray(rng.standard_normal((6, 3)), jnp.float32)  # units are rows
+    grads = jnp.asarray(10.0 * rng.standard_normal((6, 3)), jnp.float32)
+    tx = optim.adaptive_clip(0.1, axis=1)
+    updates, _ = tx.update(grads, tx.init(table), table)
+    expected, _ = _agc_reference(np.asarray(grads).T, np.asarray(table).T, 0.1, 1e-3)
+    np.testing.assert_allclose(np.asarray(updates), expected.T, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize(
+    "tx",
+    [optim.adaptive_clip(0.1), optim.add_l1(0.1), optim.l1_proximal(0.1, 0.1), optim.max_norm(1.0)],
+    ids=["adaptive_clip", "add_l1", "l1_proximal", "max_norm"],
+)
+def test_transforms_that_need_params_say_so(tx):
+    grads = {"kernel": jnp.ones((2, 2))}
+    state = tx.init(grads)
+    with pytest.raises(ValueError, match=r"needs the current parameters.*params, not None"):
+        tx.update(grads, state)
+
+
+# ----------------------------------------------------------------------------- regularization
+
+
+def test_add_l1_matches_numpy(problem):
+    params, grad_jax, grad_np = problem
+    lr, weight = 0.1, 0.3
+    history, _ = run_chain(optax.chain(optim.add_l1(weight), optax.sgd(lr)), params, grad_jax)
+    p = to_np(params)
+    for step_params in history:
+        g = grad_np(p)
+        p = jax.tree.map(lambda x, gx: x - lr * (gx + weight * np.sign(x)), p, g)
+        assert_trees_close(step_params, p)
+
+
+@pytest.mark.parametrize("scheduled", [False, True])
+def test_l1_proximal_soft_thresholds_to_exact_zeros(rng, scheduled):
+    params = make_params(rng, scale=0.3)
+    grad_jax, grad_np = make_quadratic(rng, params, curvature=0.5)
+    weight = 2.0
+    if scheduled:
+        lr = optax.exponential_decay(0.2, transition_steps=1, decay_rate=0.7)
+        lr_at = lambda t: 0.2 * 0.7**t
+    else:
+        lr, lr_at = 0.2, lambda t: 0.2
+    history, _ = run_chain(
+        optax.chain(optax.sgd(lr), optim.l1_proximal(weight, lr)), params, grad_jax
+    )
+    p = to_np(params)
+    zeros = 0
+    for t, step_params in enumerate(history):
+        lr_t = lr_at(t)
+        q = jax.tree.map(lambda x, gx, lr_t=lr_t: x - lr_t * gx, p, grad_np(p))
+        threshold = lr_t * weight
+        p = jax.tree.map(lambda x, c=threshold: np.sign(x) * np.maximum(np.abs(x) - c, 0), q)
+        assert_trees_close(step_params, p)
+        for actual, step in zip(jax.tree.leaves(step_params), jax.tree.leaves(q), strict=True):
+            # Exact zeros wherever the step lands clearly inside the threshold.
+            inside = np.abs(step) < threshold * (1 - 1e-4)
+            np.testing.assert_array_equal(np.asarray(actual)[inside], 0.0)
+            zeros += int(inside.sum())
+    assert zeros > 0
+
+
+# ----------------------------------------------------------------------------- constraints
+
+
+def _column_norms(kernel, axes):
+    return np.sqrt(np.sum(np.asarray(kernel, np.float64) ** 2, axis=axes))
+
+
+def test_max_norm_holds_after_every_step_and_leaves_inside_units_alone(problem):
+    params, grad_jax, grad_np = problem
+    lr, limit = 0.2, 2.5
+    constrained = optax.chain(optax.sgd(lr), optim.max_norm(limit))
+    free = optax.sgd(lr)
+    c_state, f_state = constrained.init(params), free.init(params)
+    c_step, f_step = jax.jit(constrained.update), jax.jit(free.update)
+    p_jax, p = params, to_np(params)
+    seen_inside = seen_outside = 0
+    for _ in range(STEPS):
+        grads = grad_jax(p_jax)
+        c_updates, c_state = c_step(grads, c_state, p_jax)
+        f_updates, f_state = f_step(grads, f_state, p_jax)
+        unconstrained = optax.apply_updates(p_jax, f_updates)
+        p_jax = optax.apply_updates(p_jax, c_updates)
+        for path, axes in ((("dense", "kernel"), 0), (("conv", "kernel"), (0, 1, 2))):
+            new = p_jax[path[0]][path[1]]
+            assert np.all(_column_norms(new, axes) <= limit * (1 + 1e-6))
+            free_new = np.asarray(unconstrained[path[0]][path[1]])
+            inside = _column_norms(free_new, axes) <= limit
+            # Units inside the ball are exactly the unconstrained step, bit for bit.
+            np.testing.assert_array_equal(np.asarray(new)[..., inside], free_new[..., inside])
+            seen_inside += int(inside.sum())
+            seen_outside += int((~inside).sum())
+        # Vectors and scalars are not constrained by default.
+        np.testing.assert_array_equal(p_jax["dense"]["bias"], unconstrained["dense"]["bias"])
+        np.testing.assert_array_equal(p_jax["gain"], unconstrained["gain"])
+        # float64 reference: project q = p - lr g unit by unit.
+        q = jax.tree.map(lambda x, g: x - lr * g, p, grad_np(p))
+        for layer, axes in (("dense", (0,)), ("conv", (0, 1, 2))):
+            kernel = q[layer]["kernel"]
+            norms = np.sqrt(np.sum(kernel**2, axis=axes, keepdims=True))
+            q[layer]["kernel"] = np.where(norms > limit, kernel * limit / norms, kernel)
+        p = q
+        assert_trees_close(p_jax, p)
+    assert seen_inside > 0
+    assert seen_outside > 0
+
+
+def test_max_norm_axis_and_mask(rng):
+    kernel = jnp.asarray(3.0 * rng.standard_normal((4, 5)), jnp.float32)
+    params = {"kernel": kernel, "bias": jnp.full(3, 10.0)}
+    zero = jax.tree.map(jnp.zeros_like, params)
+    # Rows (axis=1) of the kernel; the bias left alone by the mask.
+    tx = optim.max_norm(1.0, axis=1, mask={"kernel": True, "bias": False})
+    updates, _ = jax.jit(tx.update)(zero, tx.init(params), params)
+    new = optax.apply_updates(params, updates)
+    np.testing.assert_allclose(_column_norms(new["kernel"], 1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(new["bias"], params["bias"])
+    # A vector selected by the mask is one unit: its whole norm is constrained.
+    tx = optim.max_norm(1.0, mask=lambda p: {"kernel": False, "bias": True})
+    updates, _ = jax.jit(tx.update)(zero, tx.init(params), params)
+    new = optax.apply_updates(params, updates)
+    np.testing.assert_array_equal(new["kernel"], kernel)
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(new["bias"])), 1.0, rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- monitor
+
+
+def test_monitor_records_independent_norms(problem):
+    params, grad_jax, grad_np = problem
+    lr = 0.1
+    tx = optax.chain(optim.monitor(), optax.sgd(lr), optim.monitor())
+    history, state = run_chain(tx, params, grad_jax, steps=3)
+    before = to_np(history[-2])
+    grads = grad_np(before)
+    first, last = state[0], state[2]
+    assert int(first.count) == 3
+    names = {
+        "dense/kernel": ("dense", "kernel"),
+        "dense/bias": ("dense", "bias"),
+        "conv/kernel": ("conv", "kernel"),
+        "gain": ("gain",),
+    }
+    assert set(first.grad_norms) == set(names)
+
+    def at(tree, path):
+        for part in path:
+            tree = tree[part]
+        return tree
+
+    for name, path in names.items():
+        g, p = at(grads, path), at(before, path)
+        np.testing.assert_allclose(first.grad_norms[name], np.linalg.norm(np.ravel(g)), rtol=RTOL)
+        ratio = np.linalg.norm(np.ravel(g)) / np.linalg.norm(np.ravel(p))
+        np.testing.assert_allclose(first.update_ratios[name], ratio, rtol=RTOL)
+        # After the lr scaling: the update is -lr * g.
+        np.testing.assert_allclose(
+            last.grad_norms[name], lr * np.linalg.norm(np.ravel(g)), rtol=RTOL
+        )
+        np.testing.assert_allclose(last.update_ratios[name], lr * ratio, rtol=RTOL)
+    global_norm = np.sqrt(sum(np.sum(g**2) for g in jax.tree.leaves(grads)))
+    np.testing.assert_allclose(first.global_grad_norm, global_norm, rtol=RTOL)
+    assert optim.monitor_state(state) is first
+
+
+def test_monitor_without_params_records_nan(rng):
+    params = make_params(rng)
+    tx = optim.monitor()
+    _, state = tx.update(params, tx.init(params))
+    assert all(bool(jnp.isnan(r)) for r in state.update_ratios.values())
+    assert all(bool(jnp.isfinite(n)) for n in state.grad_norms.values())
+
+
+def test_monitor_does_not_change_the_updates(small_problem):
+    params, grad_jax, _ = small_problem
+    base = [optim.clip_by_global_norm(5.0), optax.adam(1e-2)]
+    plain = optax.chain(*base)
+    variants = [
+        optax.chain(optim.monitor(), base[0], optim.monitor(), base[1], optim.monitor()),
+        optim.monitor(optax.chain(*base)),
+    ]
+    expected, _ = run_chain(plain, params, grad_jax)
+    for tx in variants:
+        actual, state = run_chain(tx, params, grad_jax)
+        for a, e in zip(actual, expected, strict=True):
+            assert_trees_equal(a, e)
+        assert int(optim.monitor_state(state).count) == STEPS
+
+
+def test_monitor_wrapping_records_raw_grads_and_final_update_ratio(problem):
+    params, grad_jax, grad_np = problem
+    lr = 0.05
+    tx = optim.monitor(optax.chain(optim.clip_by_value(0.5), optax.sgd(lr)))
+    state = tx.init(params)
+    _, state = tx.update(grad_jax(params), state, params)
+    grads, p = grad_np(to_np(params)), to_np(params)
+    g = grads["conv"]["kernel"]
+    np.testing.assert_allclose(
+        state.grad_norms["conv/kernel"], np.linalg.norm(g.ravel()), rtol=RTOL
+    )
+    final = lr * np.clip(g, -0.5, 0.5)
+    np.testing.assert_allclose(
+        state.update_ratios["conv/kernel"],
+        np.linalg.norm(final.ravel()) / np.linalg.norm(p["conv"]["kernel"].ravel()),
+        rtol=RTOL,
+    )
+
+
+def test_monitor_state_is_found_through_nesting(rng):
+    params = make_params(rng)
+    tx = optax.inject_hyperparams(
+        lambda learning_rate: optax.chain(
+            optax.masked(optim.monitor(), lambda p: jax.tree.map(lambda _: True, p)),
+            optax.sgd(learning_rate),
+        )
+    )(learning_rate=0.1)
+    state = tx.init(params)
+    _, state = tx.update(params, state, params)
+    assert int(optim.monitor_state(state).count) == 1
+    with pytest.raises(ValueError, match="no MonitorState"):
+        optim.monitor_state(optax.sgd(0.1).init(params))
+
+
+def test_monitor_leaf_names_stay_unambiguous():
+    params = {"a": [jnp.ones(2)], "a/0": jnp.ones(2)}  # "a/0" twice with simple keys
+    state = optim.monitor().init(params)
+    assert len(state.grad_norms) == 2
+
+
+# ----------------------------------------------------------------------------- make_optimizer
+
+
+def _hand_built(
+    name, lr, *, clip_value=None, clip_norm=None, weight_decay=None, l1=None, max_norm=None
+):
+    parts = []
+    if clip_value is not None:
+        parts.append(optax.clip(clip_value))
+    if clip_norm is not None:
+        parts.append(optax.clip_by_global_norm(clip_norm))
+    if l1 is not None:
+        parts.append(optim.add_l1(l1))
+    if weight_decay is not None and name != "adamw":
+        parts.append(optax.add_decayed_weights(weight_decay))
+    core = {
+        "sgd": lambda: optax.sgd(lr),
+        "momentum": lambda: optax.sgd(lr, momentum=0.9),
+        "rmsprop": lambda: optax.rmsprop(lr),
+        "adam": lambda: optax.adam(lr),
+        "adamw": lambda: optax.adamw(
+            lr, weight_decay=1e-4 if weight_decay is None else weight_decay
+        ),
+    }[name]
+    parts.append(core())
+    if max_norm is not None:
+        parts.append(optim.max_norm(max_norm))
+    return optax.chain(*parts)
+
+
+EVERYTHING = {
+    "clip_value": 2.0,
+    "clip_norm": 5.0,
+    "weight_decay": 0.01,
+    "l1": 0.001,
+    "max_norm": 2.0,
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [*((name, EVERYTHING) for name in optim.OPTIMIZERS), ("adamw", {})],
+    ids=[*(f"{name}-everything" for name in optim.OPTIMIZERS), "adamw-plain"],
+)
+def test_make_optimizer_matches_hand_built_chain(small_problem, name, options):
+    params, grad_jax, _ = small_problem
+    lr = 0.05
+    expected, _ = run_chain(_hand_built(name, lr, **options), params, grad_jax)
+    actual, state = run_chain(
+        optim.make_optimizer(name, lr, monitor=True, **options), params, grad_jax
+    )
+    for a, e in zip(actual, expected, strict=True):
+        assert_trees_close(a, to_np(e), rtol=1e-6, atol=1e-7)
+    assert int(optim.monitor_state(state).count) == STEPS
+
+
+def test_make_optimizer_vmaps_over_hyperparameters(small_problem):
+    """Learning rates and penalties may be traced (vmapped) scalars; none is float()-ed."""
+    params, grad_jax, _ = small_problem
+    grid = {
+        "learning_rate": [0.0, 0.01, 0.1],
+        "clip_norm": [5.0, 1.0, 0.5],
+        "weight_decay": [0.1, 0.0, 0.01],
+        "l1": [0.0, 0.01, 0.001],
+        "max_norm": [3.0, 1.0, 2.0],
+    }
+
+    def train(hp):
+        opt = optim.make_optimizer("momentum", monitor=True, **hp)
+        state = opt.init(params)
+        p = params
+        for _ in range(2):
+            updates, state = opt.update(grad_jax(p), state, p)
+            p = optax.apply_updates(p, updates)
+        return p, optim.monitor_state(state).global_grad_norm
+
+    batched, norms = jax.jit(jax.vmap(train))({k: jnp.array(v) for k, v in grid.items()})
+    assert norms.shape == (3,)
+    train_one = jax.jit(train)  # one compilation for every set of Python floats
+    for i in range(3):
+        single, norm = train_one({k: v[i] for k, v in grid.items()})
+        assert_trees_close(
+            jax.tree.map(lambda x, i=i: x[i], batched), to_np(single), rtol=1e-5, atol=1e-6
+        )
+        np.testing.assert_allclose(norms[i], norm, rtol=1e-5)
+
+
+def test_make_optimizer_takes_a_schedule(small_problem):
+    params, grad_jax, _ = small_problem
+    schedule = optax.linear_schedule(0.1, 0.0, transition_steps=STEPS)
+    history, _ = run_chain(optim.make_optimizer("sgd", schedule), params, grad_jax)
+    expected, _ = run_chain(optax.sgd(schedule), params, grad_jax)
+    assert_trees_equal(history[-1], expected[-1])
+
+
+def test_update_vmaps_over_a_batch_of_gradients(rng):
+    params = make_params(rng, shapes=SMALL_SHAPES)
+    grads = jax.tree.map(lambda x: jnp.stack([x, -2.0 * x, 0.0 * x]), params)
+    tx = optax.chain(
+        optim.monitor(),
+        optim.adaptive_clip(0.1),
+        optim.clip_by_global_norm(1.0),
+        optim.add_l1(0.01),
+        optax.sgd(0.1),
+        optim.l1_proximal(0.01, 0.1),
+        optim.max_norm(1.0),
+    )
+    state = tx.init(params)
+    batched, batched_state = jax.jit(jax.vmap(tx.update, in_axes=(0, None, None)))(
+        grads, state, params
+    )
+    update_one = jax.jit(tx.update)
+    for i in range(3):
+        single, single_state = update_one(jax.tree.map(lambda x, i=i: x[i], grads), state, params)
+        assert_trees_close(jax.tree.map(lambda x, i=i: x[i], batched), to_np(single))
+        np.testing.assert_allclose(
+            optim.monitor_state(batched_state).global_grad_norm[i],
+            optim.monitor_state(single_state).global_grad_norm,
+            rtol=RTOL,
+        )
+
+
+def test_jit_does_not_retrace(small_problem):
+    params, grad_jax, _ = small_problem
+    opt = optim.make_optimizer(
+        "adam", 1e-3, clip_value=1.0, clip_norm=1.0, l1=1e-4, max_norm=3.0, monitor=True
+    )
+    traces = 0
+
+    @jax.jit
+    def step(p, state):
+        nonlocal traces
+        traces += 1
+        updates, state = opt.update(grad_jax(p), state, p)
+        return optax.apply_updates(p, updates), state
+
+    p, state = params, opt.init(params)
+    for _ in range(3):
+        p, state = step(p, state)
+    assert traces == 1
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    ("build", "error", "match"),
+    [
+        (
+            lambda: optim.make_optimizer("adagrad", 0.1),
+            ValueError,
+            "unknown optimizer 'adagrad'; valid names are: sgd, momentum, rmsprop, adam, adamw",
+        ),
+        (
+            lambda: optim.make_optimizer("sgd", -0.1),
+            ValueError,
+            r"learning_rate must be >= 0, got -0\.1",
+        ),
+        (
+            lambda: optim.make_optimizer("sgd", 0.1, max_norm=-1.0),
+            ValueError,
+            r"max_norm must be > 0, got -1\.0",
+        ),
+        (
+            lambda: optim.make_optimizer("sgd", 0.1, clip_norm=0.0),
+            ValueError,
+            r"clip_norm must be > 0, got 0\.0",
+        ),
+        (
+            lambda: optim.make_optimizer("sgd", 0.1, clip_value=-2),
+            ValueError,
+            r"clip_value must be > 0, got -2",
+        ),
+        (
+            lambda: optim.make_optimizer("sgd", 0.1, weight_decay=-1e-4),
+            ValueError,
+            r"weight_decay must be >= 0, got -0\.0001",
+        ),
+        (
+            lambda: optim.make_optimizer("sgd", 0.1, l1=float("nan")),
+            ValueError,
+            "l1 must be finite, got nan",
+        ),
+        (
+            lambda: optim.make_optimizer("sgd", "0.1"),
+            TypeError,
+            "learning_rate must be a real number, got '0.1'",
+        ),
+        (
+            lambda: optim.make_optimizer("sgd", jnp.ones(2)),
+            ValueError,
+            r"learning_rate must be a scalar, got an array of shape \(2,\)",
+        ),
+        (lambda: optim.clip_by_value(0.0), ValueError, r"max_delta must be > 0, got 0\.0"),
+        (lambda: optim.clip_by_global_norm(-1.0), ValueError, r"max_norm must be > 0, got -1\.0"),
+        (
+            lambda: optim.clip_by_global_norm(1.0, eps=-1e-6),
+            ValueError,
+            r"eps must be >= 0, got -1e-06",
+        ),
+        (
+            lambda: optim.clip_by_layer_norm(np.float32(-3.0)),
+            ValueError,
+            r"max_norm must be > 0, got -3\.0",
+        ),
+        (lambda: optim.adaptive_clip(-0.01), ValueError, r"clipping must be > 0, got -0\.01"),
+        (
+            lambda: optim.adaptive_clip(0.01, axis="0"),
+            TypeError,
+            "axis must be None, an int or a tuple of ints, got '0'",
+        ),
+        (lambda: optim.add_l1(-1.0), ValueError, r"weight must be >= 0, got -1\.0"),
+        (
+            lambda: optim.l1_proximal(0.1, -0.5),
+            ValueError,
+            r"learning_rate must be >= 0, got -0\.5",
+        ),
+        (lambda: optim.max_norm(-1.0), ValueError, r"max_value must be > 0, got -1\.0"),
+        (
+            lambda: optim.make_optimizer("sgd", 0.1, monitor=1),
+            TypeError,
+            "monitor must be a bool, got 1",
+        ),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(build, error, match):
+    with pytest.raises(error, match=match):
+        build()
+
+
+def test_out_of_range_axis_names_the_axis():
+    tx = optim.max_norm(1.0, axis=2)
+    params = {"kernel": jnp.ones((2, 2))}
+    with pytest.raises(
+        ValueError, match="axis 2 is out of range for a parameter with 2 dimensions"
+    ):
+        tx.update(params, tx.init(params), params)
