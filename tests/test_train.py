@@ -1,0 +1,282 @@
+"""jaxgrad.train: the jitted loop against a hand-written Python loop, per-layer gradient norms
+against jax.grad, non-finite losses recorded, train_many against separate runs, pre-training."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from jaxgrad import data, nn, train
+
+
+@pytest.fixture(scope="module")
+def task():
+    """A linearly separable 4-class problem on 16 Gaussian features."""
+    x = jax.random.normal(jax.random.key(10), (600, 16))
+    w = jax.random.normal(jax.random.key(11), (16, 4))
+    y = jnp.argmax(x @ w, axis=-1).astype(jnp.int32)
+    return data.Dataset(x[:480], y[:480], x[480:], y[480:])
+
+
+def small_mlp(seed=0, **kw):
+    options = {"activation": "tanh", **kw}
+    return nn.MLP(16, 24, 3, 4, rngs=nnx.Rngs(seed), **options)
+
+
+def reference_loop(model, tx, dataset, steps, batch_size, key):
+    """Plain Python: one jax.grad per step on the documented minibatches."""
+    graphdef, params = nnx.split(model)
+    opt_state = tx.init(params)
+    n = dataset.x_train.shape[0]
+    losses, grads_seen = [], []
+
+    @jax.jit
+    def loss_and_grad(params, xb, yb):
+        def loss_fn(params):
+            logits = nnx.merge(graphdef, params)(xb)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
+
+        return jax.value_and_grad(loss_fn)(params)
+
+    for step_key in jax.random.split(key, steps):
+        batch = jax.random.permutation(step_key, n)[:batch_size]
+        loss, grads = loss_and_grad(params, dataset.x_train[batch], dataset.y_train[batch])
+        updates, opt_state = jax.jit(tx.update)(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        losses.append(float(loss))
+        grads_seen.append(grads)
+    return np.array(losses), grads_seen, nnx.merge(graphdef, params)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_train_equals_python_loop(task, key, optimizer):
+    tx = optax.sgd(0.1, momentum=0.9) if optimizer == "sgd" else optax.adam(1e-2)
+    model, twin = small_mlp(), small_mlp()
+    history = train.train(model, tx, task, steps=12, batch_size=32, key=key, eval_every=4)
+    losses, grads, trained = reference_loop(twin, tx, task, 12, 32, key)
+    np.testing.assert_allclose(history.loss, losses, rtol=2e-5, atol=1e-6)
+    # per-layer gradient norms: input projection, 3 blocks, readout
+    for step in (0, 7, 11):
+        g = grads[step]
+        expected = [
+            jnp.linalg.norm(g["input_layer"]["kernel"][...]),
+            *jnp.linalg.norm(g["blocks"]["linear"]["kernel"][...], axis=(1, 2)),
+            jnp.linalg.norm(g["readout"]["kernel"][...]),
+        ]
+        np.testing.assert_allclose(history.layer_grad_norms[step], expected, rtol=1e-4)
+        global_norm = np.sqrt(sum(np.sum(np.square(v)) for v in jax.tree.leaves(g)))
+        np.testing.assert_allclose(history.grad_norm[step], global_norm, rtol=1e-4)
+    np.testing.assert_allclose(
+        model.readout.kernel[...], trained.readout.kernel[...], rtol=1e-4, atol=1e-6
+    )
+    # test-set evaluation of the final model, recomputed
+    logits = trained(task.x_test)
+    np.testing.assert_allclose(
+        history.test_accuracy[-1], jnp.mean(jnp.argmax(logits, -1) == task.y_test), atol=1e-6
+    )
+    np.testing.assert_array_equal(history.eval_step, [0, 4, 8, 12])
+    assert int(history.first_nonfinite_step) == -1
+
+
+def test_history_does_not_depend_on_eval_every(task, key):
+    a = train.train(small_mlp(), optax.sgd(0.05), task, steps=10, key=key, eval_every=2)
+    b = train.train(small_mlp(), optax.sgd(0.05), task, steps=10, key=key)
+    np.testing.assert_allclose(a.loss, b.loss, rtol=1e-6)
+    np.testing.assert_allclose(a.test_loss[jnp.array([0, -1])], b.test_loss, rtol=1e-6)
+
+
+def test_trainer_learns_an_easy_task(task, key):
+    model = small_mlp(activation="relu", kernel_init=None)
+    history = train.train(
+        model, optax.adam(1e-2), task, steps=300, batch_size=64, key=key, eval_every=100
+    )
+    # a separable 4-class task: a 3-layer ReLU net with Adam gets above 85% on held-out data
+    assert float(history.test_accuracy[-1]) > 0.85
+    assert float(history.test_accuracy[0]) < 0.5
+    assert float(history.loss[-20:].mean()) < 0.3 * float(history.loss[:20].mean())
+
+
+def test_nonfinite_loss_is_recorded_not_raised(task, key):
+    model = small_mlp(activation="relu", kernel_init=None)
+    history = train.train(model, optax.sgd(1e4), task, steps=30, key=key, eval_every=10)
+    bad = np.flatnonzero(~np.isfinite(np.asarray(history.loss)) | ~np.isfinite(history.grad_norm))
+    assert bad.size > 0
+    assert int(history.first_nonfinite_step) == bad[0]
+    # predictions that are nan count as wrong
+    assert float(history.test_accuracy[-1]) == 0.0
+
+
+def test_regression_targets_use_mean_squared_error(key):
+    x = jax.random.normal(key, (200, 16))
+    y = jnp.sin(x[:, :1])
+    regression = data.Dataset(x[:160], y[:160], x[160:], y[160:])
+    model = nn.MLP(16, 16, 2, 1, rngs=nnx.Rngs(0))
+    expected = jnp.mean(jnp.square(model(regression.x_test) - regression.y_test))
+    history = train.train(model, optax.adam(1e-2), regression, steps=100, key=key)
+    np.testing.assert_allclose(history.test_loss[0], expected, rtol=1e-5)
+    assert np.isnan(history.accuracy).all()
+    assert float(history.test_loss[-1]) < 0.5 * float(history.test_loss[0])
+
+
+def test_batch_norm_statistics_update_and_evaluation_uses_them(task, key):
+    model = small_mlp(norm="batch")
+    before = model.blocks.norm.mean[...]
+    history = train.train(model, optax.sgd(0.1), task, steps=20, key=key)
+    after = model.blocks.norm.mean[...]
+    assert not np.allclose(before, after)
+    model.eval()
+    logits = model(task.x_test)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, task.y_test).mean()
+    np.testing.assert_allclose(history.test_loss[-1], loss, rtol=1e-5)
+
+
+def test_randomized_activation_advances_its_stream(task, key):
+    """Random state other than parameters (RReLU's stream) is carried through the loop."""
+    rngs = nnx.Rngs(0)
+    model = nnx.Sequential(
+        nnx.Linear(16, 24, rngs=rngs), nn.RReLU(rngs=rngs), nnx.Linear(24, 4, rngs=rngs)
+    )
+    count = model.layers[1].rngs.count[...]
+    history = train.train(model, optax.sgd(0.05), task, steps=5, key=key)
+    assert np.isfinite(history.loss).all()
+    assert int(model.layers[1].rngs.count[...]) == int(count) + 5 + 0
+    assert train.layer_names(model) == ["layers/0", "layers/2"]
+
+
+def test_second_call_does_not_recompile(task, key):
+    tx = optax.sgd(0.05)
+    train.train(small_mlp(), tx, task, steps=4, key=key)
+    size = train._fit_jit._cache_size()
+    train.train(small_mlp(seed=1), tx, task, steps=4, key=jax.random.key(5))
+    assert train._fit_jit._cache_size() == size
+
+
+def test_layer_names(task):
+    assert train.layer_names(small_mlp()) == [
+        "input_layer",
+        "blocks[0]",
+        "blocks[1]",
+        "blocks[2]",
+        "readout",
+    ]
+    linear = nnx.Linear(16, 4, rngs=nnx.Rngs(0))
+    assert train.layer_names(linear) == ["kernel"]
+
+
+def scaled_mlp(key, sigma_w2):
+    model = nn.MLP(16, 24, 3, 4, activation="tanh", rngs=nnx.Rngs(key))
+    model.blocks.linear.kernel[...] = model.blocks.linear.kernel[...] * jnp.sqrt(sigma_w2)
+    return model
+
+
+GRID = {"sigma_w2": [1.0, 3.0], "learning_rate": [0.02, 0.2]}
+MANY = {"seeds": [0, 7], "hyperparams": GRID, "steps": 16, "batch_size": 32, "eval_every": 8}
+
+
+def momentum(learning_rate):
+    return optax.sgd(learning_rate, momentum=0.9)
+
+
+@pytest.fixture(scope="module")
+def many(task):
+    return train.train_many(scaled_mlp, momentum, task, **MANY)
+
+
+def test_train_many_equals_separate_runs(task, many):
+    history, grid = many
+    assert grid.shape == (2, 2, 2)
+    assert history.loss.shape == (2, 2, 2, 16)
+    assert history.layer_grad_norms.shape == (2, 2, 2, 16, 5)
+    optimizers = {lr: momentum(lr) for lr in GRID["learning_rate"]}
+    for i, seed in enumerate(MANY["seeds"]):
+        for j, sigma_w2 in enumerate(GRID["sigma_w2"]):
+            for k, lr in enumerate(GRID["learning_rate"]):
+                flat = np.ravel_multi_index((i, j, k), grid.shape)
+                assert grid.seeds[flat] == seed
+                assert grid.hyperparams["learning_rate"][flat] == np.float32(lr)
+                seed_key = jax.random.key(seed)
+                alone = train.train(
+                    scaled_mlp(seed_key, sigma_w2),
+                    optimizers[lr],
+                    task,
+                    steps=16,
+                    batch_size=32,
+                    eval_every=8,
+                    key=jax.random.fold_in(seed_key, 1),
+                )
+                for field in ("loss", "layer_grad_norms", "test_accuracy"):
+                    np.testing.assert_allclose(
+                        getattr(history, field)[i, j, k],
+                        getattr(alone, field),
+                        rtol=1e-4,
+                        atol=1e-6,
+                        err_msg=field,
+                    )
+
+
+def test_train_many_chunked_equals_unchunked(task, many):
+    chunked, _ = train.train_many(scaled_mlp, momentum, task, chunk_size=3, **MANY)
+    np.testing.assert_allclose(many[0].loss, chunked.loss, rtol=1e-5)
+    np.testing.assert_allclose(many[0].test_accuracy, chunked.test_accuracy, atol=1e-6)
+
+
+def test_pretrain_layerwise(key):
+    x = jax.random.uniform(key, (256, 12))
+    model = nn.MLP(12, 16, 4, 3, activation="sigmoid", rngs=nnx.Rngs(0))
+    readout = model.readout.kernel[...]
+    first = model.blocks.linear.kernel[...]
+    report = train.pretrain_layerwise(model, x, key=key, steps=150, batch_size=64)
+    assert report.block_loss.shape == (4, 150)
+    assert report.input_loss.shape == (150,)
+    # every layer learned to reconstruct its input
+    start, end = report.block_loss[:, :10].mean(1), report.block_loss[:, -10:].mean(1)
+    assert np.all(end < 0.5 * start), (start, end)
+    assert float(report.input_loss[-10:].mean()) < 0.5 * float(report.input_loss[:10].mean())
+    assert not np.allclose(model.blocks.linear.kernel[...], first)
+    np.testing.assert_array_equal(model.readout.kernel[...], readout)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"steps": 0}, "steps must be an int >= 1, got 0"),
+        ({"steps": 10, "batch_size": 10_000}, "batch_size must be <= the 480"),
+        ({"steps": 10, "eval_every": 3}, r"eval_every must divide steps \(10\), got 3"),
+        ({"steps": 2.5}, "steps must be an int"),
+    ],
+)
+def test_bad_schedule(task, key, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        train.train(small_mlp(), optax.sgd(0.1), task, key=key, **kwargs)
+
+
+def test_bad_data(key):
+    with pytest.raises(TypeError, match="x_train, y_train, x_test, y_test"):
+        train.train(small_mlp(), optax.sgd(0.1), {"x": 1}, steps=1, key=key)
+    x = jnp.zeros((8, 16))
+    with pytest.raises(ValueError, match="same non-zero number of examples, got 8 and 7"):
+        train.train(
+            small_mlp(),
+            optax.sgd(0.1),
+            data.Dataset(x, jnp.zeros(7, jnp.int32), x, jnp.zeros(8, jnp.int32)),
+            steps=1,
+            key=key,
+        )
+
+
+def test_bad_grid(task):
+    with pytest.raises(ValueError, match="seeds must be a non-empty sequence of ints"):
+        train.train_many(small_mlp, optax.sgd, task, seeds=[], steps=1)
+    with pytest.raises(ValueError, match=r"hyperparams\['learning_rate'\] must be"):
+        train.train_many(
+            small_mlp, optax.sgd, task, seeds=[0], hyperparams={"learning_rate": []}, steps=1
+        )
+
+
+def test_pretrain_rejects_normalized_models(key):
+    with pytest.raises(ValueError, match="norm=None, residual=False"):
+        train.pretrain_layerwise(small_mlp(norm="batch"), jnp.zeros((8, 16)), key=key)
+    with pytest.raises(TypeError, match="takes a jaxgrad.nn.MLP"):
+        train.pretrain_layerwise(nnx.Linear(2, 2, rngs=nnx.Rngs(0)), jnp.zeros((8, 2)), key=key)
