@@ -506,15 +506,27 @@ def _affine(h: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
 
 
 def _autoencoder(phi, kernel, bias, h, key, *, steps, batch_size, learning_rate):
-    """Train encoder phi(h W + b) and a linear decoder to reconstruct `h` (mean squared error)."""
-    n_in, n_out = kernel.shape
-    decoder = jax.random.normal(jax.random.fold_in(key, 0), (n_out, n_in), kernel.dtype)
-    params = (kernel, bias, decoder / jnp.sqrt(n_out).astype(kernel.dtype), jnp.zeros_like(h[0]))
+    """Train the encoder phi(h W + b) of a tied-weight autoencoder to reconstruct `h` as
+    phi(h W + b) W^T + c.
+
+    Tied weights make the code itself carry the input's variations (an untied decoder could
+    amplify a code that barely varies). The error of each feature is measured in units of
+    that feature's standard deviation over `h`: a layer whose input varies little across
+    examples would otherwise reach a tiny plain squared error by reconstructing the mean.
+    """
+    batch_key = key
+    variance = jnp.var(h, axis=0, keepdims=True)
+    # a feature that is constant (a blank pixel) is weighted as one of 1% of the mean variance
+    scale = jax.lax.rsqrt(variance + 0.01 * jnp.mean(variance) + jnp.finfo(h.dtype).tiny)
+    # start the decoder's bias where the reconstruction's mean is the input's mean
+    offset = jnp.mean(_affine(phi(_affine(h, kernel, bias)), kernel.T, jnp.zeros_like(h[0])), 0)
+    params = (kernel, bias, jnp.mean(h, axis=0) - offset)
     tx = optax.adam(learning_rate)
 
     def loss_fn(params, hb):
-        w, b, w_dec, b_dec = params
-        return jnp.mean(jnp.square(_affine(phi(_affine(hb, w, b)), w_dec, b_dec) - hb))
+        w, b, c = params
+        error = _affine(phi(_affine(hb, w, b)), w.T, c) - hb
+        return jnp.mean(jnp.square(error * scale))
 
     def step(carry, step_key):
         params, opt_state = carry
@@ -523,7 +535,7 @@ def _autoencoder(phi, kernel, bias, h, key, *, steps, batch_size, learning_rate)
         updates, opt_state = tx.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), loss
 
-    keys = jax.random.split(jax.random.fold_in(key, 1), steps)
+    keys = jax.random.split(batch_key, steps)
     (params, _), losses = jax.lax.scan(step, (params, tx.init(params)), keys)
     return params[0], params[1], losses
 
@@ -561,11 +573,14 @@ def pretrain_layerwise(
     """Greedy layer-wise pre-training of a `jaxgrad.nn.MLP` with autoencoders, in place.
 
     Layer by layer from the input up, each hidden layer h -> phi(h W + b) is trained (Adam,
-    `steps` minibatches) as the encoder of an autoencoder with a linear decoder to reconstruct
-    its own input h, computed by the layers below it, which are already trained and now
-    frozen. The linear input projection, when the model has one, is pre-trained first as a
-    linear autoencoder. The readout is left alone: fine-tune the whole network afterwards with
-    `train`. All hidden layers go through one compiled `jax.lax.scan`.
+    `steps` minibatches) as the encoder of a tied-weight autoencoder, phi(h W + b) W^T + c,
+    to reconstruct its own input h, computed by the layers below it, which are already
+    trained and now frozen. The reconstruction error of each input feature is measured
+    relative to its standard deviation over `x`'s examples, so a layer whose input barely
+    varies still has to pass its variations on. The linear input projection, when the model
+    has one, is pre-trained first as a linear autoencoder. The readout is left alone:
+    fine-tune the whole network afterwards with `train`. All hidden layers go through one
+    compiled `jax.lax.scan`.
 
     Args:
         model: a plain `jaxgrad.nn.MLP` (norm=None, residual=False).
