@@ -227,7 +227,9 @@ def test_pretrain_layerwise(key):
     model = nn.MLP(12, 16, 4, 3, activation="sigmoid", rngs=nnx.Rngs(0))
     readout = model.readout.kernel[...]
     first = model.blocks.linear.kernel[...]
-    report = train.pretrain_layerwise(model, x, key=key, steps=150, batch_size=64)
+    report = train.pretrain_layerwise(
+        model, x, key=key, steps=150, batch_size=64, learning_rate=1e-2
+    )
     assert report.block_loss.shape == (4, 150)
     assert report.input_loss.shape == (150,)
     # every layer learned to reconstruct its input
