@@ -406,3 +406,27 @@ def test_nothing_finite_still_draws_without_warnings(tmp_path, name):
     path = tmp_path / f"{name}.png"
     nothing_finite_figures(path)[name]()  # warnings are errors in this suite
     assert_png(path)
+
+
+def test_remedy_summary_draws_means_and_log_ratios(tmp_path):
+    accuracy = np.array([[0.1, 0.1], [0.9, 0.8], [0.95, 0.97]])
+    ratio = np.array([[1e-14, 1e-12], [1.0, 4.0], [0.0, np.nan]])
+    path = tmp_path / "remedies.png"
+    figure = plot.remedy_summary(["none", "bn", "res"], accuracy, ratio, path, chance=0.1)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    widths = [patch.get_width() for patch in figure.axes[0].patches]
+    np.testing.assert_allclose(widths, accuracy.mean(axis=1))
+    log_widths = [patch.get_width() for patch in figure.axes[1].patches]
+    # geometric mean over seeds; a zero or nan ratio draws no bar
+    np.testing.assert_allclose(log_widths, [-13.0, np.log10(2.0), 0.0])
+    # bars run top to bottom in the order given
+    labels = sorted(figure.axes[0].get_yticklabels(), key=lambda t: -t.get_position()[1])
+    assert [t.get_text() for t in labels] == ["none", "bn", "res"]
+
+
+@pytest.mark.parametrize(
+    ("accuracy", "ratio"), [([0.1, 0.2], [1.0, 1.0, 1.0]), ([[[0.1]], [[0.2]], [[0.3]]], [1, 1, 1])]
+)
+def test_remedy_summary_refuses_bad_shapes(accuracy, ratio):
+    with pytest.raises(ValueError, match=r"must have shape \(len\(names\),\)"):
+        plot.remedy_summary(["a", "b", "c"], accuracy, ratio)

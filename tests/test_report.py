@@ -3,9 +3,11 @@
 import math
 
 import jax
+import optax
 import pytest
+from flax import nnx
 
-from jaxgrad import report, theory
+from jaxgrad import data, init, nn, report, theory, train
 from jaxgrad.propagation import seed_experiment
 
 
@@ -21,6 +23,7 @@ def test_report_files_are_written_and_self_contained(built):
     markdown = (out / "report.md").read_text()
     assert [s.title for s in result.sections] == [
         "Seed experiment", "Order and chaos", "Gradients across depth", "Dynamical isometry",
+        "Remedies",
     ]  # fmt: skip
     assert html.count("data:image/png;base64,") == len(result.sections)
     for section in result.sections:
@@ -54,3 +57,27 @@ def test_isometry_rows(built):
     assert orthogonal < 0.2 < 10 < gaussian
     # Theory for Gaussian weights near q* = 0: L (mu2 / mu1^2) ~ L.
     assert math.isclose(float(rows["gaussian", 2][3]), 2.0, rel_tol=0.05)
+
+
+def test_remedy_rows(built):
+    _, result = built
+    rows = {row[0]: (float(row[1]), float(row[2])) for row in result.sections[4].rows}
+    baseline_accuracy, baseline_ratio = rows["none: sigmoid, N(0, 0.1^2) weights"]
+    # the 20-layer sigmoid network does not learn (10 classes: chance is 0.1) and its first
+    # layer's gradient is some 1e-14 of its last layer's
+    assert baseline_accuracy < 0.2
+    assert baseline_ratio < 1e-8
+    for name in ("ReLU with He init", "tanh with Xavier init", "batch norm"):
+        accuracy, ratio = rows[name]
+        assert accuracy > 0.8, name
+        assert 0.1 < ratio < 10, name
+    # the residual network learns, with a first-layer gradient no longer vanishing
+    assert rows["residual connections"][0] > 0.8
+    assert rows["residual connections"][1] > 1e-3
+    # the batch-norm row equals a separate training run of the same network
+    model = nn.MLP(64, 64, report.REMEDY_DEPTH, 10, activation="sigmoid",
+                   kernel_init=init.normal(0.1), norm="batch", rngs=nnx.Rngs(0))  # fmt: skip
+    history = train.train(
+        model, optax.sgd(0.1), data.digits(), steps=600, batch_size=64, key=jax.random.key(0)
+    )
+    assert rows["batch norm"][0] == pytest.approx(float(history.test_accuracy[-1]), abs=2e-3)

@@ -58,7 +58,13 @@ from jaxgrad.jacobian import DepthProfile
 from jaxgrad.propagation import LayerStats
 from jaxgrad.theory import PhaseDiagram
 
-__all__ = ["gradient_heatmap", "layer_profiles", "phase_diagram", "spectra_histograms"]
+__all__ = [
+    "gradient_heatmap",
+    "layer_profiles",
+    "phase_diagram",
+    "remedy_summary",
+    "spectra_histograms",
+]
 
 DPI = 120
 """Resolution of the written images, in dots per inch."""
@@ -636,4 +642,72 @@ def spectra_histograms(
         ax.set_ylabel("count")
         ax.set_title(label)
         ax.legend(fontsize=7)
+    return _finish(figure, path)
+
+
+# ----------------------------------------------------------------------------- remedies
+
+
+def remedy_summary(
+    names: Sequence[str],
+    test_accuracy: Any,
+    grad_ratio: Any,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    chance: float | None = None,
+) -> Figure:
+    """Two bar charts, one bar per remedy: final test accuracy, and log10 of the first
+    layer's gradient norm over the last layer's at the start of training.
+
+    Args:
+        names: one label per remedy.
+        test_accuracy: (remedies,) or (remedies, seeds); bars show the mean over seeds and,
+            with more than one seed, error bars of one standard deviation.
+        grad_ratio: the same shapes; bars show log10 of the geometric mean over seeds
+            (a ratio of 1 is no vanishing and no explosion; 0 or nan draws no bar).
+        path: where to write the image; None writes nothing.
+        chance: the accuracy of guessing, drawn as a dashed line.
+
+    Returns:
+        The matplotlib Figure. `figure.axes[0].patches[i].get_width()` is remedy i's mean
+        accuracy and `figure.axes[1].patches[i].get_width()` its log10 ratio.
+
+    Raises:
+        ValueError: when the shapes disagree with `names`.
+
+    Example:
+        >>> from jaxgrad import plot
+        >>> fig = plot.remedy_summary(["none", "batch norm"], [0.1, 0.9], [1e-14, 1.4])
+        >>> round(fig.axes[1].patches[0].get_width())
+        -14
+    """
+    names = [str(name) for name in names]
+    accuracy = _float_array("test_accuracy", test_accuracy)
+    ratio = _float_array("grad_ratio", grad_ratio)
+    for label, values in (("test_accuracy", accuracy), ("grad_ratio", ratio)):
+        if values.ndim not in (1, 2) or values.shape[0] != len(names):
+            raise ValueError(
+                f"{label} must have shape (len(names),) or (len(names), seeds) with "
+                f"len(names) = {len(names)}, got {values.shape}"
+            )
+    accuracy = accuracy.reshape(len(names), -1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_ratio = np.log10(ratio.reshape(len(names), -1)).mean(axis=1)
+    log_ratio = np.where(np.isfinite(log_ratio), log_ratio, 0.0)
+    rows = np.arange(len(names))[::-1]
+    figure = _new_figure(2, panel_size=(4.8, 0.35 * len(names) + 1.6))
+    ax_acc, ax_ratio = figure.axes
+    spread = accuracy.std(axis=1) if accuracy.shape[1] > 1 else None
+    ax_acc.barh(rows, accuracy.mean(axis=1), xerr=spread, color="tab:blue")
+    if chance is not None:
+        ax_acc.axvline(chance, color="k", ls="--", lw=1, label="chance")
+        ax_acc.legend(fontsize=7, loc="lower right")
+    ax_acc.set_xlim(0, 1)
+    ax_acc.set_xlabel("test accuracy")
+    ax_ratio.barh(rows, log_ratio, color=np.where(log_ratio < -2, "tab:red", "tab:green"))
+    ax_ratio.axvline(0, color="k", lw=1)
+    ax_ratio.set_xlabel("log10 first-layer / last-layer gradient norm")
+    for ax in (ax_acc, ax_ratio):
+        ax.set_yticks(rows, names, fontsize=8)
+    ax_ratio.tick_params(labelleft=False)
     return _finish(figure, path)
