@@ -4,12 +4,15 @@ from jaxgrad import activations as activations
 from jaxgrad import data as data
 from jaxgrad import init as init
 from jaxgrad import jacobian as jacobian
+from jaxgrad import model_init as model_init
 from jaxgrad import nn as nn
 from jaxgrad import optim as optim
 from jaxgrad import theory as theory
 from jaxgrad import train as train
 from jaxgrad.inspection import ModelReport as ModelReport
 from jaxgrad.inspection import inspect as inspect
+from jaxgrad.model_init import fixup as fixup
+from jaxgrad.model_init import lsuv as lsuv
 from jaxgrad.propagation import Diagnosis as Diagnosis
 from jaxgrad.propagation import LayerStats as LayerStats
 from jaxgrad.propagation import diagnose as diagnose

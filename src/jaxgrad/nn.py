@@ -1,8 +1,10 @@
-"""Flax NNX modules: learnable and randomized rectifiers, and the deep MLP that jaxgrad probes.
+"""Flax NNX modules: learnable and randomized rectifiers, the deep MLP that jaxgrad probes, a
+residual MLP with multi-layer branches (Fixup's setting) and an Elman RNN.
 
 The deep MLP stores its hidden layers stacked: one `Block` whose parameters have a leading
 depth axis, built with `nnx.vmap` over split keys and applied with `jax.lax.scan`, so the
-compiled program, and the time to compile it, do not grow with depth.
+compiled program, and the time to compile it, do not grow with depth. `ResidualMLP` stores
+its `ResidualBlock`s the same way; `RNN` applies its one cell with `jax.lax.scan` over time.
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -269,3 +271,377 @@ class MLP(nnx.Module):
         h, new_state = jax.lax.scan(body, h, state)
         nnx.update(self.blocks, new_state)
         return self.head(h)
+
+
+# ----------------------------------------------------------------------------- residual MLP
+
+
+def _bias_like(bias: jax.Array, y: jax.Array) -> jax.Array:
+    """`bias` (features,) reshaped to broadcast against `y` (..., features), rank for rank."""
+    return bias.reshape((1,) * (y.ndim - 1) + (-1,))
+
+
+class ResidualBlock(nnx.Module):
+    """One residual block with an m-layer branch and Fixup's scalar parameters.
+
+        u_i = z_{i-1} + a_i                               (scalar bias before linear i)
+        y_i = u_i W_i + b_i                               (linear i, i = 1..m)
+        z_i = phi(y_i + c_i)            for i < m         (scalar bias before the activation)
+        r   = s * y_m + c_m                               (scalar multiplier and last scalar bias)
+        out = h + r        or        phi(h + r)  (post_activation)
+
+    with z_0 = h. The m kernels are stored stacked, `kernel` of shape (m, width, width),
+    `bias` (m, width); `scalar_bias_in` (a_i) and `scalar_bias_out` (c_i) have shape (m,),
+    `multiplier` (s) is a scalar. At construction a = c = 0 and s = 1, so they change nothing.
+    """
+
+    def __init__(
+        self,
+        width: int,
+        *,
+        branch_layers: int,
+        activation: Callable[[jax.Array], jax.Array],
+        kernel_init: _init.Initializer,
+        bias_init: _init.Initializer,
+        post_activation: bool,
+        dtype: jnp.dtype,
+        rngs: nnx.Rngs,
+    ):
+        # One draw per branch layer on its own (width, width) shape, so that fans are right.
+        # A Python loop over the m layers (m is small): eager construction then reuses one
+        # compiled sampler for every m, where a jax.vmap over m would compile one per m.
+        kernels, biases = [], []
+        for _ in range(branch_layers):
+            kernels.append(kernel_init(rngs.params(), (width, width), dtype))
+            biases.append(bias_init(rngs.params(), (width,), dtype))
+        self.kernel = nnx.Param(jnp.stack(kernels))
+        self.bias = nnx.Param(jnp.stack(biases))
+        self.scalar_bias_in = nnx.Param(jnp.zeros((branch_layers,), dtype))
+        self.scalar_bias_out = nnx.Param(jnp.zeros((branch_layers,), dtype))
+        self.multiplier = nnx.Param(jnp.ones((), dtype))
+        self.branch_layers = branch_layers
+        self.activation = activation
+        self.post_activation = post_activation
+
+    def linear_input(self, i: int, z: jax.Array) -> jax.Array:
+        """u_i = z + a_i: the input of the branch's linear layer `i` (0-based)."""
+        return z + self.scalar_bias_in[...][i]
+
+    def linear(self, i: int, u: jax.Array, kernel: jax.Array | None = None) -> jax.Array:
+        """y_i = u W_i + b_i, with `kernel` in place of W_i when it is given."""
+        kernel = self.kernel[...][i] if kernel is None else kernel
+        y = u @ kernel
+        return y + _bias_like(self.bias[...][i], y)
+
+    def after_linear(self, i: int, y: jax.Array) -> jax.Array:
+        """phi(y_i + c_i) inside the branch; s * y_m + c_m after its last layer."""
+        if i < self.branch_layers - 1:
+            return self.activation(y + self.scalar_bias_out[...][i])
+        return self.multiplier[...] * y + self.scalar_bias_out[...][i]
+
+    def branch(self, h: jax.Array) -> jax.Array:
+        """The residual branch r(h)."""
+        z = h
+        for i in range(self.branch_layers):  # m is small and static: unrolled
+            z = self.after_linear(i, self.linear(i, self.linear_input(i, z)))
+        return z
+
+    def combine(self, h: jax.Array, r: jax.Array) -> jax.Array:
+        """h + r, or phi(h + r) with post_activation."""
+        out = h + r
+        return self.activation(out) if self.post_activation else out
+
+    def __call__(self, h: jax.Array) -> jax.Array:
+        return self.combine(h, self.branch(h))
+
+
+class ResidualMLP(nnx.Module):
+    """A deep residual MLP whose branches have `branch_layers` linear layers: Fixup's setting.
+
+    Structure: an input projection `in_features -> width` (a plain `nnx.Linear`, no
+    activation) when the two differ; then `depth` residual blocks (`ResidualBlock`), stacked
+    along a leading depth axis and applied with `jax.lax.scan`,
+
+        h_l = h_{l-1} + r_l(h_{l-1})                        (post_activation=False)
+        h_l = phi(h_{l-1} + r_l(h_{l-1}))                   (post_activation=True)
+        r_l(h) = s_l * Linear_m(... phi(Linear_1(h + a_1) + c_1) ... + a_m) + c_m
+
+    then an optional linear readout to `out_features`. Every branch carries Fixup's scalar
+    multiplier s (initialized to 1) and a scalar bias before each linear layer and each
+    activation (initialized to 0); they do not change the function at construction.
+
+    The default form, without an activation after the addition, is the one Fixup's analysis
+    uses (x_l = x_{l-1} + F_l(x_{l-1})) and keeps the skip path the identity, so a branch
+    initialized to zero makes the block exactly the identity. `post_activation=True` gives
+    the original ResNet form of the paper's experiments and code, phi(h + r(h)) (with ReLU,
+    a zero branch then maps h to relu(h)).
+
+    Args:
+        in_features: input size.
+        width: hidden size.
+        depth: number of residual blocks L, >= 1.
+        out_features: readout size, or None for no readout.
+        branch_layers: number of linear layers m in each branch, >= 1.
+        activation: a name from `jaxgrad.activations.names()` or an elementwise callable;
+            default "relu", the ResNet setting.
+        kernel_init: initializer of every kernel (each branch kernel is drawn on its own
+            (width, width) shape); default `init.kaiming_normal()` (He et al. 2015, for ReLU),
+            Fixup's "standard initialization".
+        bias_init: initializer of every per-unit bias; default zeros.
+        post_activation: apply the activation after the addition (see above).
+        dtype: parameter and computation dtype.
+        rngs: `nnx.Rngs`; its `params` stream draws the weights.
+
+    Raises:
+        ValueError: on a non-positive size, depth or branch_layers, or an unknown activation.
+        TypeError: on an activation that is neither a name nor a callable, or `rngs` that is
+            not an `nnx.Rngs`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from jaxgrad import nn
+        >>> model = nn.ResidualMLP(16, 32, depth=10, out_features=3, branch_layers=2,
+        ...                        rngs=nnx.Rngs(0))
+        >>> model.blocks.kernel.shape
+        (10, 2, 32, 32)
+        >>> model(jnp.ones((4, 16))).shape
+        (4, 3)
+
+    References:
+        He et al. 2016, "Deep Residual Learning for Image Recognition". He et al. 2016,
+        "Identity Mappings in Deep Residual Networks". Zhang et al. 2019, "Fixup
+        Initialization: Residual Learning Without Normalization".
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        width: int,
+        depth: int,
+        out_features: int | None = None,
+        *,
+        branch_layers: int = 2,
+        activation: str | Callable[[jax.Array], jax.Array] = "relu",
+        kernel_init: _init.Initializer | None = None,
+        bias_init: _init.Initializer | None = None,
+        post_activation: bool = False,
+        dtype: jnp.dtype = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.in_features = _positive_int("in_features", in_features)
+        self.width = _positive_int("width", width)
+        self.depth = _positive_int("depth", depth)
+        if out_features is not None:
+            _positive_int("out_features", out_features)
+        self.branch_layers = _positive_int("branch_layers", branch_layers)
+        if not isinstance(rngs, nnx.Rngs):
+            raise TypeError(f"rngs must be an nnx.Rngs, got {type(rngs).__name__}")
+        phi = _act.resolve(activation)
+        self.kernel_init = _init.kaiming_normal() if kernel_init is None else kernel_init
+        self.bias_init = _init.zeros() if bias_init is None else bias_init
+        self.activation_name = _act.name_of(activation)
+        self.post_activation = bool(post_activation)
+        self.out_features = out_features
+        self.dtype = jnp.dtype(dtype)
+
+        def linear(n_in: int, n_out: int) -> nnx.Linear:
+            return nnx.Linear(
+                n_in,
+                n_out,
+                kernel_init=self.kernel_init,
+                bias_init=self.bias_init,
+                dtype=dtype,
+                param_dtype=dtype,
+                rngs=rngs,
+            )
+
+        self.input_layer = linear(in_features, width) if in_features != width else None
+
+        @nnx.vmap(in_axes=0, out_axes=0)
+        def make_blocks(key: jax.Array) -> ResidualBlock:
+            return ResidualBlock(
+                width,
+                branch_layers=self.branch_layers,
+                activation=phi,
+                kernel_init=self.kernel_init,
+                bias_init=self.bias_init,
+                post_activation=self.post_activation,
+                dtype=dtype,
+                rngs=nnx.Rngs(params=key),
+            )
+
+        self.blocks = make_blocks(jax.random.split(rngs.params(), depth))
+        self.readout = linear(width, out_features) if out_features is not None else None
+
+    def check_input(self, x: jax.Array) -> None:
+        """Raise a ValueError unless `x` is (..., in_features)."""
+        if x.ndim < 1 or x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"ResidualMLP expects inputs of shape (..., {self.in_features}), "
+                f"got {tuple(x.shape)}"
+            )
+
+    def embed(self, x: jax.Array) -> jax.Array:
+        """The input projection (the identity when in_features == width)."""
+        self.check_input(x)
+        return x if self.input_layer is None else self.input_layer(x)
+
+    def trunk(self, h: jax.Array) -> jax.Array:
+        """The residual blocks, h_0 -> h_L, applied with `jax.lax.scan` over the depth axis."""
+        graphdef, state = nnx.split(self.blocks)
+
+        def body(h, layer_state):
+            return nnx.merge(graphdef, layer_state)(h), None
+
+        return jax.lax.scan(body, h, state)[0]
+
+    def head(self, h: jax.Array) -> jax.Array:
+        """The readout (the identity when out_features is None)."""
+        return h if self.readout is None else self.readout(h)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.head(self.trunk(self.embed(x)))
+
+
+# ----------------------------------------------------------------------------- recurrent
+
+
+class RNN(nnx.Module):
+    """An Elman recurrent network, h_t = phi(x_t W_in + b + h_{t-1} W_hh), applied with
+    `jax.lax.scan` over time.
+
+    Inputs are batch-major sequences, `(..., time, in_features)` (typically `(batch, time,
+    in_features)`; a single sequence `(time, in_features)` works too). The initial state
+    h_0 is zero unless given. Calling the model returns the readout of the last hidden
+    state h_T, `(..., out_features)` (h_T itself when `out_features` is None);
+    `hidden_states` returns every h_t, `(..., time, hidden)`; `step` is one update, so the
+    gradient through time dh_T/dh_0 is a `jax.jacrev` of a loop of steps or of
+    `hidden_states(x, h0)[..., -1, :]` away.
+
+    The recurrent initializer sets the spectrum of W_hh, which controls gradients through
+    time: with a linear activation dh_T/dh_0 = W_hh^T (the T-th power), so
+    `recurrent_init=init.orthogonal(gain=g)` makes every singular value of dh_T/dh_0 equal
+    to g^T: g < 1 vanishes, g > 1 explodes (Pascanu et al. 2013).
+
+    Args:
+        in_features: input size per time step.
+        hidden: hidden state size.
+        out_features: readout size, or None for no readout.
+        activation: a name from `jaxgrad.activations.names()` or an elementwise callable.
+        recurrent_init: initializer of W_hh (hidden, hidden); default `init.orthogonal()`.
+        input_init: initializer of W_in (in_features, hidden) and of the readout kernel;
+            default `init.lecun_normal()`.
+        bias_init: initializer of b and of the readout bias; default zeros.
+        dtype: parameter and computation dtype.
+        rngs: `nnx.Rngs`; its `params` stream draws the weights.
+
+    Raises:
+        ValueError: on a non-positive size or an unknown activation.
+        TypeError: on an activation that is neither a name nor a callable, or `rngs` that is
+            not an `nnx.Rngs`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from jaxgrad import init, nn
+        >>> rnn = nn.RNN(3, 16, 2, recurrent_init=init.orthogonal(gain=0.9), rngs=nnx.Rngs(0))
+        >>> x = jnp.ones((8, 20, 3))
+        >>> rnn(x).shape, rnn.hidden_states(x).shape
+        ((8, 2), (8, 20, 16))
+
+    References:
+        Elman 1990, "Finding Structure in Time". Bengio et al. 1994, "Learning Long-Term
+        Dependencies with Gradient Descent is Difficult". Pascanu et al. 2013, "On the
+        difficulty of training recurrent neural networks".
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: int,
+        out_features: int | None = None,
+        *,
+        activation: str | Callable[[jax.Array], jax.Array] = "tanh",
+        recurrent_init: _init.Initializer | None = None,
+        input_init: _init.Initializer | None = None,
+        bias_init: _init.Initializer | None = None,
+        dtype: jnp.dtype = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.in_features = _positive_int("in_features", in_features)
+        self.hidden = _positive_int("hidden", hidden)
+        if out_features is not None:
+            _positive_int("out_features", out_features)
+        if not isinstance(rngs, nnx.Rngs):
+            raise TypeError(f"rngs must be an nnx.Rngs, got {type(rngs).__name__}")
+        self.activation = _act.resolve(activation)
+        self.activation_name = _act.name_of(activation)
+        self.out_features = out_features
+        recurrent_init = _init.orthogonal() if recurrent_init is None else recurrent_init
+        input_init = _init.lecun_normal() if input_init is None else input_init
+        bias_init = _init.zeros() if bias_init is None else bias_init
+
+        def linear(n_in: int, n_out: int, kernel_init, use_bias: bool = True) -> nnx.Linear:
+            return nnx.Linear(
+                n_in,
+                n_out,
+                use_bias=use_bias,
+                kernel_init=kernel_init,
+                bias_init=bias_init,
+                dtype=dtype,
+                param_dtype=dtype,
+                rngs=rngs,
+            )
+
+        self.input_layer = linear(in_features, hidden, input_init)
+        self.recurrent = linear(hidden, hidden, recurrent_init, use_bias=False)
+        self.readout = (
+            linear(hidden, out_features, input_init) if out_features is not None else None
+        )
+
+    def check_input(self, x: jax.Array) -> None:
+        """Raise a ValueError unless `x` is (..., time, in_features)."""
+        if x.ndim < 2 or x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"RNN expects inputs of shape (..., time, {self.in_features}), got {tuple(x.shape)}"
+            )
+
+    def initial_state(self, x: jax.Array, h0: jax.Array | None = None) -> jax.Array:
+        """`h0` checked against `x`, or zeros of shape (..., hidden) when it is None."""
+        self.check_input(x)
+        shape = (*x.shape[:-2], self.hidden)
+        if h0 is None:
+            return jnp.zeros(shape, self.recurrent.kernel.dtype)
+        if tuple(h0.shape) != shape:
+            raise ValueError(
+                f"h0 must have shape {shape} for inputs of shape {tuple(x.shape)}, "
+                f"got {tuple(h0.shape)}"
+            )
+        return h0
+
+    def step(self, h: jax.Array, x_t: jax.Array) -> jax.Array:
+        """One update, h_t = phi(x_t W_in + b + h_{t-1} W_hh); h (..., hidden), x_t (..., in)."""
+        return self.activation(self.input_layer(x_t) + self.recurrent(h))
+
+    def _scan(self, x: jax.Array, h0: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+        h = self.initial_state(x, h0)
+        drive = jnp.moveaxis(self.input_layer(x), -2, 0)  # (time, ..., hidden), one matmul
+        recurrent_kernel = self.recurrent.kernel[...]
+        phi = self.activation
+
+        def body(h, drive_t):
+            h = phi(drive_t + h @ recurrent_kernel)
+            return h, h
+
+        last, states = jax.lax.scan(body, h, drive)
+        return last, jnp.moveaxis(states, 0, -2)
+
+    def hidden_states(self, x: jax.Array, h0: jax.Array | None = None) -> jax.Array:
+        """Every hidden state h_1..h_T, shape (..., time, hidden), for inputs (..., time, in)."""
+        return self._scan(x, h0)[1]
+
+    def __call__(self, x: jax.Array, h0: jax.Array | None = None) -> jax.Array:
+        """The readout of the last hidden state, (..., out_features) (h_T without a readout)."""
+        last = self._scan(x, h0)[0]
+        return last if self.readout is None else self.readout(last)
