@@ -40,8 +40,7 @@ def reference_loop(model, tx, dataset, steps, batch_size, key):
 
         return jax.value_and_grad(loss_fn)(params)
 
-    for step_key in jax.random.split(key, steps):
-        batch = jax.random.permutation(step_key, n)[:batch_size]
+    for batch in train.minibatches(key, steps, n, batch_size):
         loss, grads = loss_and_grad(params, dataset.x_train[batch], dataset.y_train[batch])
         updates, opt_state = jax.jit(tx.update)(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
@@ -78,6 +77,17 @@ def test_train_equals_python_loop(task, key, optimizer):
     )
     np.testing.assert_array_equal(history.eval_step, [0, 4, 8, 12])
     assert int(history.first_nonfinite_step) == -1
+
+
+def test_minibatches_cover_every_example_once_per_epoch(key):
+    batches = np.asarray(train.minibatches(key, steps=7, n_train=10, batch_size=4))
+    assert batches.shape == (7, 4)
+    stream = batches.reshape(-1)
+    for epoch in range(2):  # 28 draws: two whole epochs of 10, then part of a third
+        assert sorted(stream[10 * epoch : 10 * (epoch + 1)]) == list(range(10))
+    assert len(set(stream[20:])) == 8
+    again = np.asarray(train.minibatches(key, steps=7, n_train=10, batch_size=4))
+    np.testing.assert_array_equal(batches, again)
 
 
 def test_history_does_not_depend_on_eval_every(task, key):
@@ -271,6 +281,10 @@ def test_bad_data(key):
 def test_bad_grid(task):
     with pytest.raises(ValueError, match="seeds must be a non-empty sequence of ints"):
         train.train_many(small_mlp, optax.sgd, task, seeds=[], steps=1)
+    with pytest.raises(ValueError, match=r"hyperparams\['learning_rate'\] must be"):
+        train.train_many(
+            small_mlp, optax.sgd, task, seeds=[0], hyperparams={"learning_rate": [np.nan]}, steps=1
+        )
     with pytest.raises(ValueError, match=r"hyperparams\['learning_rate'\] must be"):
         train.train_many(
             small_mlp, optax.sgd, task, seeds=[0], hyperparams={"learning_rate": []}, steps=1

@@ -236,11 +236,18 @@ def _evaluate(program: _Program, params, rest, x, y):
 
 
 def minibatches(key: jax.Array, steps: int, n_train: int, batch_size: int) -> jax.Array:
-    """The training examples of every step, (steps, batch_size): step s takes
-    `jax.random.permutation(jax.random.split(key, steps)[s], n_train)[:batch_size]`, distinct
-    examples, whatever `eval_every` is. Drawn once before the loop (one batched sort)."""
-    keys = jax.random.split(key, steps)
-    return jax.vmap(lambda k: jax.random.permutation(k, n_train)[:batch_size])(keys)
+    """The training examples of every step, (steps, batch_size), drawn epoch by epoch.
+
+    The steps read consecutive slices of a stream of epochs; each epoch is the permutation
+    `jax.random.permutation(jax.random.split(key, epochs)[e], n_train)`, so every example is
+    seen once per epoch, a step's examples are distinct unless its slice straddles two
+    epochs, and the batches do not depend on `eval_every`. Drawn once before the loop, one
+    permutation per epoch (not per step).
+    """
+    epochs = -(-steps * batch_size // n_train)
+    keys = jax.random.split(key, epochs)
+    stream = jax.vmap(lambda k: jax.random.permutation(k, n_train))(keys).reshape(-1)
+    return stream[: steps * batch_size].reshape(steps, batch_size)
 
 
 def _fit(program: _Program, params, rest, opt_state, data: _data.Dataset, key):
@@ -311,12 +318,12 @@ def train(
 ) -> History:
     """Train `model` in place with the Optax chain `tx` on minibatches of `data`.
 
-    One jitted program runs every step: a minibatch of `batch_size` examples drawn without
-    replacement, the loss (softmax cross entropy for integer targets, mean squared error for
-    float targets) and its gradient, the chain's update. Batch norm uses batch statistics
-    and updates its running averages while training; evaluations run the model in `eval()`
-    mode on the whole test set, at step 0 and after every `eval_every` steps. The model's
-    parameters and other state (batch statistics, random streams) are updated in place.
+    One jitted program runs every step: a minibatch of `batch_size` examples (epoch by epoch,
+    see `minibatches`), the loss (softmax cross entropy for integer targets, mean squared error
+    for float targets) and its gradient, the chain's update. Batch norm uses batch statistics
+    and updates its running averages while training; evaluations run the model in `eval()` mode
+    on the whole test set, at step 0 and after every `eval_every` steps. The model's parameters
+    and other state (batch statistics, random streams) are updated in place.
 
     Args:
         model: any Flax NNX model mapping a batch of `x_train` to logits or predictions.
@@ -369,9 +376,10 @@ def _grid(seeds: Sequence[int], hyperparams: Mapping[str, Any]) -> Grid:
     axes = {}
     for name, values in hyperparams.items():
         values = np.asarray(values, np.float32)
-        if values.ndim != 1 or values.size == 0 or not np.all(np.isfinite(values)):
+        if values.ndim != 1 or values.size == 0 or np.any(np.isnan(values)):
             raise ValueError(
-                f"hyperparams[{name!r}] must be a non-empty 1-D sequence of finite numbers, "
+                f"hyperparams[{name!r}] must be a non-empty 1-D sequence of numbers (inf is "
+                f"allowed, for example a clipping threshold that never clips; nan is not), "
                 f"got {values!r}"
             )
         axes[name] = values
@@ -448,7 +456,10 @@ def train_many(
     if chunk_size is not None:
         chunk_size = min(_positive_int("chunk_size", chunk_size), n)
     first = {name: float(v[0]) for name, v in grid.hyperparams.items()}
-    model = _call_with(model_fn, jax.random.key(int(grid.seeds[0])), **first)
+    # the structure only: nothing is drawn or computed outside the compiled program
+    model = nnx.eval_shape(
+        lambda: _call_with(model_fn, jax.random.key(int(grid.seeds[0])), **first)
+    )
     tx = _call_with(optimizer_fn, **first)
     program = _program(model, tx, steps, batch_size, eval_every)
     names = tuple(grid.hyperparams)
@@ -505,27 +516,39 @@ def _affine(h: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
     return h @ kernel + bias.reshape(1, -1)
 
 
-def _autoencoder(phi, kernel, bias, h, key, *, steps, batch_size, learning_rate):
+def _autoencoder(phi, kernel, bias, h, key, phi_decoder, *, steps, batch_size, learning_rate):
     """Train the encoder phi(h W + b) of a tied-weight autoencoder to reconstruct `h` as
-    phi(h W + b) W^T + c.
+    phi(phi(h W + b) W^T + c) when `phi_decoder` (a traced bool), else phi(h W + b) W^T + c.
 
     Tied weights make the code itself carry the input's variations (an untied decoder could
-    amplify a code that barely varies). The error of each feature is measured in units of
-    that feature's standard deviation over `h`: a layer whose input varies little across
-    examples would otherwise reach a tiny plain squared error by reconstructing the mean.
+    amplify a code that barely varies). The decoder ends in phi where `h` is itself an output
+    of phi, as in Bengio et al. 2007: a sigmoid layer that must also decode through a sigmoid
+    reconstructs best, in its linear regime, with gain a on its input where
+    (a sigmoid'(0))^2 = 1, so its code keeps its input's variations and its Jacobian is about
+    1; with a linear decoder the best gain satisfies a^2 sigmoid'(0) = 1 and every layer
+    halves the variations it passes on (2^-19 over 20 layers). The error of each feature is
+    measured in units of that feature's standard deviation over `h`: a layer whose input
+    varies little across examples would otherwise reach a tiny plain squared error by
+    reconstructing the mean.
     """
-    batch_key = key
     variance = jnp.var(h, axis=0, keepdims=True)
     # a feature that is constant (a blank pixel) is weighted as one of 1% of the mean variance
     scale = jax.lax.rsqrt(variance + 0.01 * jnp.mean(variance) + jnp.finfo(h.dtype).tiny)
-    # start the decoder's bias where the reconstruction's mean is the input's mean
-    offset = jnp.mean(_affine(phi(_affine(h, kernel, bias)), kernel.T, jnp.zeros_like(h[0])), 0)
-    params = (kernel, bias, jnp.mean(h, axis=0) - offset)
+
+    def decode(code, w, c):
+        reconstruction = _affine(code, w.T, c)
+        return jnp.where(phi_decoder, phi(reconstruction), reconstruction)
+
+    # a linear decoder's bias starts where the reconstruction's mean is the input's mean; a
+    # decoder through phi starts at zero
+    code = phi(_affine(h, kernel, bias))
+    offset = jnp.mean(h, axis=0) - jnp.mean(_affine(code, kernel.T, jnp.zeros_like(h[0])), 0)
+    params = (kernel, bias, jnp.where(phi_decoder, jnp.zeros_like(offset), offset))
     tx = optax.adam(learning_rate)
 
     def loss_fn(params, hb):
         w, b, c = params
-        error = _affine(phi(_affine(hb, w, b)), w.T, c) - hb
+        error = decode(phi(_affine(hb, w, b)), w, c) - hb
         return jnp.mean(jnp.square(error * scale))
 
     def step(carry, step_key):
@@ -535,7 +558,7 @@ def _autoencoder(phi, kernel, bias, h, key, *, steps, batch_size, learning_rate)
         updates, opt_state = tx.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), loss
 
-    keys = jax.random.split(batch_key, steps)
+    keys = jax.random.split(key, steps)
     (params, _), losses = jax.lax.scan(step, (params, tx.init(params)), keys)
     return params[0], params[1], losses
 
@@ -547,17 +570,23 @@ def _pretrain_jit(input_params, kernels, biases, x, key, *, phi, steps, batch_si
     h = x
     input_loss = jnp.zeros((0,), jnp.float32)
     if input_params is not None:  # the input projection is linear: a linear autoencoder
-        w, b, input_loss = _autoencoder(lambda z: z, *input_params, h, input_key, **options)
+        w, b, input_loss = _autoencoder(
+            lambda z: z, *input_params, h, input_key, jnp.array(False), **options
+        )
         input_params = (w, b)
         h = _affine(h, w, b)
 
     def layer(h, args):
-        kernel, bias, layer_key = args
-        kernel, bias, losses = _autoencoder(phi, kernel, bias, h, layer_key, **options)
+        kernel, bias, layer_key, phi_decoder = args
+        kernel, bias, losses = _autoencoder(phi, kernel, bias, h, layer_key, phi_decoder, **options)
         return phi(_affine(h, kernel, bias)), (kernel, bias, losses)
 
-    keys = jax.random.split(key, kernels.shape[0])
-    _, (kernels, biases, losses) = jax.lax.scan(layer, h, (kernels, biases, keys))
+    depth = kernels.shape[0]
+    keys = jax.random.split(key, depth)
+    # the first block's input (x, or the linear input projection's output) is not an output
+    # of phi, so only the blocks above it decode through phi
+    phi_decoder = jnp.arange(depth) > 0
+    _, (kernels, biases, losses) = jax.lax.scan(layer, h, (kernels, biases, keys, phi_decoder))
     return input_params, kernels, biases, PretrainReport(losses, input_loss)
 
 
@@ -573,19 +602,23 @@ def pretrain_layerwise(
     """Greedy layer-wise pre-training of a `jaxgrad.nn.MLP` with autoencoders, in place.
 
     Layer by layer from the input up, each hidden layer h -> phi(h W + b) is trained (Adam,
-    `steps` minibatches) as the encoder of a tied-weight autoencoder, phi(h W + b) W^T + c,
-    to reconstruct its own input h, computed by the layers below it, which are already
-    trained and now frozen. The reconstruction error of each input feature is measured
-    relative to its standard deviation over `x`'s examples, so a layer whose input barely
-    varies still has to pass its variations on. The linear input projection, when the model
-    has one, is pre-trained first as a linear autoencoder. The readout is left alone:
-    fine-tune the whole network afterwards with `train`. All hidden layers go through one
-    compiled `jax.lax.scan`.
+    `steps` minibatches) as the encoder of a tied-weight autoencoder to reconstruct its own
+    input h, computed by the layers below it, which are already trained and now frozen.
+    Every block but the first gets its input from phi, and decodes through phi as well,
+    phi(phi(h W + b) W^T + c), as Bengio et al. 2007 decode sigmoid codes through a sigmoid;
+    the first block, whose input is x or the input projection's output, decodes linearly,
+    phi(h W + b) W^T + c. Decoding through phi keeps each layer's code as varied as its
+    input, so a deep sigmoid stack keeps its input's information and its gradient. The
+    reconstruction error of each input feature is measured relative to its standard
+    deviation over the examples, so a layer whose input barely varies still has to pass its
+    variations on. The linear input projection, when the model has one, is pre-trained
+    first as a linear autoencoder. The readout is left alone: fine-tune the whole network
+    afterwards with `train`. All hidden layers go through one compiled `jax.lax.scan`.
 
     Args:
         model: a plain `jaxgrad.nn.MLP` (norm=None, residual=False).
         x: unlabelled inputs, (n, in_features).
-        key: PRNG key for the decoders' initial weights and the minibatches.
+        key: PRNG key for the minibatches.
         steps: Adam steps per layer.
         batch_size: examples per step, at most n.
         learning_rate: Adam's learning rate.
