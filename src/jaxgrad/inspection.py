@@ -305,15 +305,16 @@ def _select_modules(
 
 
 @contextlib.contextmanager
-def _sow_call_outputs(
-    targets: dict[int, tuple[str, nnx.Module]], calls: list[str]
+def on_call_outputs(
+    targets: dict[int, tuple[str, nnx.Module]], record: Callable[[nnx.Module, str, Any], None]
 ) -> Iterator[None]:
-    """While active, each module in `targets` (id -> (path, module)) sows its `__call__` output.
+    """While active, each module in `targets` (id -> (path, module)) passes its `__call__`
+    output to `record(module, path, output)`.
 
     Wraps `__call__` of the targets' classes (resolved through the MRO, so an inherited
     `__call__` is covered); other instances of those classes pass through untouched, and a
-    target's nested `super().__call__()` does not sow twice. Each sow appends the target's
-    path to `calls`, which records the call order.
+    target's nested `super().__call__()` records once. Not thread-safe: the classes are
+    patched while the context is active.
     """
     classes = {type(module) for _, module in targets.values()}
     originals = {cls: (cls.__dict__.get("__call__"), cls.__call__) for cls in classes}
@@ -329,8 +330,7 @@ def _sow_call_outputs(
                 output = call(self, *args, **kwargs)
             finally:
                 active.discard(id(self))
-            self.sow(nnx.Intermediate, _SOW_NAME, output)
-            calls.append(targets[id(self)][0])
+            record(self, targets[id(self)][0], output)
             return output
 
         return recording_call
@@ -345,6 +345,16 @@ def _sow_call_outputs(
                 del cls.__call__
             else:
                 cls.__call__ = own
+
+
+def _sow_call_outputs(targets: dict[int, tuple[str, nnx.Module]], calls: list[str]):
+    """Each target sows its `__call__` output and appends its path to `calls` (call order)."""
+
+    def record(module: nnx.Module, path: str, output: Any) -> None:
+        module.sow(nnx.Intermediate, _SOW_NAME, output)
+        calls.append(path)
+
+    return on_call_outputs(targets, record)
 
 
 def _capture_outputs(

@@ -40,11 +40,10 @@ References:
 from __future__ import annotations
 
 import collections
-import contextlib
 import functools
 import math
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -54,6 +53,7 @@ from flax import nnx
 from jaxgrad import activations as _act
 from jaxgrad import init as _init
 from jaxgrad import nn as _nn
+from jaxgrad.inspection import _path_str, on_call_outputs
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -256,49 +256,12 @@ def _lsuv_stack(
     return stages
 
 
-def _path_str(path: tuple[Any, ...]) -> str:
-    return ".".join(str(part) for part in path)
-
-
-@contextlib.contextmanager
 def _record_first_outputs(
     targets: dict[int, tuple[str, nnx.Module]], outputs: dict[str, jax.Array]
-) -> Iterator[None]:
+):
     """While active, the first `__call__` output of each target (id -> (path, module)) is put
-    in `outputs` under its path, in call order. Other instances pass through untouched.
-
-    Wraps `__call__` of the targets' classes (resolved through the MRO, so an inherited
-    `__call__` is covered) while tracing; a target's nested `super().__call__()` records once.
-    """
-    classes = {type(module) for _, module in targets.values()}
-    originals = {cls: (cls.__dict__.get("__call__"), cls.__call__) for cls in classes}
-    active: set[int] = set()
-
-    def wrap(call: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(call)
-        def recording_call(self: nnx.Module, *args: Any, **kwargs: Any) -> Any:
-            if id(self) not in targets or id(self) in active:
-                return call(self, *args, **kwargs)
-            active.add(id(self))
-            try:
-                output = call(self, *args, **kwargs)
-            finally:
-                active.discard(id(self))
-            outputs.setdefault(targets[id(self)][0], output)
-            return output
-
-        return recording_call
-
-    try:
-        for cls, (_, resolved) in originals.items():
-            cls.__call__ = wrap(resolved)
-        yield
-    finally:
-        for cls, (own, _) in originals.items():
-            if own is None:
-                del cls.__call__
-            else:
-                cls.__call__ = own
+    in `outputs` under its path, in call order."""
+    return on_call_outputs(targets, lambda module, path, output: outputs.setdefault(path, output))
 
 
 def _layer_outputs(
