@@ -38,6 +38,14 @@ def _positive_int(name: str, value: object) -> int:
     return value
 
 
+def _check_features(model: str, x: jax.Array, in_features: int, leading: str) -> None:
+    """Raise a ValueError unless `x` is (<leading axes>, in_features)."""
+    if x.ndim < leading.count(",") + 1 or x.shape[-1] != in_features:
+        raise ValueError(
+            f"{model} expects inputs of shape ({leading}, {in_features}), got {tuple(x.shape)}"
+        )
+
+
 class PReLU(nnx.Module):
     """Parametric ReLU (He et al. 2015): x for x >= 0, a * x otherwise, with `a` learned.
 
@@ -245,10 +253,7 @@ class MLP(nnx.Module):
 
     def check_input(self, x: jax.Array) -> None:
         """Raise a ValueError unless `x` is (..., in_features)."""
-        if x.ndim < 1 or x.shape[-1] != self.in_features:
-            raise ValueError(
-                f"MLP expects inputs of shape (..., {self.in_features}), got {tuple(x.shape)}"
-            )
+        _check_features("MLP", x, self.in_features, "...")
 
     def embed(self, x: jax.Array) -> jax.Array:
         """The input projection (the identity when in_features == width)."""
@@ -476,11 +481,7 @@ class ResidualMLP(nnx.Module):
 
     def check_input(self, x: jax.Array) -> None:
         """Raise a ValueError unless `x` is (..., in_features)."""
-        if x.ndim < 1 or x.shape[-1] != self.in_features:
-            raise ValueError(
-                f"ResidualMLP expects inputs of shape (..., {self.in_features}), "
-                f"got {tuple(x.shape)}"
-            )
+        _check_features("ResidualMLP", x, self.in_features, "...")
 
     def embed(self, x: jax.Array) -> jax.Array:
         """The input projection (the identity when in_features == width)."""
@@ -602,10 +603,7 @@ class RNN(nnx.Module):
 
     def check_input(self, x: jax.Array) -> None:
         """Raise a ValueError unless `x` is (..., time, in_features)."""
-        if x.ndim < 2 or x.shape[-1] != self.in_features:
-            raise ValueError(
-                f"RNN expects inputs of shape (..., time, {self.in_features}), got {tuple(x.shape)}"
-            )
+        _check_features("RNN", x, self.in_features, "..., time")
 
     def initial_state(self, x: jax.Array, h0: jax.Array | None = None) -> jax.Array:
         """`h0` checked against `x`, or zeros of shape (..., hidden) when it is None."""

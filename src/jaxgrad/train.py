@@ -48,6 +48,7 @@ from flax import nnx
 from jaxgrad import data as _data
 from jaxgrad import init as _init
 from jaxgrad import nn as _nn
+from jaxgrad.nn import _positive_int
 
 # ----------------------------------------------------------------------------- results
 
@@ -80,10 +81,6 @@ class History(NamedTuple):
 
 
 # ----------------------------------------------------------------------------- validation
-
-
-def _positive_int(name: str, value: object) -> int:
-    return _nn._positive_int(name, value)
 
 
 def _check_data(data: Any) -> _data.Dataset:
