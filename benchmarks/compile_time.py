@@ -1,8 +1,10 @@
 """Compile time of the probe against depth: the scan keeps it flat.
 
-For each depth, a fresh `jaxgrad.nn.MLP` (width 128) is built and the probe's program is
-traced, lowered and compiled through JAX's ahead-of-time API, with every cache cleared
-first; the figure reported is the time of that step alone, and its ratio to depth 10's.
+For each depth, a fresh `jaxgrad.nn.MLP` (width 128) is built, its weights are waited for
+(they are drawn asynchronously, and at depth 10000 the draw would otherwise share the cores
+with the compile), and the probe's program is traced, lowered and compiled through JAX's
+ahead-of-time API, with every cache cleared first; the figure reported is the time of that
+step alone, and its ratio to depth 10's.
 
 Usage: python benchmarks/compile_time.py [--quick]
 Writes benchmarks/results/compile_time.json.
@@ -11,6 +13,7 @@ Writes benchmarks/results/compile_time.json.
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import time
 
@@ -27,7 +30,11 @@ def compile_seconds(depth: int, width: int, method: str) -> float:
     model = nn.MLP(width, width, depth, rngs=nnx.Rngs(0))
     graphdef, state = nnx.split(model)
     x = jnp.ones((16, width))
+    # The model's weights are drawn asynchronously: wait for them, or the draw (about a
+    # second at depth 10000) runs on the same cores during the compile being timed.
+    jax.block_until_ready((state, x))
     jax.clear_caches()
+    gc.collect()
     start = time.perf_counter()
     _probe_jit.lower(
         graphdef,
