@@ -176,6 +176,24 @@ def _forward_stats(activation, z, out, a, threshold: float):
     return (pre_mean, pre_std, act_mean, act_std, saturated, dead), finite
 
 
+def times_transpose(rows: jax.Array, kernel: jax.Array) -> jax.Array:
+    """`rows @ kernel.T` for a kernel (width_in, width_out), fastest on XLA's CPU backend.
+
+    With a few rows (2 to 32) XLA's CPU matrix product runs 1.1x to 1.6x slower when its
+    right operand is transposed than `(kernel @ rows.T).T` does (`benchmarks/README.md`); with
+    more rows, or one, the plain form is as fast or faster. Left to itself XLA folds explicit
+    transposes back into the product, so optimization barriers materialize `rows.T` and the
+    product before it is transposed back (copies width times cheaper than the product).
+    Leading axes of `rows` are flattened into the product's rows; under `jax.vmap` the rule
+    sees one member's rows only.
+    """
+    flat = rows.reshape(-1, rows.shape[-1])
+    if not 2 <= flat.shape[0] <= 32:
+        return rows @ kernel.T
+    product = jax.lax.optimization_barrier(kernel @ jax.lax.optimization_barrier(flat.T))
+    return product.T.reshape(*rows.shape[:-1], kernel.shape[0])
+
+
 def _first_false(finite: jax.Array) -> jax.Array:
     """1-based index of the first False along the last axis, -1 if none."""
     bad = ~finite
@@ -194,6 +212,7 @@ def reverse_scan_probe(
     transpose,
     activation,
     loss_of_output,
+    kernel,
     threshold=SATURATION_THRESHOLD,
     heads=None,
 ):
@@ -211,16 +230,20 @@ def reverse_scan_probe(
         affine: `affine(layer, h) -> pre`, linear in h with a kernel (width_in, width_out).
         post: `post(layer, pre, h) -> (out, z, a)` (output, pre-activation, activation); the
             output may depend on h only additively (a residual branch).
-        transpose: `transpose(layer, dpre) -> dh`, the transpose of h -> affine(layer, h).
+        transpose: `transpose(layer, dpre) -> dh`, the transpose of h -> affine(layer, h),
+            applied to dpre with a leading axis of heads, (heads, batch, width) (see
+            `times_transpose`).
         activation: the elementwise activation (for the saturation statistic).
         loss_of_output: `loss(h) -> scalar`, applied at each head.
+        kernel: `kernel(layer) -> W`, whose Frobenius norm is the `weight_norm`; taken in
+            the forward step that multiplies by W, while W is in cache (a separate pass
+            over the stacked kernels would read them from memory a third time).
         threshold: the saturation threshold.
         heads: static tuple of 1-based depths; default (depth,), the whole stack.
 
     Returns:
-        `LayerStats` with `weight_norm` left as zeros (the caller knows its kernels); with
-        `heads`, the gradient fields have a trailing axis of one column per head, zero below
-        the head's depth.
+        `LayerStats`; with `heads`, the gradient fields have a trailing axis of one column
+        per head, zero below the head's depth.
     """
     depth = jax.tree.leaves(layers)[0].shape[0]
     head_depths = jnp.asarray((depth,) if heads is None else heads, jnp.int32)
@@ -232,13 +255,15 @@ def reverse_scan_probe(
         pre = affine(layer, h)
         out, z, a = post(layer, pre, h)
         stats, finite = _forward_stats(activation, z, out, a, threshold)
+        weight_norm = jnp.sqrt(jnp.sum(jnp.square(kernel(layer))))
         at_head = (head_depths == index + 1)[:, None, None]
         head_outputs = jnp.where(at_head, out[None], head_outputs)
         # ||h^T dpre||_F needs h only through h h^T when the batch is the smaller side.
-        return (out, head_outputs), (stats, finite, h @ h.T if use_gram else h, pre)
+        saved = (stats, finite, weight_norm, h @ h.T if use_gram else h, pre)
+        return (out, head_outputs), saved
 
     start = (h0, jnp.zeros((head_depths.size, *h0.shape), h0.dtype))
-    (_, head_outputs), (stats, finite, saved_inputs, pres) = jax.lax.scan(
+    (_, head_outputs), (stats, finite, weight_norm, saved_inputs, pres) = jax.lax.scan(
         forward, start, (jnp.arange(depth), layers)
     )
     head_grads = jax.vmap(jax.grad(loss_of_output))(head_outputs)
@@ -264,15 +289,14 @@ def reverse_scan_probe(
             kernel_grad_norm = jax.vmap(lambda d: _norm(saved_input.T @ d))(dpre)
         per_head = jax.vmap(_norm)
         grads = (kernel_grad_norm, per_head(jnp.sum(dpre, axis=1)), per_head(delta))
-        dh = jax.vmap(transpose, in_axes=(None, 0))(layer, dpre)
+        dh = transpose(layer, dpre)
         return dh + dh_skip, grads
 
     scanned = (jnp.arange(depth), layers, saved_inputs, pres)
     _, grads = jax.lax.scan(backward, jnp.zeros_like(head_grads), scanned, reverse=True)
     if heads is None:
         grads = tuple(g[:, 0] for g in grads)
-    zeros = jnp.zeros_like(grads[0])
-    return LayerStats(*stats, *grads, zeros, _first_false(finite))
+    return LayerStats(*stats, *grads, weight_norm, _first_false(finite))
 
 
 def _probe_reverse(model: _nn.MLP, x, y, loss_fn, threshold):
@@ -284,17 +308,17 @@ def _probe_reverse(model: _nn.MLP, x, y, loss_fn, threshold):
     def loss_of_output(h):
         return loss_fn(model.head(h.reshape(*batch_shape, model.width)), y)
 
-    stats = reverse_scan_probe(
+    return reverse_scan_probe(
         h0,
         (params, rest),
         affine=lambda layer, h: nnx.merge(graphdef, *layer).linear(h),
         post=lambda layer, pre, h: nnx.merge(graphdef, *layer).post(pre, h),
-        transpose=lambda layer, dpre: dpre @ layer[0]["linear"]["kernel"][...].T,
+        transpose=lambda layer, dpre: times_transpose(dpre, layer[0]["linear"]["kernel"][...]),
         activation=model.blocks.activation,
         loss_of_output=loss_of_output,
+        kernel=lambda layer: layer[0]["linear"]["kernel"][...],
         threshold=threshold,
     )
-    return stats._replace(weight_norm=_weight_norms(params["linear"]["kernel"][...]))
 
 
 def _probe_autodiff(model: _nn.MLP, x, y, loss_fn, threshold):

@@ -295,10 +295,10 @@ def probe_point(
         transpose=lambda layer, dpre: scale_w * (dpre @ layer[0].T),
         activation=_act.get(group.activation),
         loss_of_output=loss_fn,
+        kernel=lambda layer: layer[0],
         heads=heads,
     )
-    weight_norm = scale_w * _prop._weight_norms(kernels)
-    return stats._replace(weight_norm=weight_norm)
+    return stats._replace(weight_norm=scale_w * stats.weight_norm)
 
 
 def jacobian_point(group: Group, sigma_w2, sigma_b2, kernels, biases, x0, probes) -> jax.Array:
