@@ -130,14 +130,15 @@ def gflops(result: dict) -> list[str]:
         "fraction of that peak in parentheses.",
         "",
         "| width | batch | depth | points | GFLOP per call | peak GFLOP/s | engine "
-        "| engine without weight draw | products alone | weight draw, share of engine time |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| engine, 16 points | engine without weight draw | products alone "
+        "| weight draw, share of engine time |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in result["rows"]:
         rate, fraction, seconds = row["gflops"], row["fraction_of_peak"], row["seconds"]
         cells = " | ".join(
-            f"{rate[name]:.0f} ({100 * fraction[name]:.0f}%)"
-            for name in ("engine", "engine_compute", "products")
+            f"{rate[name]:.0f} ({100 * fraction[name]:.0f}%)" if name in rate else "-"
+            for name in ("engine", "engine_16", "engine_compute", "products")
         )
         draw = 1 - seconds["engine_compute"] / seconds["engine"]
         lines.append(
@@ -147,7 +148,11 @@ def gflops(result: dict) -> list[str]:
         )
     met = result.get("target_met", {})
     if met:
-        labels = {"engine": "engine", "engine_compute": "engine without weight draw"}
+        labels = {
+            "engine": "engine (4 points)",
+            "engine_16": "engine (16 points)",
+            "engine_compute": "engine without weight draw",
+        }
         verdict = ", ".join(
             f"{labels[name]} {'met' if value else 'not met'}" for name, value in met.items()
         )
@@ -180,12 +185,36 @@ def jacobian_speed(result: dict) -> list[str]:
     return lines
 
 
+def transpose_product(result: dict) -> list[str]:
+    lines = [
+        "### The reverse scan's transposed product (`transpose_product.py`)",
+        "",
+        machine_line(result),
+        "",
+        *quick_note(result),
+        f"`rows @ kernel.T` over {result['layers']} stacked kernels: XLA's own product "
+        "against `(kernel @ rows.T).T` with optimization barriers (`times_transpose`'s route "
+        "for 2 to 32 rows). Milliseconds per call.",
+        "",
+        "| width | rows | plain (ms) | kernel on the left (ms) | kernel on the left, speedup |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for row in result["rows"]:
+        ms = {name: 1e3 * value for name, value in row["seconds"].items()}
+        lines.append(
+            f"| {row['width']} | {row['rows']} | {ms['plain']:.2f} | {ms['kernel_left']:.2f} "
+            f"| {row['speedup']:.2f}x |"
+        )
+    return lines
+
+
 SECTIONS = {
     "probe_speed": probe_speed,
     "compile_time": compile_time,
     "sweep_speed": sweep_speed,
     "gflops": gflops,
     "jacobian_speed": jacobian_speed,
+    "transpose_product": transpose_product,
 }
 
 
