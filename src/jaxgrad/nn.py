@@ -154,7 +154,49 @@ class Block(nnx.Module):
         return self.post(self.linear(h), h)[0]
 
 
-class MLP(nnx.Module):
+def _dense(n_in: int, n_out: int, kernel_init, bias_init, dtype, rngs, use_bias=True):
+    """An `nnx.Linear` with parameters and computation in `dtype`."""
+    return nnx.Linear(
+        n_in,
+        n_out,
+        use_bias=use_bias,
+        kernel_init=kernel_init,
+        bias_init=bias_init,
+        dtype=dtype,
+        param_dtype=dtype,
+        rngs=rngs,
+    )
+
+
+class _Stack(nnx.Module):
+    """What MLP and ResidualMLP share: their sizes, and the input projection and readout
+    around the stacked blocks."""
+
+    def _set_sizes(self, in_features, width, depth, out_features, rngs) -> None:
+        self.in_features = _positive_int("in_features", in_features)
+        self.width = _positive_int("width", width)
+        self.depth = _positive_int("depth", depth)
+        if out_features is not None:
+            _positive_int("out_features", out_features)
+        self.out_features = out_features
+        if not isinstance(rngs, nnx.Rngs):
+            raise TypeError(f"rngs must be an nnx.Rngs, got {type(rngs).__name__}")
+
+    def check_input(self, x: jax.Array) -> None:
+        """Raise a ValueError unless `x` is (..., in_features)."""
+        _check_features(type(self).__name__, x, self.in_features, "...")
+
+    def embed(self, x: jax.Array) -> jax.Array:
+        """The input projection (the identity when in_features == width)."""
+        self.check_input(x)
+        return x if self.input_layer is None else self.input_layer(x)
+
+    def head(self, h: jax.Array) -> jax.Array:
+        """The readout (the identity when out_features is None)."""
+        return h if self.readout is None else self.readout(h)
+
+
+class MLP(_Stack):
     """A deep fully connected network with `depth` identical hidden layers of `width` units.
 
     Structure: an input projection `in_features -> width` (a plain `nnx.Linear`, no
@@ -203,34 +245,19 @@ class MLP(nnx.Module):
         dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
     ):
-        self.in_features = _positive_int("in_features", in_features)
-        self.width = _positive_int("width", width)
-        self.depth = _positive_int("depth", depth)
-        if out_features is not None:
-            _positive_int("out_features", out_features)
+        self._set_sizes(in_features, width, depth, out_features, rngs)
         if norm not in NORMS:
             raise ValueError(f"norm must be one of None, 'batch', 'layer'; got {norm!r}")
         residual_scale = _init._real("residual_scale", residual_scale)
-        if not isinstance(rngs, nnx.Rngs):
-            raise TypeError(f"rngs must be an nnx.Rngs, got {type(rngs).__name__}")
         phi = _act.resolve(activation)
         kernel_init = _init.lecun_normal() if kernel_init is None else kernel_init
         bias_init = _init.zeros() if bias_init is None else bias_init
         self.activation_name = _act.name_of(activation)
         self.norm = norm
         self.residual = bool(residual)
-        self.out_features = out_features
 
         def linear(n_in: int, n_out: int) -> nnx.Linear:
-            return nnx.Linear(
-                n_in,
-                n_out,
-                kernel_init=kernel_init,
-                bias_init=bias_init,
-                dtype=dtype,
-                param_dtype=dtype,
-                rngs=rngs,
-            )
+            return _dense(n_in, n_out, kernel_init, bias_init, dtype, rngs)
 
         self.input_layer = linear(in_features, width) if in_features != width else None
 
@@ -250,19 +277,6 @@ class MLP(nnx.Module):
 
         self.blocks = make_blocks(jax.random.split(rngs.params(), depth))
         self.readout = linear(width, out_features) if out_features is not None else None
-
-    def check_input(self, x: jax.Array) -> None:
-        """Raise a ValueError unless `x` is (..., in_features)."""
-        _check_features("MLP", x, self.in_features, "...")
-
-    def embed(self, x: jax.Array) -> jax.Array:
-        """The input projection (the identity when in_features == width)."""
-        self.check_input(x)
-        return x if self.input_layer is None else self.input_layer(x)
-
-    def head(self, h: jax.Array) -> jax.Array:
-        """The readout (the identity when out_features is None)."""
-        return h if self.readout is None else self.readout(h)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         h = self.embed(x)
@@ -360,7 +374,7 @@ class ResidualBlock(nnx.Module):
         return self.combine(h, self.branch(h))
 
 
-class ResidualMLP(nnx.Module):
+class ResidualMLP(_Stack):
     """A deep residual MLP whose branches have `branch_layers` linear layers: Fixup's setting.
 
     Structure: an input projection `in_features -> width` (a plain `nnx.Linear`, no
@@ -434,32 +448,17 @@ class ResidualMLP(nnx.Module):
         dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
     ):
-        self.in_features = _positive_int("in_features", in_features)
-        self.width = _positive_int("width", width)
-        self.depth = _positive_int("depth", depth)
-        if out_features is not None:
-            _positive_int("out_features", out_features)
+        self._set_sizes(in_features, width, depth, out_features, rngs)
         self.branch_layers = _positive_int("branch_layers", branch_layers)
-        if not isinstance(rngs, nnx.Rngs):
-            raise TypeError(f"rngs must be an nnx.Rngs, got {type(rngs).__name__}")
         phi = _act.resolve(activation)
         self.kernel_init = _init.kaiming_normal() if kernel_init is None else kernel_init
         self.bias_init = _init.zeros() if bias_init is None else bias_init
         self.activation_name = _act.name_of(activation)
         self.post_activation = bool(post_activation)
-        self.out_features = out_features
         self.dtype = jnp.dtype(dtype)
 
         def linear(n_in: int, n_out: int) -> nnx.Linear:
-            return nnx.Linear(
-                n_in,
-                n_out,
-                kernel_init=self.kernel_init,
-                bias_init=self.bias_init,
-                dtype=dtype,
-                param_dtype=dtype,
-                rngs=rngs,
-            )
+            return _dense(n_in, n_out, self.kernel_init, self.bias_init, dtype, rngs)
 
         self.input_layer = linear(in_features, width) if in_features != width else None
 
@@ -479,15 +478,6 @@ class ResidualMLP(nnx.Module):
         self.blocks = make_blocks(jax.random.split(rngs.params(), depth))
         self.readout = linear(width, out_features) if out_features is not None else None
 
-    def check_input(self, x: jax.Array) -> None:
-        """Raise a ValueError unless `x` is (..., in_features)."""
-        _check_features("ResidualMLP", x, self.in_features, "...")
-
-    def embed(self, x: jax.Array) -> jax.Array:
-        """The input projection (the identity when in_features == width)."""
-        self.check_input(x)
-        return x if self.input_layer is None else self.input_layer(x)
-
     def trunk(self, h: jax.Array) -> jax.Array:
         """The residual blocks, h_0 -> h_L, applied with `jax.lax.scan` over the depth axis."""
         graphdef, state = nnx.split(self.blocks)
@@ -496,10 +486,6 @@ class ResidualMLP(nnx.Module):
             return nnx.merge(graphdef, layer_state)(h), None
 
         return jax.lax.scan(body, h, state)[0]
-
-    def head(self, h: jax.Array) -> jax.Array:
-        """The readout (the identity when out_features is None)."""
-        return h if self.readout is None else self.readout(h)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.head(self.trunk(self.embed(x)))
@@ -584,16 +570,7 @@ class RNN(nnx.Module):
         bias_init = _init.zeros() if bias_init is None else bias_init
 
         def linear(n_in: int, n_out: int, kernel_init, use_bias: bool = True) -> nnx.Linear:
-            return nnx.Linear(
-                n_in,
-                n_out,
-                use_bias=use_bias,
-                kernel_init=kernel_init,
-                bias_init=bias_init,
-                dtype=dtype,
-                param_dtype=dtype,
-                rngs=rngs,
-            )
+            return _dense(n_in, n_out, kernel_init, bias_init, dtype, rngs, use_bias)
 
         self.input_layer = linear(in_features, hidden, input_init)
         self.recurrent = linear(hidden, hidden, recurrent_init, use_bias=False)

@@ -179,11 +179,12 @@ def _forward_stats(activation, z, out, a, threshold: float):
 def times_transpose(rows: jax.Array, kernel: jax.Array) -> jax.Array:
     """`rows @ kernel.T` for a kernel (width_in, width_out), fastest on XLA's CPU backend.
 
-    With a few rows (2 to 32) XLA's CPU matrix product runs 1.1x to 1.6x slower when its
-    right operand is transposed than `(kernel @ rows.T).T` does (`benchmarks/README.md`); with
-    more rows, or one, the plain form is as fast or faster. Left to itself XLA folds explicit
-    transposes back into the product, so optimization barriers materialize `rows.T` and the
-    product before it is transposed back (copies width times cheaper than the product).
+    With a few rows (2 to 32) XLA's CPU matrix product ran up to 1.5x slower when its right
+    operand is transposed than `(kernel @ rows.T).T` did (`benchmarks/transpose_product.py`);
+    with one row, or 64 and more, the plain form was as fast or faster. Left to itself XLA
+    folds explicit transposes back into the product, so optimization barriers materialize
+    `rows.T` and the product before it is transposed back (copies width times cheaper than
+    the product).
     Leading axes of `rows` are flattened into the product's rows; under `jax.vmap` the rule
     sees one member's rows only.
     """
