@@ -12,6 +12,8 @@ import jaxgrad
 from jaxgrad import activations, init, nn
 from jaxgrad.propagation import (
     LayerStats,
+    _mean_std,
+    _norm,
     _probe_jit,
     mean_square_loss,
     random_projection_loss,
@@ -461,3 +463,36 @@ def test_times_transpose_equals_the_plain_product(shape):
     np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-5)
     batched = jax.vmap(times_transpose, in_axes=(0, None))(jnp.stack([rows, -rows]), kernel)
     np.testing.assert_allclose(batched[1], -expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("scale", [1e-36, 1e-30, 1e-20, 1e-5, 1.0, 1e10, 1e19, 1e30, 1e36])
+def test_norm_and_std_hold_at_every_scale(scale):
+    """The one-pass norm and the two-pass std against float64, from values whose squares
+    flush to zero in float32 (1e-36) to values whose squares overflow it (1e36)."""
+    base = np.asarray(jax.random.normal(jax.random.key(3), (16, 400)), np.float64)
+    values = (base * scale).astype(np.float32)
+    exact = values.astype(np.float64)
+    norm = float(jax.jit(_norm)(jnp.asarray(values)))
+    np.testing.assert_allclose(norm, np.linalg.norm(exact), rtol=1e-5)
+    # An offset up to a thousand times the spread: the centred second pass must not cancel.
+    shifted = (values + np.float32(min(1000 * scale, 1e37))).astype(np.float32)
+    mean, std = jax.jit(_mean_std)(jnp.asarray(shifted))
+    np.testing.assert_allclose(float(mean), shifted.astype(np.float64).mean(), rtol=1e-6)
+    np.testing.assert_allclose(float(std), shifted.astype(np.float64).std(), rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("bad", "norm_is"), [(np.inf, np.isposinf), (-np.inf, np.isposinf), (np.nan, np.isnan)]
+)
+def test_norm_and_mean_report_nonfinite_values(bad, norm_is):
+    """An inf or nan among finite values makes the norm inf (nan) and the mean non-finite,
+    which is how the probe's `first_nonfinite_layer` finds it."""
+    values = np.ones((16, 400), np.float32)
+    values[3, 7] = bad
+    assert norm_is(float(jax.jit(_norm)(jnp.asarray(values))))
+    mean, _ = jax.jit(_mean_std)(jnp.asarray(values))
+    assert not np.isfinite(float(mean))
+    huge = np.full((16, 400), np.finfo(np.float32).max / 2, np.float32)
+    mean, std = jax.jit(_mean_std)(jnp.asarray(huge))
+    assert np.isfinite(float(mean))
+    assert float(std) <= 1e-6 * float(huge[0, 0])  # zero up to the rounding of the mean

@@ -133,32 +133,44 @@ def random_projection_loss(key: jax.Array) -> LossFn:
 # ----------------------------------------------------------------------------- statistics
 
 
-def _rescaled(values: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """`values` times a power of two that brings its largest magnitude near 1, and the
-    factor that undoes it.
+def _root_sum_squares(values: jax.Array, divisor: int = 1) -> jax.Array:
+    """sqrt(sum(values**2) / divisor), finite as long as the values are, in one pass.
 
-    Squaring the rescaled values cannot overflow, so a std or a norm stays finite as long as
-    the values are (the naive formula overflows float32 from about 1.8e19). The exponent is
-    clipped to +-120 so that both factors are normal numbers: XLA flushes subnormals to zero,
-    which rules out dividing by the largest magnitude itself.
+    The naive sum of squares overflows float32 once the values pass about 1.8e19 / sqrt(n)
+    (n values), and squares below about 1e-19 flush to zero. The pass also sums the squares
+    of the values scaled up by 2**(e / 2) and down by 2**-(e / 2 + log2(n) / 2 + 1), e the
+    dtype's largest exponent (128 for float32), and keeps the most scaled-up sum that is
+    still finite. The scaled-down sum cannot overflow for finite values, and whichever sum
+    is kept has its largest term far above the subnormals, so what flushes to zero is
+    negligible; scaling by a power of two is exact. With inf or nan among the values every
+    sum is inf or nan, and so is the result.
     """
-    magnitude = jnp.max(jnp.abs(values))
-    exponent = jnp.round(jnp.log2(jnp.where(magnitude > 0, magnitude, 1)))
-    exponent = jnp.clip(exponent, -120, 120).astype(values.dtype)
-    return values * jnp.exp2(-exponent), jnp.exp2(exponent)
+    half = jnp.finfo(values.dtype).maxexp // 2
+    up = float(2.0**half)
+    down = float(2.0 ** -(half + math.ceil(math.log2(max(values.size, 1)) / 2) + 1))
+    sums = [jnp.sum(jnp.square(values * c)) for c in (up, 1.0, down)]
+
+    def root(total, c):
+        return jnp.sqrt(total / divisor) / c
+
+    return jnp.where(
+        jnp.isfinite(sums[0]),
+        root(sums[0], up),
+        jnp.where(jnp.isfinite(sums[1]), root(sums[1], 1.0), root(sums[2], down)),
+    )
 
 
 def _mean_std(values: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Mean and std that stay finite as long as the values are (see `_rescaled`)."""
+    """Mean and std (two passes: the mean, then the centred squares), finite as long as
+    the values are (see `_root_sum_squares`). The mean is non-finite exactly when some
+    value is (dividing by the size first keeps a finite sum from overflowing)."""
     mean = jnp.sum(values / values.size)
-    scaled, up = _rescaled(values - mean)
-    return mean, jnp.sqrt(jnp.mean(jnp.square(scaled))) * up
+    return mean, _root_sum_squares(values - mean, values.size)
 
 
 def _norm(values: jax.Array) -> jax.Array:
-    """The 2-norm of all entries, finite as long as the values are (see `_rescaled`)."""
-    scaled, up = _rescaled(values)
-    return jnp.sqrt(jnp.sum(jnp.square(scaled))) * up
+    """The 2-norm of all entries, finite as long as the values are (see `_root_sum_squares`)."""
+    return _root_sum_squares(values)
 
 
 def _weight_norms(kernels: jax.Array) -> jax.Array:
@@ -172,7 +184,7 @@ def _forward_stats(activation, z, out, a, threshold: float):
     dphi = _act.derivative(activation)(z)
     saturated = jnp.mean(jnp.abs(dphi) < threshold)
     dead = jnp.mean(jnp.all(a.reshape(-1, a.shape[-1]) == 0, axis=0))
-    finite = jnp.all(jnp.isfinite(z)) & jnp.all(jnp.isfinite(out))
+    finite = jnp.isfinite(pre_mean) & jnp.isfinite(act_mean)  # see _mean_std
     return (pre_mean, pre_std, act_mean, act_std, saturated, dead), finite
 
 
