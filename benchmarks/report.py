@@ -208,6 +208,28 @@ def transpose_product(result: dict) -> list[str]:
     return lines
 
 
+def prng_speed(result: dict) -> list[str]:
+    lines = [
+        "### Weight draws: JAX's threefry against the fused threefry (`prng_speed.py`)",
+        "",
+        machine_line(result),
+        "",
+        *quick_note(result),
+        "The same numbers bit for bit (checked before timing); milliseconds per draw.",
+        "",
+        "| draw | numbers | threefry (ms) | fused (ms) | fused speedup | fused ns a number |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in result["rows"]:
+        ms = {name: 1e3 * value for name, value in row["seconds"].items()}
+        per = 1e6 * ms["fused"] / row["numbers"]
+        lines.append(
+            f"| {row['what']} | {row['numbers'] / 1e6:.1f} M | {ms['threefry']:.1f} "
+            f"| {ms['fused']:.1f} | {row['speedup']:.2f}x | {per:.2f} |"
+        )
+    return lines
+
+
 SECTIONS = {
     "probe_speed": probe_speed,
     "compile_time": compile_time,
@@ -215,6 +237,7 @@ SECTIONS = {
     "gflops": gflops,
     "jacobian_speed": jacobian_speed,
     "transpose_product": transpose_product,
+    "prng_speed": prng_speed,
 }
 
 

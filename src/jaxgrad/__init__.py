@@ -7,6 +7,7 @@ from jaxgrad import jacobian as jacobian
 from jaxgrad import model_init as model_init
 from jaxgrad import nn as nn
 from jaxgrad import optim as optim
+from jaxgrad import prng as prng
 from jaxgrad import theory as theory
 from jaxgrad import train as train
 from jaxgrad.inspection import ModelReport as ModelReport
