@@ -6,6 +6,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +35,47 @@ def interleaved(
                 jax.block_until_ready(fn())
             samples[name].append((time.perf_counter() - start) / repeats)
     return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def isolated(
+    script: str, names: list[str], *, rounds: int = 5, worker_args: tuple[str, ...] = ()
+) -> tuple[dict[str, float], dict[str, dict]]:
+    """Median seconds per call of each named candidate, every sample taken in a fresh process.
+
+    Each round runs `python SCRIPT --worker NAME *worker_args` once per candidate, in turn;
+    the worker builds that one candidate, warms it up, times it (`worker`) and prints a JSON
+    line. Two libraries in one process slow each other: their thread pools keep spinning
+    after a call and take the 2 cores from the other's next call (measured: PyTorch's seed
+    pass took 40 to 50 ms alone and 57 to 72 ms interleaved with JAX in one process), so
+    comparisons across libraries are timed this way. Returns the medians and, per name, the
+    last worker's extra fields.
+    """
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    extra: dict[str, dict] = {}
+    for _ in range(rounds):
+        for name in names:
+            command = [sys.executable, script, "--worker", name, *worker_args]
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(f"worker {name} failed:\n{done.stderr[-2000:]}")
+            report = json.loads(done.stdout.strip().splitlines()[-1])
+            samples[name].append(report.pop("seconds"))
+            extra[name] = report
+    return {name: statistics.median(values) for name, values in samples.items()}, extra
+
+
+def worker(
+    fn: Callable[[], object], *, repeats: int, fields: Callable[[], dict] | None = None
+) -> None:
+    """Time `fn` in this process for `isolated`: one warm-up call, then `repeats` calls;
+    print the seconds per call (and what `fields()` returns after the timing) as one JSON
+    line."""
+    jax.block_until_ready(fn())
+    start = time.perf_counter()
+    for _ in range(repeats):
+        jax.block_until_ready(fn())
+    seconds = (time.perf_counter() - start) / repeats
+    print(json.dumps({"seconds": seconds, **(fields() if fields else {})}))
 
 
 def machine() -> dict[str, object]:

@@ -27,6 +27,9 @@ def probe_speed(result: dict) -> list[str]:
         "",
         machine_line(result),
         "",
+        *quick_note(result),
+        "Every sample in a fresh process that imports one library (`_timing.isolated`).",
+        "",
         "| depth | width | batch | jaxgrad probe (ms) | jax.grad through scan (ms) "
         "| PyTorch eager (ms) | probe vs PyTorch |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -40,6 +43,26 @@ def probe_speed(result: dict) -> list[str]:
             f"| {1e3 * seconds['jaxgrad_probe']:.1f} | {1e3 * seconds['jaxgrad_autodiff']:.1f} "
             f"| {torch_ms} | {f'{speedup:.2f}x' if speedup else '-'} |"
         )
+    built = [row for row in result["rows"] if "with_build" in row]
+    if built:
+        lines += [
+            "",
+            "The whole script, building the network with its initializer and then the pass: "
+            "`jaxgrad.propagate` against PyTorch from `manual_seed` on (`nn.Linear` "
+            "construction, `nn.init`, the pass).",
+            "",
+            "| depth | width | batch | jaxgrad propagate (ms) | PyTorch eager (ms) "
+            "| propagate vs PyTorch |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for row in built:
+            seconds = row["with_build"]["seconds"]
+            lines.append(
+                f"| {row['depth']} | {row['width']} | {row['batch']} "
+                f"| {1e3 * seconds['jaxgrad_propagate']:.1f} "
+                f"| {1e3 * seconds['torch_eager']:.1f} "
+                f"| {row['with_build']['speedup_vs_torch']:.2f}x |"
+            )
     return lines
 
 
@@ -81,7 +104,8 @@ def sweep_speed(result: dict) -> list[str]:
         "",
         *quick_note(result),
         f"A {count}-configuration sigma_w x seed sweep, depth {seed['depth']}, width "
-        f"{seed['width']}, batch {seed['batch']}, tanh, with per-layer stds and gradient norms:",
+        f"{seed['width']}, batch {seed['batch']}, tanh, with per-layer stds and gradient norms "
+        "(every sample in a fresh process that imports one library, `_timing.isolated`):",
         "",
         "| method | seconds | configurations/s | speedup vs PyTorch |",
         "| --- | --- | --- | --- |",

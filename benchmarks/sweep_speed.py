@@ -1,7 +1,10 @@
 """Sweep throughput: jaxgrad's sweep engine against PyTorch eager, and vmap against a loop.
 
 (a) A 64-configuration sweep at the seed's shape (depth 100, width 400, batch 16, tanh,
-16 sigma_w values x 4 seeds, sigma_b = 0), three ways measured side by side in one run:
+16 sigma_w values x 4 seeds, sigma_b = 0), three ways measured side by side in one run,
+each sample in a fresh process that imports one library only, the candidates' processes
+alternating round by round (`_timing.isolated`; in one process JAX's and PyTorch's thread
+pools slow each other down):
 
 - `engine`: the compute of `jaxgrad.sweep.run`: for each seed, the group's jitted chunk
   program (`sweep._chunk_program`) on all 16 sigma_w2 points at once (the seed's unit
@@ -42,7 +45,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _timing import interleaved, write
+from _timing import interleaved, isolated, worker, write
 
 from jaxgrad import propagation, sweep
 
@@ -164,10 +167,28 @@ def max_relative_difference(candidates: dict) -> float:
     return worst
 
 
+def seed_sweep_worker(name: str, seeds: tuple[int, ...]) -> None:
+    """Time one candidate of (a) in this process (see `_timing.isolated`)."""
+    depth, width, batch = SEED_SHAPE.values()
+    if name == "torch_eager":
+        run, record = torch_sweep(depth, width, batch, SIGMA_W, seeds)
+        worker(run, repeats=1, fields=lambda: {"build_fraction": record["build"] / record["total"]})
+        return
+    make = {"engine": engine, "sweep_run": sweep_run}[name]
+    worker(make(depth, width, batch, SIGMA_W**2, seeds), repeats=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer configurations and rounds")
+    parser.add_argument(
+        "--worker", choices=["engine", "sweep_run", "torch_eager"], help=argparse.SUPPRESS
+    )
+    parser.add_argument("--seeds", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        seed_sweep_worker(args.worker, tuple(int(v) for v in args.seeds.split(",")))
+        return
     try:
         import torch
 
@@ -177,24 +198,22 @@ def main() -> None:
         print("torch is not installed (pip install torch==2.13.0): timing jaxgrad only")
 
     # (a) the 64-configuration sigma_w x seed sweep
-    seeds = (0,) if args.quick else (0, 1, 2, 3)
     depth, width, batch = SEED_SHAPE.values()
-    sigma_w2 = SIGMA_W**2
-    candidates = {
-        "engine": engine(depth, width, batch, sigma_w2, seeds),
-        "sweep_run": sweep_run(depth, width, batch, sigma_w2, seeds),
-    }
-    if have_torch:
-        candidates["torch_eager"], torch_record = torch_sweep(depth, width, batch, SIGMA_W, seeds)
-    rounds = 2 if args.quick else 4
-    seconds = interleaved(candidates, rounds=rounds, repeats=1)
+    seeds = (0,) if args.quick else (0, 1, 2, 3)
+    names = ["engine", "sweep_run"] + (["torch_eager"] if have_torch else [])
+    seconds, extra = isolated(
+        __file__,
+        names,
+        rounds=2 if args.quick else 4,
+        worker_args=("--seeds", ",".join(map(str, seeds))),
+    )
     configurations = len(seeds) * len(SIGMA_W)
     seed_sweep = {**SEED_SHAPE, "configurations": configurations, "seconds": seconds}
     print(f"(a) {configurations}-configuration sweep, depth {depth} width {width} batch {batch}")
     for name, value in seconds.items():
         print(f"  {name:20s} {value:8.3f} s  ({configurations / value:7.1f} configurations/s)")
     if have_torch:
-        seed_sweep["torch_build_fraction"] = torch_record["build"] / torch_record["total"]
+        seed_sweep["torch_build_fraction"] = extra["torch_eager"]["build_fraction"]
         seed_sweep["speedup_vs_torch"] = {
             name: seconds["torch_eager"] / value
             for name, value in seconds.items()
