@@ -44,9 +44,9 @@ def isolated(
 
     Each round runs `python SCRIPT --worker NAME *worker_args` once per candidate, in turn;
     the worker builds that one candidate, warms it up, times it (`worker`) and prints a JSON
-    line. Two libraries in one process slow each other: their thread pools keep spinning
-    after a call and take the 2 cores from the other's next call (measured: PyTorch's seed
-    pass took 40 to 50 ms alone and 57 to 72 ms interleaved with JAX in one process), so
+    line. Two libraries in one process compete for the cores through their thread pools
+    (PyTorch's seed pass took 38 to 54 ms in processes of its own and 43 to 72 ms
+    interleaved with JAX in one process, on 2 cores), and a script uses one library, so
     comparisons across libraries are timed this way. Returns the medians and, per name, the
     last worker's extra fields.
     """
