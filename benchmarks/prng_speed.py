@@ -63,6 +63,12 @@ def model_build(fused: bool):
     return lambda: jitted(key)
 
 
+def row(what: str, numbers: int, seconds: dict[str, float]) -> dict:
+    print(what, {k: f"{1e3 * v:.1f} ms" for k, v in seconds.items()})
+    speedup = seconds["threefry"] / seconds["fused"]
+    return {"what": what, "numbers": numbers, "seconds": seconds, "speedup": speedup}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
@@ -80,27 +86,11 @@ def main() -> None:
                 rounds=rounds,
                 repeats=2,
             )
-            rows.append(
-                {
-                    "what": f"{name}, {depth} x {width} x {width}",
-                    "numbers": depth * width * width,
-                    "seconds": seconds,
-                    "speedup": seconds["threefry"] / seconds["fused"],
-                }
-            )
-            print(rows[-1]["what"], {k: f"{1e3 * v:.1f} ms" for k, v in seconds.items()})
+            rows.append(row(f"{name}, {depth} x {width} x {width}", depth * width**2, seconds))
     plain, fused = model_build(False), model_build(True)
     np.testing.assert_array_equal(plain(), fused())
     seconds = interleaved({"threefry": plain, "fused": fused}, rounds=rounds, repeats=2)
-    rows.append(
-        {
-            "what": "nn.MLP build, depth 100, width 400, Xavier uniform",
-            "numbers": 100 * 400 * 400,
-            "seconds": seconds,
-            "speedup": seconds["threefry"] / seconds["fused"],
-        }
-    )
-    print(rows[-1]["what"], {k: f"{1e3 * v:.1f} ms" for k, v in seconds.items()})
+    rows.append(row("nn.MLP build, depth 100, width 400, Xavier uniform", 100 * 400**2, seconds))
     path = write("prng_speed", {"rows": rows, "quick": args.quick})
     print(f"wrote {path}")
 

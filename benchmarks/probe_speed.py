@@ -17,7 +17,7 @@ pass).
 
 Every sample is taken in a fresh process that imports one library only, the candidates'
 processes alternating round by round (`_timing.isolated`): in one process JAX's and
-PyTorch's thread pools slow each other down.
+PyTorch's thread pools compete for the cores, and a script uses one library.
 
 PyTorch is a benchmark-only extra: `pip install torch==2.13.0`.
 

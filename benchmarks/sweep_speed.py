@@ -4,7 +4,7 @@
 16 sigma_w values x 4 seeds, sigma_b = 0), three ways measured side by side in one run,
 each sample in a fresh process that imports one library only, the candidates' processes
 alternating round by round (`_timing.isolated`; in one process JAX's and PyTorch's thread
-pools slow each other down):
+pools compete for the cores):
 
 - `engine`: the compute of `jaxgrad.sweep.run`: for each seed, the group's jitted chunk
   program (`sweep._chunk_program`) on all 16 sigma_w2 points at once (the seed's unit

@@ -138,6 +138,10 @@ def test_initializers_draw_what_the_plain_key_draws(name, monkeypatch):
     draw from JAX's threefry itself, and the numbers must not change."""
     initializer, shape = INITIALIZERS[name]
     key = jax.random.key(12)
+    wrapped = []
+    fast_key = prng.fast_key
+    monkeypatch.setattr(prng, "fast_key", lambda k: wrapped.append(k) or fast_key(k))
     fast = initializer(key, shape)
+    assert wrapped, f"{name} did not draw through prng.fast_key"
     monkeypatch.setattr(prng, "fast_key", lambda k: k)
     np.testing.assert_array_equal(fast, initializer(key, shape))
