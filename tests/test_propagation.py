@@ -254,6 +254,121 @@ def test_propagate_vmapped_over_keys_equals_separate_calls():
             )
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"activation": "tanh", "kernel_init": init.xavier_uniform(5 / 3)},
+        {"activation": "relu", "kernel_init": init.kaiming_normal(), "bias_init": init.normal(0.1)},
+        {"activation": "tanh", "kernel_init": init.orthogonal(), "norm": "batch", "residual": True},
+        {"activation": "selu", "kernel_init": init.lecun_normal(), "norm": "layer"},
+        {"activation": "tanh", "kernel_init": init.normal(1.0), "dtype": jnp.float64},
+    ],
+    ids=["tanh", "relu-bias", "batch-residual", "selu-layer", "float64"],
+)
+def test_propagate_rebuilds_the_blocks_of_the_mlp_it_stands_for(options):
+    """propagate's reverse probe draws each block in the scan step that uses it; its numbers
+    are those of probing the MLP built from the same key, every field, up to the rounding of
+    the same products."""
+    depth, width, batch = 9, 24, 6
+    key = jax.random.key(3)
+    with jax.enable_x64(options.get("dtype") == jnp.float64):
+        lazy = jaxgrad.propagate(key, depth=depth, width=width, batch_size=batch, **options)
+        model_key, input_key = jax.random.split(key)
+        dtype = options.get("dtype", jnp.float32)
+        model = nn.MLP(width, width, depth, **options, rngs=nnx.Rngs(params=model_key))
+        x = jax.random.normal(input_key, (batch, width), dtype)
+        stored = jaxgrad.probe(model, x)
+        tol = 1e-6 if dtype == jnp.float32 else 1e-12
+        for name in LayerStats._fields:
+            # atol: a mean of values of order 1 that is zero (batch norm's) is rounding.
+            np.testing.assert_allclose(
+                np.asarray(getattr(lazy, name)),
+                np.asarray(getattr(stored, name)),
+                rtol=tol,
+                atol=tol,
+                err_msg=name,
+            )
+        assert lazy.grad_norm.dtype == dtype
+
+
+def _propagate_temp_bytes(depth, width, batch, kernel_init, **options):
+    """Scratch memory of the compiled propagate (XLA's own accounting)."""
+
+    def run(key):
+        return jaxgrad.propagate(
+            key,
+            depth=depth,
+            width=width,
+            batch_size=batch,
+            activation="tanh",
+            kernel_init=kernel_init,
+            **options,
+        )
+
+    compiled = jax.jit(run).lower(jax.random.key(0)).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+
+def test_propagate_redrawn_memory_does_not_grow_with_the_stack_of_weights():
+    """Redrawn, propagate keeps one block's weights at a time: its scratch memory at depth
+    200 is far below the (depth, width, width) stack the stored model needs, and grows with
+    depth by the saved activations only (one (batch, width) array a layer, and scalars), not
+    by a kernel a layer."""
+    width, batch = 256, 8
+    stack = 200 * width * width * 4
+    uniform, normal = init.lecun_uniform(), init.lecun_normal()
+    assert _propagate_temp_bytes(200, width, batch, normal, method="autodiff") > stack
+    assert _propagate_temp_bytes(200, width, batch, normal) > stack  # a normal draw: stored
+    deep = _propagate_temp_bytes(200, width, batch, uniform)  # a cheap draw: redrawn
+    assert deep < stack / 20
+    assert _propagate_temp_bytes(200, width, batch, normal, redraw=True) == deep
+    assert _propagate_temp_bytes(200, width, batch, uniform, redraw=False) > stack
+    per_layer = (deep - _propagate_temp_bytes(20, width, batch, uniform)) / 180
+    assert per_layer < 1.5 * batch * width * 4
+
+
+def test_propagate_redraws_a_stack_larger_than_the_memory_budget(monkeypatch):
+    """With a normal initializer (stored by default) the stack is redrawn once it exceeds
+    the budget; the numbers do not change."""
+    kwargs = {"depth": 30, "width": 40, "batch_size": 4, "activation": "tanh"}
+    kwargs["kernel_init"] = init.xavier_normal()
+    stored = jaxgrad.propagate(jax.random.key(2), **kwargs)
+    stored_bytes = _propagate_temp_bytes(30, 40, 4, kwargs["kernel_init"])
+    stack = 30 * 40 * 40 * 4
+    monkeypatch.setattr(jaxgrad.propagation, "default_memory_budget", lambda: stack - 1)
+    assert _propagate_temp_bytes(30, 40, 4, kwargs["kernel_init"]) < stored_bytes - stack / 2
+    redrawn = jaxgrad.propagate(jax.random.key(2), **kwargs)
+    for name in LayerStats._fields:
+        np.testing.assert_allclose(
+            getattr(redrawn, name), getattr(stored, name), rtol=1e-6, atol=1e-6, err_msg=name
+        )
+
+
+def test_cheap_draw_marks_the_uniform_and_constant_initializers():
+    cheap = [
+        init.uniform(),
+        init.constant(0.5),
+        init.zeros(),
+        init.identity(),
+        init.xavier_uniform(),
+        init.kaiming_uniform(),
+        init.lecun_uniform(),
+        init.variance_scaling(1.0, "fan_avg", "uniform"),
+    ]
+    dear = [
+        init.normal(),
+        init.trunc_normal(),
+        init.xavier_normal(),
+        init.kaiming_normal(),
+        init.lecun_normal(),
+        init.orthogonal(),
+        init.delta_orthogonal(),
+        init.sparse(0.5),
+    ]
+    assert all(initializer.cheap_draw for initializer in cheap)
+    assert not any(initializer.cheap_draw for initializer in dear)
+
+
 def test_second_probe_call_does_not_recompile():
     model = nn.MLP(8, 8, 3, rngs=nnx.Rngs(0))
     x = jnp.ones((4, 8))
@@ -428,6 +543,22 @@ def test_bad_probe_arguments():
             batch_size=2,
             activation="tanh",
             kernel_init=init.lecun_normal(),
+        )
+    seed = {"depth": 2, "width": 4, "batch_size": 2, "activation": "tanh"}
+    with pytest.raises(ValueError, match="redraw=True needs method='reverse', got method="):
+        jaxgrad.propagate(
+            jax.random.key(0), **seed, kernel_init=init.zeros(), method="autodiff", redraw=True
+        )
+    with pytest.raises(TypeError, match="redraw must be True, False or None, got 'yes'"):
+        jaxgrad.propagate(jax.random.key(0), **seed, kernel_init=init.zeros(), redraw="yes")
+    with pytest.raises(ValueError, match="width must be an int >= 1, got 0"):
+        jaxgrad.propagate(
+            jax.random.key(0),
+            depth=2,
+            width=0,
+            batch_size=2,
+            activation="tanh",
+            kernel_init=init.zeros(),
         )
     with pytest.raises(ValueError, match="norm must be one of"):
         jaxgrad.propagate(

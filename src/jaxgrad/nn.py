@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -154,6 +155,24 @@ class Block(nnx.Module):
         return self.post(self.linear(h), h)[0]
 
 
+def block_maker(width: int, **options: Any) -> Callable[[jax.Array], Block]:
+    """`key -> Block(width, **options, rngs=nnx.Rngs(params=key))`: one hidden block from its
+    key. `MLP` vmaps it over `block_keys`; `jaxgrad.propagate` calls it inside its scans to
+    rebuild each block where it is used instead of storing the stack (the same numbers: a
+    vmapped draw equals the draws one key at a time)."""
+
+    def make_block(key: jax.Array) -> Block:
+        return Block(width, **options, rngs=nnx.Rngs(params=key))
+
+    return make_block
+
+
+def block_keys(rngs: nnx.Rngs, depth: int) -> jax.Array:
+    """The `depth` keys of an `MLP`'s hidden blocks, drawn from `rngs` after the input
+    projection's parameters."""
+    return jax.random.split(rngs.params(), depth)
+
+
 def _dense(n_in: int, n_out: int, kernel_init, bias_init, dtype, rngs, use_bias=True):
     """An `nnx.Linear` with parameters and computation in `dtype`."""
     return nnx.Linear(
@@ -261,21 +280,17 @@ class MLP(_Stack):
 
         self.input_layer = linear(in_features, width) if in_features != width else None
 
-        @nnx.vmap(in_axes=0, out_axes=0)
-        def make_blocks(key: jax.Array) -> Block:
-            return Block(
-                width,
-                activation=phi,
-                kernel_init=kernel_init,
-                bias_init=bias_init,
-                norm=norm,
-                residual=self.residual,
-                residual_scale=residual_scale,
-                dtype=dtype,
-                rngs=nnx.Rngs(params=key),
-            )
-
-        self.blocks = make_blocks(jax.random.split(rngs.params(), depth))
+        make_block = block_maker(
+            width,
+            activation=phi,
+            kernel_init=kernel_init,
+            bias_init=bias_init,
+            norm=norm,
+            residual=self.residual,
+            residual_scale=residual_scale,
+            dtype=dtype,
+        )
+        self.blocks = nnx.vmap(make_block, in_axes=0, out_axes=0)(block_keys(rngs, depth))
         self.readout = linear(width, out_features) if out_features is not None else None
 
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -365,13 +365,6 @@ def _chunk_program(
 # ----------------------------------------------------------------------------- chunking
 
 
-def default_memory_budget() -> int:
-    """A quarter of the first device's memory when it reports one, else 4 GiB."""
-    stats = jax.local_devices()[0].memory_stats() or {}
-    limit = stats.get("bytes_limit")
-    return int(limit // 4) if limit else 4 * 2**30
-
-
 def bytes_per_point(sweep: Sweep, group: Group) -> int:
     """Memory one vmapped point needs: the stacked per-layer arrays of both scans."""
     itemsize = jnp.dtype(group.dtype).itemsize
@@ -383,7 +376,7 @@ def bytes_per_point(sweep: Sweep, group: Group) -> int:
 def chunk_size(sweep: Sweep, group: Group, num_points: int, num_devices: int) -> int:
     """Points per chunk: as many as the budget allows (after the shared weights), a multiple
     of the device count, at most the number of points rounded up to that multiple."""
-    budget = sweep.memory_budget or default_memory_budget()
+    budget = sweep.memory_budget or _prop.default_memory_budget()
     itemsize = jnp.dtype(group.dtype).itemsize
     weights = sweep.max_depth * group.width * (group.width + 1) * itemsize
     fit = max(1, (budget - 2 * weights) // bytes_per_point(sweep, group))
