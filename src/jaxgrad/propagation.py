@@ -9,8 +9,9 @@ Frobenius norm without forming it: when the batch is smaller than the width,
 of size (depth, width, width) is ever allocated beyond the weights themselves, which is what
 makes the probe several times faster than `jax.grad` through the same scan (see
 `benchmarks/`); `propagate`, which draws the weights too, can redraw each block where it is
-used instead of storing them (`redraw`). `method="autodiff"` computes the same numbers with `jax.grad` through a scan
-with a zero "tap" added to every layer's output (dL/dtap_l = dL/dh_l), as a cross-check.
+used instead of storing them (`redraw`). `method="autodiff"` computes the same numbers with
+`jax.grad` through a scan with a zero "tap" added to every layer's output
+(dL/dtap_l = dL/dh_l), as a cross-check.
 
 References:
     Glorot and Bengio 2010 (the per-layer activation and gradient statistics of section 4);
