@@ -4,8 +4,10 @@ Statistical checks use fixed PRNG keys and a tolerance of N_SIGMA standard error
 standard error is derived from the sample size and the distribution's closed-form moments.
 """
 
+import collections
 import functools
 import inspect
+import itertools
 import math
 import re
 
@@ -722,6 +724,20 @@ def test_sparse_zero_rows_are_uniformly_random(key):
     per_row = (w == 0).sum(axis=1)
     sd = math.sqrt(fan_out * p * (1 - p))
     assert np.abs(per_row - fan_out * p).max() <= 6 * sd
+
+
+def test_sparse_zero_sets_are_equally_likely(key):
+    """Two zeros among 4 rows: each of the C(4, 2) = 6 sets of rows is equally likely. Over
+    6000 independent columns each count is Binomial(6000, 1/6); a chi-square statistic with
+    5 degrees of freedom exceeds 30 with probability below 2e-5."""
+    fan_in, fan_out = 4, 6000
+    w = np.asarray(init.sparse(0.5)(key, (fan_in, fan_out)))
+    zero_sets = [tuple(np.flatnonzero(column == 0)) for column in w.T]
+    counts = collections.Counter(zero_sets)
+    assert set(counts) == set(itertools.combinations(range(fan_in), 2))
+    expected = fan_out / 6
+    chi_square = sum((count - expected) ** 2 / expected for count in counts.values())
+    assert chi_square < 30
 
 
 @pytest.mark.parametrize("std", [0.01, 0.05, 1.0])
