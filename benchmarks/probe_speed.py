@@ -13,7 +13,8 @@ These time the pass on a network already built. The seed experiment as a script 
 also builds the network: the second comparison times the whole of it, building the weights
 with the initializer and then the pass, `jaxgrad.propagate` (one jitted call) against the
 PyTorch script above run from `torch.manual_seed` on (layer construction, `nn.init`, the
-pass).
+pass), and `propagate` with `redraw=False` (the stack of weights drawn once and stored)
+against `propagate` as called (the seed's Xavier-uniform weights redrawn in each scan).
 
 Every sample is taken in a fresh process that imports one library only, the candidates'
 processes alternating round by round (`_timing.isolated`): in one process JAX's and
@@ -79,7 +80,7 @@ def jax_seed(depth: int, width: int, batch: int, method: str):
     return lambda: jaxgrad.probe(model, x, method=method).grad_norm
 
 
-def jax_seed_with_build(depth: int, width: int, batch: int):
+def jax_seed_with_build(depth: int, width: int, batch: int, redraw: bool | None = None):
     kernel_init = init.xavier_uniform(init.calculate_gain("tanh"))
     key = jax.random.key(0)
     return lambda: (
@@ -90,6 +91,7 @@ def jax_seed_with_build(depth: int, width: int, batch: int):
             batch_size=batch,
             activation="tanh",
             kernel_init=kernel_init,
+            redraw=redraw,
         ).grad_norm
     )
 
@@ -99,6 +101,7 @@ CANDIDATES = {
     "jaxgrad_autodiff": lambda d, w, b: jax_seed(d, w, b, "autodiff"),
     "torch_eager": torch_seed,
     "jaxgrad_propagate": jax_seed_with_build,
+    "jaxgrad_propagate_stored": lambda d, w, b: jax_seed_with_build(d, w, b, redraw=False),
     "torch_eager_with_build": lambda d, w, b: lambda: torch_seed(d, w, b)(),
 }
 
@@ -151,16 +154,22 @@ def main() -> None:
             }
             ratios = ", ".join(f"{k} {v:.2f}x" for k, v in row["speedup_vs_torch"].items())
             print(f"  faster than torch eager: {ratios}")
-            built = timed(shape, ["jaxgrad_propagate", "torch_eager_with_build"], rounds)
+            built = timed(
+                shape,
+                ["jaxgrad_propagate", "jaxgrad_propagate_stored", "torch_eager_with_build"],
+                rounds,
+            )
             built["torch_eager"] = built.pop("torch_eager_with_build")
             row["with_build"] = {
                 "seconds": built,
                 "speedup_vs_torch": built["torch_eager"] / built["jaxgrad_propagate"],
+                "redrawn_vs_stored": built["jaxgrad_propagate_stored"] / built["jaxgrad_propagate"],
             }
             print(
                 "  with the build: "
                 + ", ".join(f"{k} {1e3 * v:.1f} ms" for k, v in built.items())
                 + f"; jaxgrad {row['with_build']['speedup_vs_torch']:.2f}x faster"
+                + f"; redrawn {row['with_build']['redrawn_vs_stored']:.2f}x faster than stored"
             )
         rows.append(row)
     if have_torch:

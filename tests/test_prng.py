@@ -120,6 +120,18 @@ def test_fast_key_wraps_threefry_keys_only():
     assert batch.shape == (3,)
 
 
+def test_is_threefry_names_the_keys_whose_draws_vmap_exactly():
+    typed = jax.random.key(0)
+    assert prng.is_threefry(typed)
+    assert prng.is_threefry(prng.fast_key(typed))
+    assert prng.is_threefry(jax.random.PRNGKey(0))
+    assert prng.is_threefry(jax.random.split(typed, 3))
+    assert not prng.is_threefry(jax.random.key(0, impl="rbg"))
+    assert not prng.is_threefry(jax.random.key(0, impl="unsafe_rbg"))
+    assert not prng.is_threefry(jnp.zeros((3,), jnp.uint32))  # not a (..., 2) key
+    assert not prng.is_threefry(jnp.zeros((2,), jnp.float32))
+
+
 INITIALIZERS = {
     "normal": (init.normal(0.05), (40, 30)),
     "uniform": (init.uniform(-1.0, 2.0), (40, 30)),

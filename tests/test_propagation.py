@@ -230,10 +230,10 @@ def test_nonfinite_values_are_recorded_not_raised():
     assert verdict.first_nonfinite_layer == first_bad
 
 
-def test_propagate_vmapped_over_keys_equals_separate_calls():
+def test_propagate_vmapped_over_keys_equals_separate_stored_calls():
     keys = jax.random.split(jax.random.key(0), 3)
 
-    def run(key):
+    def run(key, redraw=None):
         return jaxgrad.propagate(
             key,
             depth=12,
@@ -242,12 +242,13 @@ def test_propagate_vmapped_over_keys_equals_separate_calls():
             activation="tanh",
             kernel_init=init.xavier_uniform(5 / 3),
             bias_init=init.normal(0.1),
+            redraw=redraw,
         )
 
-    batched = jax.jit(jax.vmap(run))(keys)
+    batched = jax.jit(jax.vmap(run))(keys)  # Xavier uniform: redrawn in the scans
     assert batched.grad_norm.shape == (3, 12)
     for index, key in enumerate(keys):
-        single = run(key)
+        single = run(key, redraw=False)
         for name in LayerStats._fields:
             np.testing.assert_allclose(
                 getattr(batched, name)[index], getattr(single, name), rtol=1e-5, err_msg=name
@@ -255,24 +256,48 @@ def test_propagate_vmapped_over_keys_equals_separate_calls():
 
 
 @pytest.mark.parametrize(
-    "options",
+    ("options", "key"),
     [
-        {"activation": "tanh", "kernel_init": init.xavier_uniform(5 / 3)},
-        {"activation": "relu", "kernel_init": init.kaiming_normal(), "bias_init": init.normal(0.1)},
-        {"activation": "tanh", "kernel_init": init.orthogonal(), "norm": "batch", "residual": True},
-        {"activation": "selu", "kernel_init": init.lecun_normal(), "norm": "layer"},
-        {"activation": "tanh", "kernel_init": init.normal(1.0), "dtype": jnp.float64},
+        ({"activation": "tanh", "kernel_init": init.xavier_uniform(5 / 3)}, jax.random.key(3)),
+        (
+            {
+                "activation": "relu",
+                "kernel_init": init.kaiming_normal(),
+                "bias_init": init.normal(0.1),
+            },
+            jax.random.key(3),
+        ),
+        (
+            {
+                "activation": "tanh",
+                "kernel_init": init.orthogonal(),
+                "norm": "batch",
+                "residual": True,
+            },
+            jax.random.key(3),
+        ),
+        (
+            {"activation": "selu", "kernel_init": init.lecun_normal(), "norm": "layer"},
+            jax.random.key(3),
+        ),
+        (
+            {"activation": "tanh", "kernel_init": init.normal(1.0), "dtype": jnp.float64},
+            jax.random.key(3),
+        ),
+        ({"activation": "tanh", "kernel_init": None}, jax.random.PRNGKey(3)),
     ],
-    ids=["tanh", "relu-bias", "batch-residual", "selu-layer", "float64"],
+    ids=["tanh", "relu-bias", "batch-residual", "selu-layer", "float64", "default-init-raw-key"],
 )
-def test_propagate_rebuilds_the_blocks_of_the_mlp_it_stands_for(options):
-    """propagate's reverse probe draws each block in the scan step that uses it; its numbers
-    are those of probing the MLP built from the same key, every field, up to the rounding of
-    the same products."""
+@pytest.mark.parametrize("redraw", [True, False])
+def test_propagate_probes_the_mlp_it_stands_for(options, key, redraw):
+    """propagate, its weights redrawn in each scan step that uses them or drawn once and
+    stored, gives the numbers of probing the MLP built from the same key, every field, up
+    to the rounding of the same products."""
     depth, width, batch = 9, 24, 6
-    key = jax.random.key(3)
     with jax.enable_x64(options.get("dtype") == jnp.float64):
-        lazy = jaxgrad.propagate(key, depth=depth, width=width, batch_size=batch, **options)
+        got = jaxgrad.propagate(
+            key, depth=depth, width=width, batch_size=batch, redraw=redraw, **options
+        )
         model_key, input_key = jax.random.split(key)
         dtype = options.get("dtype", jnp.float32)
         model = nn.MLP(width, width, depth, **options, rngs=nnx.Rngs(params=model_key))
@@ -282,13 +307,28 @@ def test_propagate_rebuilds_the_blocks_of_the_mlp_it_stands_for(options):
         for name in LayerStats._fields:
             # atol: a mean of values of order 1 that is zero (batch norm's) is rounding.
             np.testing.assert_allclose(
-                np.asarray(getattr(lazy, name)),
+                np.asarray(getattr(got, name)),
                 np.asarray(getattr(stored, name)),
                 rtol=tol,
                 atol=tol,
                 err_msg=name,
             )
-        assert lazy.grad_norm.dtype == dtype
+        assert got.grad_norm.dtype == dtype
+
+
+def test_propagate_with_an_rbg_key_stores_its_weights():
+    """rbg draws differ vmapped over keys, so by default an rbg key's weights are stored (the
+    MLP's numbers); redrawn they are other draws of the same distribution."""
+    key = jax.random.key(5, impl="rbg")
+    kwargs = {"depth": 6, "width": 32, "batch_size": 4, "activation": "tanh"}
+    kwargs["kernel_init"] = init.xavier_uniform()
+    default = jaxgrad.propagate(key, **kwargs)
+    stored = jaxgrad.propagate(key, **kwargs, redraw=False)
+    np.testing.assert_array_equal(default.weight_norm, stored.weight_norm)
+    redrawn = jaxgrad.propagate(key, **kwargs, redraw=True)
+    assert not np.allclose(redrawn.weight_norm, stored.weight_norm, rtol=1e-6)
+    # Both are Xavier-uniform kernels: squared norm 32 * 32 * 2 / 64 = 32 on average.
+    np.testing.assert_allclose(np.asarray(redrawn.weight_norm) ** 2, 32, rtol=0.1)
 
 
 def _propagate_temp_bytes(depth, width, batch, kernel_init, **options):

@@ -43,7 +43,13 @@ from jaxgrad import prng as _prng
 
 
 class Initializer(Protocol):
-    """The `jax.nn.initializers` protocol."""
+    """The `jax.nn.initializers` protocol.
+
+    An initializer may also carry a boolean `cheap_draw` attribute (jaxgrad's do): True when
+    each number is a few arithmetic operations on one random word, so that redrawing a
+    kernel costs less than storing it (see `_initializer` and `jaxgrad.propagate`). Without
+    it a draw counts as dear; set it on your own initializer to declare it cheap.
+    """
 
     def __call__(
         self, key: jax.Array, shape: Sequence[int], dtype: DTypeLike = jnp.float32
@@ -113,11 +119,11 @@ def _initializer(
     threefry key draws through `jaxgrad.prng.fast_key`: the same numbers, faster.
 
     The initializer's `cheap_draw` attribute says that each number is a few arithmetic
-    operations on one random word (uniform draws, constants): drawing a kernel again costs
-    about what reading it back from memory does, so `jaxgrad.propagate` redraws such kernels
-    where it uses them instead of storing the stack. Normal draws (an inverse error function
-    a number) cost about three times a uniform one on CPU, and orthogonal and sparse draws
-    far more.
+    operations on one random word (uniform draws, constants). On a 2-core CPU at the seed's
+    shape, drawing such kernels twice cost less than storing the stack in fresh memory, so
+    `jaxgrad.propagate` redraws them on CPU where it uses them. Normal draws (an inverse
+    error function a number) cost about three times a uniform one there, and orthogonal
+    and sparse draws far more.
     """
 
     def init(key: jax.Array, shape: Sequence[int], dtype: DTypeLike = jnp.float32) -> jax.Array:

@@ -21,7 +21,6 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -155,14 +154,42 @@ class Block(nnx.Module):
         return self.post(self.linear(h), h)[0]
 
 
-def block_maker(width: int, **options: Any) -> Callable[[jax.Array], Block]:
-    """`key -> Block(width, **options, rngs=nnx.Rngs(params=key))`: one hidden block from its
-    key. `MLP` vmaps it over `block_keys`; `jaxgrad.propagate` calls it inside its scans to
-    rebuild each block where it is used instead of storing the stack (the same numbers: a
-    vmapped draw equals the draws one key at a time)."""
+def _default_inits(kernel_init, bias_init) -> tuple[_init.Initializer, _init.Initializer]:
+    """An MLP's initializers with their defaults: LeCun normal kernels, zero biases."""
+    kernel_init = _init.lecun_normal() if kernel_init is None else kernel_init
+    return kernel_init, _init.zeros() if bias_init is None else bias_init
+
+
+def block_maker(
+    width: int,
+    *,
+    activation: str | Callable[[jax.Array], jax.Array] = "tanh",
+    kernel_init: _init.Initializer | None = None,
+    bias_init: _init.Initializer | None = None,
+    norm: str | None = None,
+    residual: bool = False,
+    residual_scale: float = 1.0,
+    dtype: jnp.dtype = jnp.float32,
+) -> Callable[[jax.Array], Block]:
+    """`key -> Block`: one hidden block of an `MLP` with these options (the same defaults)
+    drawn from its key. `MLP` vmaps it over `block_keys`; `jaxgrad.propagate` calls it inside
+    its scans to rebuild each block where it is used instead of storing the stack (for
+    threefry keys the same numbers: their vmapped draw equals the draws one key at a time)."""
+    kernel_init, bias_init = _default_inits(kernel_init, bias_init)
+    phi = _act.resolve(activation)
 
     def make_block(key: jax.Array) -> Block:
-        return Block(width, **options, rngs=nnx.Rngs(params=key))
+        return Block(
+            width,
+            activation=phi,
+            kernel_init=kernel_init,
+            bias_init=bias_init,
+            norm=norm,
+            residual=bool(residual),
+            residual_scale=residual_scale,
+            dtype=dtype,
+            rngs=nnx.Rngs(params=key),
+        )
 
     return make_block
 
@@ -268,9 +295,7 @@ class MLP(_Stack):
         if norm not in NORMS:
             raise ValueError(f"norm must be one of None, 'batch', 'layer'; got {norm!r}")
         residual_scale = _init._real("residual_scale", residual_scale)
-        phi = _act.resolve(activation)
-        kernel_init = _init.lecun_normal() if kernel_init is None else kernel_init
-        bias_init = _init.zeros() if bias_init is None else bias_init
+        kernel_init, bias_init = _default_inits(kernel_init, bias_init)
         self.activation_name = _act.name_of(activation)
         self.norm = norm
         self.residual = bool(residual)
@@ -282,7 +307,7 @@ class MLP(_Stack):
 
         make_block = block_maker(
             width,
-            activation=phi,
+            activation=activation,
             kernel_init=kernel_init,
             bias_init=bias_init,
             norm=norm,

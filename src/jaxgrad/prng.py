@@ -89,6 +89,21 @@ FUSED_THREEFRY = _jax_random.define_prng_impl(
 and folding in are JAX's own."""
 
 
+def is_threefry(key: jax.Array) -> bool:
+    """Whether `key` draws with threefry: a typed key of JAX's threefry or of
+    `FUSED_THREEFRY`, or a raw uint32 (..., 2) key while threefry is JAX's default. Threefry
+    draws are the same vmapped over keys as one key at a time (rbg keys' are not)."""
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        impl = jax.random.key_impl(key)
+        return impl == _THREEFRY.name or impl == FUSED_THREEFRY
+    return (
+        key.dtype == jnp.uint32
+        and key.ndim >= 1
+        and key.shape[-1] == 2
+        and jax.config.jax_default_prng_impl == _THREEFRY.name
+    )
+
+
 def fast_key(key: jax.Array) -> jax.Array:
     """The same key drawing the same numbers through `FUSED_THREEFRY`, when it is a threefry
     key (typed, or a raw uint32 (..., 2) key while threefry is JAX's default); any other key
@@ -100,14 +115,10 @@ def fast_key(key: jax.Array) -> jax.Array:
     Returns:
         A typed key array of the same shape whose draws equal `key`'s.
     """
+    if not is_threefry(key):
+        return key
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        if jax.random.key_impl(key) != _THREEFRY.name:
+        if jax.random.key_impl(key) == FUSED_THREEFRY:
             return key
-        return jax.random.wrap_key_data(jax.random.key_data(key), impl=FUSED_THREEFRY)
-    raw_threefry = (
-        key.dtype == jnp.uint32
-        and key.ndim >= 1
-        and key.shape[-1] == 2
-        and jax.config.jax_default_prng_impl == _THREEFRY.name
-    )
-    return jax.random.wrap_key_data(key, impl=FUSED_THREEFRY) if raw_threefry else key
+        key = jax.random.key_data(key)
+    return jax.random.wrap_key_data(key, impl=FUSED_THREEFRY)

@@ -33,6 +33,7 @@ from flax import nnx
 from jaxgrad import activations as _act
 from jaxgrad import init as _init
 from jaxgrad import nn as _nn
+from jaxgrad import prng as _prng
 
 LossFn = Callable[[jax.Array, Any], jax.Array]
 
@@ -260,9 +261,8 @@ def reverse_scan_probe(
             rather than the layers: each scan step builds its layer from its seed where it
             uses it, the forward and the reverse scan each once, so the stack of weights is
             never stored. Worth it where the stack does not fit in memory, or where a draw
-            is cheap: on a 2-core CPU, drawing a uniform kernel twice cost less than writing
-            the stack to fresh memory (a page fault every 4 KiB) and reading it back, and
-            the kernel just drawn is in cache for its product.
+            is cheap: on a 2-core CPU, drawing uniform kernels twice cost less than writing
+            the stack to fresh memory (a page fault every 4 KiB) and reading it back.
 
     Returns:
         `LayerStats`; with `heads`, the gradient fields have a trailing axis of one column
@@ -490,12 +490,19 @@ def propagate(
         redraw: True draws each block's weights in each scan step that uses them (the
             forward and the reverse scan of `method="reverse"`) and never stores the stack:
             memory does not grow with depth by a kernel a layer, and the draw is paid twice.
-            False draws the stack once and stores it. None (the default) redraws when the
-            kernel initializer's draw is cheap (its `cheap_draw` attribute: uniform draws,
-            constants; on a 2-core CPU the Xavier-uniform seed network, depth 100 and width
-            400, ran 1.15x faster redrawn, a kernel just drawn being in cache for its
-            product) or when the stack would not fit `default_memory_budget()`. Either way
-            the numbers are the same.
+            False draws the stack once and stores it. None (the default) redraws a threefry
+            key's weights when the stack would not fit `default_memory_budget()` (one
+            key's stack: under `jax.vmap` over keys pass True to bound the memory), and on
+            CPU when the kernel initializer's draw is cheap (its `cheap_draw` attribute:
+            uniform draws, constants). There writing the stack to fresh memory costs a
+            page fault every 4 KiB: at the seed's shape (depth 100, width 400, Xavier
+            uniform, 2 cores) the redrawn pass ran 1.12x faster than the stored one
+            (`benchmarks/probe_speed.py`), while normal, orthogonal and sparse draws cost
+            more to redraw than to store. `method="autodiff"` always stores. With a
+            threefry key (JAX's default) both ways give the same numbers, up to the
+            rounding of a draw that is not elementwise (a batched QR); with an rbg key
+            the redrawn weights are other draws of the same distribution, since rbg draws
+            differ vmapped over keys.
 
     Example:
         >>> import jax
@@ -508,14 +515,21 @@ def propagate(
     for name, value in (("depth", depth), ("width", width), ("batch_size", batch_size)):
         _nn._positive_int(name, value)  # the model validates everything else
     _check_method(method)
-    if redraw not in (None, True, False):
+    if redraw is not None and not isinstance(redraw, bool):
         raise TypeError(f"redraw must be True, False or None, got {redraw!r}")
     if redraw and method != "reverse":
-        raise ValueError(f"redraw=True needs method='reverse', got method={method!r}")
+        raise ValueError(
+            f"redraw=True needs method='reverse', got method={method!r}; "
+            "pass redraw=None or False with it"
+        )
     if redraw is None:
         stack = depth * width * width * jnp.dtype(dtype).itemsize
-        cheap = getattr(kernel_init, "cheap_draw", False)
-        redraw = method == "reverse" and (cheap or stack > default_memory_budget())
+        cheap = getattr(kernel_init, "cheap_draw", False) and jax.default_backend() == "cpu"
+        redraw = (
+            method == "reverse"
+            and _prng.is_threefry(key)
+            and (cheap or stack > default_memory_budget())
+        )
     return _propagate_jit(
         key,
         depth=depth,
@@ -594,15 +608,10 @@ def _propagate_jit(
     # The reverse probe rebuilds each block from its key in each scan step that uses it
     # (`reverse_scan_probe(build=...)`): the model here is abstract, its structure without
     # weights, and the stack of weights is never stored. The blocks are the ones `mlp()`
-    # would hold, number for number.
+    # would hold (for threefry keys; see `propagate`).
     model = nnx.eval_shape(mlp)
     make_block = _nn.block_maker(
-        width,
-        activation=model.blocks.activation,
-        kernel_init=kernel_init,
-        bias_init=_init.zeros() if bias_init is None else bias_init,
-        residual_scale=1.0,
-        **options,
+        width, activation=activation, kernel_init=kernel_init, bias_init=bias_init, **options
     )
 
     def build(block_key):

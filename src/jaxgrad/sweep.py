@@ -365,6 +365,9 @@ def _chunk_program(
 # ----------------------------------------------------------------------------- chunking
 
 
+default_memory_budget = _prop.default_memory_budget
+
+
 def bytes_per_point(sweep: Sweep, group: Group) -> int:
     """Memory one vmapped point needs: the stacked per-layer arrays of both scans."""
     itemsize = jnp.dtype(group.dtype).itemsize
@@ -376,7 +379,7 @@ def bytes_per_point(sweep: Sweep, group: Group) -> int:
 def chunk_size(sweep: Sweep, group: Group, num_points: int, num_devices: int) -> int:
     """Points per chunk: as many as the budget allows (after the shared weights), a multiple
     of the device count, at most the number of points rounded up to that multiple."""
-    budget = sweep.memory_budget or _prop.default_memory_budget()
+    budget = sweep.memory_budget or default_memory_budget()
     itemsize = jnp.dtype(group.dtype).itemsize
     weights = sweep.max_depth * group.width * (group.width + 1) * itemsize
     fit = max(1, (budget - 2 * weights) // bytes_per_point(sweep, group))
