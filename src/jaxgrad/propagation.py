@@ -496,7 +496,7 @@ def propagate(
             CPU when the kernel initializer's draw is cheap (its `cheap_draw` attribute:
             uniform draws, constants). There writing the stack to fresh memory costs a
             page fault every 4 KiB: at the seed's shape (depth 100, width 400, Xavier
-            uniform, 2 cores) the redrawn pass ran 1.12x faster than the stored one
+            uniform, 2 cores) the redrawn pass ran 1.14x faster than the stored one
             (`benchmarks/probe_speed.py`), while normal, orthogonal and sparse draws cost
             more to redraw than to store. `method="autodiff"` always stores. With a
             threefry key (JAX's default) both ways give the same numbers, up to the
