@@ -575,41 +575,19 @@ def test_bad_probe_arguments():
         jaxgrad.probe(model, jnp.ones((2, 4)), method="fast")
     with pytest.raises(ValueError, match=r"inputs of shape \(\.\.\., 4\), got \(2, 3\)"):
         jaxgrad.probe(model, jnp.ones((2, 3)))
-    with pytest.raises(ValueError, match="depth must be an int >= 1, got 0"):
-        jaxgrad.propagate(
-            jax.random.key(0),
-            depth=0,
-            width=4,
-            batch_size=2,
-            activation="tanh",
-            kernel_init=init.lecun_normal(),
-        )
     seed = {"depth": 2, "width": 4, "batch_size": 2, "activation": "tanh"}
-    with pytest.raises(ValueError, match="redraw=True needs method='reverse', got method="):
-        jaxgrad.propagate(
-            jax.random.key(0), **seed, kernel_init=init.zeros(), method="autodiff", redraw=True
-        )
-    with pytest.raises(TypeError, match="redraw must be True, False or None, got 'yes'"):
-        jaxgrad.propagate(jax.random.key(0), **seed, kernel_init=init.zeros(), redraw="yes")
+    seed["kernel_init"] = init.lecun_normal()
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match="depth must be an int >= 1, got 0"):
+        jaxgrad.propagate(key, **{**seed, "depth": 0})
     with pytest.raises(ValueError, match="width must be an int >= 1, got 0"):
-        jaxgrad.propagate(
-            jax.random.key(0),
-            depth=2,
-            width=0,
-            batch_size=2,
-            activation="tanh",
-            kernel_init=init.zeros(),
-        )
+        jaxgrad.propagate(key, **{**seed, "width": 0})
+    with pytest.raises(ValueError, match="redraw=True needs method='reverse', got method="):
+        jaxgrad.propagate(key, **seed, method="autodiff", redraw=True)
+    with pytest.raises(TypeError, match="redraw must be True, False or None, got 'yes'"):
+        jaxgrad.propagate(key, **seed, redraw="yes")
     with pytest.raises(ValueError, match="norm must be one of"):
-        jaxgrad.propagate(
-            jax.random.key(0),
-            depth=2,
-            width=4,
-            batch_size=2,
-            norm="instance",
-            activation="tanh",
-            kernel_init=init.lecun_normal(),
-        )
+        jaxgrad.propagate(key, **seed, norm="instance")
 
 
 def test_probe_flattens_leading_batch_axes():

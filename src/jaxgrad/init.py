@@ -122,7 +122,7 @@ def _initializer(
     operations on one random word (uniform draws, constants). On a 2-core CPU at the seed's
     shape, drawing such kernels twice cost less than storing the stack in fresh memory, so
     `jaxgrad.propagate` redraws them on CPU where it uses them. Normal draws (an inverse
-    error function a number) cost about three times a uniform one there, and orthogonal
+    error function a number) cost about 2.6 times a uniform one there, and orthogonal
     and sparse draws far more.
     """
 
