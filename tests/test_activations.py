@@ -199,6 +199,83 @@ def test_rrelu_needs_a_key():
         activations.get("rrelu")(jnp.ones(3))
 
 
+@pytest.mark.parametrize("name", ["rrelu", "RReLU"])
+def test_resolve_refuses_rrelu_by_name_and_says_what_to_use(name):
+    """A name cannot carry the key rrelu needs at every call: refused before any model,
+    sweep or trace is built, with the reason and both remedies in the message."""
+    with pytest.raises(ValueError, match="needs a fresh PRNG key at every call") as excinfo:
+        activations.resolve(name)
+    message = str(excinfo.value)
+    assert "jaxgrad.nn.RReLU" in message
+    assert "activations.get('rrelu', deterministic=True)" in message
+    # The derivative and anything else built on resolve refuse it the same way.
+    with pytest.raises(ValueError, match="cannot be given by name"):
+        activations.derivative(name)
+
+
+def test_rrelu_evaluation_form_resolves_to_leaky_relu_with_the_mean_slope(key):
+    """The remedy the refusal names: get(..., deterministic=True) is a callable that resolve
+    takes, equal to leaky_relu with slope (lower + upper) / 2; rrelu(x, key) still works."""
+    phi = activations.resolve(activations.get("rrelu", deterministic=True))
+    x = jnp.asarray(GRID, jnp.float32)
+    mean_slope = (1 / 8 + 1 / 3) / 2
+    np.testing.assert_array_equal(phi(x), activations.leaky_relu(x, mean_slope))
+    assert mean_slope == pytest.approx(0.2292, abs=1e-4)  # the figure the message quotes
+    y = np.asarray(activations.get("rrelu")(x, key), np.float64)
+    negative = GRID < 0
+    slopes = y[negative] / GRID[negative]
+    assert np.all((slopes >= 1 / 8 * (1 - 1e-6)) & (slopes <= 1 / 3 * (1 + 1e-6)))
+
+
+@pytest.mark.parametrize("flag", ["no", "none", "tanh", "False", 0, 1, None])
+def test_boolean_flags_refuse_non_bools(flag):
+    """gelu(approximate="no") used to approximate (a non-empty string is true)."""
+    x = jnp.linspace(-3.0, 3.0, 7)
+    with pytest.raises(TypeError, match=re.escape("approximate of 'gelu' must be a bool")):
+        activations.gelu(x, approximate=flag)
+    with pytest.raises(TypeError, match=re.escape(f"got {flag!r}")):
+        activations.get("gelu", approximate=flag)
+    with pytest.raises(TypeError, match="deterministic of 'rrelu' must be a bool"):
+        activations.rrelu(x, deterministic=flag)
+    with pytest.raises(TypeError, match="deterministic of 'rrelu' must be a bool"):
+        activations.get("rrelu", deterministic=flag)
+
+
+@pytest.mark.parametrize("flag", [True, False, np.True_, np.False_])
+def test_boolean_flags_accept_python_and_numpy_bools(flag):
+    x = jnp.linspace(-3.0, 3.0, 7)
+    expected = jax.nn.gelu(x, approximate=bool(flag))
+    np.testing.assert_array_equal(activations.gelu(x, approximate=flag), expected)
+    np.testing.assert_array_equal(activations.get("gelu", approximate=flag)(x), expected)
+
+
+@pytest.mark.parametrize(
+    ("name", "param", "value"),
+    [
+        ("leaky_relu", "negative_slope", np.float32(0.1)),
+        ("leaky_relu", "negative_slope", np.float64(0.2)),
+        ("leaky_relu", "negative_slope", np.int64(1)),
+        ("elu", "alpha", np.float32(0.5)),
+        ("rrelu", "upper", np.float16(0.5)),
+    ],
+)
+def test_numpy_real_scalars_are_accepted_and_keep_the_dtype(name, param, value):
+    """negative_slope=np.float32(.1) used to be refused; a NumPy scalar now acts as the same
+    Python number (so a bfloat16 input stays bfloat16)."""
+    extra = {"deterministic": True} if name == "rrelu" else {}
+    phi = activations.get(name, **{param: value}, **extra)
+    reference = activations.get(name, **{param: float(value)}, **extra)
+    x = jnp.asarray(GRID, jnp.float32)
+    np.testing.assert_array_equal(phi(x), reference(x))
+    assert phi(x.astype(jnp.bfloat16)).dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize("value", [np.True_, np.array([0.1]), "0.1"])
+def test_numpy_bools_and_arrays_are_not_real_scalars(value):
+    with pytest.raises(TypeError, match="negative_slope of 'leaky_relu' must be a real number"):
+        activations.get("leaky_relu", negative_slope=value)
+
+
 # ----------------------------------------------------------------------------- registry
 
 EXPECTED_NAMES = {
@@ -488,10 +565,24 @@ def test_gaussian_expectation_float64():
     assert float(second_moment) == pytest.approx(2.0 / math.pi * math.asin(2.0 / 3.0), rel=1e-12)
 
 
-@pytest.mark.parametrize("num_points", [1, 0, 2.0])
+@pytest.mark.parametrize(
+    "num_points", [1, 0, 2.0, activations.MAX_QUADRATURE_POINTS + 1, 100_000, 10**12]
+)
 def test_gaussian_expectation_bad_num_points(num_points):
-    with pytest.raises(ValueError, match=re.escape(repr(num_points))):
+    """100000 points used to start a 75 GiB eigendecomposition: refused at once, naming the
+    documented maximum."""
+    with pytest.raises(ValueError, match=re.escape(repr(num_points))) as excinfo:
         activations.gaussian_expectation(jnp.square, 1.0, num_points=num_points)
+    assert f"[2, {activations.MAX_QUADRATURE_POINTS}]" in str(excinfo.value)
+
+
+def test_hermite_nodes_at_a_large_order_still_integrate_exactly():
+    """The one-matrix Golub-Welsch build gives the same rule: 1024 points against E[z^2k]."""
+    nodes, weights = activations.hermite_nodes(1024)
+    assert nodes.shape == weights.shape == (1024,)
+    assert np.sum(weights) == pytest.approx(1.0, rel=1e-12)
+    for k, double_factorial in [(1, 1.0), (2, 3.0), (5, 945.0)]:
+        assert np.sum(weights * nodes ** (2 * k)) == pytest.approx(double_factorial, rel=1e-10)
 
 
 def test_hermite_nodes_integrate_polynomials_exactly():

@@ -76,8 +76,12 @@ def gelu(x: ArrayLike, approximate: bool = False) -> jax.Array:
     """x * Phi(x) (Hendrycks and Gimpel 2016); `approximate=True` gives the tanh form.
 
     The exact form is the default, as in PyTorch (JAX's own default is the approximation).
+
+    Raises:
+        TypeError: an `approximate` that is not a bool (a string such as "no" or "none",
+            PyTorch's spelling, would otherwise count as true).
     """
-    return jax.nn.gelu(x, approximate=approximate)
+    return jax.nn.gelu(x, approximate=_flag("approximate", "gelu", approximate))
 
 
 def silu(x: ArrayLike) -> jax.Array:
@@ -128,9 +132,13 @@ def rrelu(
 
     Returns:
         x where x >= 0, slope * x elsewhere.
+
+    Raises:
+        ValueError: no `key` while not `deterministic`.
+        TypeError: a `deterministic` that is not a bool.
     """
     x = jnp.asarray(x)
-    if deterministic:
+    if _flag("deterministic", "rrelu", deterministic):
         slope = jnp.asarray((lower + upper) / 2, x.dtype)
     else:
         if key is None:
@@ -158,8 +166,16 @@ _REGISTRY: dict[str, Activation] = {
 }
 _ALIASES = {"identity": "linear", "swish": "silu", "hardtanh": "hard_tanh", "none": "linear"}
 
-# Hyperparameters whose value must be a real number, and the range each may take.
+# Hyperparameters whose value must be a real number, and those that must be a bool.
 _REAL_PARAMS = {"negative_slope", "alpha", "lower", "upper"}
+_FLAG_PARAMS = {"approximate", "deterministic"}
+
+
+def _flag(param: str, name: str, value: object) -> bool:
+    """A Python or NumPy bool as a bool; anything else (a string, a number) is refused."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{param} of {name!r} must be a bool (True or False), got {value!r}")
+    return bool(value)
 
 
 def names() -> tuple[str, ...]:
@@ -186,10 +202,14 @@ def _check_params(name: str, fn: Activation, params: dict[str, Any]) -> None:
                 f"activation {name!r} has no parameter {param!r}; its parameters: {valid}"
             )
         if param in _REAL_PARAMS:
-            if isinstance(value, bool) or not isinstance(value, int | float):
+            if isinstance(value, bool) or not isinstance(
+                value, int | float | np.integer | np.floating
+            ):
                 raise TypeError(f"{param} of {name!r} must be a real number, got {value!r}")
             if not math.isfinite(value):
                 raise ValueError(f"{param} of {name!r} must be finite, got {value!r}")
+        if param in _FLAG_PARAMS:
+            _flag(param, name, value)
     if name == "rrelu":
         lower = params.get("lower", 1 / 8)
         upper = params.get("upper", 1 / 3)
@@ -208,13 +228,23 @@ def get(name: str, **params: Any) -> Activation:
     Returns:
         A pure function `phi(x)`; it carries `__name__` equal to the canonical name.
 
+    Real-valued hyperparameters may be Python or NumPy numbers (not bools); flags
+    (`approximate`, `deterministic`) must be bools. `get("rrelu")` returns `rrelu` itself,
+    which takes a PRNG key at every call; `resolve` refuses that name (see there).
+
     Raises:
         ValueError: unknown name (the message lists the valid ones) or a bad value.
-        TypeError: a parameter the activation does not have, or a non-numeric value.
+        TypeError: a parameter the activation does not have, a non-numeric value, or a
+            flag that is not a bool.
     """
     key = _canonical(name)
     fn = _REGISTRY[key]
     _check_params(key, fn, params)
+    # NumPy scalars as Python ones: a weakly typed slope keeps a bfloat16 input bfloat16.
+    params = {
+        param: value.item() if isinstance(value, np.generic) else value
+        for param, value in params.items()
+    }
     if not params:
         return fn
     bound = functools.partial(fn, **params)
@@ -223,8 +253,28 @@ def get(name: str, **params: Any) -> Activation:
 
 
 def resolve(activation: str | Activation) -> Activation:
-    """A name (looked up with `get`) or a callable (returned as it is) as an activation."""
+    """A name (looked up with `get`) or a callable (returned as it is) as an activation.
+
+    This is how models, sweeps, the theory and the command line take an activation: the
+    result is called as `phi(x)`, with nothing else.
+
+    Raises:
+        ValueError: an unknown name, or "rrelu": its random slope per element needs a fresh
+            PRNG key at every call, which a name cannot carry. Use `jaxgrad.nn.RReLU` in a
+            model, or `get("rrelu", deterministic=True)` (leaky_relu with slope
+            (lower + upper) / 2) for its evaluation form.
+        TypeError: neither a string nor a callable.
+    """
     if isinstance(activation, str):
+        if _canonical(activation) == "rrelu":
+            raise ValueError(
+                f"activation {activation!r} cannot be given by name: rrelu draws a random "
+                "slope for every negative element, so it needs a fresh PRNG key at every call, "
+                "which a name cannot carry. In a model use jaxgrad.nn.RReLU (it draws its keys "
+                "from nnx.Rngs); for its evaluation form use "
+                "activations.get('rrelu', deterministic=True), which is leaky_relu with "
+                "negative_slope = (lower + upper) / 2 (0.2292 for the defaults 1/8 and 1/3)"
+            )
         return get(activation)
     if callable(activation):
         return activation
@@ -265,23 +315,48 @@ def derivative(activation: str | Activation) -> Activation:
     return dphi
 
 
+MAX_QUADRATURE_POINTS = 2048
+"""The largest `num_points` that `hermite_nodes` (and so `gaussian_expectation` and
+`jaxgrad.init.computed_gain`) accepts. The rule comes from the eigendecomposition of a dense
+num_points x num_points matrix: at 2048 points about 100 MB of float64 and a few seconds of
+one CPU; at 100000 points it would need 75 GiB for the matrix alone. Smooth activations
+converge with a few dozen points, and kinked ones gain little beyond a few hundred."""
+
+
 @functools.cache
 def hermite_nodes(num_points: int) -> tuple[np.ndarray, np.ndarray]:
     """Nodes and weights for E[f(z)], z ~ N(0, 1): E[f(z)] ~= sum(weights * f(nodes)).
 
     The Gauss rule of the standard normal measure by the Golub-Welsch algorithm (the
     eigenvalues of the Jacobi matrix of the probabilists' Hermite polynomials, whose
-    off-diagonal is sqrt(1), ..., sqrt(n - 1)), in float64; stable for thousands of points,
-    where `numpy.polynomial.hermite.hermgauss` overflows beyond about 300. An even
-    `num_points` puts no node at 0, so the kink of ReLU-like functions at 0 is integrated
-    exactly by symmetry.
+    off-diagonal is sqrt(1), ..., sqrt(n - 1)), in float64; stable up to
+    `MAX_QUADRATURE_POINTS`, where `numpy.polynomial.hermite.hermgauss` overflows beyond
+    about 300. An even `num_points` puts no node at 0, so the kink of ReLU-like functions at
+    0 is integrated exactly by symmetry.
+
+    Args:
+        num_points: the number of nodes, an int in [2, MAX_QUADRATURE_POINTS].
+
+    Raises:
+        ValueError: a `num_points` that is not an int in that range.
 
     References: Golub and Welsch 1969, "Calculation of Gauss quadrature rules".
     """
-    if isinstance(num_points, bool) or not isinstance(num_points, int) or num_points < 2:
-        raise ValueError(f"num_points must be an int >= 2, got {num_points!r}")
+    if (
+        isinstance(num_points, bool)
+        or not isinstance(num_points, int)
+        or not 2 <= num_points <= MAX_QUADRATURE_POINTS
+    ):
+        raise ValueError(
+            f"num_points must be an int in [2, {MAX_QUADRATURE_POINTS}] "
+            f"(jaxgrad.activations.MAX_QUADRATURE_POINTS: the rule's eigendecomposition needs "
+            f"num_points^2 float64 numbers), got {num_points!r}"
+        )
     off_diagonal = np.sqrt(np.arange(1.0, num_points))
-    jacobi = np.diag(off_diagonal, 1) + np.diag(off_diagonal, -1)
+    jacobi = np.zeros((num_points, num_points))
+    rows = np.arange(num_points - 1)
+    jacobi[rows, rows + 1] = off_diagonal
+    jacobi[rows + 1, rows] = off_diagonal
     nodes, vectors = np.linalg.eigh(jacobi)
     weights = vectors[0] ** 2
     return nodes, weights / weights.sum()
@@ -298,10 +373,14 @@ def gaussian_expectation(
     Args:
         fn: elementwise function.
         std: standard deviation of the Gaussian argument (scalar or array).
-        num_points: quadrature order (even, see `hermite_nodes`).
+        num_points: quadrature order (even, see `hermite_nodes`), at most
+            `MAX_QUADRATURE_POINTS`.
 
     Returns:
         An array of the shape of `std`.
+
+    Raises:
+        ValueError: a `num_points` that `hermite_nodes` refuses.
     """
     nodes, weights = hermite_nodes(num_points)
     std = jnp.asarray(std, dtype=jnp.result_type(float))
