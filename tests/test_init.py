@@ -9,6 +9,7 @@ import functools
 import inspect
 import itertools
 import math
+import os
 import re
 
 import jax
@@ -168,6 +169,21 @@ def test_calculate_gain_non_number_param_raises_type_error(param):
         init.calculate_gain("leaky_relu", param)
 
 
+@pytest.mark.parametrize("param", [np.float32(0.2), np.float64(0.2), np.int64(3)])
+def test_calculate_gain_accepts_numpy_scalars(param):
+    expected = math.sqrt(2.0 / (1.0 + float(param) ** 2))
+    assert init.calculate_gain("leaky_relu", param) == pytest.approx(expected, rel=1e-15)
+    assert isinstance(init.kaiming_normal(a=param), collections.abc.Callable)
+
+
+@pytest.mark.parametrize("slope", [1e160, -1e200, 1e308])
+def test_calculate_gain_huge_slope_does_not_overflow(slope):
+    """slope**2 overflowed (OverflowError) past 1e154; sqrt(2 / (1 + s^2)) -> sqrt(2) / |s|."""
+    assert init.calculate_gain("leaky_relu", slope) == pytest.approx(
+        math.sqrt(2.0) / abs(slope), rel=1e-15
+    )
+
+
 def test_calculate_gain_non_finite_param():
     with pytest.raises(ValueError, match="nan"):
         init.calculate_gain("leaky_relu", float("nan"))
@@ -235,6 +251,24 @@ def test_computed_gain_bad_inputs():
         init.computed_gain(lambda x: 0.0 * x)
     with pytest.raises(ValueError, match="relux"):
         init.computed_gain("relux")
+    with pytest.raises(ValueError, match="inf or nan at some of the 128 quadrature nodes"):
+        init.computed_gain(lambda x: jnp.exp(100.0 * x))
+
+
+@pytest.mark.parametrize("scale", [1e30, 1e-30])
+@pytest.mark.parametrize("criterion", ["forward", "backward"])
+def test_computed_gain_of_a_scaled_identity_is_the_inverse_scale(scale, criterion):
+    """E[(1e30 z)^2] overflowed float32 and gave a gain of 0; the moment is now summed in
+    float64."""
+    gain = init.computed_gain(lambda x: scale * x, criterion)
+    assert gain == pytest.approx(1.0 / scale, rel=1e-6)
+
+
+@pytest.mark.parametrize("num_points", [activations.MAX_QUADRATURE_POINTS + 1, 100_000])
+def test_computed_gain_refuses_quadrature_orders_beyond_the_documented_maximum(num_points):
+    """num_points=100000 tried to allocate 74.5 GiB (a dense 100000 x 100000 eigenproblem)."""
+    with pytest.raises(ValueError, match=re.escape(f"[2, {activations.MAX_QUADRATURE_POINTS}]")):
+        init.computed_gain("tanh", num_points=num_points)
 
 
 # ----------------------------------------------------------------------------- empirical_gain
@@ -287,6 +321,38 @@ def test_empirical_gain_under_jit(key):
     gain = jitted(key)
     assert abs(float(gain) - expected) <= N_SIGMA * standard_error
     np.testing.assert_allclose(gain, init.empirical_gain("tanh", key), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("phi", "reason"),
+    [
+        (lambda x: jax.nn.relu(x - 100.0), "returned 0.0 for all 4096 samples"),
+        (lambda x: jnp.ones_like(x), "returned 1.0 for all 4096 samples"),
+        # The mean of a constant 0.3 is not 0.3 in float32: std is rounding noise, not 0.
+        (lambda x: jnp.full_like(x, 0.3), "for all 4096 samples"),
+        (lambda x: jnp.exp(100.0 * x), "returned inf or nan for"),
+        (lambda x: jnp.log(x), "returned inf or nan for"),
+    ],
+    ids=["relu_shifted", "ones", "constant_0.3", "exp_overflow", "log_of_negatives"],
+)
+def test_empirical_gain_undefined_raises_and_is_nan_under_jit(phi, reason, key):
+    """These returned inf or nan silently; now a ValueError with the reason, and nan (never
+    inf or a wrong finite number) where nothing can be raised."""
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        init.empirical_gain(phi, key, 4096)
+    assert np.isnan(jax.jit(lambda k: init.empirical_gain(phi, k, 4096))(key))
+
+
+@pytest.mark.parametrize("scale", [1e25, 1e-30])
+def test_empirical_gain_of_a_scaled_identity_is_the_inverse_scale(scale, key):
+    """std(1e25 x) overflowed float32 in its squares, and gave a gain of 0."""
+    gain = init.empirical_gain(lambda x: scale * x, key, 4096)
+    assert float(gain) == pytest.approx(1.0 / scale, rel=1e-5)
+
+
+def test_empirical_gain_refuses_an_int_key():
+    with pytest.raises(TypeError, match="key must be one PRNG key.*got int 0"):
+        init.empirical_gain("tanh", 0)
 
 
 @pytest.mark.parametrize("num_samples", [1, 0, True, 2.5])
@@ -355,6 +421,48 @@ def test_trunc_normal_absolute_cutoffs_and_moments(std, mean, low, high, key):
     assert_mean_var(w, ref_mean, ref_var, ref_kurtosis)
     # The whole distribution, not only two moments: Kolmogorov-Smirnov at a fixed key.
     assert stats.kstest(w.ravel(), reference.cdf).pvalue > 1e-4
+
+
+@pytest.mark.parametrize(
+    ("std", "mean", "low", "high", "dtype"),
+    [
+        (1.0, 0.0, 10.0, 11.0, "float32"),  # the issue's case: every draw was 10.999999
+        (1.0, 0.0, -11.0, -10.0, "float32"),
+        (2.0, 1.0, 19.0, 20.0, "float32"),  # 9 to 9.5 standard deviations above the mean
+        (0.5, 0.0, 3.0, 3.01, "float32"),  # narrow
+        (1.0, 0.0, 11.5, 15.0, "float32"),  # near float32's limit (11.7)
+        (1.0, 0.0, 0.0, 1.0, "float32"),  # touches the mean
+        (1.0, 0.0, 30.0, 31.0, "float64"),
+        (1.0, 0.0, -36.0, -35.0, "float64"),  # near float64's limit (36.5)
+    ],
+)
+def test_trunc_normal_tails_against_closed_form_moments(std, mean, low, high, dtype, key):
+    """Mean and variance of draws within 5 standard errors of the truncated normal's closed
+    form (scipy.stats.truncnorm, 32768 draws), all draws in [low, high], and the whole
+    distribution by Kolmogorov-Smirnov."""
+    initializer = init.trunc_normal(std, mean, low, high)
+    with jax.enable_x64(dtype == "float64"):
+        w = np.asarray(initializer(key, DENSE, jnp.dtype(dtype)), np.float64)
+    assert w.min() >= low
+    assert w.max() <= high
+    reference = stats.truncnorm((low - mean) / std, (high - mean) / std, loc=mean, scale=std)
+    ref_mean, ref_var, _, ref_kurtosis = (float(m) for m in reference.stats(moments="mvsk"))
+    assert_mean_var(w, ref_mean, ref_var, ref_kurtosis)
+    assert stats.kstest(w.ravel(), reference.cdf).pvalue > 1e-4
+
+
+def test_trunc_normal_tail_beyond_float32_is_refused_at_a_float32_call(key):
+    """12 standard deviations out, the tail's probability (1.8e-33) is below what float32
+    resolves; float64 samples it."""
+    initializer = init.trunc_normal(low=12.0, high=13.0)
+    with pytest.raises(ValueError, match=r"lies 12 standard deviations above the mean 0\.0"):
+        initializer(key, (64, 32))
+    with pytest.raises(ValueError, match="float32 resolves"):
+        jax.jit(lambda k: initializer(k, (64, 32)))(key)
+    with jax.enable_x64(True):
+        w = np.asarray(initializer(key, DENSE, jnp.float64))
+    reference = stats.truncnorm(12.0, 13.0)
+    assert_mean_var(w, float(reference.mean()), float(reference.var()), 6.0)
 
 
 # ----------------------------------------------------------------------------- variance scaling
@@ -912,6 +1020,130 @@ def test_shaped_initializers_reject_1d_shapes(name, key):
         initializer(key, (16,))
 
 
+@pytest.mark.parametrize("name", sorted(INITIALIZERS))
+@pytest.mark.parametrize(
+    "bad_key",
+    [0, 1.5, "0", None, np.array([0, 1]), jnp.zeros((2, 2), jnp.uint32), "split"],
+    ids=["int", "float", "str", "None", "int64_array", "two_raw_keys", "two_typed_keys"],
+)
+def test_initializers_refuse_what_is_not_one_prng_key(name, bad_key, key):
+    """An int key raised AttributeError ('int' object has no attribute 'dtype')."""
+    initializer, shape = INITIALIZERS[name]
+    bad_key = (
+        jax.random.split(key, 2) if isinstance(bad_key, str) and bad_key == "split" else bad_key
+    )
+    with pytest.raises(TypeError, match=r"key must be one PRNG key, jax\.random\.key\(seed\)"):
+        initializer(bad_key, shape)
+
+
+def test_int_key_message_names_what_was_given(key):
+    with pytest.raises(TypeError, match="got int 0$"):
+        init.normal(1.0)(0, (3, 3))
+    with pytest.raises(TypeError, match=re.escape("got an array of dtype int64 and shape (2,)")):
+        init.normal(1.0)(np.array([0, 1]), (3, 3))
+
+
+@pytest.mark.parametrize("name", sorted(INITIALIZERS))
+def test_initializers_take_a_legacy_raw_key(name):
+    initializer, shape = INITIALIZERS[name]
+    np.testing.assert_array_equal(
+        initializer(jax.random.PRNGKey(7), shape), initializer(jax.random.key(7), shape)
+    )
+
+
+@pytest.mark.parametrize("name", sorted(INITIALIZERS))
+@pytest.mark.parametrize("bad_dim", [2.5, 64.0, np.float32(64), True, np.True_, "64"], ids=repr)
+def test_initializers_refuse_non_integer_dimensions(name, bad_dim, key):
+    """Shape (2.5, 3) was silently drawn as (2, 3)."""
+    initializer, shape = INITIALIZERS[name]
+    bad_shape = (bad_dim, *shape[1:])
+    with pytest.raises(TypeError, match=re.escape("shape must be a sequence of ints, got")):
+        initializer(key, bad_shape)
+
+
+def test_non_integer_dimension_message_and_compute_fans():
+    with pytest.raises(TypeError, match=re.escape("got (2.5, 3) (2.5 is not an integer)")):
+        init.normal()(jax.random.key(0), (2.5, 3))
+    with pytest.raises(TypeError, match=re.escape("(a bool True)")):
+        init.compute_fans((True, 3))
+
+
+@pytest.mark.parametrize("name", sorted(INITIALIZERS))
+def test_initializers_take_numpy_integer_dimensions(name, key):
+    initializer, shape = INITIALIZERS[name]
+    numpy_shape = tuple(np.int64(d) if i % 2 else np.int32(d) for i, d in enumerate(shape))
+    w = initializer(key, numpy_shape)
+    assert w.shape == shape
+    np.testing.assert_array_equal(w, initializer(key, shape))
+
+
+HUGE = (2**40, 2**10)  # 2^50 numbers: 4 PiB in float32, beyond any machine
+
+
+@pytest.mark.parametrize("name", sorted(INITIALIZERS))
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_initializers_refuse_arrays_beyond_memory(name, dtype, key):
+    """A huge shape used to fail only when the array was read (aborting Python)."""
+    initializer, shape = INITIALIZERS[name]
+    huge = (*shape[:-2], *HUGE)
+    needed = math.prod(huge) * 4  # drawn in float32 even for bfloat16
+    limit_bytes, where = init._memory_limit()
+    message = (
+        f"a {jnp.dtype(dtype)} array of shape {huge} needs {needed:,} bytes "
+        f"({needed / 2**30:,.1f} GiB) to draw, more than the {limit_bytes:,} bytes"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)) as excinfo:
+        initializer(key, huge, dtype)
+    assert where in str(excinfo.value)
+    with pytest.raises(ValueError, match=re.escape(message)):  # also while tracing
+        jax.jit(lambda k: initializer(k, huge, dtype))(key)
+
+
+def test_memory_limit_is_the_device_or_the_machine():
+    limit_bytes, where = init._memory_limit()
+    stats_ = [device.memory_stats() for device in jax.devices()]
+    if all(stats_):
+        assert limit_bytes == sum(s["bytes_limit"] for s in stats_)
+    else:
+        assert where == "physical memory"
+        assert limit_bytes == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+@pytest.mark.parametrize(
+    ("initializer", "shape", "dtype", "match"),
+    [
+        (init.uniform(-1e300, 1e300), (64, 32), "float32", "reaches 2e+300"),
+        (init.normal(1e38), (64, 32), "float32", "reaches 5.768e+38"),
+        (init.normal(2e4), (64, 32), "float16", "largest finite float16 (6.55e+04)"),
+        (init.constant(1e39), (64, 32), "float32", "reaches 1e+39"),
+        (init.constant(1e5), (64, 32), "float16", "reaches 1e+05"),
+        (init.trunc_normal(1.0, 0.0, -1e39, 1e39), (64, 32), "float32", "reaches 1e+39"),
+        (init.xavier_uniform(1e40), (64, 32), "float32", "the bound sqrt(3) std"),
+        (init.variance_scaling(1e80, "fan_in", "truncated_normal"), (64, 32), "float32", "2 std"),
+        (init.kaiming_normal(), (64, 32), "float16", None),  # fits: no refusal
+        (init.orthogonal(1e39), (64, 32), "float32", "gain=1e+39"),
+        (init.identity(1e39), (32, 48), "float32", "gain=1e+39"),
+        (init.delta_orthogonal(1e39), (3, 3, 8, 16), "float32", "gain=1e+39"),
+        (init.sparse(0.1, 1e38), (64, 32), "float32", "5.77 std"),
+        (init.normal(5e37), (64, 32), "float32", None),  # 5.77 * 5e37 < 3.4e38: fits
+    ],
+)
+def test_draws_that_would_overflow_the_dtype_are_refused_at_the_call(
+    initializer, shape, dtype, match, key
+):
+    """uniform(-1e300, 1e300) drew all nan in float32: refused there, drawn in float64."""
+    if match is None:
+        w = initializer(key, shape, jnp.dtype(dtype))
+        assert np.all(np.isfinite(np.asarray(w, np.float64)))
+        return
+    with pytest.raises(ValueError, match=re.escape(match)) as excinfo:
+        initializer(key, shape, jnp.dtype(dtype))
+    assert f"beyond the largest finite {dtype}" in str(excinfo.value)
+    with jax.enable_x64(True):
+        w64 = np.asarray(initializer(key, shape, jnp.float64))
+    assert np.all(np.isfinite(w64))
+
+
 def test_negative_dimension_raises(key):
     with pytest.raises(ValueError, match=re.escape("(4, -1)")):
         init.normal()(key, (4, -1))
@@ -1116,6 +1348,52 @@ def test_orthogonal_kernel_init_in_nnx_linear():
             id="sparse(0.1, std=-0.01)",
         ),
         pytest.param(lambda: init.sparse("0.1"), TypeError, "got '0.1'", id='sparse("0.1")'),
+        pytest.param(
+            lambda: init.uniform(-1e308, 1e308),
+            ValueError,
+            "uniform: high - low with low=-1e+308, high=1e+308 is inf, beyond the largest "
+            "finite float64",
+            id="uniform(-1e308, 1e308)",
+        ),
+        pytest.param(
+            lambda: init.normal(std=1e308),
+            ValueError,
+            "normal: |mean| + 8.57 std, mean=0.0, std=1e+308 is inf, beyond the largest finite "
+            "float64 (1.798e+308)",
+            id="normal(std=1e308)",
+        ),
+        pytest.param(
+            lambda: init.trunc_normal(mean=-1e308, low=0.0, high=1e308),
+            ValueError,
+            "trunc_normal: max(|low|, |high|, |low - mean|, |high - mean|) with low=0.0, "
+            "high=1e+308, mean=-1e+308 is inf",
+            id="trunc_normal(mean=-1e308, low=0, high=1e308)",
+        ),
+        pytest.param(
+            lambda: init.trunc_normal(low=40.0, high=41.0),
+            ValueError,
+            "lies 40 standard deviations above the mean 0.0",
+            id="trunc_normal(low=40, high=41)",
+        ),
+        pytest.param(
+            lambda: init.trunc_normal(low=-41.0, high=-40.0),
+            ValueError,
+            "lies 40 standard deviations below the mean 0.0",
+            id="trunc_normal(low=-41, high=-40)",
+        ),
+        pytest.param(
+            lambda: init.xavier_uniform(gain=1e200),
+            ValueError,
+            "gain must be at most 1.341e+154, so that the variance scale gain**2 is finite in "
+            "float64; got 1e+200",
+            id="xavier_uniform(gain=1e200)",
+        ),
+        pytest.param(
+            lambda: init.xavier_normal(gain=1e155),
+            ValueError,
+            "gain must be at most 1.341e+154",
+            id="xavier_normal(gain=1e155)",
+        ),
     ],
 )
 def test_bad_hyperparameters_fail_in_the_factory(factory, error, match):

@@ -10,6 +10,12 @@ Random values are drawn in float32 (float64 when that is the requested dtype) an
 so a bfloat16 kernel has the distribution of a rounded float32 one. A shape with a zero in
 it gives an empty array.
 
+Every initializer refuses, with a ValueError or TypeError before drawing anything: a key
+that is not a PRNG key, a shape with a non-integer dimension, an array larger than the
+memory it would be allocated in, and hyperparameters whose draws could overflow the dtype
+(the factory refuses what would overflow float64, the call what would overflow the dtype
+asked for, e.g. `uniform(-1e300, 1e300)` in float32).
+
 Example:
     >>> import jax
     >>> from flax import nnx
@@ -29,7 +35,10 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
+import os
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -89,14 +98,114 @@ def _interval(low_name: str, low: object, high_name: str, high: object) -> tuple
     return low, high
 
 
+def _dimension(shape: object, dim: object) -> int:
+    """One dimension as an int: Python and NumPy integers pass, bools and floats do not."""
+    if isinstance(dim, bool | np.bool_):
+        raise TypeError(f"shape must be a sequence of ints, got {shape!r} (a bool {dim!r})")
+    try:
+        return operator.index(dim)
+    except TypeError:
+        raise TypeError(
+            f"shape must be a sequence of ints, got {shape!r} ({dim!r} is not an integer)"
+        ) from None
+
+
 def _shape(shape: Sequence[int]) -> tuple[int, ...]:
     try:
-        dims = tuple(int(d) for d in shape)
+        dims = tuple(shape)
     except TypeError:
         raise TypeError(f"shape must be a sequence of ints, got {shape!r}") from None
+    dims = tuple(_dimension(shape, d) for d in dims)
     if any(d < 0 for d in dims):
         raise ValueError(f"shape must have non-negative dimensions, got {dims}")
     return dims
+
+
+def _check_key(key: object) -> None:
+    """Refuse anything but one PRNG key: a typed key (`jax.random.key`) of shape (), or a
+    legacy raw uint32 key (`jax.random.PRNGKey`), one-dimensional. Reads only the type,
+    dtype and shape, so traced keys (under jit and vmap) pass."""
+    if isinstance(key, jax.Array | np.ndarray):
+        if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+            if key.ndim == 0:
+                return
+        elif key.dtype == np.uint32 and key.ndim == 1:
+            return
+        given = f"an array of dtype {key.dtype} and shape {tuple(key.shape)}"
+    else:
+        given = f"{type(key).__name__} {key!r}"
+    raise TypeError(
+        "key must be one PRNG key, jax.random.key(seed) (or a legacy jax.random.PRNGKey(seed)); "
+        f"got {given}"
+    )
+
+
+def _largest_normal(dt: jnp.dtype) -> float:
+    """A bound on |z| for z drawn by `jax.random.normal` in `dt`: it inverts a uniform that
+    stays eps/2 away from +-1, and P(|z| > t) <= exp(-t^2 / 2) gives t <= sqrt(2 log(2 / eps))
+    (5.77 for float32, 8.57 for float64; the largest draws are 5.42 and 8.3)."""
+    return math.sqrt(2.0 * math.log(2.0 / float(jnp.finfo(dt).eps)))
+
+
+_FLOAT64_MAX = float(np.finfo(np.float64).max)
+
+
+def _check_float64_magnitude(name: str, magnitude: float, what: str) -> None:
+    """At the factory: refuse what overflows float64, the widest sampling dtype."""
+    if not magnitude <= _FLOAT64_MAX:
+        raise ValueError(
+            f"{name}: {what} is {magnitude:.4g}, beyond the largest finite float64 "
+            f"({_FLOAT64_MAX:.4g}); every draw would overflow"
+        )
+
+
+@functools.cache
+def _memory_limit() -> tuple[int, str] | None:
+    """(bytes, where) an array cannot exceed: the memory of the default backend's devices
+    where they report one (GPUs, TPUs), else the machine's physical memory."""
+    try:
+        limits = [(device.memory_stats() or {}).get("bytes_limit") for device in jax.devices()]
+    except Exception:  # a backend without memory statistics
+        limits = [None]
+    if limits and all(limits):
+        count = len(limits)
+        where = f"the memory of the {count} {jax.default_backend()} device" + "s" * (count > 1)
+        return int(sum(limits)), where
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "physical memory"
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows)
+        return None
+
+
+def _check_size(name: str, dims: tuple[int, ...], sampling: jnp.dtype, dtype: jnp.dtype) -> None:
+    """Refuse an array that could not be allocated: such a draw fails only when read."""
+    limit = _memory_limit()
+    if limit is None:
+        return
+    limit_bytes, where = limit
+    needed = math.prod(dims) * max(sampling.itemsize, dtype.itemsize)
+    if needed > limit_bytes:
+        raise ValueError(
+            f"{name}: a {dtype} array of shape {dims} needs {needed:,} bytes "
+            f"({needed / 2**30:,.1f} GiB) to draw, more than the {limit_bytes:,} bytes "
+            f"({limit_bytes / 2**30:,.1f} GiB) of {where}"
+        )
+
+
+def _check_magnitude(
+    name: str, magnitude: float, sampling: jnp.dtype, dtype: jnp.dtype, hint: str
+) -> None:
+    """Refuse a draw whose values (or intermediate results) could reach `magnitude`, beyond
+    the largest finite number of the sampling dtype or of the dtype asked for."""
+    limit_dtype = min(sampling, dtype, key=lambda d: float(jnp.finfo(d).max))
+    limit = float(jnp.finfo(limit_dtype).max)
+    if not magnitude <= limit:
+        raise ValueError(
+            f"{name}: its draw reaches {magnitude:.4g} in magnitude ({hint}), beyond the "
+            f"largest finite {limit_dtype} ({limit:.4g}), so values would be inf or nan; use "
+            "smaller hyperparameters, or a wider dtype (float64 needs jax_enable_x64) if they "
+            "are meant"
+        )
 
 
 def _sampling_dtype(dtype: DTypeLike) -> jnp.dtype:
@@ -111,12 +220,17 @@ def _initializer(
     name: str,
     min_ndim: int = 0,
     cheap_draw: bool = False,
+    largest: Callable[[tuple[int, ...], jnp.dtype], tuple[float, str]] | None = None,
 ) -> Initializer:
     """Wrap `draw(key, shape, sampling_dtype)` into the initializer protocol.
 
-    The wrapper normalizes the shape, checks the dtype and the number of dimensions, returns
-    an empty array for an empty shape, and casts the float32/float64 sample to the dtype. A
-    threefry key draws through `jaxgrad.prng.fast_key`: the same numbers, faster.
+    The wrapper normalizes the shape, checks the key, the dtype and the number of
+    dimensions, returns an empty array for an empty shape, refuses an array larger than
+    the memory it would live in, refuses a draw whose values could overflow (`largest(shape,
+    sampling_dtype)` gives a bound on the magnitudes the draw computes and what it is), and
+    casts the float32/float64 sample to the dtype. A threefry key draws through
+    `jaxgrad.prng.fast_key`: the same numbers, faster. Every check reads static things
+    (shapes, dtypes, hyperparameters), so it runs the same inside a jit trace.
 
     The initializer's `cheap_draw` attribute says that each number is a few arithmetic
     operations on one random word (uniform draws, constants). On a 2-core CPU at the seed's
@@ -129,12 +243,17 @@ def _initializer(
     def init(key: jax.Array, shape: Sequence[int], dtype: DTypeLike = jnp.float32) -> jax.Array:
         dims = _shape(shape)
         sampling = _sampling_dtype(dtype)
+        _check_key(key)
         if len(dims) < min_ndim:
             raise ValueError(
                 f"{name} needs a shape with at least {min_ndim} dimensions, got {dims}"
             )
         if math.prod(dims) == 0:
             return jnp.zeros(dims, dtype)
+        _check_size(name, dims, sampling, jnp.dtype(dtype))
+        if largest is not None:
+            magnitude, what = largest(dims, sampling)
+            _check_magnitude(name, magnitude, sampling, jnp.dtype(dtype), what)
         return draw(_prng.fast_key(key), dims, sampling).astype(dtype)
 
     init.__name__ = name
@@ -203,8 +322,8 @@ def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
         param: the negative slope of leaky_relu; ignored by the others.
 
     Raises:
-        ValueError: an unknown name (the message lists the valid ones).
-        TypeError: a `param` that is not a real number.
+        ValueError: an unknown name (the message lists the valid ones), a non-finite `param`.
+        TypeError: a `param` that is not a real number (NumPy numbers are; bools are not).
 
     Example:
         >>> round(calculate_gain("leaky_relu", 0.2), 6)
@@ -218,7 +337,7 @@ def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
         return math.sqrt(2.0)
     if nonlinearity == "leaky_relu":
         slope = 0.01 if param is None else _real("leaky_relu param (negative slope)", param)
-        return math.sqrt(2.0 / (1.0 + slope**2))
+        return math.sqrt(2.0) / math.hypot(1.0, slope)  # slope**2 would overflow past 1e154
     if nonlinearity == "selu":
         return 3.0 / 4.0
     raise ValueError(
@@ -240,20 +359,34 @@ def computed_gain(
     Args:
         activation: a name from `jaxgrad.activations.names()` or an elementwise callable.
         criterion: "forward" or "backward".
-        num_points: quadrature order.
+        num_points: quadrature order, at most `jaxgrad.activations.MAX_QUADRATURE_POINTS`
+            (2048; the rule's eigendecomposition needs num_points^2 float64 numbers).
 
     Returns:
         The gain as a Python float.
+
+    Raises:
+        ValueError: a bad `criterion` or `num_points`; a second moment of zero, or
+            non-finite values at the quadrature nodes: no finite gain exists.
     """
     if criterion not in ("forward", "backward"):
         raise ValueError(f"criterion must be 'forward' or 'backward', got {criterion!r}")
     phi = _act.resolve(activation)
     fn = phi if criterion == "forward" else _act.derivative(phi)
-    second_moment = float(_act.gaussian_expectation(lambda z: fn(z) ** 2, num_points=num_points))
+    nodes, weights = _act.hermite_nodes(num_points)
+    # phi at the nodes in the default dtype, the moment summed in float64: squares of
+    # float32 values cannot overflow there (phi = 1e30 x keeps its gain 1e-30).
+    values = np.asarray(fn(jnp.asarray(nodes, jnp.result_type(float))), np.float64)
+    name = _act.name_of(activation)
+    if not np.all(np.isfinite(values)):
+        raise ValueError(
+            f"the {criterion} values of {name} are inf or nan at some of the {num_points} "
+            f"quadrature nodes (|z| up to {np.max(nodes):.3g}); no finite gain exists"
+        )
+    second_moment = float(np.sum(weights * values**2))
     if not second_moment > 0:
         raise ValueError(
-            f"E[{criterion} value^2] of {_act.name_of(activation)} is {second_moment}; "
-            "no finite gain exists"
+            f"E[{criterion} value^2] of {name} is {second_moment}; no finite gain exists"
         )
     return 1.0 / math.sqrt(second_moment)
 
@@ -264,30 +397,66 @@ def empirical_gain(
     """std(x) / std(phi(x)) for x ~ N(0, 1): the gain measured as the seed articles do.
 
     For tanh it is about 1.59, below PyTorch's 5/3. Jittable for a fixed `num_samples`.
+    std(phi(x)) is taken after scaling by max |phi(x)|, so outputs whose squares overflow
+    (phi(x) = 1e25 x) still give their gain.
+
+    The gain is undefined when phi(x) has zero variance (a constant, or relu(x - 100) on
+    these samples), or non-finite values, and when std(x) / std(phi(x)) overflows. Called
+    with concrete values such cases raise; under `jax.jit` or `jax.vmap`, where nothing can
+    be raised, the result is nan.
 
     Args:
         activation: a name or an elementwise callable.
-        key: PRNG key.
+        key: PRNG key, `jax.random.key(seed)` (or a legacy `jax.random.PRNGKey`).
         num_samples: how many standard normal samples.
 
     Returns:
-        A scalar array.
+        A scalar array, finite and > 0 (or nan under a trace, see above).
+
+    Raises:
+        ValueError: a bad `num_samples`; outside a trace, an undefined gain (see above).
+        TypeError: a key that is not a PRNG key.
     """
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
         raise ValueError(f"num_samples must be an int >= 2, got {num_samples!r}")
     phi = _act.resolve(activation)
+    _check_key(key)
     x = jax.random.normal(key, (num_samples,))
-    return jnp.std(x) / jnp.std(phi(x))
+    y = phi(x)
+    scale = jnp.max(jnp.abs(y))
+    constant = jnp.all(y == y.ravel()[0])
+    y_std = jnp.where(constant, 0.0, scale * jnp.std(y / jnp.where(scale > 0, scale, 1)))
+    gain = jnp.std(x) / y_std
+    defined = jnp.isfinite(gain) & (gain > 0)
+    if isinstance(gain, jax.core.Tracer):
+        return jnp.where(defined, gain, jnp.nan)
+    if not bool(defined):
+        name = _act.name_of(activation)
+        nonfinite = int(jnp.sum(~jnp.isfinite(y)))
+        if nonfinite:
+            reason = f"it returned inf or nan for {nonfinite} of the {num_samples} samples"
+        elif bool(constant):
+            reason = f"it returned {float(y.ravel()[0])} for all {num_samples} samples"
+        else:
+            reason = f"std(phi(x)) = {float(y_std):.4g} makes the ratio overflow {gain.dtype}"
+        raise ValueError(
+            f"empirical_gain of {name} is undefined: {reason} of N(0, 1); the gain "
+            "std(x) / std(phi(x)) needs a finite phi(x) with nonzero variance"
+        )
+    return gain
 
 
 # ----------------------------------------------------------------------------- constant and plain
 
 
 def constant(value: float) -> Initializer:
-    """Every entry equal to `value`."""
+    """Every entry equal to `value` (refused at the call where the dtype cannot hold it)."""
     value = _real("value", value)
     return _initializer(
-        lambda key, shape, dt: jnp.full(shape, value, dt), "constant", cheap_draw=True
+        lambda key, shape, dt: jnp.full(shape, value, dt),
+        "constant",
+        cheap_draw=True,
+        largest=lambda shape, dt: (abs(value), f"value={value}"),
     )
 
 
@@ -302,21 +471,57 @@ def ones() -> Initializer:
 
 
 def normal(std: float = 1.0, mean: float = 0.0) -> Initializer:
-    """N(mean, std^2) entries."""
+    """N(mean, std^2) entries.
+
+    Refused where a draw could overflow: |mean| + 5.77 std beyond float32's 3.4e38 at a
+    float32 call (5.77 bounds jax's float32 normal draws), |mean| + 8.57 std beyond float64's
+    1.8e308 at once.
+    """
     std, mean = _nonnegative("std", std), _real("mean", mean)
+
+    def largest(shape, dt):
+        z = _largest_normal(dt)
+        return abs(mean) + std * z, f"|mean| + {z:.3g} std, mean={mean}, std={std}"
+
+    magnitude, what = largest((), jnp.dtype(jnp.float64))
+    _check_float64_magnitude("normal", magnitude, what)
     return _initializer(
-        lambda key, shape, dt: mean + std * jax.random.normal(key, shape, dt), "normal"
+        lambda key, shape, dt: mean + std * jax.random.normal(key, shape, dt),
+        "normal",
+        largest=largest,
     )
 
 
 def uniform(low: float = 0.0, high: float = 1.0) -> Initializer:
-    """U(low, high) entries."""
+    """U(low, high) entries.
+
+    The draw computes low + (high - low) u, so `high - low` must be finite: refused at once
+    beyond float64 (`uniform(-1e308, 1e308)`), at a float32 call beyond float32's 3.4e38.
+    """
     low, high = _interval("low", low, "high", high)
+    _check_float64_magnitude("uniform", high - low, f"high - low with low={low}, high={high}")
+
+    def largest(shape, dt):
+        return max(abs(low), abs(high), high - low), f"low={low}, high={high}"
+
     return _initializer(
         lambda key, shape, dt: jax.random.uniform(key, shape, dt, low, high),
         "uniform",
         cheap_draw=True,
+        largest=largest,
     )
+
+
+def _normal_cdf(x: float) -> float:
+    """Phi(x) in float64, accurate in the lower tail (down to about -38)."""
+    return 0.5 * math.erfc(-x / math.sqrt(2.0))
+
+
+def _tail_resolution(dt: jnp.dtype) -> float:
+    """The smallest Phi(-|near end|) a tail draw in `dt` resolves: below tiny / eps, more
+    than a fraction eps of the uniform draws would fall among subnormal numbers."""
+    info = jnp.finfo(dt)
+    return float(info.tiny) / float(info.eps)
 
 
 def trunc_normal(
@@ -326,15 +531,92 @@ def trunc_normal(
 
     Note that the resulting standard deviation is below `std` (see `variance_scaling` for the
     corrected truncated normal that jax uses).
+
+    An interval that contains the mean is sampled as PyTorch and `jax.random` do (inverse
+    error function of a uniform). One that lies wholly on one side of the mean is sampled
+    through the normal CDF of that tail, Phi(x) = `ndtr` and its inverse `ndtri` (reflected
+    for an upper tail), which stay far from 1: `trunc_normal(low=10, high=11)` has mean
+    10.098, where the error-function route put every draw at 10.999999. Such a tail is
+    refused where its probability Phi(-|near end in standard units|) is below what the
+    sampling dtype resolves (about 11.7 standard deviations from the mean in float32, 36.5
+    in float64). Draws are clipped to [low, high].
+
+    Args:
+        std: standard deviation of the normal before truncation, > 0.
+        mean: its mean.
+        low, high: the absolute cut-offs, low < high.
+
+    Raises:
+        ValueError: std <= 0, low >= high, a tail beyond float64's reach (at once), beyond
+            float32's (at a float32 call), or cut-offs that overflow the dtype.
+        TypeError: a hyperparameter that is not a real number.
     """
     std, mean = _positive("std", std), _real("mean", mean)
     low, high = _interval("low", low, "high", high)
     a, b = (low - mean) / std, (high - mean) / std
+    bound = max(abs(low), abs(high), abs(low - mean), abs(high - mean))
+    _check_float64_magnitude(
+        "trunc_normal",
+        bound,
+        f"max(|low|, |high|, |low - mean|, |high - mean|) with low={low}, high={high}, mean={mean}",
+    )
+    # An interval on one side of the mean as (far end, near end) in the lower tail, in
+    # standard units (an upper tail [a, b] is sampled as -z for z in [-b, -a]); None when
+    # the interval holds the mean.
+    if a >= 0:
+        tail, sign = (-b, -a), -1.0
+    elif b <= 0:
+        tail, sign = (a, b), 1.0
+    else:
+        tail, sign = None, 1.0
+
+    def check_tail(dt):
+        if tail is None:
+            return
+        mass_near = _normal_cdf(tail[1])
+        if not mass_near >= _tail_resolution(dt):
+            side = "above" if sign < 0 else "below"
+            raise ValueError(
+                f"trunc_normal: [low, high] = [{low}, {high}] lies {abs(tail[1]):.4g} standard "
+                f"deviations {side} the mean {mean}, where the normal's tail probability "
+                f"{mass_near:.3g} is below the {_tail_resolution(dt):.3g} that {dt} resolves "
+                f"(about {-_ndtri64(_tail_resolution(dt)):.3g} standard deviations); "
+                + (
+                    "bring mean closer to the interval"
+                    if dt == jnp.float64
+                    else "sample in float64 (jax_enable_x64, dtype=jnp.float64, which reaches "
+                    "36.5 standard deviations) or bring mean closer to the interval"
+                )
+            )
+
+    check_tail(jnp.dtype(jnp.float64))
+
+    def largest(shape, dt):
+        return bound, f"low={low}, high={high}, mean={mean}"
 
     def draw(key, shape, dt):
-        return mean + std * jax.random.truncated_normal(key, a, b, shape, dt)
+        check_tail(dt)  # before anything is drawn
+        if tail is None:  # PyTorch's and jax's inverse error function of a uniform
+            z = jax.random.truncated_normal(key, a, b, shape, dt)
+        else:
+            # u uniform in (Phi(far), Phi(near)], Phi in float64: u is 0, and ndtri(u) -inf,
+            # only when rounding takes it there (about 2^-24 of float32 draws), and the clip
+            # below puts that draw at the far end.
+            phi_far, phi_near = _normal_cdf(tail[0]), _normal_cdf(tail[1])
+            u = phi_near - jax.random.uniform(key, shape, dt) * (phi_near - phi_far)
+            z = sign * jax.scipy.special.ndtri(u)
+        return jnp.clip(mean + std * z, low, high)
 
-    return _initializer(draw, "trunc_normal")
+    return _initializer(draw, "trunc_normal", largest=largest)
+
+
+def _ndtri64(p: float) -> float:
+    """Phi^-1(p) for a small p in float64 (for messages): bisection on `_normal_cdf`."""
+    lo, hi = -40.0, 0.0
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _normal_cdf(mid) < p else (lo, mid)
+    return (lo + hi) / 2
 
 
 # ----------------------------------------------------------------------------- variance scaling
@@ -361,6 +643,11 @@ def variance_scaling(
         distribution: "normal", "uniform" (bound sqrt(3 * variance)) or "truncated_normal"
             (cut at two standard deviations and rescaled to the variance, as in jax).
         in_axis, out_axis: feature axes for `compute_fans`.
+
+    Raises:
+        ValueError: a bad `mode` or `distribution`, a negative or non-finite `scale`; at the
+            call, a shape whose draw could overflow the dtype (sqrt(3 scale / fan) beyond
+            float32's 3.4e38 for a float32 kernel).
     """
     scale = _nonnegative("scale", scale)
     if mode not in _MODES:
@@ -370,10 +657,22 @@ def variance_scaling(
             f"distribution must be one of {', '.join(_DISTRIBUTIONS)}, got {distribution!r}"
         )
 
-    def draw(key, shape, dt):
+    def std_of(shape):
         fan_in, fan_out = compute_fans(shape, in_axis, out_axis)
         fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
-        std = math.sqrt(scale / fan)
+        return math.sqrt(scale / fan)
+
+    def largest(shape, dt):
+        std = std_of(shape)
+        if distribution == "uniform":
+            return math.sqrt(3.0) * std, f"the bound sqrt(3) std, std={std:.4g}"
+        if distribution == "truncated_normal":
+            return 2.0 * std / _TRUNC_STD, f"the cut-off 2 std / 0.88, std={std:.4g}"
+        z = _largest_normal(dt)
+        return z * std, f"{z:.3g} std, std={std:.4g}"
+
+    def draw(key, shape, dt):
+        std = std_of(shape)
         if distribution == "uniform":
             bound = math.sqrt(3.0) * std
             return jax.random.uniform(key, shape, dt, -bound, bound)
@@ -386,18 +685,40 @@ def variance_scaling(
         f"variance_scaling_{mode}_{distribution}",
         min_ndim=2,
         cheap_draw=distribution == "uniform",
+        largest=largest,
     )
 
 
-def xavier_uniform(gain: float = 1.0, *, in_axis: int = -2, out_axis: int = -1) -> Initializer:
-    """U(-b, b) with b = gain * sqrt(6 / (fan_in + fan_out)) (Glorot and Bengio 2010, eq. 16)."""
+_LARGEST_GAIN = math.sqrt(_FLOAT64_MAX)
+
+
+def _gain(gain: object) -> float:
+    """A gain >= 0 whose square, the variance scale, is finite in float64."""
     gain = _nonnegative("gain", gain)
+    if gain > _LARGEST_GAIN:
+        raise ValueError(
+            f"gain must be at most {_LARGEST_GAIN:.4g}, so that the variance scale gain**2 is "
+            f"finite in float64; got {gain!r}"
+        )
+    return gain
+
+
+def xavier_uniform(gain: float = 1.0, *, in_axis: int = -2, out_axis: int = -1) -> Initializer:
+    """U(-b, b) with b = gain * sqrt(6 / (fan_in + fan_out)) (Glorot and Bengio 2010, eq. 16).
+
+    A gain above 1.34e154 (its square overflows float64) is refused at once; one whose bound
+    overflows the dtype, at the call.
+    """
+    gain = _gain(gain)
     return variance_scaling(gain**2, "fan_avg", "uniform", in_axis=in_axis, out_axis=out_axis)
 
 
 def xavier_normal(gain: float = 1.0, *, in_axis: int = -2, out_axis: int = -1) -> Initializer:
-    """N(0, std^2) with std = gain * sqrt(2 / (fan_in + fan_out)) (Glorot and Bengio 2010)."""
-    gain = _nonnegative("gain", gain)
+    """N(0, std^2) with std = gain * sqrt(2 / (fan_in + fan_out)) (Glorot and Bengio 2010).
+
+    Gains are refused as in `xavier_uniform`.
+    """
+    gain = _gain(gain)
     return variance_scaling(gain**2, "fan_avg", "normal", in_axis=in_axis, out_axis=out_axis)
 
 
@@ -486,7 +807,9 @@ def orthogonal(gain: float = 1.0) -> Initializer:
         rows = math.prod(shape[:-1])
         return (gain * _haar_orthogonal(key, rows, cols, dt)).reshape(shape)
 
-    return _initializer(draw, "orthogonal", min_ndim=2)
+    return _initializer(
+        draw, "orthogonal", min_ndim=2, largest=lambda shape, dt: (gain, f"gain={gain}")
+    )
 
 
 def identity(gain: float = 1.0) -> Initializer:
@@ -501,7 +824,9 @@ def identity(gain: float = 1.0) -> Initializer:
             raise ValueError(f"identity needs a 2-D shape, got {shape}")
         return gain * jnp.eye(*shape, dtype=dt)
 
-    return _initializer(draw, "identity", cheap_draw=True)
+    return _initializer(
+        draw, "identity", cheap_draw=True, largest=lambda shape, dt: (gain, f"gain={gain}")
+    )
 
 
 def _check_conv_shape(name: str, shape: tuple[int, ...]) -> None:
@@ -560,7 +885,7 @@ def delta_orthogonal(gain: float = 1.0) -> Initializer:
         centre_tap = gain * _haar_orthogonal(key, fan_in, fan_out, dt)
         return jnp.zeros(shape, dt).at[_centre(shape)].set(centre_tap)
 
-    return _initializer(draw, "delta_orthogonal")
+    return _initializer(draw, "delta_orthogonal", largest=lambda shape, dt: (gain, f"gain={gain}"))
 
 
 def sparse(sparsity: float, std: float = 0.01) -> Initializer:
@@ -604,4 +929,8 @@ def sparse(sparsity: float, std: float = 0.01) -> Initializer:
         values = std * jax.random.normal(key_values, shape, dt)
         return jnp.where(zeros, jnp.zeros((), dt), values)
 
-    return _initializer(draw, "sparse")
+    def largest(shape, dt):
+        z = _largest_normal(dt)
+        return z * std, f"{z:.3g} std, std={std}"
+
+    return _initializer(draw, "sparse", largest=largest)
