@@ -1,6 +1,7 @@
 """Tests for jaxgrad.theory: closed forms, float64 quadrature references, wide networks."""
 
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -119,11 +120,79 @@ def test_tanh_critical_line_tends_to_one():
     assert values[-2] == pytest.approx(1.0, abs=2e-2)
 
 
+@pytest.mark.parametrize(
+    ("activation", "sigma_b2", "expected", "rel"),
+    [
+        ("tanh", 0.0, 1.0, 1e-3),  # was 0.0: bisection from log(0) = -inf stayed at -inf
+        ("relu", 0.1, 2.0, 1e-5),
+        # phi = 1e4 tanh: chi1 -> sigma_w2 * 1e8 as q* -> 0, critical at 1e-8, below the
+        # default low = 1e-3 (which gives nan) but found from low = 0.
+        (lambda x: 1e4 * jnp.tanh(x), 0.0, 1e-8, 1e-3),
+    ],
+    ids=["tanh", "relu", "1e4_tanh"],
+)
+def test_critical_sigma_w2_from_low_zero(activation, sigma_b2, expected, rel):
+    got = float(theory.critical_sigma_w2(activation, sigma_b2, low=0.0))
+    assert got == pytest.approx(expected, rel=rel)
+
+
+def test_critical_sigma_w2_from_low_zero_matches_the_default_bracket_and_vmaps():
+    reference = float(theory.critical_sigma_w2("tanh", 0.05))
+    assert float(theory.critical_sigma_w2("tanh", 0.05, low=0)) == pytest.approx(
+        reference, rel=1e-5
+    )
+    batched = jax.vmap(lambda b2: theory.critical_sigma_w2("relu", b2, low=0.0))(
+        jnp.array([0.0, 0.5])
+    )
+    np.testing.assert_allclose(batched, 2.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "match"),
+    [
+        (10.0, 1.0, "need low < high, got low=10.0, high=1.0"),  # gave nan
+        (2.0, 2.0, "need low < high, got low=2.0, high=2.0"),
+        (-1.0, 10.0, "low must be finite and >= 0, got -1.0"),
+        (1.0, math.inf, "high must be finite and >= 0, got inf"),
+        (float("nan"), 10.0, "low must be finite and >= 0, got nan"),
+        (1.0, 1e30, "high must be at most 1e+18"),
+    ],
+)
+def test_critical_sigma_w2_refuses_bad_brackets(low, high, match):
+    with pytest.raises(ValueError, match=re.escape(match)):
+        theory.critical_sigma_w2("tanh", 0.05, low=low, high=high)
+
+
 def test_phase_labels():
     assert theory.phase("tanh", 1.2, 0.05) == "ordered"
     assert theory.phase("tanh", 3.0, 0.05) == "chaotic"
     critical = float(theory.critical_sigma_w2("tanh", 0.05))
     assert theory.phase("tanh", critical, 0.05) == "critical"
+
+
+@pytest.mark.parametrize("q_star", [np.float32(0.5), np.float64(1 / 64), np.int64(2)])
+def test_critical_point_for_q_star_takes_numpy_scalars(q_star):
+    """np.float32(0.5) was refused as 'not a number > 0'."""
+    assert theory.critical_point_for_q_star("tanh", q_star) == theory.critical_point_for_q_star(
+        "tanh", float(q_star)
+    )
+
+
+@pytest.mark.parametrize(
+    ("q_star", "error", "match"),
+    [
+        (math.inf, ValueError, "q_star must be finite, got inf"),  # gave (1.9e10, inf)
+        (np.float64("nan"), ValueError, "q_star must be finite, got np.float64(nan)"),
+        (0.0, ValueError, "q_star must be a number > 0, got 0.0"),
+        (1e30, ValueError, "q_star must be at most 1e+18"),
+        ("0.5", TypeError, "q_star must be a real number, got '0.5'"),
+        (True, TypeError, "q_star must be a real number, got True"),
+        (np.True_, TypeError, "q_star must be a real number, got np.True_"),
+    ],
+)
+def test_critical_point_for_q_star_refuses_bad_q_star(q_star, error, match):
+    with pytest.raises(error, match=re.escape(match)):
+        theory.critical_point_for_q_star("tanh", q_star)
 
 
 def test_critical_point_for_q_star():
@@ -173,6 +242,50 @@ def test_depth_scales_match_the_maps_convergence(sigma_w2, sigma_b2):
         q = float(theory.q_map("tanh", sigma_w2, sigma_b2, q))
         gaps.append(abs(q - q_star))
     assert (gaps[-1] / gaps[0]) ** (1 / 3) == pytest.approx(math.exp(-1 / xi_q), rel=2e-2)
+
+
+@pytest.mark.parametrize(
+    ("activation", "sigma_w2", "sigma_b2", "expected"),
+    [
+        # relu with sigma_w2 > 2: q_l grows by sigma_w2 / 2 per layer, no fixed point; the
+        # formula gave -1 / log(5e5) = -0.076.
+        ("relu", 1e6, 0.0, (math.nan, math.nan)),
+        ("relu", 3.0, 0.1, (math.nan, math.nan)),
+        # Linear, sigma_w2 = 1, sigma_b2 = 0: every length is a fixed point, chi = 1 exactly,
+        # nothing is approached exponentially; the formula gave -1 / log(1) = -inf.
+        ("linear", 1.0, 0.0, (math.inf, math.inf)),
+        # relu, sigma_w2 = 1, sigma_b2 = 0.1: q* = 0.2, chi_q = chi1 = 1/2 (phi'' = 0), so
+        # xi_q = 1 / log 2 in closed form.
+        ("relu", 1.0, 0.1, (1 / math.log(2), None)),
+    ],
+)
+def test_depth_scales_are_positive_inf_or_nan_never_negative(
+    activation, sigma_w2, sigma_b2, expected
+):
+    scales = [float(v) for v in theory.depth_scales(activation, sigma_w2, sigma_b2)]
+    for got, want in zip(scales, expected, strict=True):
+        assert not got < 0
+        if want is None:
+            assert 0 < got < math.inf
+        elif math.isnan(want):
+            assert math.isnan(got)
+        else:
+            assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_phase_diagram_depth_scales_follow_the_same_rules():
+    grid = theory.phase_diagram("relu", jnp.array([1.0, 3.0]), jnp.array([0.1]))
+    assert float(grid.xi_q[0, 0]) == pytest.approx(1 / math.log(2), rel=1e-5)
+    assert math.isnan(float(grid.xi_q[1, 0]))
+    assert math.isnan(float(grid.xi_c[1, 0]))
+
+
+def test_q_star_at_the_largest_accepted_sigma_w2_is_finite():
+    """q* of tanh at sigma_w2 = 1e30 read inf; sigma_w2 beyond MAX_VARIANCE is refused, and
+    at MAX_VARIANCE q* = sigma_w2 (1 - E[sech^2(sqrt(q*) z)]) + sigma_b2, where the sech^2 term
+    is 2 / sqrt(2 pi q*) ~ 8e-10: q* = 1e18 to float32 precision."""
+    got = float(theory.q_star("tanh", theory.MAX_VARIANCE, 0.05))
+    assert got == pytest.approx(theory.MAX_VARIANCE, rel=1e-6)
 
 
 def test_xi_c_diverges_at_criticality():
@@ -271,11 +384,36 @@ def test_wide_network_gradients_follow_chi1(sigma_w2):
         (lambda: theory.chi1("tanhh", 1.0, 0.0), "unknown activation 'tanhh'"),
         (lambda: theory.phase_diagram("tanh", jnp.ones((2, 2)), jnp.ones(2)), "1-D grids"),
         (lambda: theory.critical_sigma_w2("tanh", float("nan")), "sigma_b2 must be finite"),
+        (lambda: theory.q_star("tanh", 1e30, 0.05), "sigma_w2 must be at most 1e+18"),
+        (lambda: theory.chi1("tanh", 1.0, 1e19), "sigma_b2 must be at most 1e+18"),
+        (lambda: theory.q_map("relu", 1.0, 0.0, 1e30), "q must be at most 1e+18"),
+        (lambda: theory.c_map("tanh", 1.5, 0.05, 0.5, q=1e21), "q must be at most 1e+18"),
+        (
+            lambda: theory.phase_diagram("tanh", jnp.array([1.0, 1e30]), jnp.ones(2)),
+            "sigma_w2 must be at most 1e+18",
+        ),
+        (lambda: theory.c_map("tanh", 1.5, 0.05, 2.0), "must be in [-1, 1], got 2.0"),
+        (lambda: theory.c_map("tanh", 1.5, 0.05, -1.5), "must be in [-1, 1], got -1.5"),
+        (lambda: theory.c_map("tanh", 1.5, 0.05, math.nan), "must be in [-1, 1], got nan"),
+        (
+            lambda: theory.c_map("tanh", 1.5, 0.05, jnp.array([0.5, 1.1])),
+            "c is a correlation and must be in [-1, 1]",
+        ),
     ],
 )
 def test_bad_input_raises(call, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=re.escape(match)):
         call()
+
+
+@pytest.mark.parametrize("c", [-1.0, 0.3, 1.0])
+def test_c_map_accepts_the_ends_and_traced_correlations(c):
+    """The check reads only concrete values: under jit the same number comes back."""
+    eager = float(theory.c_map("tanh", 1.5, 0.05, c))
+    traced = float(jax.jit(lambda c: theory.c_map("tanh", 1.5, 0.05, c))(c))
+    assert traced == pytest.approx(eager, rel=1e-6)
+    if c == 1.0:  # c = 1 maps to 1: (sigma_w2 E[phi(u)^2] + sigma_b2) / q* = q* / q*
+        assert eager == pytest.approx(1.0, rel=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,10 @@ q_1 = sigma_w2 + sigma_b2. Weights `init.normal(sqrt(sigma_w2 / width))` and bia
 Every function is jittable and vmappable in `sigma_w2`, `sigma_b2` (and `q`, `c`), so a phase
 diagram is one `phase_diagram` call. Gaussian expectations use Gauss-Hermite quadrature
 (`jaxgrad.activations.gaussian_expectation`); computations run in the default float dtype
-(float64 under `jax.enable_x64`). Concrete negative variances raise `ValueError`.
+(float64 under `jax.enable_x64`). Concrete (not traced) arguments are checked when a
+function is called: variances and lengths must be finite, >= 0 and at most `MAX_VARIANCE`,
+correlations in [-1, 1]; anything else raises `ValueError`. Traced arguments (under jit or
+vmap) cannot be checked and pass as they are.
 
 References:
     Poole, Lahiri, Raghu, Sohl-Dickstein and Ganguli 2016, "Exponential expressivity in deep
@@ -55,17 +58,35 @@ QUADRATURE_POINTS_2D = 24
 expectations (and twice as many radial points); see `_expect_pair`."""
 PHASE_TOLERANCE = 1e-3
 """|chi1 - 1| below this counts as critical in `phase`."""
+MAX_VARIANCE = 1e18
+"""The largest sigma_w2, sigma_b2, q or q* accepted. The quadrature covers lengths up to
+1e20 (see `_expect`), and q* reaches about sigma_w2 * max phi^2 + sigma_b2, so this leaves a
+factor 100 for phi^2: beyond it, q* of tanh would come out inf instead of about sigma_w2."""
 
 
 # ----------------------------------------------------------------------------- validation
 
 
 def _check_variance(name: str, value: ArrayLike) -> jax.Array:
-    """Raise on a concrete negative or non-finite variance; tracers pass through."""
+    """Raise on a concrete negative, non-finite or too large variance; tracers pass through."""
     if not isinstance(value, jax.core.Tracer):
         array = np.asarray(value, dtype=np.float64)
         if not np.all(np.isfinite(array)) or np.any(array < 0):
             raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+        if np.any(array > MAX_VARIANCE):
+            raise ValueError(
+                f"{name} must be at most {MAX_VARIANCE:g} (jaxgrad.theory.MAX_VARIANCE: the "
+                f"quadrature covers lengths up to {_Q_CEILING:g}), got {value!r}"
+            )
+    return jnp.asarray(value, dtype=jnp.result_type(float))
+
+
+def _check_correlation(value: ArrayLike) -> jax.Array:
+    """Raise on a concrete correlation outside [-1, 1] (or nan); tracers pass through."""
+    if not isinstance(value, jax.core.Tracer):
+        array = np.asarray(value, dtype=np.float64)
+        if not np.all((array >= -1) & (array <= 1)):
+            raise ValueError(f"c is a correlation and must be in [-1, 1], got {value!r}")
     return jnp.asarray(value, dtype=jnp.result_type(float))
 
 
@@ -161,6 +182,10 @@ def q_star(
 
     Returns:
         q*, a scalar array.
+
+    Raises:
+        ValueError: a concrete sigma_w2 or sigma_b2 that is negative, non-finite or above
+            `MAX_VARIANCE` (where q* would leave the quadrature's range and read inf).
     """
     phi = _activation(activation)
     sigma_w2 = _check_variance("sigma_w2", sigma_w2)
@@ -174,12 +199,17 @@ def c_map(
     c: ArrayLike,
     q: ArrayLike | None = None,
 ) -> jax.Array:
-    """One step of the correlation map at length q (default q*)."""
+    """One step of the correlation map at length q (default q*).
+
+    Raises:
+        ValueError: a concrete c outside [-1, 1] or nan, or a bad variance (see the module).
+    """
     phi = _activation(activation)
     sigma_w2 = _check_variance("sigma_w2", sigma_w2)
     sigma_b2 = _check_variance("sigma_b2", sigma_b2)
+    c = _check_correlation(c)
     q = _q_star(phi, sigma_w2, sigma_b2) if q is None else _check_variance("q", q)
-    return _c_map(phi, sigma_w2, sigma_b2, jnp.asarray(c, sigma_w2.dtype), q)
+    return _c_map(phi, sigma_w2, sigma_b2, c, q)
 
 
 def c_star(activation: str | _act.Activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike):
@@ -216,9 +246,18 @@ def depth_scales(
     """(xi_q, xi_c): the depths over which the length and the correlation of signals approach
     their fixed points, |q_l - q*| ~ exp(-l / xi_q), |c_l - c*| ~ exp(-l / xi_c).
 
-    xi_q^-1 = -log(chi1 + sigma_w2 E[phi''(sqrt(q*) z) phi(sqrt(q*) z)]) and
+    xi_q^-1 = -log(chi_q), chi_q = chi1 + sigma_w2 E[phi''(sqrt(q*) z) phi(sqrt(q*) z)], and
     xi_c^-1 = -log(chi_c) (Schoenholz et al. 2017, eqs. 6 and 9). xi_c diverges on the
     critical line, which bounds the depth of trainable networks at about 6 xi_c.
+
+    A slope chi >= 1 means the fixed point is not approached exponentially (on the critical
+    line, or where every length is a fixed point, as for a linear network with
+    sigma_w2 = 1, sigma_b2 = 0): that depth scale is inf, where -1 / log(chi) would be
+    negative or -inf. Where the length map has no finite fixed point (q* = inf: relu with
+    sigma_w2 > 2) the signal never settles, neither scale exists, and both are nan.
+
+    Returns:
+        (xi_q, xi_c), scalar arrays, each > 0, inf or nan as above.
     """
     phi = _activation(activation)
     sigma_w2 = _check_variance("sigma_w2", sigma_w2)
@@ -232,15 +271,25 @@ def critical_sigma_w2(
 
     Bisection in log(sigma_w2) over [low, high] (chi1 grows with sigma_w2); nan where chi1
     does not cross 1 in that interval. For tanh it is 1 at sigma_b2 = 0 and about 1.76 at
-    sigma_b2 = 0.05; for relu it is 2 for every sigma_b2.
+    sigma_b2 = 0.05; for relu it is 2 for every sigma_b2. `low=0` is allowed (chi1 = 0
+    there): the search then steps down from `high` by factors of e^16 until chi1 < 1, and
+    bisects from there.
+
+    Raises:
+        ValueError: a concrete sigma_b2, low or high that is negative, non-finite or above
+            `MAX_VARIANCE`, or low >= high.
     """
     phi = _activation(activation)
     sigma_b2 = _check_variance("sigma_b2", sigma_b2)
+    concrete = not isinstance(low, jax.core.Tracer) and not isinstance(high, jax.core.Tracer)
     low, high = _check_variance("low", low), _check_variance("high", high)
+    if concrete and not float(low) < float(high):
+        raise ValueError(f"need low < high, got low={float(low)}, high={float(high)}")
     return _critical_sigma_w2(phi, sigma_b2, low, high)
 
 
 # Jitted kernels, keyed on the activation function; they share q* and c* between quantities.
+_LOG_DESCENT = 16.0  # critical_sigma_w2 with low = 0 steps down by e^16 (8.9e6) at a time
 _static_phi = functools.partial(jax.jit, static_argnums=0)
 
 
@@ -310,7 +359,14 @@ def _depth_scales(phi, sigma_w2, sigma_b2):
     c = _c_star(phi, sigma_w2, sigma_b2, q)
     d2phi = _act.derivative(_act.derivative(phi))
     chi_q = _chi1(phi, sigma_w2, q) + sigma_w2 * _expect(lambda u: d2phi(u) * phi(u), q)
-    return -1 / jnp.log(chi_q), -1 / jnp.log(_chi_c(phi, sigma_w2, q, c))
+
+    def depth_scale(slope):
+        # |gap_l| ~ |slope|^l: a depth -1 / log|slope| while |slope| < 1, inf from 1 on.
+        rate = jnp.abs(slope)
+        scale = jnp.where(rate < 1, -1 / jnp.log(jnp.where(rate < 1, rate, 0.5)), jnp.inf)
+        return jnp.where(jnp.isfinite(q), scale, jnp.nan)  # no fixed point: no depth scale
+
+    return depth_scale(chi_q), depth_scale(_chi_c(phi, sigma_w2, q, c))
 
 
 @_static_phi
@@ -321,7 +377,8 @@ def _critical_sigma_w2(phi, sigma_b2, low, high):
 
     def bisect(_, bounds):
         lo, hi = bounds
-        mid = (lo + hi) / 2
+        # With low = 0, lo = log(0) = -inf: step down from hi until chi1 < 1, then bisect.
+        mid = jnp.where(jnp.isfinite(lo), (lo + hi) / 2, hi - _LOG_DESCENT)
         below = excess(mid) < 0
         return jnp.where(below, mid, lo), jnp.where(below, hi, mid)
 
@@ -355,11 +412,34 @@ def critical_point_for_q_star(
     chi1 = 1 gives sigma_w2 = 1 / E[phi'(sqrt(q*) z)^2], and the fixed-point equation then
     gives sigma_b2 = q* - sigma_w2 E[phi(sqrt(q*) z)^2]. A small q* keeps a bounded
     activation near its linear regime, the route to dynamical isometry (Pennington et al.
-    2017). Raises ValueError when no such point has sigma_b2 >= 0.
+    2017).
+
+    Args:
+        activation: a name or an elementwise callable.
+        q_star: the fixed point, a Python or NumPy real number in (0, MAX_VARIANCE].
+
+    Returns:
+        (sigma_w2, sigma_b2) as Python floats.
+
+    Raises:
+        TypeError: a q_star that is not a real number (bools are not).
+        ValueError: a q_star that is not finite, <= 0 or above `MAX_VARIANCE`, or when no
+            critical point with this q* has sigma_b2 >= 0.
     """
     phi = _activation(activation)
-    if isinstance(q_star, bool) or not isinstance(q_star, int | float) or not q_star > 0:
+    if isinstance(q_star, bool | np.bool_) or not isinstance(
+        q_star, int | float | np.integer | np.floating
+    ):
+        raise TypeError(f"q_star must be a real number, got {q_star!r}")
+    if not math.isfinite(q_star):
+        raise ValueError(f"q_star must be finite, got {q_star!r}")
+    if not q_star > 0:
         raise ValueError(f"q_star must be a number > 0, got {q_star!r}")
+    if q_star > MAX_VARIANCE:
+        raise ValueError(
+            f"q_star must be at most {MAX_VARIANCE:g} (jaxgrad.theory.MAX_VARIANCE), got {q_star!r}"
+        )
+    q_star = float(q_star)
     dphi = _act.derivative(phi)
     q = jnp.asarray(q_star, jnp.result_type(float))
     sigma_w2 = 1 / float(_expect(lambda u: dphi(u) ** 2, q))
