@@ -1,22 +1,47 @@
 """Grids of random deep networks: one compiled program per static group, vmap and sharding inside.
 
 A `Sweep` is the product of depths, widths, activations, initializer families, sigma_w2,
-sigma_b2, norms, residual flags and seeds. `run` groups the grid by what changes the
+sigma_b2, norms, residual flags, dtypes and seeds. `run` groups the grid by what changes the
 compiled program (activation, initializer family, width, norm, residual, dtype; the batch
 size is fixed per sweep) and, inside a group:
 
-- draws each seed's unit weights once and applies sqrt(sigma_w2) (and sqrt(sigma_b2)) to the
-  pre-activation, so every (sigma_w2, sigma_b2) point of a seed shares its random numbers and
-  the vmapped points become one taller matrix product instead of many thin ones;
+- draws each seed's unit weights once, in a program of their own on one device, and applies
+  sqrt(sigma_w2) (and sqrt(sigma_b2)) to the pre-activation, so every (sigma_w2, sigma_b2)
+  point of a seed shares its random numbers and the vmapped points become one taller matrix
+  product instead of many thin ones. (Orthogonal weights need a batched QR, which hangs when
+  it runs inside a program sharded over several host devices: drawn apart, the weights enter
+  the sharded program replicated.)
 - builds one network of the largest depth: forward statistics of every shallower depth are
   its prefix, and the backward pass of each shallower network rides along as one more head
   of the reverse scan (`propagation.reverse_scan_probe(heads=...)`), so a depth axis does not
   multiply the cost;
 - splits the vmapped points into chunks that fit a memory budget (default: a quarter of the
   device's memory, or 4 GiB on CPU), pads the last chunk so no shape is new, and shards each
-  chunk's points over all local devices with `jax.sharding`;
-- writes every chunk to the `jaxgrad.store.ResultStore` as soon as it is computed; a chunk
-  already on disk is skipped, so an interrupted sweep resumes where it stopped.
+  chunk's points over the local devices with `jax.sharding`;
+- writes every chunk to a `jaxgrad.store.ResultStore` as soon as it is computed.
+
+The numbers do not depend on the chunking or the device count: the theory columns are
+computed one point at a time (cached by point), exactly equal whatever the chunks; the probe
+statistics of one network come from the same program at another vmapped size, which XLA may
+round differently: they agree to float32 rounding (measured: 1e-6 relative on norms and
+stds at depth 12, more where a chaotic network amplifies rounding with depth).
+
+**Results folders.** `run(sweep, out=...)` records the sweep in `out/manifest.json`. Two
+runs are the same sweep, and may share a folder, when they agree on everything that changes
+a network's numbers or the rows' shape without being a network's coordinate: the results
+format (`RESULTS_FORMAT`), `batch_size`, the `depth` list, `dtype`, `theory` and
+`jacobian_probes`. A network's coordinates (activation, init, width, norm, residual, dtype,
+seed, sigma_w2, sigma_b2) may differ: a rerun that adds seeds, sigma values, widths or
+activations extends the folder, computing only its new networks; a rerun of a subset reads
+what is there. Another batch size, depth list or dtype is refused before any compute, with
+one line naming what differs (use another folder). The memory budget and the device count
+change only the chunking: a network is stored once, whichever chunking stored it, and a
+rerun with another budget skips it. An interrupted run resumes where it stopped and says so.
+
+**Cost.** Memory: the shared weights (depth x width^2 per group and seed) and, per point of
+a chunk, the stacked per-layer activations of both scans (`bytes_per_point`); `check_size`
+refuses a sweep whose single point does not fit the machine before anything is allocated.
+Disk: one row per (network, reported depth, layer <= depth), about 30 columns.
 
 The network is the jaxgrad MLP's: h_l = phi(N(sqrt(sigma_w2) h_{l-1} W0_l + sqrt(sigma_b2) b0_l))
 (or h_{l-1} + that, residual), with W0 ~ N(0, 1/width) ("gaussian") or Haar orthogonal
@@ -32,6 +57,8 @@ import dataclasses
 import functools
 import itertools
 import math
+import os
+import re
 import sys
 import time
 import tomllib
@@ -49,34 +76,116 @@ from jaxgrad import activations as _act
 from jaxgrad import init as _init
 from jaxgrad import propagation as _prop
 from jaxgrad import theory as _theory
-from jaxgrad.store import ResultStore, content_id
+from jaxgrad.store import ResultStore
 
 INITS = ("gaussian", "orthogonal")
 NORMS = (None, "batch", "layer")
 DTYPES = ("float32", "float64", "bfloat16")
+SEED_RANGE = (0, 2**32 - 1)
+"""Seeds `jax.random.key` tells apart: without jax_enable_x64 it keeps a seed's low 32 bits,
+so 0 and 2**32 would give the same network."""
+RESULTS_FORMAT = 2
+"""Bumped whenever a network's numbers or the rows' columns change: a folder of another
+format is refused, not mixed."""
+NETWORK_COLUMNS = (
+    "activation",
+    "init",
+    "width",
+    "norm",
+    "residual",
+    "dtype",
+    "seed",
+    "sigma_w2",
+    "sigma_b2",
+)
+"""The columns that name one network (of the deepest depth) of a sweep."""
+THEORY_COLUMNS = ("q_star", "chi1", "xi_q", "xi_c")
 _LAYER_FIELDS = [f for f in _prop.LayerStats._fields if f != "first_nonfinite_layer"]
+_GRID_AXES = (
+    "depth",
+    "width",
+    "activation",
+    "init",
+    "sigma_w2",
+    "sigma_b2",
+    "norm",
+    "residual",
+    "seed",
+    "dtype",
+)
+_SIZE_UNITS = {
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([a-z]+)\s*$", re.IGNORECASE)
 
 
 def _tuple(value: Any) -> tuple:
-    if isinstance(value, str | int | float | bool) or value is None:
+    if isinstance(value, str | int | float | bool | np.generic) or value is None:
         return (value,)
+    if isinstance(value, dict) or not hasattr(value, "__iter__"):
+        raise TypeError(f"expected a value or a list of values, got {value!r}")
     return tuple(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def parse_bytes(value: Any) -> int:
+    """A memory size as bytes: an int, or a string such as "512MB", "1GB" or "2GiB".
+
+    Decimal units (KB, MB, GB, TB) are powers of 1000, binary ones (KiB, MiB, GiB, TiB)
+    powers of 1024; case does not matter.
+
+    Example:
+        >>> parse_bytes("1.5GiB"), parse_bytes(4096)
+        (1610612736, 4096)
+    """
+    if _is_int(value):
+        return int(value)
+    if isinstance(value, str):
+        match = _SIZE.match(value)
+        if match and match.group(2).lower() in _SIZE_UNITS:
+            return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+        raise ValueError(
+            f"memory_budget {value!r} is not a size; give bytes as an int or a string such as "
+            '"512MB", "1GB" or "2GiB"'
+        )
+    raise TypeError(
+        f'memory_budget must be an int number of bytes or a string such as "1GB", got {value!r}'
+    )
+
+
+def _human(size: float) -> str:
+    for unit, factor in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= factor:
+            return f"{size / factor:.3g} {unit}"
+    return f"{int(size)} B"
 
 
 @dataclasses.dataclass(frozen=True)
 class Sweep:
     """A grid of random networks to probe. Every field but the scalars takes a value or a
-    list of values; the grid is their product.
+    list of values (each value once); the grid is their product.
 
     Attributes:
         depth: depths to report (>= 1); the deepest is computed once.
         width: hidden widths.
-        activation: names from `jaxgrad.activations.names()`.
+        activation: names from `jaxgrad.activations.names()` (not rrelu, whose slopes need a
+            PRNG key per call); aliases are stored under their canonical name.
         init: "gaussian" or "orthogonal" weights, scaled by sqrt(sigma_w2).
         sigma_w2, sigma_b2: weight and bias variances (>= 0).
         norm: None (or "none"), "batch" or "layer".
-        residual: residual blocks or not.
-        seed: PRNG seeds.
+        residual: residual blocks or not (true or false).
+        seed: PRNG seeds, ints in `SEED_RANGE`.
         batch_size: inputs per network.
         dtype: "float32", "float64" or "bfloat16" (each its own compiled program).
         theory: add mean-field columns (q_star, chi1, xi_q, xi_c) where they apply (no norm,
@@ -84,10 +193,12 @@ class Sweep:
         jacobian_probes: with P > 0, add `mean_sq_singular_value`: Hutchinson's estimate (P
             Gaussian probes) of tr(J_l^T J_l) / width for J_l = d h_l / d h_0 at the first
             input of the batch (nan with batch norm, which has no per-example Jacobian).
-        memory_budget: bytes one chunk may use; None derives it from the device.
+        memory_budget: bytes one chunk may use, as an int or a string such as "1GB" or
+            "512MiB" (see `parse_bytes`); None derives it from the device.
 
     Raises:
-        ValueError / TypeError: on any bad value, when the Sweep is built.
+        TypeError: a value of the wrong type (e.g. theory = "no", a float depth).
+        ValueError: a value out of range, unknown, or given twice, when the Sweep is built.
     """
 
     depth: tuple[int, ...] = (10, 50, 100)
@@ -103,31 +214,27 @@ class Sweep:
     dtype: tuple[str, ...] = ("float32",)
     theory: bool = True
     jacobian_probes: int = 0
-    memory_budget: int | None = None
+    memory_budget: int | str | None = None
 
     def __post_init__(self):
-        for name in (
-            "depth",
-            "width",
-            "activation",
-            "init",
-            "sigma_w2",
-            "sigma_b2",
-            "norm",
-            "residual",
-            "seed",
-            "dtype",
-        ):
-            values = _tuple(getattr(self, name))
+        for name in _GRID_AXES:
+            try:
+                values = _tuple(getattr(self, name))
+            except TypeError:
+                raise TypeError(
+                    f"{name} must be a value or a list of values, got {getattr(self, name)!r}"
+                ) from None
             if not values:
                 raise ValueError(f"{name} needs at least one value")
             object.__setattr__(self, name, values)
         for name in ("depth", "width"):
             for value in getattr(self, name):
-                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                if not _is_int(value):
+                    raise TypeError(f"{name} must be ints >= 1, got {value!r}")
+                if value < 1:
                     raise ValueError(f"{name} must be ints >= 1, got {value!r}")
-        for value in self.activation:
-            _act.get(value)
+            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+        object.__setattr__(self, "activation", tuple(map(_activation_name, self.activation)))
         for value in self.init:
             if value not in INITS:
                 raise ValueError(f"init must be one of {', '.join(INITS)}, got {value!r}")
@@ -142,29 +249,54 @@ class Sweep:
         for value in self.residual:
             if not isinstance(value, bool):
                 raise TypeError(f"residual must be true or false, got {value!r}")
+        low, high = SEED_RANGE
         for value in self.seed:
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"seed must be ints, got {value!r}")
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int):
-            raise TypeError(f"batch_size must be an int, got {self.batch_size!r}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            if not _is_int(value):
+                raise TypeError(f"seed must be ints in [{low}, {high}], got {value!r}")
+            if not low <= value <= high:
+                raise ValueError(
+                    f"seed must be ints in [{low}, {high}] (what jax.random.key tells apart), "
+                    f"got {value!r}"
+                )
+        object.__setattr__(self, "seed", tuple(int(v) for v in self.seed))
         for value in self.dtype:
             if value not in DTYPES:
                 raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {value!r}")
+        for name in _GRID_AXES:
+            seen = set()
+            for value in getattr(self, name):
+                if value in seen:
+                    raise ValueError(f"{name} lists {value!r} more than once; give each value once")
+                seen.add(value)
+        if not _is_int(self.batch_size):
+            raise TypeError(f"batch_size must be an int, got {self.batch_size!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if "float64" in self.dtype and not jax.config.jax_enable_x64:
             raise ValueError(
                 "dtype float64 needs jax_enable_x64 (jax.config.update or JAX_ENABLE_X64=1)"
             )
+        if not isinstance(self.theory, bool):
+            raise TypeError(f"theory must be true or false, got {self.theory!r}")
         probes = self.jacobian_probes
-        if isinstance(probes, bool) or not isinstance(probes, int) or probes < 0:
+        if not _is_int(probes):
+            raise TypeError(f"jacobian_probes must be an int >= 0, got {probes!r}")
+        if probes < 0:
             raise ValueError(f"jacobian_probes must be an int >= 0, got {probes!r}")
-        if self.memory_budget is not None and self.memory_budget < 1:
-            raise ValueError("memory_budget must be a positive number of bytes or None")
+        if self.memory_budget is not None:
+            budget = parse_bytes(self.memory_budget)
+            if budget < 1:
+                raise ValueError(
+                    f"memory_budget must be a positive number of bytes or None, got "
+                    f"{self.memory_budget!r}"
+                )
+            object.__setattr__(self, "memory_budget", budget)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Sweep:
         """Build from a mapping (e.g. a parsed TOML table); unknown keys raise ValueError."""
+        if not isinstance(values, dict):
+            raise TypeError(f"a sweep is a table of its fields, got {values!r}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -175,13 +307,14 @@ class Sweep:
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Sweep:
-        """Load from a TOML file: top-level keys, or a [sweep] table.
+        """Load from a TOML file: top-level keys, or a [sweep] table (and nothing beside it).
 
         Example file:
             depth = [10, 50, 100]
             activation = ["tanh", "relu"]
             sigma_w2 = [1.0, 1.5, 2.0, 2.5]
             seed = [0, 1, 2]
+            memory_budget = "1GB"
         """
         path = Path(path)
         if not path.is_file():
@@ -190,7 +323,20 @@ class Sweep:
             values = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as error:
             raise ValueError(f"{path} is not valid TOML: {error}") from None
-        return cls.from_dict(values.get("sweep", values))
+        except (OSError, UnicodeDecodeError) as error:
+            raise ValueError(f"cannot read {path}: {error}") from None
+        if "sweep" not in values:
+            return cls.from_dict(values)
+        table = values["sweep"]
+        if not isinstance(table, dict):
+            raise TypeError(f"sweep must be a [sweep] table of fields, got sweep = {table!r}")
+        beside = sorted(set(values) - {"sweep"})
+        if beside:
+            raise ValueError(
+                f"keys {beside} sit beside the [sweep] table and would be ignored; put them "
+                "inside [sweep] (above its header they are top-level keys)"
+            )
+        return cls.from_dict(table)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -215,6 +361,67 @@ class Sweep:
         """Number of networks (configurations of the deepest depth) in the grid."""
         return len(self.groups()) * len(self.points()) * len(self.seed)
 
+    @property
+    def rows(self) -> int:
+        """Number of result rows: one per (network, reported depth, layer <= depth)."""
+        return self.size * sum(self.depth)
+
+    def identity(self) -> dict[str, Any]:
+        """What two runs must share to be the same sweep (see the module docstring)."""
+        return {
+            "results_format": RESULTS_FORMAT,
+            "batch_size": self.batch_size,
+            "depth": sorted(self.depth),
+            "dtype": sorted(self.dtype),
+            "theory": self.theory,
+            "jacobian_probes": self.jacobian_probes,
+        }
+
+    def grid(self) -> dict[str, list]:
+        """{network column: its values}: the networks of the sweep are their product."""
+        axes = {
+            "activation": self.activation,
+            "init": self.init,
+            "width": self.width,
+            "norm": tuple("none" if n is None else n for n in self.norm),
+            "residual": self.residual,
+            "dtype": self.dtype,
+            "seed": self.seed,
+            "sigma_w2": self.sigma_w2,
+            "sigma_b2": self.sigma_b2,
+        }
+        return {name: list(axes[name]) for name in NETWORK_COLUMNS}
+
+    def columns(self) -> list[str]:
+        """The columns of the rows, in order."""
+        probes = ["mean_sq_singular_value"] if self.jacobian_probes else []
+        return [
+            "seed",
+            *(c for c in NETWORK_COLUMNS if c != "seed"),
+            "depth",
+            "layer",
+            *_LAYER_FIELDS,
+            "first_nonfinite_layer",
+            "batch_size",
+            *probes,
+            *THEORY_COLUMNS,
+            "jaxgrad_version",
+            "jax_version",
+            "device_kind",
+        ]
+
+
+def _activation_name(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"activation must be names from jaxgrad.activations, got {value!r}")
+    name = _act.name_of(value)
+    if name == "rrelu":
+        raise ValueError(
+            "activation 'rrelu' draws random slopes and needs a PRNG key per call, so a sweep "
+            "cannot probe it; use leaky_relu with a fixed negative slope"
+        )
+    return name
+
 
 class Group(NamedTuple):
     """What changes the compiled program."""
@@ -225,6 +432,13 @@ class Group(NamedTuple):
     norm: str | None
     residual: bool
     dtype: str = "float32"
+
+
+def network_of(group: Group, seed: int, point: tuple[float, float]) -> tuple:
+    """The network's values of `NETWORK_COLUMNS` (its key in a results folder)."""
+    norm = "none" if group.norm is None else group.norm
+    return (group.activation, group.init, group.width, norm, group.residual, group.dtype,
+            seed, *point)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- the network
@@ -324,6 +538,16 @@ def jacobian_point(group: Group, sigma_w2, sigma_b2, kernels, biases, x0, probes
 
 
 @functools.cache
+def _weights_program(group: Group, depth: int) -> Callable:
+    """The jitted draw of one seed's unit weights, (key) -> (kernels, biases), on one device.
+
+    Kept out of the sharded chunk program: XLA's batched QR (orthogonal weights) deadlocks
+    inside a program sharded over several host devices."""
+    dtype = jnp.dtype(group.dtype)
+    return jax.jit(lambda key: _unit_weights(group, depth, jax.random.split(key, 3)[0], dtype))
+
+
+@functools.cache
 def _chunk_program(
     group: Group,
     heads: tuple[int, ...],
@@ -331,14 +555,13 @@ def _chunk_program(
     num_devices: int,
     jacobian_probes: int = 0,
 ) -> Callable:
-    """The jitted program of one group: (seed key, sigma_w2[C], sigma_b2[C]) -> stats[C],
-    or (stats[C], mean squared singular values [C, depth]) with `jacobian_probes`."""
-    depth = max(heads)
+    """The jitted program of one group: (seed key, kernels, biases, sigma_w2[C], sigma_b2[C])
+    -> stats[C], or (stats[C], mean squared singular values [C, depth]) with
+    `jacobian_probes`. The weights come from `_weights_program`, replicated."""
     dt = jnp.dtype(group.dtype)
 
-    def program(key, sigma_w2, sigma_b2):
-        weight_key, input_key, loss_key = jax.random.split(key, 3)
-        kernels, biases = _unit_weights(group, depth, weight_key, dt)
+    def program(key, kernels, biases, sigma_w2, sigma_b2):
+        _, input_key, loss_key = jax.random.split(key, 3)
         x = _normal(input_key, (batch_size, group.width), dt)
         loss_fn = _prop.random_projection_loss(loss_key)
         point = functools.partial(
@@ -359,10 +582,16 @@ def _chunk_program(
     mesh = Mesh(np.array(jax.local_devices()[:num_devices]), ("points",))
     sharded = NamedSharding(mesh, PartitionSpec("points"))
     replicated = NamedSharding(mesh, PartitionSpec())
-    return jax.jit(program, in_shardings=(replicated, sharded, sharded))
+    shardings = (replicated, replicated, replicated, sharded, sharded)
+    return jax.jit(program, in_shardings=shardings)
 
 
-# ----------------------------------------------------------------------------- chunking
+def _replicated(num_devices: int):
+    return NamedSharding(Mesh(np.array(jax.local_devices()[:num_devices]), ("points",)),
+                         PartitionSpec())  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- chunking and size
 
 
 default_memory_budget = _prop.default_memory_budget
@@ -373,19 +602,76 @@ def bytes_per_point(sweep: Sweep, group: Group) -> int:
     itemsize = jnp.dtype(group.dtype).itemsize
     activations = sweep.max_depth * sweep.batch_size * group.width * itemsize
     heads = len(sweep.depth) * sweep.batch_size * group.width * itemsize
-    return 4 * activations + 8 * heads + 4096
+    probes = 4 * sweep.jacobian_probes * group.width * itemsize
+    return 4 * activations + 8 * heads + probes + 4096
+
+
+def weight_bytes(sweep: Sweep, group: Group) -> int:
+    """Memory of one seed's shared unit weights and biases."""
+    return sweep.max_depth * group.width * (group.width + 1) * jnp.dtype(group.dtype).itemsize
 
 
 def chunk_size(sweep: Sweep, group: Group, num_points: int, num_devices: int) -> int:
     """Points per chunk: as many as the budget allows (after the shared weights), a multiple
     of the device count, at most the number of points rounded up to that multiple."""
     budget = sweep.memory_budget or default_memory_budget()
-    itemsize = jnp.dtype(group.dtype).itemsize
-    weights = sweep.max_depth * group.width * (group.width + 1) * itemsize
-    fit = max(1, (budget - 2 * weights) // bytes_per_point(sweep, group))
+    fit = max(1, (budget - 2 * weight_bytes(sweep, group)) // bytes_per_point(sweep, group))
     fit = max(num_devices, fit // num_devices * num_devices)
     needed = -(-num_points // num_devices) * num_devices
     return int(min(fit, needed))
+
+
+def machine_memory() -> tuple[int, str]:
+    """(bytes, what they are): the first device's memory limit where it reports one (GPU,
+    TPU), else the host's physical memory."""
+    stats = jax.local_devices()[0].memory_stats() or {}
+    if stats.get("bytes_limit"):
+        return int(stats["bytes_limit"]), f"the memory of {jax.local_devices()[0].device_kind}"
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "the physical memory"
+
+
+_ROW_BYTES = 16
+"""Rough bytes per value of a result row in memory (numbers 8, shared strings a pointer)."""
+
+
+def check_size(sweep: Sweep, *, load: bool = True) -> None:
+    """Refuse, before anything is allocated, a sweep that cannot fit the machine.
+
+    One network of each group needs its seed's weights and one point of a chunk
+    (`weight_bytes` + `bytes_per_point`, the smallest chunk there is); with `load`, the
+    result rows are held in memory too.
+
+    Raises:
+        ValueError: naming the bytes needed and the limit.
+    """
+    limit, what = machine_memory()
+    for group in sweep.groups():
+        needed = 2 * weight_bytes(sweep, group) + bytes_per_point(sweep, group)
+        if needed > limit:
+            raise ValueError(
+                f"one network of width {group.width}, depth {sweep.max_depth}, batch_size "
+                f"{sweep.batch_size} ({group.dtype}) needs about {_human(needed)}, more than "
+                f"{what} ({_human(limit)}); make the width, depth or batch_size smaller"
+            )
+    in_memory = sweep.rows * len(sweep.columns()) * _ROW_BYTES
+    if load and in_memory > limit:
+        raise ValueError(
+            f"the sweep's {sweep.rows:,} result rows need about {_human(in_memory)} in memory, "
+            f"more than {what} ({_human(limit)}); write them to a folder with "
+            "run(sweep, out=..., load=False)"
+        )
+
+
+def describe(sweep: Sweep, num_devices: int) -> str:
+    """One line: how many networks, programs, chunks, rows and bytes the sweep makes."""
+    chunks = plan(sweep, num_devices)
+    in_memory = sweep.rows * len(sweep.columns()) * _ROW_BYTES
+    programs = len(sweep.groups())
+    return (
+        f"{sweep.size:,} networks in {programs} program{'s' if programs > 1 else ''}, "
+        f"{len(chunks):,} chunks on {num_devices} device{'s' if num_devices > 1 else ''}; "
+        f"{sweep.rows:,} rows (about {_human(in_memory)} in memory, less on disk)"
+    )
 
 
 # ----------------------------------------------------------------------------- rows
@@ -395,7 +681,7 @@ def _rows(sweep: Sweep, group: Group, seed: int, points, stats) -> pd.DataFrame:
     """One row per (point, reported depth, layer <= depth)."""
     host = jax.device_get(stats)
     frames = []
-    heads = tuple(sorted(set(sweep.depth)))
+    heads = tuple(sorted(sweep.depth))
     for index, (sigma_w2, sigma_b2) in enumerate(points):
         finite_until = int(host.first_nonfinite_layer[index])
         for head, depth in enumerate(heads):
@@ -431,25 +717,38 @@ def _per_layer_column(points, values, frame: pd.DataFrame) -> np.ndarray:
 def _theory_columns(sweep: Sweep, group: Group, frame: pd.DataFrame) -> pd.DataFrame:
     applies = sweep.theory and group.norm is None and not group.residual
     applies = applies and group.init == "gaussian"
-    names = ("q_star", "chi1", "xi_q", "xi_c")
     if not applies:
-        for name in names:
+        for name in THEORY_COLUMNS:
             frame[name] = np.nan
         return frame
-    pairs = frame[["sigma_w2", "sigma_b2"]].drop_duplicates().to_numpy()
-    w2, b2 = jnp.asarray(pairs[:, 0]), jnp.asarray(pairs[:, 1])
-    phi = _act.get(group.activation)
-    values = jax.device_get(jax.vmap(lambda w, b: _theory_point(phi, w, b))(w2, b2))
-    table = pd.DataFrame({"sigma_w2": pairs[:, 0], "sigma_b2": pairs[:, 1]})
-    for name, column in zip(names, values, strict=True):
-        table[name] = np.asarray(column, np.float64)
-    return frame.merge(table, on=["sigma_w2", "sigma_b2"], how="left")
+    pairs = list(zip(frame["sigma_w2"].tolist(), frame["sigma_b2"].tolist(), strict=True))
+    values = {pair: theory_of_point(group.activation, *pair) for pair in set(pairs)}
+    for index, name in enumerate(THEORY_COLUMNS):
+        frame[name] = np.asarray([values[pair][index] for pair in pairs], np.float64)
+    return frame
 
 
-def _theory_point(phi, sigma_w2, sigma_b2):
-    q = _theory._q_star(phi, sigma_w2, sigma_b2)
-    xi_q, xi_c = _theory._depth_scales(phi, sigma_w2, sigma_b2)
-    return q, _theory._chi1(phi, sigma_w2, q), xi_q, xi_c
+@functools.cache
+def theory_of_point(activation: str, sigma_w2: float, sigma_b2: float) -> tuple[float, ...]:
+    """(q_star, chi1, xi_q, xi_c) of one point, computed alone (never vmapped with others:
+    the fixed-point iterations of a batch run until every point converges, so a point's
+    value would depend on its chunk), cached by point."""
+    values = _theory_program(activation)(jnp.asarray(sigma_w2), jnp.asarray(sigma_b2))
+    return tuple(float(v) for v in jax.device_get(values))
+
+
+@functools.cache
+def _theory_program(activation: str) -> Callable:
+    def one_point(sigma_w2, sigma_b2):
+        xi_q, xi_c = _theory.depth_scales(activation, sigma_w2, sigma_b2)
+        return (
+            _theory.q_star(activation, sigma_w2, sigma_b2),
+            _theory.chi1(activation, sigma_w2, sigma_b2),
+            xi_q,
+            xi_c,
+        )
+
+    return jax.jit(one_point)
 
 
 def _provenance(frame: pd.DataFrame) -> pd.DataFrame:
@@ -465,14 +764,22 @@ def _provenance(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 class Chunk(NamedTuple):
+    """The points of one group and seed that one call of the compiled program computes."""
+
     group: Group
     seed: int
     points: tuple[tuple[float, float], ...]
-    part_id: str
+    size: int
+    """The vmapped size: the points padded to a multiple of the device count."""
+
+    @property
+    def networks(self) -> list[tuple]:
+        return [network_of(self.group, self.seed, point) for point in self.points]
 
 
 def plan(sweep: Sweep, num_devices: int | None = None) -> list[Chunk]:
-    """Every chunk of the sweep, in run order, with its content-addressed part id."""
+    """Every chunk of the sweep, in run order. The chunking depends on the memory budget and
+    the device count; the numbers and the stored parts do not (see the module docstring)."""
     num_devices = num_devices or jax.local_device_count()
     points = sweep.points()
     chunks = []
@@ -480,18 +787,7 @@ def plan(sweep: Sweep, num_devices: int | None = None) -> list[Chunk]:
         size = chunk_size(sweep, group, len(points), num_devices)
         for seed in sweep.seed:
             for start in range(0, len(points), size):
-                members = tuple(points[start : start + size])
-                identity = {
-                    "group": group._asdict(),
-                    "seed": seed,
-                    "points": members,
-                    "depth": sorted(set(sweep.depth)),
-                    "batch_size": sweep.batch_size,
-                    "theory": sweep.theory,
-                    "jacobian_probes": sweep.jacobian_probes,
-                    "format": 1,
-                }
-                chunks.append(Chunk(group, seed, members, content_id(identity)))
+                chunks.append(Chunk(group, seed, tuple(points[start : start + size]), size))
     return chunks
 
 
@@ -503,6 +799,59 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, unit="net", desc="sweep", dynamic_ncols=True)
 
 
+def check_devices(num_devices: Any) -> int:
+    """The device count to shard over: None means every local device.
+
+    Raises:
+        TypeError: not an int.
+        ValueError: outside [1, local device count].
+    """
+    available = jax.local_device_count()
+    if num_devices is None:
+        return available
+    if not _is_int(num_devices):
+        raise TypeError(f"num_devices must be an int in [1, {available}], got {num_devices!r}")
+    if not 1 <= num_devices <= available:
+        raise ValueError(
+            f"num_devices must be in [1, {available}] (the local devices), got {num_devices}"
+        )
+    return int(num_devices)
+
+
+def prepare(
+    sweep: Sweep,
+    out: str | Path | None = None,
+    num_devices: int | None = None,
+    *,
+    load: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> tuple[int, ResultStore | None]:
+    """Every check of a run, before any compute: the device count, the memory a network
+    needs, and the results folder (created, or joined when it holds the same sweep).
+
+    Returns:
+        (num_devices, the ResultStore or None without `out`).
+
+    Raises:
+        TypeError / ValueError: a bad device count, a sweep too large for the machine, or a
+            folder that holds another sweep (the message says what differs).
+    """
+    if not isinstance(sweep, Sweep):
+        raise TypeError(f"sweep must be a jaxgrad.sweep.Sweep, got {type(sweep).__name__}")
+    num_devices = check_devices(num_devices)
+    if not isinstance(load, bool):
+        raise TypeError(f"load must be true or false, got {load!r}")
+    if not load and out is None:
+        raise ValueError("load=False keeps the results only on disk: it needs `out`")
+    check_size(sweep, load=load)
+    if out is None:
+        return num_devices, None
+    store = ResultStore.for_sweep(
+        out, sweep.identity(), sweep.grid(), part_columns=sweep.columns(), log=log
+    )
+    return num_devices, store
+
+
 def run(
     sweep: Sweep,
     out: str | Path | None = None,
@@ -510,81 +859,117 @@ def run(
     num_devices: int | None = None,
     *,
     timeout: float = 3600.0,
-) -> pd.DataFrame:
+    load: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> pd.DataFrame | None:
     """Probe every network of the sweep and return one tidy row per (network, depth, layer).
 
     Args:
         sweep: the grid.
-        out: a folder for the results; chunks already there are skipped and each new chunk is
-            written as soon as it is computed. None keeps everything in memory.
+        out: a results folder (see the module docstring): networks already there are
+            skipped, and each new chunk is written as soon as it is computed. None keeps
+            everything in memory.
         progress: show a progress bar with an ETA (only on a terminal).
-        num_devices: local devices to shard each chunk over (default: all).
+        num_devices: local devices to shard each chunk over, an int in [1, local device
+            count] (default: all).
         timeout: with several processes, seconds to wait for the others' chunks.
+        load: False returns None instead of reading every row back (for a sweep larger than
+            memory; needs `out`).
+        log: where one-line messages go (resuming, damaged or stray parts); default stderr.
 
     Several processes (after `jax.distributed.initialize`) split the chunks between them,
     process i taking every process_count-th chunk from the i-th; each writes its parts to
-    the shared `out` folder and then waits until every part of the sweep is there, so every
-    process returns the whole result. No collective communication is needed.
+    the shared `out` folder and then waits until every network of the sweep is there, so
+    every process returns the whole result. No collective communication is needed.
 
     Returns:
-        A pandas DataFrame: the configuration columns (seed, activation, init, width, norm,
-        residual, sigma_w2, sigma_b2, depth, layer, batch_size, dtype), the `LayerStats`
-        fields, the theory columns, and jaxgrad_version, jax_version, device_kind.
+        A pandas DataFrame: the columns of `Sweep.columns()`: the configuration (seed,
+        activation, init, width, norm, residual, dtype, sigma_w2, sigma_b2, depth, layer,
+        batch_size), the `LayerStats` fields, the theory columns, and jaxgrad_version,
+        jax_version, device_kind. None with `load=False`.
+
+    Raises:
+        TypeError / ValueError: before any compute (see `prepare`).
+        TimeoutError: other processes' networks did not appear within `timeout`.
     """
-    num_devices = num_devices or jax.local_device_count()
-    if num_devices > jax.local_device_count():
-        raise ValueError(
-            f"num_devices={num_devices} but only {jax.local_device_count()} local devices exist"
-        )
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+    log = (lambda message: print(message, file=sys.stderr, flush=True)) if log is None else log
+    num_devices, store = prepare(sweep, out, num_devices, load=load, log=log)
     process_count, process_index = jax.process_count(), jax.process_index()
-    if process_count > 1 and out is None:
+    if process_count > 1 and store is None:
         raise ValueError("a sweep over several processes needs `out`, a folder they all share")
-    store = ResultStore(out) if out is not None else None
     all_chunks = plan(sweep, num_devices)
-    chunks = all_chunks[process_index::process_count]
-    heads = tuple(sorted(set(sweep.depth)))
+    wanted = [network for chunk in all_chunks for network in chunk.networks]
+    if store is None:
+        return pd.concat(_compute(sweep, all_chunks, {}, num_devices, progress), ignore_index=True)
+    for attempt in range(3):
+        stored = store.stored()
+        done = sum(network in stored for network in wanted)
+        if attempt == 0 and 0 < done < len(wanted):
+            log(f"resuming: {done} of {len(wanted)} networks already in {store.root}")
+        mine = all_chunks[process_index::process_count]
+        for chunk, frame in _compute(sweep, mine, stored, num_devices, progress, lazy=True):
+            store.write(chunk.networks, frame)
+        _wait_for_networks(store, wanted, timeout)
+        if not load:
+            return None
+        frame = store.read(wanted)
+        if len(store.stored().keys() & set(wanted)) == len(wanted):
+            return frame
+    raise RuntimeError(f"parts of {store.root} were damaged while being read, three times over")
+
+
+def _compute(sweep, chunks, stored, num_devices, progress, *, lazy=False):
+    """Compute each chunk's networks not in `stored`: a list of frames, or with `lazy` a
+    generator of (the chunk of the computed networks, its frame)."""
+    generator = _compute_chunks(sweep, chunks, stored, num_devices, progress)
+    return generator if lazy else [frame for _, frame in generator]
+
+
+def _compute_chunks(sweep, chunks, stored, num_devices, progress):
+    heads = tuple(sorted(sweep.depth))
     bar = _progress(sum(len(c.points) for c in chunks), progress)
-    frames = []
+    weights_of = None, None
     for chunk in chunks:
-        if store is not None and store.has(chunk.part_id):
-            if bar is not None:
-                bar.update(len(chunk.points))
+        points = tuple(p for p in chunk.points if network_of(chunk.group, chunk.seed, p)
+                       not in stored)  # fmt: skip
+        if bar is not None:
+            bar.update(len(chunk.points) - len(points))
+        if not points:
             continue
-        size = chunk_size(sweep, chunk.group, len(sweep.points()), num_devices)
+        key = jax.random.key(chunk.seed)
+        if weights_of[0] != (chunk.group, chunk.seed):
+            weights = _weights_program(chunk.group, sweep.max_depth)(key)
+            if num_devices > 1:
+                weights = jax.device_put(weights, _replicated(num_devices))
+            weights_of = (chunk.group, chunk.seed), weights
+        kernels, biases = weights_of[1]
         probes = sweep.jacobian_probes if chunk.group.norm != "batch" else 0
         program = _chunk_program(chunk.group, heads, sweep.batch_size, num_devices, probes)
-        padded = list(chunk.points) + [chunk.points[-1]] * (size - len(chunk.points))
+        padded = list(points) + [points[-1]] * (chunk.size - len(points))
         w2 = jnp.asarray([p[0] for p in padded], jnp.float32)
         b2 = jnp.asarray([p[1] for p in padded], jnp.float32)
-        result = program(jax.random.key(chunk.seed), w2, b2)
+        result = program(key, kernels, biases, w2, b2)
         stats, mean_sq = result if probes else (result, None)
-        frame = _rows(sweep, chunk.group, chunk.seed, chunk.points, stats)
+        frame = _rows(sweep, chunk.group, chunk.seed, points, stats)
         if sweep.jacobian_probes:
-            frame["mean_sq_singular_value"] = _per_layer_column(chunk.points, mean_sq, frame)
+            frame["mean_sq_singular_value"] = _per_layer_column(points, mean_sq, frame)
         frame = _provenance(_theory_columns(sweep, chunk.group, frame))
-        if store is not None:
-            store.write(chunk.part_id, frame)
-        else:
-            frames.append(frame)
+        yield chunk._replace(points=points), frame[sweep.columns()]
         if bar is not None:
-            bar.update(len(chunk.points))
+            bar.update(len(points))
     if bar is not None:
         bar.close()
-    if store is not None:
-        _wait_for_parts(store, all_chunks, timeout)
-        wanted = {chunk.part_id for chunk in all_chunks}
-        parts = [store.path(p) for p in store.part_ids() if p in wanted]
-        return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
-    return pd.concat(frames, ignore_index=True)
 
 
-def _wait_for_parts(store: ResultStore, chunks: list[Chunk], timeout: float) -> None:
-    """Block until every chunk's part exists (other processes are still writing theirs)."""
+def _wait_for_networks(store: ResultStore, networks: list[tuple], timeout: float) -> None:
+    """Block until every network is stored (other processes are still writing theirs)."""
     deadline = time.monotonic() + timeout
-    while missing := [c for c in chunks if not store.has(c.part_id)]:
+    while missing := len(set(networks) - store.stored().keys()):
         if time.monotonic() > deadline:
             raise TimeoutError(
-                f"{len(missing)} of {len(chunks)} chunks did not appear in {store.parts} within "
+                f"{missing} of {len(networks)} networks did not appear in {store.parts} within "
                 f"{timeout:.0f} s; run the sweep again to compute them"
             )
         time.sleep(0.2)
