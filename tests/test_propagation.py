@@ -12,8 +12,6 @@ import jaxgrad
 from jaxgrad import activations, init, nn
 from jaxgrad.propagation import (
     LayerStats,
-    _mean_std,
-    _norm,
     _probe_jit,
     mean_square_loss,
     random_projection_loss,
@@ -361,7 +359,8 @@ def test_propagate_redrawn_memory_does_not_grow_with_the_stack_of_weights():
     assert _propagate_temp_bytes(200, width, batch, normal) > stack  # a normal draw: stored
     deep = _propagate_temp_bytes(200, width, batch, uniform)  # a cheap draw: redrawn
     assert deep < stack / 20
-    assert _propagate_temp_bytes(200, width, batch, normal, redraw=True) == deep
+    # a normal draw redrawn: the same bound (its draw fuses differently, a kernel more)
+    assert _propagate_temp_bytes(200, width, batch, normal, redraw=True) < stack / 20
     assert _propagate_temp_bytes(200, width, batch, uniform, redraw=False) > stack
     per_layer = (deep - _propagate_temp_bytes(20, width, batch, uniform)) / 180
     assert per_layer < 1.5 * batch * width * 4
@@ -614,34 +613,140 @@ def test_times_transpose_equals_the_plain_product(shape):
     np.testing.assert_allclose(batched[1], -expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("scale", [1e-36, 1e-30, 1e-20, 1e-5, 1.0, 1e10, 1e19, 1e30, 1e36])
-def test_norm_and_std_hold_at_every_scale(scale):
-    """The one-pass norm and the two-pass std against float64, from values whose squares
-    flush to zero in float32 (1e-36) to values whose squares overflow it (1e36)."""
-    base = np.asarray(jax.random.normal(jax.random.key(3), (16, 400)), np.float64)
-    values = (base * scale).astype(np.float32)
-    exact = values.astype(np.float64)
-    norm = float(jax.jit(_norm)(jnp.asarray(values)))
-    np.testing.assert_allclose(norm, np.linalg.norm(exact), rtol=1e-5)
-    # An offset up to a thousand times the spread: the centred second pass must not cancel.
-    shifted = (values + np.float32(min(1000 * scale, 1e37))).astype(np.float32)
-    mean, std = jax.jit(_mean_std)(jnp.asarray(shifted))
-    np.testing.assert_allclose(float(mean), shifted.astype(np.float64).mean(), rtol=1e-6)
-    np.testing.assert_allclose(float(std), shifted.astype(np.float64).std(), rtol=1e-4)
+# ----------------------------------------------------------------------------- extreme values
 
 
-@pytest.mark.parametrize(
-    ("bad", "norm_is"), [(np.inf, np.isposinf), (-np.inf, np.isposinf), (np.nan, np.isnan)]
-)
-def test_norm_and_mean_report_nonfinite_values(bad, norm_is):
-    """An inf or nan among finite values makes the norm inf (nan) and the mean non-finite,
-    which is how the probe's `first_nonfinite_layer` finds it."""
-    values = np.ones((16, 400), np.float32)
-    values[3, 7] = bad
-    assert norm_is(float(jax.jit(_norm)(jnp.asarray(values))))
-    mean, _ = jax.jit(_mean_std)(jnp.asarray(values))
-    assert not np.isfinite(float(mean))
-    huge = np.full((16, 400), np.finfo(np.float32).max / 2, np.float32)
-    mean, std = jax.jit(_mean_std)(jnp.asarray(huge))
-    assert np.isfinite(float(mean))
-    assert float(std) <= 1e-6 * float(huge[0, 0])  # zero up to the rounding of the mean
+@pytest.mark.parametrize("batch", [8, 160])  # the Gram route (batch < width), the product route
+def test_gradient_norms_hold_where_a_gram_product_overflows(batch):
+    """A linear network whose signal grows 30x a layer: values stay far inside float32, but
+    ||h|| ||delta|| passes 1e19 from the first layer, where sum((h h^T) * (d d^T)) overflowed
+    and every grad_norm was inf. Reference: the same weights in a float64 numpy loop."""
+    depth, width = 14, 100
+    kernel_init = init.normal(3.0)
+    key, loss_key = jax.random.key(0), jax.random.key(1)
+    loss_fn = random_projection_loss(loss_key)
+    options = {"depth": depth, "width": width, "batch_size": batch, "activation": "linear"}
+    stats = jaxgrad.propagate(key, **options, kernel_init=kernel_init, loss_fn=loss_fn)
+    model_key, input_key = jax.random.split(key)
+    model = nn.MLP(width, width, depth, activation="linear", kernel_init=kernel_init,
+                   rngs=nnx.Rngs(params=model_key))  # fmt: skip
+    kernels = np.asarray(model.blocks.linear.kernel[...], np.float64)
+    inputs = [np.asarray(jax.random.normal(input_key, (batch, width)), np.float64)]
+    for kernel in kernels:
+        inputs.append(inputs[-1] @ kernel)
+    delta = np.asarray(jax.random.normal(loss_key, (batch, width)), np.float64)
+    delta /= math.sqrt(batch * width)
+    expected = np.zeros(depth)
+    for layer in reversed(range(depth)):
+        expected[layer] = np.linalg.norm(inputs[layer].T @ delta)
+        delta = delta @ kernels[layer].T
+    assert expected.min() > 2e19  # its square overflows float32, as the Gram product did
+    assert int(stats.first_nonfinite_layer) == -1
+    np.testing.assert_allclose(stats.grad_norm, expected, rtol=1e-4)
+    assert jaxgrad.diagnose(stats).verdict == "stable"
+
+
+def test_float64_seed_network_a_has_finite_gradient_norms():
+    """Seed network (a) in float64: 20x a layer for 100 layers (1e130) stays finite, and so
+    must every gradient norm (the Gram form overflowed float64 at 1e154 and gave nan)."""
+    with jax.enable_x64(True):
+        options = {"depth": 100, "width": 400, "batch_size": 16, "activation": "linear"}
+        options |= {"kernel_init": init.normal(1.0), "dtype": jnp.float64}
+        loss_fn = random_projection_loss(jax.random.key(1))
+        reverse = jaxgrad.propagate(jax.random.key(0), **options, loss_fn=loss_fn)
+        autodiff = jaxgrad.propagate(
+            jax.random.key(0), **options, loss_fn=loss_fn, method="autodiff"
+        )
+        assert np.isfinite(reverse.grad_norm).all()
+        assert float(reverse.grad_norm.min()) > 1e100
+        np.testing.assert_allclose(reverse.grad_norm, autodiff.grad_norm, rtol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_low_precision_networks_have_float32_statistics(dtype):
+    """A float16 ReLU network with O(1) values: sums of squares overflow float16 (a 400 x 400
+    N(0, 1) kernel's norm is 400, its sum of squares 160000 > 65504), so the statistics are
+    taken in float32. References: numpy float64 of the network's own float16 values."""
+    width, depth = 400, 3
+    model = nn.MLP(width, width, depth, activation="relu", kernel_init=init.normal(1.0),
+                   dtype=dtype, rngs=nnx.Rngs(0))  # fmt: skip
+    # small inputs, so that the values grow (14x a layer) from 0.2 to about 40 only
+    x = 0.01 * jax.random.normal(jax.random.key(0), (16, width), dtype)
+    stats = jaxgrad.probe(model, x, random_projection_loss(jax.random.key(1)))
+    assert stats.pre_std.dtype == jnp.float32
+    kernels = model.blocks.linear.kernel[...]
+    np.testing.assert_allclose(
+        stats.weight_norm, np.linalg.norm(np.asarray(kernels, np.float64), axis=(1, 2)), rtol=1e-5
+    )
+    # the model's own float16 pre-activations, by the blocks one at a time
+    pre_std, h = [], x
+    for layer in range(depth):
+        pre = h @ kernels[layer] + model.blocks.linear.bias[...][layer][None]
+        pre_std.append(np.std(np.asarray(pre, np.float64)))
+        h = jax.nn.relu(pre)
+    assert np.isfinite(stats.pre_std).all()
+    np.testing.assert_allclose(stats.pre_std, pre_std, rtol=2e-2)  # float16 matmul rounding
+    assert np.isfinite(stats.grad_norm).all()
+    autodiff = jaxgrad.probe(model, x, random_projection_loss(jax.random.key(1)), method="autodiff")
+    np.testing.assert_allclose(stats.grad_norm, autodiff.grad_norm, rtol=5e-2)
+
+
+@pytest.mark.parametrize("input_dtype", [jnp.float16, jnp.int32, jnp.bool_])
+def test_probe_takes_any_numeric_input_the_model_takes(input_dtype):
+    model = nn.MLP(8, 8, 3, rngs=nnx.Rngs(0))
+    x = (jax.random.normal(jax.random.key(0), (4, 8)) * 3).astype(input_dtype)
+    stats = jaxgrad.probe(model, x)
+    reference = jaxgrad.probe(model, x.astype(jnp.float32))
+    for name in LayerStats._fields:
+        np.testing.assert_array_equal(getattr(stats, name), getattr(reference, name))
+    np.testing.assert_array_equal(model(x), model(x.astype(jnp.float32)))
+
+
+BAD_PROPAGATE = [
+    ({"kernel_init": "xavier"}, TypeError, "kernel_init must be an initializer"),
+    ({"kernel_init": init.xavier_uniform}, TypeError, "call it, e.g. kernel_init=init.xavier"),
+    ({"bias_init": 0.0}, TypeError, "bias_init must be an initializer"),
+    ({"kernel_init": init.dirac()}, ValueError, r"kernel_init cannot draw a \(4, 4\) array"),
+    ({"dtype": jnp.int32}, TypeError, "dtype must be a floating-point dtype"),
+    ({"dtype": "float64"}, ValueError, "float64 needs jax_enable_x64"),
+    ({"loss_fn": 3}, TypeError, "loss_fn must be a function"),
+    ({"activation": ["tanh"]}, TypeError, "activation must be a name"),
+    ({"activation": "tanhh"}, ValueError, "unknown activation 'tanhh'"),
+    ({"residual": "maybe"}, TypeError, "residual must be True or False, got 'maybe'"),
+    ({"key": 0}, TypeError, r"key must be one PRNG key, jax.random.key\(seed\).*got int 0"),
+    ({"key": jnp.zeros(3)}, TypeError, r"got an array of dtype float32 and shape \(3,\)"),
+]
+
+
+@pytest.mark.parametrize(("change", "error", "match"), BAD_PROPAGATE)
+def test_propagate_refuses_bad_arguments_before_tracing(change, error, match, monkeypatch):
+    """Each bad argument is refused by propagate itself, with the value and the fix, before
+    any tracing (the jitted function is replaced by one that fails if reached)."""
+
+    def reached(*args, **kwargs):
+        raise AssertionError("the bad argument reached the jitted program")
+
+    monkeypatch.setattr(jaxgrad.propagation, "_propagate_jit", reached)
+    options = {"depth": 2, "width": 4, "batch_size": 2, "activation": "tanh"}
+    options |= {"kernel_init": init.lecun_normal(), "key": jax.random.key(0)} | change
+    with pytest.raises(error, match=match):
+        jaxgrad.propagate(options.pop("key"), **options)
+
+
+BAD_MLP = [case for case in BAD_PROPAGATE if not {"key", "loss_fn"} & set(case[0])]
+
+
+@pytest.mark.parametrize(("change", "error", "match"), BAD_MLP)
+def test_mlp_refuses_the_same_bad_arguments(change, error, match):
+    with pytest.raises(error, match=match):
+        nn.MLP(4, 4, 2, **{"activation": "tanh", **change}, rngs=nnx.Rngs(0))
+
+
+def test_diagnose_and_probe_name_what_they_were_given():
+    with pytest.raises(TypeError, match="diagnose takes the LayerStats .* got dict"):
+        jaxgrad.diagnose({"grad_norm": [1.0, 2.0]})
+    model = nn.MLP(4, 4, 2, rngs=nnx.Rngs(0))
+    with pytest.raises(TypeError, match="MLP takes an array of inputs, got str"):
+        jaxgrad.probe(model, "inputs")
+    with pytest.raises(TypeError, match="loss_fn must be a function"):
+        jaxgrad.probe(model, jnp.ones((2, 4)), loss_fn="mse")

@@ -68,6 +68,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxgrad import stats as _stats
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -406,8 +408,7 @@ def _float(x: jax.Array) -> jax.Array:
 
 def _param_stats(grad: jax.Array, weight: jax.Array) -> ParamStats:
     grad, weight = _float(grad), _float(weight)
-    grad_norm = jnp.linalg.norm(grad.ravel())
-    weight_norm = jnp.linalg.norm(weight.ravel())
+    grad_norm, weight_norm = _stats.norm(grad), _stats.norm(weight)
     at_zero = weight_norm == 0
     ratio = jnp.where(
         at_zero,
@@ -427,9 +428,10 @@ def _output_stats(path: str, output: Any) -> OutputStats:
     output = _float(output)
     units = output.reshape(-1, output.shape[-1] if output.ndim else 1)
     dead = jnp.all(units == 0, axis=0)
+    mean, std = _stats.mean_std(output)
     return OutputStats(
-        mean=jnp.mean(output),
-        std=jnp.std(output),
+        mean=mean,
+        std=std,
         dead_frac=jnp.mean(dead.astype(output.dtype)),
         nonfinite=jnp.sum(~jnp.isfinite(output), dtype=jnp.int32),
     )

@@ -34,6 +34,7 @@ from jaxgrad import activations as _act
 from jaxgrad import init as _init
 from jaxgrad import nn as _nn
 from jaxgrad import prng as _prng
+from jaxgrad import stats as _stats
 
 LossFn = Callable[[jax.Array, Any], jax.Array]
 
@@ -136,58 +137,18 @@ def random_projection_loss(key: jax.Array) -> LossFn:
 # ----------------------------------------------------------------------------- statistics
 
 
-def _root_sum_squares(values: jax.Array, divisor: int = 1) -> jax.Array:
-    """sqrt(sum(values**2) / divisor), finite as long as the values are, in one pass.
-
-    The naive sum of squares overflows float32 once the values pass about 1.8e19 / sqrt(n)
-    (n values), and squares below about 1e-19 flush to zero. The pass also sums the squares
-    of the values scaled up by 2**(e / 2) and down by 2**-(e / 2 + log2(n) / 2 + 1), e the
-    dtype's largest exponent (128 for float32), and keeps the most scaled-up sum that is
-    still finite. The scaled-down sum cannot overflow for finite values, and whichever sum
-    is kept has its largest term far above the subnormals, so what flushes to zero is
-    negligible; scaling by a power of two is exact. With inf or nan among the values every
-    sum is inf or nan, and so is the result.
-    """
-    half = jnp.finfo(values.dtype).maxexp // 2
-    up = float(2.0**half)
-    down = float(2.0 ** -(half + math.ceil(math.log2(max(values.size, 1)) / 2) + 1))
-    sums = [jnp.sum(jnp.square(values * c)) for c in (up, 1.0, down)]
-
-    def root(total, c):
-        return jnp.sqrt(total / divisor) / c
-
-    return jnp.where(
-        jnp.isfinite(sums[0]),
-        root(sums[0], up),
-        jnp.where(jnp.isfinite(sums[1]), root(sums[1], 1.0), root(sums[2], down)),
-    )
-
-
-def _mean_std(values: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Mean and std (two passes: the mean, then the centred squares), finite as long as
-    the values are (see `_root_sum_squares`). The mean is non-finite exactly when some
-    value is (dividing by the size first keeps a finite sum from overflowing)."""
-    mean = jnp.sum(values / values.size)
-    return mean, _root_sum_squares(values - mean, values.size)
-
-
-def _norm(values: jax.Array) -> jax.Array:
-    """The 2-norm of all entries, finite as long as the values are (see `_root_sum_squares`)."""
-    return _root_sum_squares(values)
-
-
 def _weight_norms(kernels: jax.Array) -> jax.Array:
-    """Frobenius norm of each stacked kernel, in one pass (weights do not near overflow)."""
-    return jnp.sqrt(jnp.sum(jnp.square(kernels), axis=(-2, -1)))
+    """Frobenius norm of each stacked kernel."""
+    return _stats.norm(kernels, axis=(-2, -1))
 
 
 def _forward_stats(activation, z, out, a, threshold: float):
-    pre_mean, pre_std = _mean_std(z)
-    act_mean, act_std = _mean_std(out)
+    pre_mean, pre_std = _stats.mean_std(z)
+    act_mean, act_std = _stats.mean_std(out)
     dphi = _act.derivative(activation)(z)
     saturated = jnp.mean(jnp.abs(dphi) < threshold)
     dead = jnp.mean(jnp.all(a.reshape(-1, a.shape[-1]) == 0, axis=0))
-    finite = jnp.isfinite(pre_mean) & jnp.isfinite(act_mean)  # see _mean_std
+    finite = jnp.isfinite(pre_mean) & jnp.isfinite(act_mean)  # see stats.mean_std
     return (pre_mean, pre_std, act_mean, act_std, saturated, dead), finite
 
 
@@ -208,6 +169,19 @@ def times_transpose(rows: jax.Array, kernel: jax.Array) -> jax.Array:
         return rows @ kernel.T
     product = jax.lax.optimization_barrier(kernel @ jax.lax.optimization_barrier(flat.T))
     return product.T.reshape(*rows.shape[:-1], kernel.shape[0])
+
+
+def _scaled_gram(h: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(g g^T, e) for g = h * 2**-e scaled to a largest magnitude in [0.5, 1)."""
+    values, exponent = _stats.scaled(h)
+    return _stats.gram(values), exponent
+
+
+def _gram_product_norm(saved: tuple[jax.Array, jax.Array], right: jax.Array) -> jax.Array:
+    """||h^T right||_F from h's `_scaled_gram`: sqrt(sum((h h^T) * (right right^T)))."""
+    gram, exponent = _scaled_gram(right)
+    total = jnp.sum(saved[0] * gram)
+    return jnp.ldexp(jnp.sqrt(jnp.maximum(total, 0)), saved[1] + exponent)
 
 
 def _first_false(finite: jax.Array) -> jax.Array:
@@ -280,11 +254,14 @@ def reverse_scan_probe(
         pre = affine(layer, h)
         out, z, a = post(layer, pre, h)
         stats, finite = _forward_stats(activation, z, out, a, threshold)
-        weight_norm = jnp.sqrt(jnp.sum(jnp.square(kernel(layer))))
+        weight_norm = _stats.norm(kernel(layer))
         at_head = (head_depths == index + 1)[:, None, None]
         head_outputs = jnp.where(at_head, out[None], head_outputs)
-        # ||h^T dpre||_F needs h only through h h^T when the batch is the smaller side.
-        saved = (stats, finite, weight_norm, h @ h.T if use_gram else h, pre)
+        # ||h^T dpre||_F needs h only through h h^T when the batch is the smaller side; it
+        # is kept of h scaled to a largest magnitude near 1, with the exponent that undoes
+        # it, so that the product of the two Gram matrices cannot overflow (stats.scaled).
+        saved_input = _scaled_gram(h) if use_gram else h
+        saved = (stats, finite, weight_norm, saved_input, pre)
         return (out, head_outputs), saved
 
     start = (h0, jnp.zeros((head_depths.size, *h0.shape), h0.dtype))
@@ -308,13 +285,12 @@ def reverse_scan_probe(
         _, post_vjp = jax.vjp(out_of, pre, jnp.zeros_like(pre), layer)
         dpre, dh_skip, _ = jax.vmap(post_vjp)(delta)
         if use_gram:
-            outer = jnp.einsum("kbw,kcw->kbc", dpre, dpre)
-            kernel_sq = jnp.sum(saved_input[None] * outer, axis=(1, 2))
-            kernel_grad_norm = jnp.sqrt(jnp.maximum(kernel_sq, 0))
+            kernel_grad_norm = jax.vmap(lambda d: _gram_product_norm(saved_input, d))(dpre)
         else:
-            kernel_grad_norm = jax.vmap(lambda d: _norm(saved_input.T @ d))(dpre)
-        per_head = jax.vmap(_norm)
-        grads = (kernel_grad_norm, per_head(jnp.sum(dpre, axis=1)), per_head(delta))
+            kernel_grad_norm = jax.vmap(lambda d: _stats.product_norm(saved_input, d))(dpre)
+        per_head = jax.vmap(_stats.norm)
+        bias_grad = jnp.sum(dpre.astype(_stats.accumulation_dtype(dpre.dtype)), axis=1)
+        grads = (kernel_grad_norm, per_head(bias_grad), per_head(delta))
         dh = transpose(layer, dpre)
         return dh + dh_skip, grads
 
@@ -373,7 +349,7 @@ def _probe_autodiff(model: _nn.MLP, x, y, loss_fn, threshold):
     (dparams, dtaps), (stats, finite) = jax.grad(loss_of, argnums=(0, 1), has_aux=True)(
         params, taps
     )
-    per_layer = jax.vmap(_norm)
+    per_layer = jax.vmap(_stats.norm)
     grads = (
         per_layer(dparams["linear"]["kernel"][...]),
         per_layer(dparams["linear"]["bias"][...]),
@@ -384,6 +360,18 @@ def _probe_autodiff(model: _nn.MLP, x, y, loss_fn, threshold):
 
 
 _METHODS = {"reverse": _probe_reverse, "autodiff": _probe_autodiff}
+
+
+def _check_loss_fn(loss_fn: object) -> LossFn:
+    """`loss_fn`, `mean_square_loss` for None, or a TypeError for what cannot be called."""
+    if loss_fn is None:
+        return mean_square_loss
+    if not callable(loss_fn):
+        raise TypeError(
+            f"loss_fn must be a function loss_fn(output, y) -> scalar (or None for "
+            f"mean_square_loss), got {loss_fn!r}"
+        )
+    return loss_fn
 
 
 def _check_method(method: str) -> None:
@@ -443,15 +431,14 @@ def probe(
         )
     _check_method(method)
     threshold = _init._nonnegative("saturation_threshold", saturation_threshold)
-    x = jnp.asarray(x)
-    model.check_input(x)
+    x = model.check_input(x)
     graphdef, state = nnx.split(model)
     return _probe_jit(
         graphdef,
         state,
         x,
         y,
-        loss_fn=mean_square_loss if loss_fn is None else loss_fn,
+        loss_fn=_check_loss_fn(loss_fn),
         method=method,
         threshold=threshold,
     )
@@ -512,8 +499,21 @@ def propagate(
         >>> bool(0.5 < stats.act_std[-1] < 2.0)
         True
     """
+    key = _prng.check_key(key, single=True)
     for name, value in (("depth", depth), ("width", width), ("batch_size", batch_size)):
-        _nn._positive_int(name, value)  # the model validates everything else
+        _nn._positive_int(name, value)
+    dtype = _nn.float_dtype(dtype)
+    # every option of the blocks, checked here rather than inside the trace
+    _nn.block_maker(
+        width,
+        activation=activation,
+        kernel_init=kernel_init,
+        bias_init=bias_init,
+        norm=norm,
+        residual=residual,
+        dtype=dtype,
+    )
+    loss_fn = _check_loss_fn(loss_fn)
     _check_method(method)
     if redraw is not None and not isinstance(redraw, bool):
         raise TypeError(f"redraw must be True, False or None, got {redraw!r}")
@@ -539,9 +539,9 @@ def propagate(
         kernel_init=kernel_init,
         bias_init=bias_init,
         norm=norm,
-        residual=bool(residual),
-        dtype=jnp.dtype(dtype),
-        loss_fn=mean_square_loss if loss_fn is None else loss_fn,
+        residual=residual,
+        dtype=dtype,
+        loss_fn=loss_fn,
         method=method,
         redraw=redraw,
     )
@@ -668,6 +668,11 @@ def diagnose(stats: LayerStats, *, band: float = 100.0) -> Diagnosis:
     Returns:
         A `Diagnosis`.
     """
+    if not isinstance(stats, LayerStats):
+        raise TypeError(
+            f"diagnose takes the LayerStats that jaxgrad.probe or jaxgrad.propagate return, "
+            f"got {type(stats).__name__}"
+        )
     band = _init._real("band", band)
     if band <= 1:
         raise ValueError(f"band must be > 1, got {band}")

@@ -1,0 +1,257 @@
+"""Robust reductions: the one set of norms, means and stds that every jaxgrad front end uses.
+
+A statistic must be finite whenever the values it summarizes are, and must not lose the
+values it summarizes to the dtype. The naive sum of squares fails both ways long before the
+values do: in float32 it overflows once the values pass about 1.8e19 / sqrt(n) (n values)
+and squares below about 1e-19 flush to zero; in float16 it overflows at 256 and its sums of
+thousands of terms lose every digit. So:
+
+- every reduction accumulates in `accumulation_dtype(dtype)`: float32 at least (float64 for
+  float64 values), whatever the values' dtype (float16, bfloat16, integers);
+- a sum of squares is taken at three exact power-of-two scales in one pass and the most
+  scaled-up sum that is still finite is kept (`root_sum_squares`);
+- a product whose norm is wanted (||x^T d||_F, the norm of a weight gradient) is taken of
+  operands scaled by powers of two to a largest magnitude near 1 (`pow2_exponent`), and the
+  exponents are given back afterwards with `jnp.ldexp`, so the result is inf only when the
+  norm itself is beyond the dtype.
+
+With inf or nan among the values every statistic is inf or nan, never a silently finite
+number: non-finite values are results, recorded where they appear.
+
+Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxgrad import stats
+    >>> big = jnp.full((1000,), 1e20, jnp.float32)
+    >>> float(jnp.sqrt(jnp.sum(jnp.square(big))))  # the naive norm overflows
+    inf
+    >>> round(float(stats.norm(big)) / 1e20 / 1000**0.5, 4)  # the robust one does not
+    1.0
+
+References:
+    Blue 1978, "A Portable Fortran Program to Find the Euclidean Norm of a Vector" (norms
+    by scaled sums of squares); Higham 2002, "Accuracy and Stability of Numerical
+    Algorithms", section 4 (summation in a wider format).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike, DTypeLike
+
+Axis = int | Sequence[int] | None
+
+
+def accumulation_dtype(dtype: DTypeLike) -> jnp.dtype:
+    """The dtype statistics of `dtype` values are accumulated and returned in: float32 at
+    least, float64 for float64 values (and complex values' real counterpart)."""
+    dtype = jnp.dtype(dtype)
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        dtype = jnp.finfo(dtype).dtype
+    return jnp.promote_types(dtype, jnp.float32) if dtype != jnp.float64 else dtype
+
+
+def _as_accumulated(values: ArrayLike) -> jax.Array:
+    values = jnp.asarray(values)
+    if jnp.issubdtype(values.dtype, jnp.complexfloating):
+        values = jnp.abs(values)
+    return values.astype(accumulation_dtype(values.dtype))
+
+
+def _axes(ndim: int, axis: Axis) -> tuple[int, ...]:
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    for a in axes:
+        if not -ndim <= a < max(ndim, 1):
+            raise ValueError(f"axis {a} is out of range for an array with {ndim} dimensions")
+    return tuple(sorted({a % max(ndim, 1) for a in axes}))
+
+
+def root_sum_squares(
+    values: ArrayLike, axis: Axis = None, *, divisor: float = 1, keepdims: bool = False
+) -> jax.Array:
+    """sqrt(sum(values**2) / divisor) over `axis`, finite as long as the values are.
+
+    The pass sums the squares of the values (in `accumulation_dtype`) scaled up by
+    2**(e / 2), as they are, and scaled down by 2**-(e / 2 + log2(n) / 2 + 1), e the
+    accumulation dtype's largest exponent (128 for float32) and n the number of values
+    summed, and keeps the most scaled-up sum that is still finite. The scaled-down sum
+    cannot overflow for finite values, and whichever sum is kept has its largest term far
+    above the subnormals, so what flushes to zero is negligible; scaling by a power of two
+    is exact. XLA fuses the three sums into one pass over the values.
+
+    Args:
+        values: any real (or complex: their moduli) array.
+        axis: the axes to reduce; None for all.
+        divisor: the sum of squares is divided by this before the root (the count, for an
+            RMS).
+        keepdims: keep the reduced axes with size 1.
+
+    Returns:
+        The root, in `accumulation_dtype(values.dtype)`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> float(root_sum_squares(jnp.array([3.0, 4.0], jnp.float16)))
+        5.0
+    """
+    values = _as_accumulated(values)
+    axes = _axes(values.ndim, axis)
+    count = math.prod(values.shape[a] for a in axes)
+    half = jnp.finfo(values.dtype).maxexp // 2
+    up = float(2.0**half)
+    down = float(2.0 ** -(half + math.ceil(math.log2(max(count, 1)) / 2) + 1))
+    sums = [
+        jnp.sum(jnp.square(values * scale), axis=axes, keepdims=keepdims)
+        for scale in (up, 1.0, down)
+    ]
+
+    def root(total, scale):
+        return jnp.sqrt(total / divisor) / scale
+
+    return jnp.where(
+        jnp.isfinite(sums[0]),
+        root(sums[0], up),
+        jnp.where(jnp.isfinite(sums[1]), root(sums[1], 1.0), root(sums[2], down)),
+    )
+
+
+def norm(values: ArrayLike, axis: Axis = None, *, keepdims: bool = False) -> jax.Array:
+    """The 2-norm (Frobenius for matrices) over `axis`: `root_sum_squares` with divisor 1.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> norm(jnp.array([[3.0, 0.0], [4.0, 0.0]]), axis=0).tolist()
+        [5.0, 0.0]
+    """
+    return root_sum_squares(values, axis, keepdims=keepdims)
+
+
+def rms(values: ArrayLike, axis: Axis = None, *, keepdims: bool = False) -> jax.Array:
+    """The root mean square over `axis` (nan for no values).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> float(rms(jnp.array([1.0, -1.0, 1.0, -1.0])))
+        1.0
+    """
+    values = jnp.asarray(values)
+    count = math.prod(values.shape[a] for a in _axes(values.ndim, axis))
+    return root_sum_squares(values, axis, divisor=count if count else math.nan, keepdims=keepdims)
+
+
+def mean_std(values: ArrayLike) -> tuple[jax.Array, jax.Array]:
+    """The mean and the (population) std of all the values, finite as long as they are.
+
+    Two passes: the mean, each value divided by the count before the sum so that a finite
+    sum cannot overflow, then `root_sum_squares` of the centred values. The mean is non-
+    finite exactly when some value is, which makes it a cheap finiteness test. Both are in
+    `accumulation_dtype(values.dtype)`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> [float(v) for v in mean_std(jnp.array([1.0, 3.0], jnp.bfloat16))]
+        [2.0, 1.0]
+    """
+    values = _as_accumulated(values)
+    mean = jnp.sum(values / values.size)
+    return mean, root_sum_squares(values - mean, divisor=values.size)
+
+
+def global_norm(tree: Any) -> jax.Array:
+    """The 2-norm of every leaf of a pytree together, finite as long as the leaves are.
+
+    The per-leaf norms are combined with `norm` again (a norm of norms), so no square of a
+    large leaf is ever formed. The result is in the widest accumulation dtype of the leaves
+    (float32 for an empty tree).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> float(global_norm({"a": jnp.array([3.0]), "b": jnp.array([4.0], jnp.float16)}))
+        5.0
+    """
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        return jnp.zeros((), jnp.float32)
+    dtype = jnp.result_type(*(accumulation_dtype(jnp.result_type(leaf)) for leaf in leaves))
+    return norm(jnp.stack([norm(leaf).astype(dtype) for leaf in leaves]))
+
+
+def pow2_exponent(values: ArrayLike, axis: Axis = None, *, keepdims: bool = False) -> jax.Array:
+    """The int32 exponent e with max|values| over `axis` in [2**(e - 1), 2**e): the values
+    times 2**-e have their largest magnitude in [0.5, 1).
+
+    0 where every value is zero or some value is not finite (scaling cannot help then). The
+    exponent is clamped so that 2**-e is a normal number of the accumulation dtype: to
+    [-(maxexp - 1), -minexp], [-127, 126] for float32, so a largest magnitude among the
+    subnormals scales to below 0.5 and one above 2**126 to below 4.
+    """
+    values = _as_accumulated(values)
+    axes = _axes(values.ndim, axis)
+    if values.size:
+        largest = jnp.max(jnp.abs(values), axis=axes, keepdims=keepdims)
+    else:
+        largest = jnp.zeros((), values.dtype)
+    _, exponent = jnp.frexp(largest)
+    info = jnp.finfo(values.dtype)
+    exponent = jnp.clip(exponent, -(info.maxexp - 1), -info.minexp)
+    usable = jnp.isfinite(largest) & (largest > 0)
+    return jnp.where(usable, exponent, 0).astype(jnp.int32)
+
+
+def scale_by_pow2(values: ArrayLike, exponent: ArrayLike) -> jax.Array:
+    """values * 2**-exponent in the accumulation dtype: exact, for exponents from
+    `pow2_exponent` (2**-exponent is then a normal number, built from its bits: XLA's
+    `exp2` is an approximation on CPU)."""
+    values = _as_accumulated(values)
+    info = jnp.finfo(values.dtype)
+    bits = jnp.int64 if values.dtype.itemsize == 8 else jnp.int32
+    biased = (info.maxexp - 1) - jnp.asarray(exponent).astype(bits)
+    factor = jax.lax.bitcast_convert_type(biased << info.nmant, values.dtype)
+    return values * factor
+
+
+def scaled(values: ArrayLike) -> tuple[jax.Array, jax.Array]:
+    """`(values * 2**-e, e)` with e = `pow2_exponent(values)`, in the accumulation dtype:
+    the values with a largest magnitude in [0.5, 1) (exactly, a power-of-two scaling), and
+    the exponent that gives them back."""
+    exponent = pow2_exponent(values)
+    return scale_by_pow2(values, exponent), exponent
+
+
+def product_norm(left: ArrayLike, right: ArrayLike) -> jax.Array:
+    """||left^T @ right||_F for left (n, a) and right (n, b), inf only when the norm itself
+    is beyond the accumulation dtype.
+
+    Computed as the norm of the product of the scaled operands (`scaled`), the exponents
+    given back with `jnp.ldexp`. With n < min(a, b) it uses the identity
+    ||L^T R||_F^2 = sum((L L^T) * (R R^T)): two n x n Gram matrices instead of an a x b
+    product.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> left, right = jnp.full((2, 3), 1e15), jnp.full((2, 4), 1e15)
+        >>> round(float(product_norm(left, right)) / 1e30, 4)  # 12 entries of 2e30
+        6.9282
+    """
+    left_scaled, left_exp = scaled(left)
+    right_scaled, right_exp = scaled(right)
+    return jnp.ldexp(_scaled_product_norm(left_scaled, right_scaled), left_exp + right_exp)
+
+
+def gram(values: jax.Array) -> jax.Array:
+    """values @ values.T of an already scaled (n, a) array, accumulated in its dtype."""
+    return jnp.matmul(values, values.T, preferred_element_type=values.dtype)
+
+
+def _scaled_product_norm(left: jax.Array, right: jax.Array) -> jax.Array:
+    rows = left.shape[0]
+    if rows < min(left.shape[1], right.shape[1]):
+        total = jnp.sum(gram(left) * gram(right))
+        return jnp.sqrt(jnp.maximum(total, 0))
+    return root_sum_squares(jnp.matmul(left.T, right, preferred_element_type=left.dtype))
