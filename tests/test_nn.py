@@ -309,6 +309,10 @@ def test_residual_mlp_traced_program_does_not_grow_with_depth():
         ({"out_features": 0}, ValueError, "out_features must be an int >= 1, got 0"),
         ({"activation": "relux"}, ValueError, "unknown activation 'relux'"),
         ({"rngs": 0}, TypeError, "rngs must be an nnx.Rngs"),
+        ({"kernel_init": init.kaiming_normal}, TypeError, "call it, e.g. kernel_init=init"),
+        ({"bias_init": "zeros"}, TypeError, "bias_init must be an initializer"),
+        ({"dtype": jnp.int8}, TypeError, "dtype must be a floating-point dtype.*got int8"),
+        ({"post_activation": "yes"}, TypeError, "post_activation must be True or False"),
     ],
 )
 def test_residual_mlp_bad_arguments_raise(kwargs, error, match):
@@ -434,12 +438,32 @@ def test_rnn_traced_program_does_not_grow_with_time_and_differentiates():
         ({"out_features": 0}, ValueError, "out_features must be an int >= 1, got 0"),
         ({"activation": "tanhh"}, ValueError, "unknown activation 'tanhh'"),
         ({"rngs": 1}, TypeError, "rngs must be an nnx.Rngs"),
+        ({"recurrent_init": init.orthogonal}, TypeError, "call it, e.g. recurrent_init=init"),
+        ({"input_init": 1.0}, TypeError, "input_init must be an initializer"),
+        ({"recurrent_init": init.dirac()}, ValueError, r"recurrent_init cannot draw a \(4, 4\)"),
+        ({"dtype": "int32"}, TypeError, "dtype must be a floating-point dtype.*got int32"),
     ],
 )
 def test_rnn_bad_arguments_raise(kwargs, error, match):
     arguments = {"in_features": 3, "hidden": 4, "rngs": nnx.Rngs(0), **kwargs}
     with pytest.raises(error, match=match):
         nn.RNN(**arguments)
+
+
+@pytest.mark.parametrize("input_dtype", [jnp.int32, jnp.float16, jnp.bfloat16])
+def test_models_cast_numeric_inputs_to_their_dtype(input_dtype):
+    """An int or half-precision input gives what its float32 cast gives (the first layer
+    would cast it anyway; without the cast, jax.lax.scan refused the mismatched carry)."""
+    x = (3 * jax.random.normal(jax.random.key(0), (2, 5, 4))).astype(input_dtype)
+    reference = x.astype(jnp.float32)
+    for model in (
+        nn.MLP(4, 4, 2, rngs=nnx.Rngs(0)),
+        nn.ResidualMLP(4, 4, 2, rngs=nnx.Rngs(0)),
+        nn.RNN(4, 6, 2, rngs=nnx.Rngs(0)),
+    ):
+        np.testing.assert_array_equal(model(x), model(reference))
+    with pytest.raises(TypeError, match="MLP takes an array of inputs, got list"):
+        nn.MLP(4, 4, 2, rngs=nnx.Rngs(0))([[1, 2], "x"])
 
 
 def test_rnn_bad_inputs_raise():

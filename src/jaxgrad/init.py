@@ -121,25 +121,6 @@ def _shape(shape: Sequence[int]) -> tuple[int, ...]:
     return dims
 
 
-def _check_key(key: object) -> None:
-    """Refuse anything but one PRNG key: a typed key (`jax.random.key`) of shape (), or a
-    legacy raw uint32 key (`jax.random.PRNGKey`), one-dimensional. Reads only the type,
-    dtype and shape, so traced keys (under jit and vmap) pass."""
-    if isinstance(key, jax.Array | np.ndarray):
-        if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-            if key.ndim == 0:
-                return
-        elif key.dtype == np.uint32 and key.ndim == 1:
-            return
-        given = f"an array of dtype {key.dtype} and shape {tuple(key.shape)}"
-    else:
-        given = f"{type(key).__name__} {key!r}"
-    raise TypeError(
-        "key must be one PRNG key, jax.random.key(seed) (or a legacy jax.random.PRNGKey(seed)); "
-        f"got {given}"
-    )
-
-
 def _largest_normal(dt: jnp.dtype) -> float:
     """A bound on |z| for z drawn by `jax.random.normal` in `dt`: it inverts a uniform that
     stays eps/2 away from +-1, and P(|z| > t) <= exp(-t^2 / 2) gives t <= sqrt(2 log(2 / eps))
@@ -243,7 +224,7 @@ def _initializer(
     def init(key: jax.Array, shape: Sequence[int], dtype: DTypeLike = jnp.float32) -> jax.Array:
         dims = _shape(shape)
         sampling = _sampling_dtype(dtype)
-        _check_key(key)
+        _prng.check_key(key, single=True)
         if len(dims) < min_ndim:
             raise ValueError(
                 f"{name} needs a shape with at least {min_ndim} dimensions, got {dims}"
@@ -420,7 +401,7 @@ def empirical_gain(
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
         raise ValueError(f"num_samples must be an int >= 2, got {num_samples!r}")
     phi = _act.resolve(activation)
-    _check_key(key)
+    _prng.check_key(key, single=True)
     x = jax.random.normal(key, (num_samples,))
     y = phi(x)
     scale = jnp.max(jnp.abs(y))

@@ -20,10 +20,12 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from jaxgrad import activations as _act
@@ -36,6 +38,88 @@ def _positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be an int >= 1, got {value!r}")
     return value
+
+
+def float_dtype(dtype: object, name: str = "dtype") -> jnp.dtype:
+    """`dtype` as a floating-point `jnp.dtype`, or a TypeError (a ValueError for float64
+    without `jax_enable_x64`, which JAX would silently turn into float32)."""
+    valid = "a floating-point dtype: float32, float64, bfloat16 or float16"
+    try:
+        result = jnp.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{name} must be {valid}, got {dtype!r}") from None
+    if not jnp.issubdtype(result, jnp.floating):
+        raise TypeError(f"{name} must be {valid}, got {result}")
+    if result == jnp.float64 and not jax.config.jax_enable_x64:
+        raise ValueError(
+            f"{name} float64 needs jax_enable_x64 (jax.config.update('jax_enable_x64', True) "
+            "or JAX_ENABLE_X64=1); without it JAX computes in float32"
+        )
+    return result
+
+
+def check_initializer(name: str, value: object, shape: tuple[int, ...], dtype) -> None:
+    """Raise a TypeError unless `value` is an initializer `init(key, shape, dtype)` that
+    draws an array of `shape` (checked abstractly with `jax.eval_shape`: nothing is drawn).
+
+    An uncalled jaxgrad factory (`init.xavier_uniform` for `init.xavier_uniform()`) gets a
+    message saying so; an initializer's own ValueError for this shape is passed on with the
+    argument's name in front.
+    """
+    factory = getattr(_init, getattr(value, "__name__", ""), None)
+    if factory is value and getattr(value, "__module__", "") == _init.__name__:
+        raise TypeError(
+            f"{name} is the factory jaxgrad.init.{value.__name__}, not an initializer: call it, "
+            f"e.g. {name}=init.{value.__name__}()"
+        )
+    if not callable(value):
+        raise TypeError(
+            f"{name} must be an initializer init(key, shape, dtype) -> array, such as "
+            f"jaxgrad.init.xavier_uniform(); got {value!r}"
+        )
+    try:
+        hash(value)
+    except TypeError:
+        drawn_shape = _drawn_shape.__wrapped__
+    else:
+        drawn_shape = _drawn_shape  # a repeated check (propagate in a loop) costs nothing
+    try:
+        drawn = drawn_shape(value, tuple(shape), jnp.dtype(dtype))
+    except ValueError as error:
+        raise ValueError(f"{name} cannot draw a {shape} array: {error}") from None
+    except TypeError as error:
+        raise TypeError(
+            f"{name}={value!r} cannot be called as init(key, shape, dtype): {error}"
+        ) from None
+    if not isinstance(drawn, jax.ShapeDtypeStruct) or tuple(drawn.shape) != tuple(shape):
+        got = getattr(drawn, "shape", type(drawn).__name__)
+        raise TypeError(f"{name} must return an array of the shape asked, {shape}; got {got}")
+
+
+@functools.lru_cache(maxsize=256)
+def _drawn_shape(initializer, shape: tuple[int, ...], dtype: jnp.dtype):
+    return jax.eval_shape(lambda key: initializer(key, shape, dtype), jax.random.key(0))
+
+
+def check_bool(name: str, value: object) -> bool:
+    """`value` if it is a bool (numpy's too), else a TypeError."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def as_input(model: str, x: object, dtype: jnp.dtype) -> jax.Array:
+    """`x` as a jax array of the model's `dtype` (integer and other float inputs are cast, as
+    a first `nnx.Linear` in that dtype would), or a TypeError for what is not an array."""
+    try:
+        x = jnp.asarray(x)
+    except TypeError:
+        raise TypeError(
+            f"{model} takes an array of inputs, got {type(x).__name__}: {x!r:.80}"
+        ) from None
+    if not (jnp.issubdtype(x.dtype, jnp.number) or x.dtype == jnp.bool_):
+        raise TypeError(f"{model} takes numeric inputs, got dtype {x.dtype}")
+    return x.astype(dtype)
 
 
 def _check_features(model: str, x: jax.Array, in_features: int, leading: str) -> None:
@@ -175,8 +259,16 @@ def block_maker(
     drawn from its key. `MLP` vmaps it over `block_keys`; `jaxgrad.propagate` calls it inside
     its scans to rebuild each block where it is used instead of storing the stack (for
     threefry keys the same numbers: their vmapped draw equals the draws one key at a time)."""
+    width = _positive_int("width", width)
     kernel_init, bias_init = _default_inits(kernel_init, bias_init)
     phi = _act.resolve(activation)
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of None, 'batch', 'layer'; got {norm!r}")
+    residual = check_bool("residual", residual)
+    residual_scale = _init._real("residual_scale", residual_scale)
+    dtype = float_dtype(dtype)
+    check_initializer("kernel_init", kernel_init, (width, width), dtype)
+    check_initializer("bias_init", bias_init, (width,), dtype)
 
     def make_block(key: jax.Array) -> Block:
         return Block(
@@ -185,7 +277,7 @@ def block_maker(
             kernel_init=kernel_init,
             bias_init=bias_init,
             norm=norm,
-            residual=bool(residual),
+            residual=residual,
             residual_scale=residual_scale,
             dtype=dtype,
             rngs=nnx.Rngs(params=key),
@@ -228,13 +320,17 @@ class _Stack(nnx.Module):
         if not isinstance(rngs, nnx.Rngs):
             raise TypeError(f"rngs must be an nnx.Rngs, got {type(rngs).__name__}")
 
-    def check_input(self, x: jax.Array) -> None:
-        """Raise a ValueError unless `x` is (..., in_features)."""
+    def check_input(self, x: jax.Array) -> jax.Array:
+        """`x` as an array of the model's dtype, or a ValueError unless it is (...,
+        in_features) (a TypeError unless it is numeric)."""
+        x = as_input(type(self).__name__, x, self.dtype)
         _check_features(type(self).__name__, x, self.in_features, "...")
+        return x
 
     def embed(self, x: jax.Array) -> jax.Array:
-        """The input projection (the identity when in_features == width)."""
-        self.check_input(x)
+        """The input projection (the identity when in_features == width), of `x` cast to the
+        model's dtype."""
+        x = self.check_input(x)
         return x if self.input_layer is None else self.input_layer(x)
 
     def head(self, h: jax.Array) -> jax.Array:
@@ -292,29 +388,26 @@ class MLP(_Stack):
         rngs: nnx.Rngs,
     ):
         self._set_sizes(in_features, width, depth, out_features, rngs)
-        if norm not in NORMS:
-            raise ValueError(f"norm must be one of None, 'batch', 'layer'; got {norm!r}")
-        residual_scale = _init._real("residual_scale", residual_scale)
-        kernel_init, bias_init = _default_inits(kernel_init, bias_init)
-        self.activation_name = _act.name_of(activation)
-        self.norm = norm
-        self.residual = bool(residual)
-
-        def linear(n_in: int, n_out: int) -> nnx.Linear:
-            return _dense(n_in, n_out, kernel_init, bias_init, dtype, rngs)
-
-        self.input_layer = linear(in_features, width) if in_features != width else None
-
-        make_block = block_maker(
+        make_block = block_maker(  # validates every option, before anything is drawn
             width,
             activation=activation,
             kernel_init=kernel_init,
             bias_init=bias_init,
             norm=norm,
-            residual=self.residual,
+            residual=residual,
             residual_scale=residual_scale,
             dtype=dtype,
         )
+        kernel_init, bias_init = _default_inits(kernel_init, bias_init)
+        self.activation_name = _act.name_of(activation)
+        self.norm = norm
+        self.residual = bool(residual)
+        self.dtype = jnp.dtype(dtype)
+
+        def linear(n_in: int, n_out: int) -> nnx.Linear:
+            return _dense(n_in, n_out, kernel_init, bias_init, dtype, rngs)
+
+        self.input_layer = linear(in_features, width) if in_features != width else None
         self.blocks = nnx.vmap(make_block, in_axes=0, out_axes=0)(block_keys(rngs, depth))
         self.readout = linear(width, out_features) if out_features is not None else None
 
@@ -494,8 +587,10 @@ class ResidualMLP(_Stack):
         self.kernel_init = _init.kaiming_normal() if kernel_init is None else kernel_init
         self.bias_init = _init.zeros() if bias_init is None else bias_init
         self.activation_name = _act.name_of(activation)
-        self.post_activation = bool(post_activation)
-        self.dtype = jnp.dtype(dtype)
+        self.post_activation = check_bool("post_activation", post_activation)
+        self.dtype = float_dtype(dtype)
+        check_initializer("kernel_init", self.kernel_init, (width, width), self.dtype)
+        check_initializer("bias_init", self.bias_init, (width,), self.dtype)
 
         def linear(n_in: int, n_out: int) -> nnx.Linear:
             return _dense(n_in, n_out, self.kernel_init, self.bias_init, dtype, rngs)
@@ -605,9 +700,13 @@ class RNN(nnx.Module):
         self.activation = _act.resolve(activation)
         self.activation_name = _act.name_of(activation)
         self.out_features = out_features
+        self.dtype = dtype = float_dtype(dtype)
         recurrent_init = _init.orthogonal() if recurrent_init is None else recurrent_init
         input_init = _init.lecun_normal() if input_init is None else input_init
         bias_init = _init.zeros() if bias_init is None else bias_init
+        check_initializer("recurrent_init", recurrent_init, (hidden, hidden), dtype)
+        check_initializer("input_init", input_init, (in_features, hidden), dtype)
+        check_initializer("bias_init", bias_init, (hidden,), dtype)
 
         def linear(n_in: int, n_out: int, kernel_init, use_bias: bool = True) -> nnx.Linear:
             return _dense(n_in, n_out, kernel_init, bias_init, dtype, rngs, use_bias)
@@ -618,16 +717,21 @@ class RNN(nnx.Module):
             linear(hidden, out_features, input_init) if out_features is not None else None
         )
 
-    def check_input(self, x: jax.Array) -> None:
-        """Raise a ValueError unless `x` is (..., time, in_features)."""
+    def check_input(self, x: jax.Array) -> jax.Array:
+        """`x` as an array of the model's dtype, or a ValueError unless it is (..., time,
+        in_features)."""
+        x = as_input("RNN", x, self.dtype)
         _check_features("RNN", x, self.in_features, "..., time")
+        return x
 
     def initial_state(self, x: jax.Array, h0: jax.Array | None = None) -> jax.Array:
-        """`h0` checked against `x`, or zeros of shape (..., hidden) when it is None."""
-        self.check_input(x)
+        """`h0` checked against `x` and cast to the model's dtype, or zeros of shape
+        (..., hidden) when it is None."""
+        x = self.check_input(x)
         shape = (*x.shape[:-2], self.hidden)
         if h0 is None:
-            return jnp.zeros(shape, self.recurrent.kernel.dtype)
+            return jnp.zeros(shape, self.dtype)
+        h0 = as_input("RNN's h0", h0, self.dtype)
         if tuple(h0.shape) != shape:
             raise ValueError(
                 f"h0 must have shape {shape} for inputs of shape {tuple(x.shape)}, "
@@ -641,6 +745,7 @@ class RNN(nnx.Module):
 
     def _scan(self, x: jax.Array, h0: jax.Array | None) -> tuple[jax.Array, jax.Array]:
         h = self.initial_state(x, h0)
+        x = self.check_input(x)
         drive = jnp.moveaxis(self.input_layer(x), -2, 0)  # (time, ..., hidden), one matmul
         recurrent_kernel = self.recurrent.kernel[...]
         phi = self.activation

@@ -104,6 +104,35 @@ def is_threefry(key: jax.Array) -> bool:
     )
 
 
+def check_key(key: object, name: str = "key", *, single: bool = False) -> jax.Array:
+    """`key` if it is a PRNG key, else a TypeError naming what was given.
+
+    A PRNG key is a typed key array (`jax.random.key(seed)`) or a legacy raw uint32 key
+    (`jax.random.PRNGKey(seed)`, last axis the key's words). Only the type, dtype and shape
+    are read, so traced keys (under `jax.jit` and `jax.vmap`) pass.
+
+    Args:
+        key: what was given.
+        name: the argument's name, for the message.
+        single: require exactly one key (a typed key of shape (), a raw key of one axis),
+            not an array of keys.
+    """
+    if isinstance(key, jax.Array | np.ndarray):
+        if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+            if not single or key.ndim == 0:
+                return key
+        elif key.dtype == np.uint32 and key.ndim >= 1 and (not single or key.ndim == 1):
+            return jnp.asarray(key)
+        given = f"an array of dtype {key.dtype} and shape {tuple(key.shape)}"
+    else:
+        given = f"{type(key).__name__} {key!r}"
+    one = "one PRNG key" if single else "a PRNG key"
+    raise TypeError(
+        f"{name} must be {one}, jax.random.key(seed) (or a legacy jax.random.PRNGKey(seed)); "
+        f"got {given}"
+    )
+
+
 def fast_key(key: jax.Array) -> jax.Array:
     """The same key drawing the same numbers through `FUSED_THREEFRY`, when it is a threefry
     key (typed, or a raw uint32 (..., 2) key while threefry is JAX's default); any other key
