@@ -715,3 +715,110 @@ def test_out_of_range_axis_names_the_axis():
         ValueError, match="axis 2 is out of range for a parameter with 2 dimensions"
     ):
         tx.update(params, tx.init(params), params)
+
+
+# ----------------------------------------------------------------------------- extreme values
+
+
+def _clip_reference(grads, limit):
+    """g * limit / ||g|| in float64 where ||g|| > limit (numpy's norm does not overflow)."""
+    flat = np.concatenate([np.asarray(g, np.float64).ravel() for g in jax.tree.leaves(grads)])
+    norm = np.linalg.norm(flat)
+    scale = min(1.0, limit / norm)
+    return jax.tree.map(lambda g: np.asarray(g, np.float64) * scale, grads), norm
+
+
+EXPLODING_SCALES = [1e15, 2e19, 1e30, 3e37]
+
+
+@pytest.mark.parametrize("scale", EXPLODING_SCALES)
+@pytest.mark.parametrize(
+    ("build", "sign"),
+    [
+        (lambda: optim.clip_by_global_norm(1.0), 1.0),
+        (lambda: optim.make_optimizer("sgd", 1.0, clip_norm=1.0), -1.0),  # sgd negates
+    ],
+    ids=["clip_by_global_norm", "make_optimizer"],
+)
+def test_global_clipping_keeps_the_direction_of_finite_exploding_gradients(rng, scale, build, sign):
+    """Entries of 2e19 square to inf in float32: a naive norm is inf and the update exactly 0
+    (optax's clip_by_global_norm does that). Here the update is the float64 reference's."""
+    params = make_params(rng)
+    grads = jax.tree.map(
+        lambda p: jnp.asarray(scale * rng.standard_normal(p.shape), p.dtype), params
+    )
+    tx = build()
+    updates, state = jax.jit(tx.update)(grads, tx.init(params), params)
+    expected, norm = _clip_reference(grads, 1.0)
+    clip_states = [
+        s
+        for s in jax.tree.leaves(
+            state, is_leaf=lambda x: isinstance(x, optim.ClipByGlobalNormState)
+        )
+        if isinstance(s, optim.ClipByGlobalNormState)
+    ]
+    assert len(clip_states) == 1
+    np.testing.assert_allclose(float(clip_states[0].global_norm), norm, rtol=1e-5)
+    assert bool(clip_states[0].clipped)
+    assert_trees_close(jax.tree.map(lambda u: sign * np.asarray(u, np.float64), updates), expected)
+
+
+@pytest.mark.parametrize("scale", EXPLODING_SCALES)
+def test_layer_and_unit_clipping_of_finite_exploding_gradients(rng, scale):
+    params = make_params(rng)
+    grads = jax.tree.map(
+        lambda p: jnp.asarray(scale * rng.standard_normal(p.shape), p.dtype), params
+    )
+    updates, _ = jax.jit(optim.clip_by_layer_norm(2.0).update)(grads, optax.EmptyState())
+    for u, g in zip(jax.tree.leaves(updates), jax.tree.leaves(grads), strict=True):
+        g = np.asarray(g, np.float64)
+        np.testing.assert_allclose(
+            np.asarray(u, np.float64), 2.0 * g / np.linalg.norm(g), rtol=RTOL
+        )
+    tx = optim.adaptive_clip(0.01)
+    updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
+    for u, g, p in zip(*(jax.tree.leaves(t) for t in (updates, grads, params)), strict=True):
+        expected, _ = _agc_reference(np.asarray(g, np.float64), p, 0.01, 1e-3)
+        np.testing.assert_allclose(np.asarray(u, np.float64), expected, rtol=RTOL, atol=0)
+
+
+@pytest.mark.parametrize(
+    "tx",
+    [optim.clip_by_global_norm(1.0), optim.clip_by_layer_norm(1.0)],
+    ids=["global", "layer"],
+)
+def test_an_inf_entry_clips_to_its_limiting_direction(tx):
+    """v / ||v|| as the inf entries grow: their signs over sqrt(their count), zero elsewhere,
+    norm exactly the limit; an update with nan passes through (no direction), recorded."""
+    grads = {"a": jnp.array([jnp.inf, 1.0, -jnp.inf, 2.0]), "b": jnp.ones(3)}
+    updates, state = jax.jit(tx.update)(grads, tx.init(grads))
+    root_half = np.sqrt(0.5)
+    np.testing.assert_allclose(np.asarray(updates["a"]), [root_half, 0, -root_half, 0], rtol=1e-6)
+    if isinstance(state, optim.ClipByGlobalNormState):
+        assert np.isposinf(float(state.global_norm))
+        assert bool(state.clipped)
+        np.testing.assert_array_equal(np.asarray(updates["b"]), 0.0)
+    else:  # per leaf: b is finite and inside the limit? no: norm sqrt(3) > 1, clipped alone
+        np.testing.assert_allclose(np.asarray(updates["b"]), 1 / np.sqrt(3), rtol=1e-6)
+    with_nan = {"a": jnp.array([jnp.nan, 1.0]), "b": jnp.full(3, 5.0)}
+    updates, state = jax.jit(tx.update)(with_nan, tx.init(with_nan))
+    assert np.isnan(float(updates["a"][0]))
+    assert float(updates["a"][1]) == 1.0
+    if isinstance(state, optim.ClipByGlobalNormState):
+        assert np.isnan(float(state.global_norm))
+        assert not bool(state.clipped)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_low_precision_gradients_are_clipped_with_a_float32_norm(rng, dtype):
+    """Entries of 300 square beyond float16's largest number (65504)."""
+    grads = {"w": jnp.asarray(300 * rng.standard_normal((64,)), dtype)}
+    tx = optim.clip_by_global_norm(1.0)
+    updates, state = jax.jit(tx.update)(grads, tx.init(grads))
+    assert updates["w"].dtype == dtype
+    assert state.global_norm.dtype == jnp.float32
+    exact = np.asarray(grads["w"], np.float64)
+    np.testing.assert_allclose(float(state.global_norm), np.linalg.norm(exact), rtol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(updates["w"], np.float64), exact / np.linalg.norm(exact), rtol=1e-2
+    )

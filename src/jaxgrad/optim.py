@@ -60,6 +60,7 @@ import numpy as np
 import optax
 
 from jaxgrad import init as _init
+from jaxgrad import stats as _stats
 
 Axis = int | tuple[int, ...] | None
 # A mask as optax takes it: a pytree of bools shaped like (a prefix of) the params, or a
@@ -119,12 +120,7 @@ def _require_params(name: str, params: Any) -> None:
 
 def _norm_dtype(x: jax.Array) -> jnp.dtype:
     """Norms are accumulated in at least float32 (float64 for float64 leaves)."""
-    return jnp.promote_types(jnp.result_type(x), jnp.float32)
-
-
-def _sum_squares(x: jax.Array, axis: tuple[int, ...] | None = None) -> jax.Array:
-    x = jnp.asarray(x)
-    return jnp.sum(jnp.square(x.astype(_norm_dtype(x))), axis=axis, keepdims=axis is not None)
+    return _stats.accumulation_dtype(jnp.result_type(x))
 
 
 def _global_norm_dtype(tree: Any) -> jnp.dtype:
@@ -132,12 +128,6 @@ def _global_norm_dtype(tree: Any) -> jnp.dtype:
     if not leaves:
         return jnp.dtype(jnp.float32)
     return jnp.result_type(*(_norm_dtype(x) for x in leaves))
-
-
-def _global_norm(tree: Any) -> jax.Array:
-    dtype = _global_norm_dtype(tree)
-    squares = [_sum_squares(x).astype(dtype) for x in jax.tree.leaves(tree)]
-    return jnp.sqrt(sum(squares, jnp.zeros((), dtype)))
 
 
 def _unit_axes(ndim: int, axis: Axis) -> tuple[int, ...]:
@@ -152,17 +142,63 @@ def _unit_axes(ndim: int, axis: Axis) -> tuple[int, ...]:
 
 def _unit_norm(x: jax.Array, axis: Axis) -> jax.Array:
     """The L2 norm of each unit of `x`, with the reduced axes kept (so it broadcasts)."""
-    return jnp.sqrt(_sum_squares(x, _unit_axes(jnp.ndim(x), axis)))
+    return _stats.norm(x, _unit_axes(jnp.ndim(x), axis), keepdims=True)
 
 
-def _clip_scale(norm: jax.Array, limit: Any) -> jax.Array:
-    """limit / norm where norm > limit, else 1: finite for any norm (0 included)."""
-    clipped = norm > limit
-    return jnp.where(clipped, limit / jnp.where(clipped, norm, 1.0), 1.0).astype(norm.dtype)
+def _clip_group(values: list[jax.Array], limit: Any, axes: tuple[int, ...] | None, eps=0.0):
+    """Rescale `values` so that each unit's norm is at most `limit`: the clipping core.
 
+    With `axes=None` all the arrays together are one unit (a global norm); with `axes`,
+    `values` is one array whose units are its slices over those axes. A unit is rescaled to
+    `limit * v / (||v|| + eps)` when ||v|| + eps > limit, and kept bit for bit otherwise.
 
-def _scale(x: jax.Array, factor: jax.Array) -> jax.Array:
-    return x * factor.astype(x.dtype)
+    The rescaling never loses a finite update to the dtype: the direction v / ||v|| is taken
+    of the values scaled by a power of two to a largest magnitude below 1 (so neither the
+    norm nor the quotient can overflow or flush to zero where the naive g * (limit / ||g||)
+    gives exactly 0 for entries of 2e19 in float32). A unit with inf entries is clipped to
+    its limiting direction, the signs of its inf entries over the square root of their
+    number (the limit of v / ||v|| as they grow). A unit with a nan is passed through as it
+    is: it has no direction, and its nan norm is recorded (skip such steps with
+    `optax.apply_if_finite`).
+
+    Returns:
+        (the rescaled arrays in their own dtypes, the norm of each unit, whether each unit
+        was clipped); the norm is inf only beyond the accumulation dtype (or with inf
+        entries), nan with nan entries.
+    """
+    dtype = _global_norm_dtype(values)
+    floats = [v.astype(dtype) for v in values]
+
+    def reduce(per_value, combine):
+        # per_value(v) reduces one array over the unit's axes, combine joins across arrays
+        if axes is None:
+            return combine(jnp.stack([per_value(v, None) for v in floats]))
+        return per_value(floats[0], axes)
+
+    exponent = reduce(lambda v, a: _stats.pow2_exponent(v, a, keepdims=a is not None), jnp.max)
+    scaled = [_stats.scale_by_pow2(v, exponent) for v in floats]
+    if axes is None:
+        scaled_norm = _stats.global_norm(scaled)
+    else:
+        scaled_norm = _stats.norm(scaled[0], axes, keepdims=True)
+    norm = jnp.ldexp(scaled_norm, exponent)
+    inf_count = reduce(
+        lambda v, a: jnp.sum(jnp.isinf(v), axis=a, keepdims=a is not None, dtype=dtype), jnp.sum
+    )
+    has_nan = reduce(lambda v, a: jnp.any(jnp.isnan(v), axis=a, keepdims=a is not None), jnp.any)
+    limit = jnp.asarray(limit, dtype)
+    clipped = (norm + eps > limit) & ~has_nan
+    scaled_eps = _stats.scale_by_pow2(jnp.asarray(eps, dtype), exponent)
+
+    def rescale(value, v_scaled):
+        finite_direction = v_scaled / (scaled_norm + scaled_eps)
+        inf_direction = jnp.where(jnp.isinf(v_scaled), jnp.sign(v_scaled), 0) / jnp.sqrt(
+            jnp.maximum(inf_count, 1)
+        )
+        direction = jnp.where(inf_count > 0, inf_direction, finite_direction)
+        return jnp.where(clipped, direction * limit, value).astype(value.dtype)
+
+    return [rescale(v, sv) for v, sv in zip(values, scaled, strict=True)], norm, clipped
 
 
 # ----------------------------------------------------------------------------- clipping
@@ -218,6 +254,14 @@ def clip_by_global_norm(max_norm: float, eps: float = 0.0) -> optax.GradientTran
     PyTorch's `torch.nn.utils.clip_grad_norm_`. A zero gradient stays zero and finite. The
     state records n (before clipping) and whether the updates were clipped.
 
+    Unlike optax's, the norm and the rescaling cannot overflow: float32 entries of 2e19
+    give a finite norm and an update of norm `max_norm` in their direction (a naive norm
+    is inf there and the update exactly 0), inf entries give their limiting direction,
+    and an update with a nan passes through unchanged with a nan norm recorded (wrap the
+    chain in `optax.apply_if_finite` to skip such steps). Norms of float16 and bfloat16
+    updates are taken in float32. `clip_by_layer_norm` and `adaptive_clip` do the same per
+    leaf and per unit.
+
     Args:
         max_norm: the largest global norm, > 0 (or a jax scalar).
         eps: added to the norm in the denominator, >= 0.
@@ -246,11 +290,12 @@ def clip_by_global_norm(max_norm: float, eps: float = 0.0) -> optax.GradientTran
 
     def update(updates, state, params=None):
         del params
-        norm = _global_norm(updates).astype(state.global_norm.dtype)
-        scale = _clip_scale(norm + eps, max_norm)
-        clipped = norm + eps > max_norm
-        updates = jax.tree.map(lambda u: _scale(u, scale), updates)
-        return updates, ClipByGlobalNormState(norm, clipped)
+        leaves, treedef = jax.tree.flatten(updates)
+        if not leaves:
+            return updates, state
+        leaves, norm, clipped = _clip_group(leaves, max_norm, None, eps)
+        state = ClipByGlobalNormState(norm.astype(state.global_norm.dtype), clipped)
+        return jax.tree.unflatten(treedef, leaves), state
 
     return optax.GradientTransformation(init, update)
 
@@ -285,7 +330,7 @@ def clip_by_layer_norm(max_norm: float) -> optax.GradientTransformation:
         del params
 
         def clip(u):
-            return _scale(u, _clip_scale(jnp.sqrt(_sum_squares(u)), max_norm))
+            return _clip_group([u], max_norm, tuple(range(jnp.ndim(u))))[0][0]
 
         return jax.tree.map(clip, updates), state
 
@@ -339,7 +384,7 @@ def adaptive_clip(
 
         def clip(u, p):
             limit = clipping * jnp.maximum(_unit_norm(p, axis), eps)
-            return _scale(u, _clip_scale(_unit_norm(u, axis), limit))
+            return _clip_group([u], limit, _unit_axes(jnp.ndim(u), axis))[0][0]
 
         return jax.tree.map(clip, updates, params), state
 
@@ -465,7 +510,10 @@ def max_norm(
     exactly as they are (Keras divides by norm + 1e-7, which also shrinks those slightly).
 
     It must be the LAST transform in a chain, after the learning-rate scaling, so that it
-    constrains the parameters actually produced.
+    constrains the parameters actually produced. The projection is expressed as an update
+    u' = projected - p that `optax.apply_updates` adds back to p, so a unit whose norm
+    exceeds `max_value` by more than the dtype's precision (about 1e7 times in float32)
+    lands at rounding noise of p rather than on the sphere: p + (projected - p) cancels.
 
     Args:
         max_value: the largest unit norm, > 0 (or a jax scalar).
@@ -504,10 +552,9 @@ def max_norm(
 
     def project(u, p):
         step = p + u
-        norm = _unit_norm(step, axis)
-        projected = (_scale(step, _clip_scale(norm, max_value)) - p).astype(u.dtype)
+        (projected,), _, outside = _clip_group([step], max_value, _unit_axes(step.ndim, axis))
         # Units inside the ball keep their update bit for bit.
-        return jnp.where(norm > max_value, projected, u)
+        return jnp.where(outside, (projected - p).astype(u.dtype), u)
 
     def update(updates, state, params=None):
         _require_params("max_norm", params)
@@ -625,10 +672,10 @@ def monitor(inner: optax.GradientTransformation | None = None) -> optax.Gradient
         names = _leaf_names(updates)
         grad_leaves = jax.tree.leaves(updates)
         grad_norms = {
-            name: jnp.sqrt(_sum_squares(g)).astype(state.grad_norms[name].dtype)
+            name: _stats.norm(g).astype(state.grad_norms[name].dtype)
             for name, g in zip(names, grad_leaves, strict=True)
         }
-        global_grad_norm = _global_norm(updates).astype(state.global_grad_norm.dtype)
+        global_grad_norm = _stats.global_norm(updates).astype(state.global_grad_norm.dtype)
         new_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
         if params is None:
             ratios = {
@@ -637,9 +684,7 @@ def monitor(inner: optax.GradientTransformation | None = None) -> optax.Gradient
             }
         else:
             ratios = {
-                name: (jnp.sqrt(_sum_squares(u)) / jnp.sqrt(_sum_squares(p))).astype(
-                    state.update_ratios[name].dtype
-                )
+                name: (_stats.norm(u) / _stats.norm(p)).astype(state.update_ratios[name].dtype)
                 for name, u, p in zip(
                     names, jax.tree.leaves(new_updates), jax.tree.leaves(params), strict=True
                 )
