@@ -278,6 +278,47 @@ def test_bad_data(key):
         )
 
 
+@pytest.mark.parametrize(
+    ("labels", "match"),
+    [
+        (
+            -1,
+            r"y_train holds the label -1, but the model outputs 4 logits, so labels must be in "
+            r"\[0, 3\]",
+        ),
+        (7, r"y_train holds the label 7, but the model outputs 4 logits"),
+    ],
+)
+def test_labels_outside_the_logits_are_refused_before_compiling(task, key, labels, match):
+    """optax's cross entropy takes label -1 as the last class and gives nan for 7 of 4."""
+    y_train = task.y_train.at[5].set(labels)
+    bad = data.Dataset(task.x_train, y_train, task.x_test, task.y_test)
+    with pytest.raises(ValueError, match=match):
+        train.train(small_mlp(), optax.sgd(0.1), bad, steps=1, key=key)
+    with pytest.raises(ValueError, match=match):
+        train.train_many(small_mlp, lambda: optax.sgd(0.1), bad, seeds=[0], steps=1)
+
+
+def test_bad_targets_model_and_optimizer(task, key):
+    x = task.x_train
+    wrong_width = data.Dataset(x, jnp.zeros((480, 3)), task.x_test, jnp.zeros((120, 3)))
+    with pytest.raises(ValueError, match=r"the model outputs \(4,\) per example, y_train holds"):
+        train.train(small_mlp(), optax.sgd(0.1), wrong_width, steps=1, key=key)
+    text = data.Dataset(x, np.array(["a"] * 480), task.x_test, np.array(["a"] * 120))
+    with pytest.raises(TypeError, match="y_train must be a numeric array .* got <U1"):
+        train.train(small_mlp(), optax.sgd(0.1), text, steps=1, key=key)
+    with pytest.raises(TypeError, match="tx must be an optax.GradientTransformation"):
+        train.train(small_mlp(), None, task, steps=1, key=key)
+    with pytest.raises(TypeError, match="model must be a Flax NNX module, got function"):
+        train.train(small_mlp, optax.sgd(0.1), task, steps=1, key=key)
+    with pytest.raises(TypeError, match="key must be one PRNG key"):
+        train.train(small_mlp(), optax.sgd(0.1), task, steps=1, key=0)
+    with pytest.raises(
+        ValueError, match=r"cannot be applied to the data's inputs of shape \(16,\)"
+    ):
+        train.train(nn.MLP(5, 8, 2, 4, rngs=nnx.Rngs(0)), optax.sgd(0.1), task, steps=1, key=key)
+
+
 def test_bad_grid(task):
     with pytest.raises(ValueError, match="seeds must be a non-empty sequence of ints"):
         train.train_many(small_mlp, optax.sgd, task, seeds=[], steps=1)

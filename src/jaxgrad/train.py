@@ -36,6 +36,7 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -48,6 +49,8 @@ from flax import nnx
 from jaxgrad import data as _data
 from jaxgrad import init as _init
 from jaxgrad import nn as _nn
+from jaxgrad import prng as _prng
+from jaxgrad import stats as _stats
 from jaxgrad.nn import _positive_int
 
 # ----------------------------------------------------------------------------- results
@@ -84,13 +87,24 @@ class History(NamedTuple):
 
 
 def _check_data(data: Any) -> _data.Dataset:
-    try:
-        arrays = _data.Dataset(*(jnp.asarray(getattr(data, f)) for f in _data.Dataset._fields))
-    except AttributeError as error:
+    fields = _data.Dataset._fields
+    if not all(hasattr(data, field) for field in fields):
         raise TypeError(
             f"data must have x_train, y_train, x_test, y_test (a jaxgrad.data.Dataset), "
             f"got {type(data).__name__}"
-        ) from error
+        )
+    values = []
+    for field in fields:
+        value = getattr(data, field)
+        try:
+            values.append(jnp.asarray(value))
+        except TypeError:
+            dtype = getattr(value, "dtype", type(value).__name__)
+            raise TypeError(
+                f"data.{field} must be a numeric array (targets: integer class labels or "
+                f"float regression targets), got {dtype}"
+            ) from None
+    arrays = _data.Dataset(*values)
     for split in ("train", "test"):
         x, y = getattr(arrays, f"x_{split}"), getattr(arrays, f"y_{split}")
         if x.shape[0] != y.shape[0] or x.shape[0] == 0:
@@ -104,6 +118,66 @@ def _check_data(data: Any) -> _data.Dataset:
             f"{arrays.y_test.dtype}"
         )
     return arrays
+
+
+def _check_targets(model: nnx.Module, arrays: _data.Dataset) -> None:
+    """Check the targets against the model's output, before anything is compiled.
+
+    Integer targets are class labels for the model's logits: every label of both splits
+    must be in [0, classes), classes the size of the output's last axis (optax's cross
+    entropy would take -1 as the last class and give nan beyond it). Float targets must
+    have one value per output entry. The output's shape comes from `jax.eval_shape` (no
+    compute); the labels' range is read on the host.
+    """
+    graphdef, state = nnx.split(model)
+    x = arrays.x_test[:1]
+    try:
+        output = jax.eval_shape(lambda s, x: nnx.merge(graphdef, s)(x), state, x)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"the model cannot be applied to the data's inputs of shape "
+            f"{tuple(arrays.x_test.shape[1:])} per example: {error}"
+        ) from None
+    if jnp.issubdtype(arrays.y_train.dtype, jnp.integer):
+        classes = output.shape[-1] if output.ndim else 1
+        for split in ("train", "test"):
+            labels = np.asarray(getattr(arrays, f"y_{split}"))
+            if labels.ndim != 1:
+                raise ValueError(
+                    f"integer targets are class labels, one per example; y_{split} has shape "
+                    f"{labels.shape}"
+                )
+            low, high = int(labels.min()), int(labels.max())
+            if low < 0 or high >= classes:
+                bad = low if low < 0 else high
+                raise ValueError(
+                    f"y_{split} holds the label {bad}, but the model outputs {classes} logits, "
+                    f"so labels must be in [0, {classes - 1}]"
+                )
+    elif jnp.issubdtype(arrays.y_train.dtype, jnp.floating):
+        per_example = math.prod(output.shape[1:])
+        for split in ("train", "test"):
+            y = getattr(arrays, f"y_{split}")
+            if math.prod(y.shape[1:]) != per_example:
+                raise ValueError(
+                    f"float targets are regression targets, one per output entry: the model "
+                    f"outputs {tuple(output.shape[1:])} per example, y_{split} holds "
+                    f"{tuple(y.shape[1:])}"
+                )
+    else:
+        raise TypeError(
+            f"targets must be integer class labels or float regression targets, got dtype "
+            f"{arrays.y_train.dtype}"
+        )
+
+
+def _check_transformation(tx: object) -> optax.GradientTransformation:
+    if not (callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None))):
+        raise TypeError(
+            f"tx must be an optax.GradientTransformation (e.g. optax.sgd(0.1) or "
+            f"jaxgrad.optim.make_optimizer('adam', 1e-3)), got {tx!r}"
+        )
+    return tx
 
 
 def _check_schedule(steps: int, batch_size: int, eval_every: int | None, n_train: int):
@@ -160,21 +234,18 @@ def layer_names(model: nnx.Module) -> list[str]:
 
 def _layer_grad_norms(grads: nnx.State, paths: list[tuple], stacked: bool) -> jax.Array:
     flat = dict(nnx.to_flat_state(grads))
-    norms, block_sq = [], None
+    norms, block_norms = [], []
     for path in paths:
         g = jnp.asarray(flat[path][...], jnp.float32)
         if stacked and str(path[0]) == "blocks":
-            sq = jnp.sum(jnp.square(g.reshape(g.shape[0], -1)), axis=1)
-            if block_sq is None:
-                block_sq = sq
+            if not block_norms:
                 norms.append(None)  # placeholder: all block kernels land at the first one
-            else:
-                block_sq = block_sq + sq
+            block_norms.append(_stats.norm(g.reshape(g.shape[0], -1), axis=1))
         else:
-            norms.append(jnp.sqrt(jnp.sum(jnp.square(g))).reshape(1))
-    if block_sq is not None:
-        at = norms.index(None)
-        norms[at] = jnp.sqrt(block_sq)
+            norms.append(_stats.norm(g).reshape(1))
+    if block_norms:
+        # a block's norm over all its kernels: the norm of their norms
+        norms[norms.index(None)] = _stats.norm(jnp.stack(block_norms), axis=0)
     return jnp.concatenate(norms)
 
 
@@ -190,11 +261,6 @@ def _loss_and_accuracy(output: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.
         return loss, accuracy
     target = y.reshape(output.shape)
     return jnp.mean(jnp.square(output - target)), jnp.array(jnp.nan, jnp.float32)
-
-
-def _global_norm(tree: Any) -> jax.Array:
-    leaves = jax.tree.leaves(tree)
-    return jnp.sqrt(sum(jnp.sum(jnp.square(jnp.asarray(x, jnp.float32))) for x in leaves))
 
 
 class _Program(NamedTuple):
@@ -264,7 +330,7 @@ def _fit(program: _Program, params, rest, opt_state, data: _data.Dataset, key):
         (loss, (accuracy, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         updates, opt_state = program.tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        grad_norm = _global_norm(grads)
+        grad_norm = _stats.global_norm(grads)
         layer_norms = _layer_grad_norms(grads, list(program.kernel_paths), program.stacked)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         record = (loss, accuracy, grad_norm, layer_norms, finite, index)
@@ -342,10 +408,15 @@ def train(
         ValueError / TypeError: for a bad step count, batch size, evaluation interval or data,
             before anything is compiled.
     """
+    if not isinstance(model, nnx.Module):
+        raise TypeError(f"model must be a Flax NNX module, got {type(model).__name__}")
+    tx = _check_transformation(tx)
     arrays = _check_data(data)
     steps, batch_size, eval_every = _check_schedule(
         steps, batch_size, eval_every, arrays.x_train.shape[0]
     )
+    _check_targets(model, arrays)
+    key = _prng.check_key(key, single=True)
     program = _program(model, tx, steps, batch_size, eval_every)
     _, params, rest = nnx.split(model, nnx.Param, ...)
     opt_state = tx.init(params) if opt_state is None else opt_state
@@ -457,7 +528,8 @@ def train_many(
     model = nnx.eval_shape(
         lambda: _call_with(model_fn, jax.random.key(int(grid.seeds[0])), **first)
     )
-    tx = _call_with(optimizer_fn, **first)
+    tx = _check_transformation(_call_with(optimizer_fn, **first))
+    _check_targets(model, arrays)
     program = _program(model, tx, steps, batch_size, eval_every)
     names = tuple(grid.hyperparams)
     history = _train_many_jit(
