@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxgrad import stats
+from jaxgrad.stats import reductions as stats
 
 SCALES = [1e-36, 1e-30, 1e-20, 1e-5, 1.0, 1e10, 1e19, 1e30, 1e36]
 
