@@ -1,15 +1,21 @@
 """Tests for the `jaxgrad` command: exit codes and messages, and each subcommand's output."""
 
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from jaxgrad import cli, theory
+from jaxgrad import cli, sweep, theory
 from jaxgrad.store import ResultStore
 
 SWEEP_TOML = 'depth = [3, 6]\nwidth = 16\nactivation = ["tanh"]\nsigma_w2 = [1.0, 2.0]\n'
+UNWRITABLE = "/sys/jaxgrad-test-out"
+"""A folder nobody may create, root included (sysfs refuses new entries)."""
 
 
 def exit_code(argv):
@@ -20,40 +26,123 @@ def exit_code(argv):
         return exit_info.code
 
 
+def toml(text):
+    return {"bad.toml": text}
+
+
+# Every bad invocation: (argv, a fragment of the one line on stderr, files to write first).
+# "results" is a folder holding a sweep's manifest (batch_size 4) and no parts.
+BAD_INVOCATIONS = [
+    # sweep: the configuration
+    (["sweep", "missing.toml"], "no such file: missing.toml", {}),
+    (["sweep", "bad.toml"], "depth must be ints >= 1, got 0", toml("depth = [0]\n")),
+    (["sweep", "bad.toml"], "unknown activation 'foo'", toml('activation = "foo"\n')),
+    (["sweep", "bad.toml"], "is not valid TOML", toml("depth = [\n")),
+    (["sweep", "bad.toml"], "unknown sweep keys ['depths']", toml("depths = [3]\n")),
+    (["sweep", "bad.toml"], "sweep must be a [sweep] table of fields", toml("sweep = 3\n")),
+    (
+        ["sweep", "bad.toml"],
+        "keys ['depth'] sit beside the [sweep] table",
+        toml("depth = [3]\n[sweep]\nwidth = 8\n"),
+    ),
+    (["sweep", "bad.toml"], "sigma_w2 lists 1.0 more than once", toml("sigma_w2 = [1, 1]\n")),
+    (["sweep", "bad.toml"], "theory must be true or false, got 'no'", toml('theory = "no"\n')),
+    (["sweep", "bad.toml"], "residual must be true or false", toml('residual = "maybe"\n')),
+    (["sweep", "bad.toml"], "memory_budget must be an int", toml("memory_budget = true\n")),
+    (["sweep", "bad.toml"], "'1 parsec' is not a size", toml('memory_budget = "1 parsec"\n')),
+    (["sweep", "bad.toml"], "seed must be ints in [0, 4294967295]", toml(f"seed = {2**64}\n")),
+    (["sweep", "bad.toml"], "seed must be ints in [0, 4294967295]", toml("seed = -1\n")),
+    (["sweep", "bad.toml"], "'rrelu' draws random slopes", toml('activation = "rrelu"\n')),
+    (
+        ["sweep", "bad.toml"],
+        "batch_size 100000000 (float32) needs about",
+        toml("batch_size = 100000000\ndepth = [10]\nwidth = 256\n"),
+    ),
+    # sweep: devices and the results folder
+    (["sweep", "ok.toml", "--devices", "2"], "--devices 2 but only 1 local device exists", {}),
+    (["sweep", "ok.toml", "--devices", "0"], "argument --devices: must be >= 1, got 0", {}),
+    (["sweep", "ok.toml", "--devices", "-1"], "argument --devices: must be >= 1, got -1", {}),
+    (["sweep", "ok.toml", "--out", "afile"], "--out afile is a file, not a folder", {}),
+    (["sweep", "ok.toml", "--out", "afile/sub"], "--out afile/sub is under afile", {}),
+    (["sweep", "ok.toml", "--out", UNWRITABLE], f"cannot write to --out {UNWRITABLE}", {}),
+    (
+        ["sweep", "ok.toml", "--out", "results"],
+        "results holds a different sweep (batch_size 4 there, 16 here; depth [3] there, [3, 6] "
+        "here); use another results folder (--out)",
+        {},
+    ),
+    (
+        ["sweep", "ok.toml", "--out", "notes"],
+        "notes is not empty (mine.txt) and holds no manifest.json",
+        {"notes/mine.txt": "mine"},
+    ),
+    # demo
+    (["demo", "--out", "afile"], "--out afile is a file, not a folder", {}),
+    (["demo", "--out", "afile/sub"], "--out afile/sub is under afile, which is a file", {}),
+    (["demo", "--out", UNWRITABLE], f"cannot write to --out {UNWRITABLE}", {}),
+    # plot
+    (["plot", "nowhere"], "nowhere holds no jaxgrad results (no manifest.json)", {}),
+    (["plot", "afile"], "afile holds no jaxgrad results", {}),
+    (["plot", "results"], "results holds no sweep results yet (0 of 2 networks)", {}),
+    (["plot", "results", "--out", "p.txt"], "unknown figure format '.txt'", {}),
+    (["plot", "results", "--out", "afile/p.png"], "its folder afile is a file, not a folder", {}),
+    (["plot", "results", "--out", f"{UNWRITABLE}/p.png"], "cannot write to --out", {}),
+    (["plot", "results", "--out", "fig.png"], "--out fig.png is a folder", {"fig.png/x": ""}),
+    (["plot", "results", "--kind", "bogus"], "invalid choice: 'bogus'", {}),
+    # gain
+    (["gain", "relux"], "unknown activation 'relux'", {}),
+    (["gain", "rrelu"], "rrelu draws a random slope per element and needs a PRNG key", {}),
+    (["gain", "leaky_relu", "nan"], "must be a finite number, got nan", {}),
+    (["gain", "leaky_relu", "inf"], "must be a finite number, got inf", {}),
+    (["gain", "leaky_relu", "steep"], "expected a number, got 'steep'", {}),
+    (["gain", "tanh", "0.2"], "tanh takes no parameter (only leaky_relu does", {}),
+    # phase
+    (["phase", "rrelu"], "rrelu draws a random slope", {}),
+    (["phase", "tanh", "--sigma-b2", "-1"], "must be a finite number >= 0", {}),
+    (["phase", "tanh", "--sigma-w2-range", "4", "1"], "needs LOW < HIGH, got 4 1", {}),
+    (["phase", "tanh", "--sigma-w2-range", "2", "2"], "needs LOW < HIGH, got 2 2", {}),
+    (["phase", "tanh", "--sigma-b2", "0", "--out", "p.png"], "largest --sigma-b2, which is 0", {}),
+    (["phase", "tanh", "--out", "p.txt"], "unknown figure format '.txt'", {}),
+    (["phase", "tanh", "--out", "afile/p.png"], "its folder afile is a file", {}),
+    (["phase", "tanh", "--out", f"{UNWRITABLE}/p.png"], "cannot write to --out", {}),
+    # spectrum
+    (["spectrum", "rrelu"], "rrelu draws a random slope", {}),
+    (["spectrum", "tanh", "--depth", "0"], "must be >= 1, got 0", {}),
+    (["spectrum", "tanh", "--q-star", "0"], "--q-star: must be a finite number > 0, got 0", {}),
+    (["spectrum", "tanh", "--q-star", "nan"], "must be a finite number, got nan", {}),
+    (["spectrum", "tanh", "--sigma-w2", "inf"], "must be a finite number, got inf", {}),
+    (["spectrum", "tanh", "--seed", str(2**70)], "--seed: must be in [0, 4294967294]", {}),
+    (["spectrum", "tanh", "--seed", "-1"], "--seed: must be in [0, 4294967294], got -1", {}),
+    (["spectrum", "tanh", "--depth", "10000000"], "need about 3.22e+03 GB (depth x width^2", {}),
+    (["frobnicate"], "invalid choice", {}),
+]
+
+
 @pytest.mark.parametrize(
-    ("argv", "message"),
-    [
-        (["sweep", "missing.toml"], "no such file: missing.toml"),
-        (["gain", "relux"], "unknown activation 'relux'"),
-        (["spectrum", "tanh", "--depth", "0"], "must be >= 1, got 0"),
-        (["phase", "tanh", "--sigma-b2", "-1"], "must be a finite number >= 0"),
-        (["plot", "nowhere"], "nowhere holds no sweep results"),
-        (["frobnicate"], "invalid choice"),
-    ],
+    ("argv", "message", "files"),
+    BAD_INVOCATIONS,
+    ids=[" ".join(argv) + f" [{i}]" for i, (argv, _, _) in enumerate(BAD_INVOCATIONS)],
 )
-def test_bad_input_exits_2_with_one_line(argv, message, capsys, tmp_path, monkeypatch):
+def test_bad_invocation_exits_2_with_one_line(argv, message, files, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("a file")
+    (tmp_path / "ok.toml").write_text(SWEEP_TOML)
+    results = sweep.Sweep(depth=3, width=16, sigma_w2=[1.0, 2.0], batch_size=4)
+    ResultStore.for_sweep(tmp_path / "results", results.identity(), results.grid())
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    sweep._chunk_program.cache_clear()
+    start = time.perf_counter()
     assert exit_code(argv) == 2
-    err = capsys.readouterr().err.strip()
+    err = capsys.readouterr().err
     assert message in err
-    assert len(err.splitlines()) == 1
-
-
-@pytest.mark.parametrize(
-    ("toml", "message"),
-    [
-        ("depth = [0]\n", "depth must be ints >= 1, got 0"),
-        ('activation = "foo"\n', "unknown activation 'foo'"),
-        ("depth = [\n", "is not valid TOML"),
-        ("depths = [3]\n", "unknown sweep keys ['depths']"),
-    ],
-)
-def test_bad_sweep_configuration_is_refused_before_compute(toml, message, tmp_path, capsys):
-    path = tmp_path / "bad.toml"
-    path.write_text(toml)
-    assert cli.main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 2
-    assert message in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in err
+    assert err.startswith("jaxgrad")
+    assert sweep._chunk_program.cache_info().misses == 0, "refused before any compute"
+    assert time.perf_counter() - start < 5
+    assert not (tmp_path / "p.png").exists()
 
 
 def test_sweep_then_plot(tmp_path, capsys):
@@ -61,18 +150,81 @@ def test_sweep_then_plot(tmp_path, capsys):
     config.write_text(SWEEP_TOML)
     out = tmp_path / "results"
     assert cli.main(["sweep", str(config), "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "sweep: 2 networks in 1 program, 1 chunks on 1 device; 18 rows" in printed
+    assert f"2 networks, 18 rows in {out}" in printed
     frame = ResultStore(out).read()
     assert len(frame) == 2 * (3 + 6)
     assert cli.main(["plot", str(out)]) == 0
     assert cli.main(["plot", str(out), "--kind", "heatmap", "--out", str(tmp_path / "h.png")]) == 0
     assert (out / "profiles.png").stat().st_size > 1000
     assert (tmp_path / "h.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # A name without a suffix gets .png, and the message names the file written.
+    assert cli.main(["plot", str(out), "--out", str(tmp_path / "named")]) == 0
+    assert f"-> {tmp_path / 'named.png'}" in capsys.readouterr().out
+    assert (tmp_path / "named.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "named").exists()
+    assert cli.main(["plot", str(out), "--out", str(tmp_path / "vector.svg")]) == 0
+    assert (tmp_path / "vector.svg").read_text().lstrip().startswith("<?xml")
+
+
+def test_plot_draws_each_configuration_of_an_extended_folder(tmp_path, capsys):
+    """Two runs into one folder: the second adds a width and a seed. Plot reads the
+    manifest's networks, one curve per configuration (it used to crash on repeated layers)."""
+    out = tmp_path / "results"
+    first = tmp_path / "first.toml"
+    first.write_text(SWEEP_TOML)
+    wider = tmp_path / "wider.toml"
+    wider.write_text(SWEEP_TOML.replace("width = 16", "width = [8, 16]") + "seed = [0, 1]\n")
+    assert cli.main(["sweep", str(first), "--out", str(out), "--no-progress"]) == 0
+    assert cli.main(["sweep", str(wider), "--out", str(out), "--no-progress"]) == 0
+    assert "resuming: 2 of 8 networks already in" in capsys.readouterr().err
+    frame = ResultStore(out).read()
+    assert len(frame) == 8 * (3 + 6)
+    assert not frame.duplicated(["seed", "width", "sigma_w2", "depth", "layer"]).any()
+    assert cli.main(["plot", str(out)]) == 0
+    assert "layer profiles of 4 configurations" in capsys.readouterr().out
+    assert cli.main(["plot", str(out), "--kind", "heatmap"]) == 0
+    assert "heatmap of activation=tanh, init=gaussian, width=8" in capsys.readouterr().out
+
+
+def test_a_damaged_part_is_set_aside_and_recomputed(tmp_path, capsys):
+    config = tmp_path / "run.toml"
+    config.write_text(SWEEP_TOML + "memory_budget = 1\n")  # one network per part
+    out = tmp_path / "results"
+    assert cli.main(["sweep", str(config), "--out", str(out), "--no-progress"]) == 0
+    before = ResultStore(out).read()
+    part = sorted((out / "parts").glob("*.parquet"))[0]
+    part.write_bytes(b"garbage")
+    (out / "parts" / "copy.parquet").write_bytes(b"a stray file")
+    capsys.readouterr()
+    assert cli.main(["plot", str(out)]) == 0
+    err = sorted(capsys.readouterr().err.splitlines())
+    assert len(err) == 3
+    assert err[0].startswith(f"{out} holds 1 of the 2 networks of its sweep; drawing those")
+    assert err[1] == "ignoring parts/copy.parquet: not a jaxgrad part (its name is not a part id)"
+    assert err[2].startswith(f"moved damaged part parts/{part.name} to parts/damaged/")
+    assert cli.main(["sweep", str(config), "--out", str(out), "--no-progress"]) == 0
+    assert f"resuming: 1 of 2 networks already in {out}" in capsys.readouterr().err
+    after = ResultStore(out, log=lambda _: None).read()
+    key = ["sigma_w2", "depth", "layer"]
+    pd.testing.assert_frame_equal(
+        after.sort_values(key).reset_index(drop=True),
+        before.sort_values(key).reset_index(drop=True),
+    )
 
 
 def test_phase_prints_the_critical_line(capsys):
     assert cli.main(["phase", "tanh", "--sigma-b2", "0.05"]) == 0
     row = capsys.readouterr().out.strip().splitlines()[-1].split()
     assert float(row[1]) == pytest.approx(float(theory.critical_sigma_w2("tanh", 0.05)), 1e-4)
+
+
+def test_phase_figure_gets_a_suffix(tmp_path, capsys):
+    argv = ["phase", "tanh", "--sigma-b2", "0", "0.1", "--out", str(tmp_path / "diagram")]
+    assert cli.main(argv) == 0
+    assert f"phase diagram -> {tmp_path / 'diagram.png'}" in capsys.readouterr().out
+    assert (tmp_path / "diagram.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_spectrum_orthogonal_tanh_near_isometry(capsys):
@@ -90,6 +242,16 @@ def test_gain_prints_table_and_computed_values(capsys):
     assert "computed forward  1.414214" in out
 
 
+def test_gain_of_leaky_relu_with_slope_zero_is_relu(capsys):
+    """A slope of 0 is a slope (it used to be read as 'none given', so 0.01)."""
+    assert cli.main(["gain", "leaky_relu", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "calculate_gain    1.414214" in out
+    assert "computed forward  1.414214" in out
+    assert cli.main(["gain", "leaky_relu"]) == 0
+    assert "calculate_gain    1.414143" in capsys.readouterr().out
+
+
 def test_console_script_help_lists_every_subcommand():
     result = subprocess.run(
         [sys.executable, "-m", "jaxgrad.cli", "--help"], capture_output=True, text=True
@@ -97,3 +259,73 @@ def test_console_script_help_lists_every_subcommand():
     assert result.returncode == 0
     for name in ("demo", "sweep", "plot", "gain", "phase", "spectrum"):
         assert name in result.stdout
+
+
+def run_command(args, **kwargs):
+    return subprocess.run(
+        [sys.executable, "-m", "jaxgrad.cli", *args], capture_output=True, text=True, **kwargs
+    )
+
+
+def test_ctrl_c_stops_a_sweep_with_one_line_and_the_rerun_resumes(tmp_path):
+    config = tmp_path / "long.toml"
+    # One network per chunk (memory_budget = 1), 300 of them: seconds of work.
+    seeds = list(range(100))
+    config.write_text(
+        f"depth = [4, 8]\nwidth = 8\nsigma_w2 = [1.0, 2.0, 3.0]\nseed = {seeds}\n"
+        "memory_budget = 1\n"
+    )
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jaxgrad.cli", "sweep", str(config), "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list(out.glob("parts/*.parquet")):
+        assert time.monotonic() < deadline, "no part appeared"
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    saved = len(ResultStore(out).stored())
+    assert 0 < saved < 300
+    assert lines[0] == (
+        f"jaxgrad sweep: interrupted: {saved} of 300 networks saved in {out}; run the same "
+        "command again to resume"
+    )
+    rerun = run_command(["sweep", str(config), "--out", str(out)], timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"resuming: {saved} of 300 networks already in {out}" in rerun.stderr
+    assert len(ResultStore(out).stored()) == 300
+    assert len(ResultStore(out).read()) == 300 * (4 + 8)
+
+
+def test_sweep_over_two_host_devices_in_a_subprocess(tmp_path):
+    """--devices chooses the device count; orthogonal weights over two host devices used to
+    deadlock (a batched QR in the sharded program): a timeout turns a hang into a failure."""
+    config = tmp_path / "orthogonal.toml"
+    config.write_text(SWEEP_TOML.replace("16", "32") + 'init = "orthogonal"\nseed = [0, 1]\n')
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    results = {}
+    for devices in ("2", "1"):
+        out = tmp_path / f"on{devices}"
+        try:
+            done = run_command(
+                ["sweep", str(config), "--out", str(out), "--devices", devices],
+                env=env,
+                timeout=180,
+            )
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"jaxgrad sweep --devices {devices} hung")
+        assert done.returncode == 0, done.stderr
+        assert f"chunks on {devices} device" in done.stdout
+        results[devices] = ResultStore(out).read()
+    key = ["seed", "sigma_w2", "depth", "layer"]
+    two, one = (results[d].sort_values(key).reset_index(drop=True) for d in ("2", "1"))
+    for name in ("act_std", "grad_norm", "act_grad_norm"):
+        np.testing.assert_allclose(two[name], one[name], rtol=1e-5, err_msg=name)

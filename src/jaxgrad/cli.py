@@ -7,18 +7,29 @@
     jaxgrad phase ACTIVATION     the critical line and phase diagram of mean-field theory
     jaxgrad spectrum ACTIVATION  Jacobian spectra of a random network against depth
 
-Every subcommand has --help. Bad input is refused with a one-line reason and exit status 2
-before any computation.
+Every subcommand has --help. A bad invocation is refused with exit status 2 and one line
+on stderr saying what is wrong and what would do, before any computation: bad arguments,
+an unusable --out (a file, under a file, not writable, a figure with an unknown suffix), a
+results folder that holds another sweep, a computation too large for the machine (the
+bytes needed and the limit are named). Ctrl-C stops with one line and exit status 130; an
+interrupted sweep keeps every chunk it wrote and resumes when the same command runs again.
+
+Where the line is drawn: each command first turns its arguments into library objects and
+checks them (a `Sweep`, an activation, the output paths, the device count, the memory
+needed, the results folder's manifest). A `ValueError`, `TypeError` or `OSError` raised
+there is a bad invocation: exit 2, one line. Once that setup has passed, the computation
+runs outside that net: an error there is a bug (or a failing disk) and keeps its traceback,
+so that it is reported rather than disguised as bad input.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
+import tempfile
 from pathlib import Path
-
-import jax
 
 from jaxgrad import activations, init
 
@@ -30,9 +41,80 @@ EXAMPLES = """examples:
   jaxgrad phase tanh --sigma-b2 0.05
   jaxgrad spectrum tanh --weights orthogonal --q-star 0.015625 --depth 2 8 32"""
 
+SEED_MAX = 2**32 - 2
+"""The largest --seed: jax.random.key tells apart seeds below 2**32, and spectrum also uses
+seed + 1."""
+
 
 class UsageError(Exception):
     """Bad input found before any computation: printed as one line, exit status 2."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C: printed as one line, exit status 130."""
+
+
+@contextlib.contextmanager
+def _refusing(prefix: str = ""):
+    """Turn the ValueError, TypeError or OSError of argument-driven setup into a UsageError."""
+    try:
+        yield
+    except (ValueError, TypeError) as error:
+        raise UsageError(f"{prefix}{_one_line(error)}") from None
+    except OSError as error:
+        raise UsageError(f"{prefix}{error.strerror or error}: {error.filename}") from None
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
+def _note(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _writable_folder(path: Path, flag: str = "--out") -> Path:
+    """Create the folder if needed and prove it writable, or refuse with one line."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {path} is a file, not a folder")
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise UsageError(f"{flag} {path} is under {parent}, which is a file")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise UsageError(f"cannot write to {flag} {path}: {error.strerror or error}") from None
+    return path
+
+
+def _figure_path(text: str, flag: str = "--out") -> Path:
+    """A figure's path with a suffix matplotlib knows (.png added when there is none), in a
+    writable folder; refused with one line otherwise."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    path = Path(text)
+    formats = FigureCanvasBase.get_supported_filetypes()
+    suffix = path.suffix.lower().lstrip(".")
+    if not suffix:
+        path = path.with_name(f"{path.name}.png")
+    elif suffix not in formats:
+        known = ", ".join(f".{name}" for name in ("png", "pdf", "svg", "jpg"))
+        raise UsageError(
+            f"{flag} {text}: unknown figure format '.{suffix}'; end the name with one of "
+            f"{known} (or another matplotlib format)"
+        )
+    if path.is_dir():
+        raise UsageError(f"{flag} {path} is a folder; give a file name such as {path}/figure.png")
+    _writable_folder(path.parent, flag=f"{flag} {path}: its folder")
+    return path
+
+
+def _machine_memory() -> tuple[int, str]:
+    from jaxgrad import sweep
+
+    return sweep.machine_memory()
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -45,7 +127,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def cmd_demo(args: argparse.Namespace) -> int:
     from jaxgrad import report
 
-    out = Path(args.out)
+    out = _writable_folder(Path(args.out))
     print(f"jaxgrad demo: writing the report to {out}/ ...")
     result = report.build_report(out)
     for section in result.sections:
@@ -59,24 +141,53 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    import jax
+
     from jaxgrad import sweep
 
-    try:
+    with _refusing("bad sweep configuration: "):
         config = sweep.Sweep.from_toml(args.config)
-    except (ValueError, TypeError) as error:
-        raise UsageError(f"bad sweep configuration: {error}") from None
+    available = jax.local_device_count()
+    devices = available if args.devices is None else args.devices
+    if devices > available:
+        raise UsageError(
+            f"--devices {devices} but only {available} local "
+            f"{'devices exist' if available > 1 else 'device exists'} (on CPU, "
+            "XLA_FLAGS=--xla_force_host_platform_device_count=N makes N)"
+        )
+    with _refusing():
+        sweep.check_size(config, load=False)
     out = Path(args.out) if args.out else Path(args.config).with_suffix("")
-    total = len(sweep.plan(config))
-    print(
-        f"sweep: {config.size} networks in {len(config.groups())} programs, {total} chunks -> "
-        f"{out}/parts"
-    )
-    frame = sweep.run(config, out=out, progress=not args.no_progress)
-    print(
-        f"{len(frame)} rows ({frame[['seed', 'sigma_w2', 'sigma_b2']].drop_duplicates().shape[0]}"
-        f" settings) in {out}"
-    )
+    _writable_folder(out)
+    with _refusing():
+        sweep.prepare(config, out, devices, load=False, log=_note)
+    print(f"sweep: {sweep.describe(config, devices)} -> {out}", flush=True)
+    try:
+        sweep.run(
+            config,
+            out=out,
+            progress=not args.no_progress,
+            num_devices=devices,
+            load=False,
+            log=_note,
+        )
+    except KeyboardInterrupt:
+        raise Interrupted(_saved(config, out, devices)) from None
+    print(f"{config.size:,} networks, {config.rows:,} rows in {out}")
     return 0
+
+
+def _saved(config, out: Path, devices: int) -> str:
+    """The interrupted sweep's one line: how much is on disk."""
+    from jaxgrad import sweep
+    from jaxgrad.store import ResultStore
+
+    networks = {n for chunk in sweep.plan(config, devices) for n in chunk.networks}
+    done = len(networks & ResultStore(out, log=lambda _: None).stored().keys())
+    return (
+        f"interrupted: {done} of {len(networks)} networks saved in {out}; run the same command "
+        "again to resume"
+    )
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -86,14 +197,22 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from jaxgrad.store import ResultStore
 
     results = Path(args.results)
-    if not (results / "parts").is_dir():
-        raise UsageError(f"{results} holds no sweep results (no parts/ folder)")
-    frame = ResultStore(results).read()
+    with _refusing():
+        store = ResultStore(results, log=_note)
+    out = _figure_path(args.out) if args.out else _figure_path(str(results / f"{args.kind}.png"))
+    frame = store.read()
+    expected = store.networks()
     if frame.empty:
-        raise UsageError(f"{results} holds no sweep results yet")
-    out = Path(args.out) if args.out else results / f"{args.kind}.png"
+        raise UsageError(f"{results} holds no sweep results yet (0 of {len(expected)} networks)")
+    missing = len(expected - store.stored().keys())
+    if missing:
+        _note(
+            f"{results} holds {len(expected) - missing} of the {len(expected)} networks of its "
+            "sweep; drawing those (run the sweep again to compute the rest)"
+        )
+    configuration = [c for c in store.columns if c not in ("seed", "sigma_w2", "sigma_b2")]
     if args.kind == "heatmap":
-        key = frame.iloc[0][["activation", "init", "width", "norm", "residual", "sigma_b2"]]
+        key = frame.iloc[0][[*configuration, "sigma_b2"]]
         mask = np.ones(len(frame), bool)
         for name, value in key.items():
             mask &= (frame[name] == value).to_numpy()
@@ -113,11 +232,15 @@ def cmd_plot(args: argparse.Namespace) -> int:
         print(f"heatmap of {described} -> {out}")
     else:
         deepest = frame[frame.depth == frame.depth.max()]
+        keys = [*configuration, "sigma_w2", "sigma_b2"]
+        varying = [name for name in keys if deepest[name].nunique() > 1] or ["sigma_w2"]
         curves = {}
-        for keys, rows in deepest.groupby(["activation", "init", "sigma_w2", "sigma_b2"]):
+        for values, rows in deepest.groupby(keys):
             if len(curves) == 8:
                 break
-            curves[", ".join(str(k) for k in keys)] = rows[rows.seed == rows.seed.min()]
+            named = dict(zip(keys, values, strict=True))
+            label = ", ".join(f"{name}={named[name]}" for name in varying)
+            curves[label] = rows[rows.seed == rows.seed.min()]
         plot.layer_profiles(
             curves, out, fields=("act_std", "act_grad_norm"), relative_to_last=("act_grad_norm",)
         )
@@ -126,6 +249,19 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_phase(args: argparse.Namespace) -> int:
+    low, high = args.sigma_w2_range
+    if not low < high:
+        raise UsageError(f"--sigma-w2-range needs LOW < HIGH, got {low:g} {high:g}")
+    out = None
+    if args.out:
+        if max(args.sigma_b2) <= 0:
+            raise UsageError(
+                "the phase diagram spans sigma_b2 from 0 to the largest --sigma-b2, which is 0; "
+                "give one > 0 (e.g. --sigma-b2 0 0.3)"
+            )
+        out = _figure_path(args.out)
+
+    import jax
     import jax.numpy as jnp
     import numpy as np
 
@@ -137,28 +273,38 @@ def cmd_phase(args: argparse.Namespace) -> int:
         rows.append([f"{b2:g}", f"{critical:.5f}"])
     print(f"critical line of {args.activation} (chi1 = 1):")
     print(_table(["sigma_b2", "critical sigma_w2"], rows))
-    if args.out:
+    if out is not None:
         from jaxgrad import plot
 
-        w2 = jnp.linspace(args.sigma_w2_range[0], args.sigma_w2_range[1], 25)
+        w2 = jnp.linspace(low, high, 25)
         b2 = jnp.linspace(0.0, max(args.sigma_b2), 11)
         diagram = theory.phase_diagram(args.activation, w2, b2)
         critical = jax.vmap(lambda v: theory.critical_sigma_w2(args.activation, v))(b2)
-        plot.phase_diagram(diagram, args.out, critical_sigma_w2=np.asarray(critical))
-        print(f"phase diagram -> {args.out}")
+        plot.phase_diagram(diagram, out, critical_sigma_w2=np.asarray(critical))
+        print(f"phase diagram -> {out}")
     return 0
 
 
 def cmd_spectrum(args: argparse.Namespace) -> int:
+    import jax
     from flax import nnx
 
     from jaxgrad import jacobian, nn, theory
 
-    if args.q_star is not None:
-        sigma_w2, sigma_b2 = theory.critical_point_for_q_star(args.activation, args.q_star)
-    else:
-        sigma_w2, sigma_b2 = args.sigma_w2, args.sigma_b2
     width, depths = args.width, tuple(sorted(set(args.depth)))
+    needed = 4 * (2 * max(depths) * width * (width + 1) + 8 * width * width + len(depths) * width)
+    limit, what = _machine_memory()
+    if needed > limit:
+        raise UsageError(
+            f"a depth-{max(depths)} network of width {width} and its Jacobian need about "
+            f"{needed / 1e9:.3g} GB (depth x width^2 weights), more than {what} "
+            f"({limit / 1e9:.3g} GB); make --depth or --width smaller"
+        )
+    with _refusing():
+        if args.q_star is not None:
+            sigma_w2, sigma_b2 = theory.critical_point_for_q_star(args.activation, args.q_star)
+        else:
+            sigma_w2, sigma_b2 = args.sigma_w2, args.sigma_b2
     if args.weights == "orthogonal":
         kernel_init = init.orthogonal(math.sqrt(sigma_w2))
     else:
@@ -202,13 +348,21 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
 
 
 def cmd_gain(args: argparse.Namespace) -> int:
+    import jax
+
     name = args.name
+    if args.param is not None and activations.name_of(name) != "leaky_relu":
+        raise UsageError(
+            f"{name} takes no parameter (only leaky_relu does: its negative slope), got "
+            f"{args.param:g}"
+        )
     try:
         table = init.calculate_gain(name, args.param)
     except ValueError:
         table = None
-    params = {"negative_slope": args.param} if name == "leaky_relu" and args.param else {}
-    phi = activations.get(name, **params)
+    params = {"negative_slope": args.param} if args.param is not None else {}
+    with _refusing():
+        phi = activations.get(name, **params)
     forward = init.computed_gain(phi, "forward")
     backward = init.computed_gain(phi, "backward")
     measured = float(init.empirical_gain(phi, jax.random.key(0)))
@@ -230,11 +384,26 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"must be in [0, {SEED_MAX}], got {value}")
+    return value
+
+
 def _activation_name(text: str) -> str:
     try:
-        activations.get(text)
+        name = activations.name_of(text)
     except (ValueError, TypeError) as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+    if name == "rrelu":
+        raise argparse.ArgumentTypeError(
+            "rrelu draws a random slope per element and needs a PRNG key per call, so it has no "
+            "fixed gain, mean-field theory or Jacobian; use leaky_relu with a fixed slope"
+        )
     return text
 
 
@@ -245,13 +414,27 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _nonnegative_float(text: str) -> float:
+def _finite_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0 or not math.isfinite(value):
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def _nonnegative_float(text: str) -> float:
+    value = _finite_float(text)
+    if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _finite_float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
 
 
@@ -286,13 +469,22 @@ def build_parser() -> argparse.ArgumentParser:
         "sweep",
         help="run a sweep from a TOML file",
         description="Run a grid of random networks; resumable.",
-        epilog="example:\n  jaxgrad sweep sweep.toml --out runs/tanh\n\n"
+        epilog="example:\n  jaxgrad sweep sweep.toml --out runs/tanh --devices 2\n\n"
         'sweep.toml:\n  depth = [10, 50, 100]\n  activation = ["tanh"]\n'
-        "  sigma_w2 = [1.0, 1.5, 2.0, 3.0]\n  sigma_b2 = 0.05\n  seed = [0, 1]",
+        "  sigma_w2 = [1.0, 1.5, 2.0, 3.0]\n  sigma_b2 = 0.05\n  seed = [0, 1]\n"
+        '  memory_budget = "1GB"\n\n'
+        "A rerun into the same --out resumes; one that adds seeds or sigma values extends "
+        "it;\none with another batch_size, depth list or dtype is refused.",
         formatter_class=raw,
     )
     sweep.add_argument("config", type=_existing_file, help="a TOML file of Sweep fields")
     sweep.add_argument("--out", help="results folder (default: the config's name)")
+    sweep.add_argument(
+        "--devices",
+        type=_positive,
+        default=None,
+        help="local devices to shard over (default: all)",
+    )
     sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
     sweep.set_defaults(run=cmd_sweep)
 
@@ -306,7 +498,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plot.add_argument("results", help="a folder written by `jaxgrad sweep`")
     plot.add_argument("--kind", choices=("profiles", "heatmap"), default="profiles")
-    plot.add_argument("--out", help="PNG path (default: RESULTS/KIND.png)")
+    plot.add_argument(
+        "--out", help="figure path; .png is added when it has no suffix (default: RESULTS/KIND.png)"
+    )
     plot.set_defaults(run=cmd_plot)
 
     gain = sub.add_parser(
@@ -317,7 +511,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=raw,
     )
     gain.add_argument("name", type=_activation_name, help="an activation name")
-    gain.add_argument("param", type=float, nargs="?", default=None, help="leaky_relu slope")
+    gain.add_argument(
+        "param", type=_finite_float, nargs="?", default=None, help="leaky_relu's negative slope"
+    )
     gain.set_defaults(run=cmd_gain)
 
     phase = sub.add_parser(
@@ -332,8 +528,17 @@ def build_parser() -> argparse.ArgumentParser:
     phase.add_argument(
         "--sigma-b2", type=_nonnegative_float, nargs="+", default=[0.0, 0.01, 0.05, 0.1, 0.2, 0.3]
     )
-    phase.add_argument("--sigma-w2-range", type=_nonnegative_float, nargs=2, default=[1.0, 4.0])
-    phase.add_argument("--out", help="write a phase-diagram PNG here")
+    phase.add_argument(
+        "--sigma-w2-range",
+        type=_nonnegative_float,
+        nargs=2,
+        default=[1.0, 4.0],
+        metavar=("LOW", "HIGH"),
+        help="the diagram's sigma_w2 axis (LOW < HIGH)",
+    )
+    phase.add_argument(
+        "--out", help="write the phase diagram here (.png added when the name has no suffix)"
+    )
     phase.set_defaults(run=cmd_phase)
 
     spectrum = sub.add_parser(
@@ -350,24 +555,33 @@ def build_parser() -> argparse.ArgumentParser:
     spectrum.add_argument("--sigma-b2", type=_nonnegative_float, default=0.0)
     spectrum.add_argument(
         "--q-star",
-        type=_nonnegative_float,
+        type=_positive_float,
         default=None,
-        help="use the critical point with this q* instead",
+        help="use the critical point with this q* (> 0) instead",
     )
     spectrum.add_argument("--width", type=_positive, default=200)
     spectrum.add_argument("--depth", type=_positive, nargs="+", default=[2, 8, 32])
-    spectrum.add_argument("--seed", type=int, default=0)
+    spectrum.add_argument("--seed", type=_seed, default=0, help=f"in [0, {SEED_MAX}]")
     spectrum.set_defaults(run=cmd_spectrum)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run the command; return its exit status (argparse's own errors exit 2 themselves)."""
+    command = "jaxgrad"
     try:
+        args = build_parser().parse_args(argv)
+        command = f"jaxgrad {args.command}"
         return args.run(args)
     except UsageError as error:
-        print(f"jaxgrad {args.command}: error: {error}", file=sys.stderr)
+        print(f"{command}: error: {error}", file=sys.stderr)
         return 2
+    except Interrupted as interrupted:
+        print(f"{command}: {interrupted}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print(f"{command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
