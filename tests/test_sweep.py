@@ -132,24 +132,24 @@ def test_chunked_equals_unchunked():
 
 CHUNKING = {
     "depth": (3, 12),
-    "width": (16,),
+    "width": (24,),
     "activation": ("tanh", "relu"),
     "sigma_w2": (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0),
     "sigma_b2": (0.0, 0.05, 0.3),
     "seed": (0,),
-    "batch_size": 4,
+    "batch_size": 6,
 }
 
 
 def assert_equal_to_float32_rounding(left, right):
     """Theory columns exactly equal; probe statistics to float32 rounding: norms and stds to
-    rtol 1e-5, means (near zero, so relative error means nothing) to 1e-5 of their std."""
+    rtol 2e-5, means (near zero, so relative error means nothing) to 1e-5 of their std."""
     left, right = sorted_frame(left), sorted_frame(right)
     pd.testing.assert_frame_equal(left[KEYS], right[KEYS])
     for name in ("q_star", "chi1", "xi_q", "xi_c"):
         np.testing.assert_array_equal(left[name], right[name], err_msg=name)
     for name in ("pre_std", "act_std", "grad_norm", "grad_norm_bias", "act_grad_norm"):
-        np.testing.assert_allclose(left[name], right[name], rtol=1e-5, err_msg=name)
+        np.testing.assert_allclose(left[name], right[name], rtol=2e-5, err_msg=name)
     np.testing.assert_array_equal(left["weight_norm"], right["weight_norm"])
     for mean, std in (("pre_mean", "pre_std"), ("act_mean", "act_std")):
         scale = 1e-5 * right[std].to_numpy()
@@ -159,8 +159,10 @@ def assert_equal_to_float32_rounding(left, right):
 
 def test_numbers_do_not_depend_on_the_chunk_size():
     """One point per chunk against all 21 points in one: the theory columns (computed one
-    point at a time) are equal; the probe statistics agree to float32 rounding (the vmapped
-    size changes XLA's matrix-product blocking: measured 4e-6 relative at depth 12)."""
+    point at a time) are equal (vmapped over the chunk, xi_c differed by 0.6% for tanh and
+    33% for relu); the probe statistics agree to float32 rounding (the vmapped size changes
+    XLA's matrix-product blocking: measured up to 7e-6 relative on gradient norms, 1e-6 on
+    stds, 3e-7 of the std on means)."""
     config = sweep.Sweep(**CHUNKING)
     group = config.groups()[0]
     tiny = sweep.bytes_per_point(config, group) + 2 * sweep.weight_bytes(config, group)
