@@ -592,3 +592,36 @@ def test_hermite_nodes_integrate_polynomials_exactly():
         assert np.sum(weights * nodes ** (2 * k)) == pytest.approx(double_factorial, rel=1e-12)
     assert np.sum(weights * nodes**3) == pytest.approx(0.0, abs=1e-12)
     assert not np.any(nodes == 0)  # an even order puts no node on the kink of relu
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("linear", {}),
+        ("sigmoid", {}),
+        ("tanh", {}),
+        ("relu", {}),
+        ("leaky_relu", {"negative_slope": 0.2}),
+        ("elu", {"alpha": 0.5}),
+        ("selu", {}),
+        ("softplus", {}),
+        ("softsign", {}),
+        ("hard_tanh", {}),
+        ("erf", {}),
+    ],
+)
+def test_derivative_from_output_equals_the_derivative_at_the_preactivation(name, params):
+    """phi'(z) read off a = phi(z) (what a layer receives), against autodiff at z, on a grid
+    that avoids the kinks (at a kink the two sides differ by definition)."""
+    z = np.linspace(-4, 4, 801)
+    z = z[(np.abs(z) > 1e-2) & (np.abs(np.abs(z) - 1) > 1e-2)]
+    phi = activations.get(name, **params)
+    dphi = activations.derivative_from_output(phi if params else name)
+    expected = activations.derivative(phi)(jnp.asarray(z, jnp.float32))
+    np.testing.assert_allclose(dphi(phi(jnp.asarray(z, jnp.float32))), expected, atol=2e-6)
+
+
+def test_derivative_from_output_is_none_where_phi_cannot_be_inverted():
+    for name in ("gelu", "silu", "mish"):
+        assert activations.derivative_from_output(name) is None
+    assert activations.derivative_from_output(jnp.sin) is None

@@ -142,3 +142,29 @@ def test_product_norm_of_float16_operands_accumulates_in_float32():
     got = stats.product_norm(left, right)
     assert got.dtype == jnp.float32
     np.testing.assert_allclose(float(got), np.linalg.norm(exact), rtol=1e-4)
+
+
+def test_moments_against_numpy_and_with_nonfinite_values():
+    values = base_values((8, 30)) * 1e20
+    got = jax.jit(stats.moments)(jnp.asarray(values, jnp.float32))
+    np.testing.assert_allclose(float(got.mean), values.mean(), rtol=1e-4, atol=1e14)
+    np.testing.assert_allclose(float(got.std), values.std(), rtol=1e-5)
+    np.testing.assert_allclose(float(got.rms), np.sqrt(np.mean(values**2)), rtol=1e-5)
+    np.testing.assert_allclose(float(got.max_abs), np.abs(values).max(), rtol=1e-6)
+    assert int(got.nonfinite) == 0
+    values = base_values((8, 30))
+    values[0, :3] = [np.inf, -np.inf, np.nan]
+    got = stats.moments(jnp.asarray(values, jnp.float16))
+    assert int(got.nonfinite) == 3
+    assert got.std.dtype == jnp.float32
+    assert np.isnan(float(got.mean))
+
+
+def test_dead_and_saturated_fractions_count_units_and_values():
+    # 4 examples x 3 positions x 5 channels; channels 1 and 3 zero everywhere
+    values = np.asarray(base_values((4, 3, 5)), np.float32)
+    values[..., [1, 3]] = 0.0
+    values[0, 0, 0] = 0.0  # a zero entry does not make a unit dead
+    assert float(stats.dead_fraction(jnp.asarray(values))) == pytest.approx(2 / 5)
+    derivatives = jnp.array([0.0, 0.009, 0.01, 0.5, -0.001, 1.0])
+    assert float(stats.saturated_fraction(derivatives, 0.01)) == pytest.approx(3 / 6)

@@ -315,6 +315,71 @@ def derivative(activation: str | Activation) -> Activation:
     return dphi
 
 
+def _derivatives_from_outputs() -> dict[str, Callable[..., jax.Array]]:
+    """phi' as a function of a = phi(z), by name (see `derivative_from_output`)."""
+
+    def erf_derivative(a):
+        inside = jnp.abs(a) < 1  # erf rounds to +-1 beyond |z| ~ 3.9 in float32: saturated
+        z = jax.scipy.special.erfinv(jnp.where(inside, a, 0))
+        return jnp.where(inside, 2 / math.sqrt(math.pi) * jnp.exp(-jnp.square(z)), 0)
+
+    def piecewise(a, negative, positive=1.0):
+        return jnp.where(a > 0, positive, negative).astype(a.dtype)
+
+    return {
+        "linear": jnp.ones_like,
+        "sigmoid": lambda a: a * (1 - a),
+        "tanh": lambda a: 1 - jnp.square(a),
+        "relu": lambda a: piecewise(a, 0.0),
+        "leaky_relu": lambda a, negative_slope=0.01: piecewise(a, negative_slope),
+        "elu": lambda a, alpha=1.0: piecewise(a, a + alpha),
+        "selu": lambda a: piecewise(a, a + SELU_SCALE * SELU_ALPHA, SELU_SCALE),
+        "softplus": lambda a: -jnp.expm1(-a),
+        "softsign": lambda a: jnp.square(1 - jnp.abs(a)),
+        "hard_tanh": lambda a: (jnp.abs(a) < 1).astype(a.dtype),
+        "erf": erf_derivative,
+    }
+
+
+def derivative_from_output(activation: str | Activation) -> Activation | None:
+    """phi'(z) as a function of the activation's value a = phi(z), where phi is invertible
+    on its range (or its derivative is a function of a, as for ReLU); None otherwise (gelu,
+    silu, mish, custom callables).
+
+    What a layer receives is the previous activation's output, not its pre-activation: this
+    reads the saturation of a unit off what the layer sees (`jaxgrad.inspect` does). At a
+    kink the one-sided value of the branch a falls on is taken: ReLU's a = 0 gives 0.
+
+    Args:
+        activation: a name (hyperparameters of `get(name, ...)` are kept), or a function
+            returned by `get`.
+
+    Returns:
+        `dphi(a)`, or None where the derivative is not a function of the output.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> dtanh = derivative_from_output("tanh")
+        >>> z = jnp.array([0.0, 1.0, 3.0])
+        >>> bool(jnp.allclose(dtanh(tanh(z)), derivative("tanh")(z)))
+        True
+    """
+    params: dict[str, Any] = {}
+    if isinstance(activation, str):
+        name = _canonical(activation)
+    else:
+        name = getattr(activation, "__name__", None)
+        params = dict(getattr(activation, "keywords", None) or {})
+        fn = getattr(activation, "func", activation)
+        if name not in _REGISTRY or _REGISTRY[name] is not fn:
+            return None
+    table = _derivatives_from_outputs()
+    if name not in table:
+        return None
+    dphi = table[name]
+    return functools.partial(dphi, **params) if params else dphi
+
+
 MAX_QUADRATURE_POINTS = 2048
 """The largest `num_points` that `hermite_nodes` (and so `gaussian_expectation` and
 `jaxgrad.init.computed_gain`) accepts. The rule comes from the eigendecomposition of a dense

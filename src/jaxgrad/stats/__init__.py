@@ -5,14 +5,18 @@ monitor compute their numbers with these functions only, so a norm or a std mean
 thing, and is finite under the same conditions, wherever it is read.
 """
 
+from jaxgrad.stats.reductions import Moments as Moments
 from jaxgrad.stats.reductions import accumulation_dtype as accumulation_dtype
+from jaxgrad.stats.reductions import dead_fraction as dead_fraction
 from jaxgrad.stats.reductions import global_norm as global_norm
 from jaxgrad.stats.reductions import gram as gram
 from jaxgrad.stats.reductions import mean_std as mean_std
+from jaxgrad.stats.reductions import moments as moments
 from jaxgrad.stats.reductions import norm as norm
 from jaxgrad.stats.reductions import pow2_exponent as pow2_exponent
 from jaxgrad.stats.reductions import product_norm as product_norm
 from jaxgrad.stats.reductions import rms as rms
 from jaxgrad.stats.reductions import root_sum_squares as root_sum_squares
+from jaxgrad.stats.reductions import saturated_fraction as saturated_fraction
 from jaxgrad.stats.reductions import scale_by_pow2 as scale_by_pow2
 from jaxgrad.stats.reductions import scaled as scaled

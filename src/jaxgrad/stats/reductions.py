@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -255,3 +255,75 @@ def _scaled_product_norm(left: jax.Array, right: jax.Array) -> jax.Array:
         total = jnp.sum(gram(left) * gram(right))
         return jnp.sqrt(jnp.maximum(total, 0))
     return root_sum_squares(jnp.matmul(left.T, right, preferred_element_type=left.dtype))
+
+
+class Moments(NamedTuple):
+    """Summary of one array's values, in the accumulation dtype (scalars, or with leading
+    axes under `jax.vmap`).
+
+    Attributes:
+        mean, std: over all values (`mean_std`).
+        rms: root mean square (`rms`).
+        max_abs: the largest magnitude.
+        nonfinite: the number of inf and nan values (int32).
+    """
+
+    mean: jax.Array
+    std: jax.Array
+    rms: jax.Array
+    max_abs: jax.Array
+    nonfinite: jax.Array
+
+
+def moments(values: ArrayLike) -> Moments:
+    """`Moments` of all the values: what jaxgrad reports of every signal it records.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> m = moments(jnp.array([3.0, -4.0, jnp.inf]))
+        >>> float(m.max_abs), int(m.nonfinite)
+        (inf, 1)
+    """
+    values = _as_accumulated(values)
+    if values.size == 0:
+        nan = jnp.full((), jnp.nan, values.dtype)
+        return Moments(nan, nan, nan, nan, jnp.zeros((), jnp.int32))
+    mean, std = mean_std(values)
+    return Moments(
+        mean,
+        std,
+        rms(values),
+        jnp.max(jnp.abs(values)),
+        jnp.sum(~jnp.isfinite(values), dtype=jnp.int32),
+    )
+
+
+def dead_fraction(values: ArrayLike) -> jax.Array:
+    """The fraction of units (entries of the last axis: a dense layer's features, a JAX
+    convolution's channels) that are exactly zero for every example and position.
+
+    A ReLU unit that is zero on a whole batch passes no gradient to the weights before it:
+    a dead unit (Lu et al. 2020, "Dying ReLU and Initialization").
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> float(dead_fraction(jnp.array([[0.0, 1.0, 0.0, 0.0], [0.0, 2.0, 3.0, 0.0]])))
+        0.5
+    """
+    values = jnp.asarray(values)
+    units = values.reshape(-1, values.shape[-1] if values.ndim else 1)
+    dtype = accumulation_dtype(values.dtype)
+    return jnp.mean(jnp.all(units == 0, axis=0).astype(dtype))
+
+
+def saturated_fraction(derivatives: ArrayLike, threshold: float) -> jax.Array:
+    """The fraction of values whose activation derivative |phi'| is below `threshold`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> float(saturated_fraction(jnp.array([1.0, 0.001, 0.5, 0.0]), 0.01))
+        0.5
+    """
+    derivatives = jnp.asarray(derivatives)
+    dtype = accumulation_dtype(derivatives.dtype)
+    return jnp.mean((jnp.abs(derivatives) < threshold).astype(dtype))
