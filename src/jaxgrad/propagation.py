@@ -145,9 +145,8 @@ def _weight_norms(kernels: jax.Array) -> jax.Array:
 def _forward_stats(activation, z, out, a, threshold: float):
     pre_mean, pre_std = _stats.mean_std(z)
     act_mean, act_std = _stats.mean_std(out)
-    dphi = _act.derivative(activation)(z)
-    saturated = jnp.mean(jnp.abs(dphi) < threshold)
-    dead = jnp.mean(jnp.all(a.reshape(-1, a.shape[-1]) == 0, axis=0))
+    saturated = _stats.saturated_fraction(_act.derivative(activation)(z), threshold)
+    dead = _stats.dead_fraction(a)
     finite = jnp.isfinite(pre_mean) & jnp.isfinite(act_mean)  # see stats.mean_std
     return (pre_mean, pre_std, act_mean, act_std, saturated, dead), finite
 
