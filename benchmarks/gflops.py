@@ -123,9 +123,13 @@ def candidates_for(width: int) -> dict[str, tuple]:
     rows = jax.random.normal(jax.random.key(2), (2, POINTS * BATCH, width), jnp.float32)
     flops = probe_flops(DEPTH, width, BATCH, POINTS)
     many = probe_flops(DEPTH, width, BATCH, MANY_POINTS)["total"]
+    unit_weights = sweep._weights_program(group, DEPTH)  # as sweep.run: drawn, then the chunk
     return {
-        "engine": (functools.partial(program, key, w2, b2), flops["total"]),
-        "engine_16": (functools.partial(program, key, many_w2, jnp.zeros_like(many_w2)), many),
+        "engine": (lambda: program(key, *unit_weights(key), w2, b2), flops["total"]),
+        "engine_16": (
+            lambda: program(key, *unit_weights(key), many_w2, jnp.zeros_like(many_w2)),
+            many,
+        ),
         "engine_compute": (functools.partial(compute, w2, b2, *weights), flops["total"]),
         "products": (
             functools.partial(products, weights[0], rows[0], rows[1]),

@@ -38,7 +38,6 @@ Writes benchmarks/results/sweep_speed.json.
 from __future__ import annotations
 
 import argparse
-import functools
 import math
 import time
 
@@ -60,11 +59,13 @@ def group_of(width: int) -> sweep.Group:
 
 def engine(depth: int, width: int, batch: int, sigma_w2: np.ndarray, seeds: tuple[int, ...]):
     """The compute of `sweep.run`: one chunk program call per seed on all the points."""
-    program = sweep._chunk_program(group_of(width), (depth,), batch, 1)
+    group = group_of(width)
+    program = sweep._chunk_program(group, (depth,), batch, 1)
+    draw = sweep._weights_program(group, depth)  # a seed's unit weights, drawn once per seed
     keys = [jax.random.key(seed) for seed in seeds]
     w2 = jnp.asarray(sigma_w2, jnp.float32)
     b2 = jnp.zeros_like(w2)
-    return lambda: [program(key, w2, b2) for key in keys]
+    return lambda: [program(key, *draw(key), w2, b2) for key in keys]
 
 
 def sweep_run(depth: int, width: int, batch: int, sigma_w2: np.ndarray, seeds: tuple[int, ...]):
@@ -144,9 +145,10 @@ def throughput_candidates(depth: int, width: int, batch: int, sigma_w2: np.ndarr
         weights = draw(key)
         return [point(a, b, *weights) for a, b in scalars]
 
+    unit_weights = sweep._weights_program(group, depth)
     return {
-        "vmapped": functools.partial(vmapped, key, w2, b2),
-        "loop_vmap1": lambda: [vmapped(key, a, b) for a, b in singles],
+        "vmapped": lambda: vmapped(key, *unit_weights(key), w2, b2),
+        "loop_vmap1": lambda: [vmapped(key, *unit_weights(key), a, b) for a, b in singles],
         "loop_shared_weights": shared,
     }
 
