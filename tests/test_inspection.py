@@ -1,22 +1,30 @@
-"""Tests for jaxgrad.inspection: `inspect` against manual `nnx.grad` and manual forward passes."""
+"""Tests for `jaxgrad.inspect` against `jax.grad` of the same models written out by hand,
+with explicit intermediates and explicit zero taps for dL/d(output).
+
+Models a user would write: a CNN with the activation applied as a function, a transformer
+whose blocks (with `nnx.MultiHeadAttention`) are stacked and applied with `nnx.scan`, an RNN
+that runs its cell with `nnx.scan` over time, and jaxgrad's own MLP (against `probe`).
+"""
+
+import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import pandas as pd
 import pytest
 from flax import nnx
 
-from jaxgrad.inspection import ModelReport, OutputStats, ParamStats, inspect
+import jaxgrad
+from jaxgrad import nn
+from jaxgrad.inspection import DEFAULT_TYPES, ModelReport, inspect
 
-RTOL = 1e-5  # two float32 programs (inspect's and the reference's), compared in float64
+RTOL = 2e-5  # two float32 programs (inspect's and the reference's), compared in float64
 ATOL = 1e-6
 
 
 def numpy_normal(seed=0, gain=2.0):
-    """He-scaled normal weights drawn by NumPy from a fixed seed: unlike `jax.random`, this
-    compiles nothing per parameter shape, which keeps the tests fast on CPU."""
+    """He-scaled normal weights drawn by NumPy from a fixed seed (compiles nothing)."""
     rng = np.random.default_rng(seed)
 
     def init(key, shape, dtype=jnp.float32):
@@ -27,52 +35,40 @@ def numpy_normal(seed=0, gain=2.0):
     return init
 
 
-# ----------------------------------------------------------------------------- models
+def moments(values):
+    """mean, std, rms, max |x| in float64."""
+    values = np.asarray(values, np.float64)
+    return values.mean(), values.std(), np.sqrt(np.mean(values**2)), np.abs(values).max()
 
 
-class SmallCNN(nnx.Module):
-    def __init__(self, *, rngs: nnx.Rngs):
-        self.conv1 = nnx.Conv(3, 8, (3, 3), kernel_init=numpy_normal(1), rngs=rngs)
-        self.conv2 = nnx.Conv(8, 16, (3, 3), strides=2, kernel_init=numpy_normal(2), rngs=rngs)
-        self.head = nnx.Linear(16, 10, kernel_init=numpy_normal(3), rngs=rngs)
-
-    def __call__(self, x):
-        h = nnx.relu(self.conv1(x))
-        h = nnx.relu(self.conv2(h))
-        return self.head(h.mean(axis=(1, 2)))
+def dead(values):
+    values = np.asarray(values)
+    return np.all(values.reshape(-1, values.shape[-1]) == 0, axis=0).mean()
 
 
-class BatchNormNet(nnx.Module):
-    def __init__(self, *, rngs: nnx.Rngs):
-        self.fc1 = nnx.Linear(5, 6, kernel_init=numpy_normal(4), rngs=rngs)
-        self.bn = nnx.BatchNorm(6, rngs=rngs)
-        self.fc2 = nnx.Linear(6, 4, kernel_init=numpy_normal(5), rngs=rngs)
-
-    def __call__(self, x):
-        return self.fc2(nnx.relu(self.bn(self.fc1(x))))
-
-
-class ReLU(nnx.Module):
-    def __call__(self, x):
-        return nnx.relu(x)
+def assert_row(report, name, x, out, out_grad, dead_frac=None):
+    """The row `name` against numpy float64 of its input, output and dL/d(output)."""
+    row = jax.device_get(report.module(name))
+    got_in = (row.in_mean, row.in_std, row.in_rms, row.in_max_abs)
+    got_out = (row.out_mean, row.out_std, row.out_rms, row.out_max_abs)
+    np.testing.assert_allclose(got_in, moments(x), rtol=RTOL, atol=ATOL, err_msg=name)
+    np.testing.assert_allclose(got_out, moments(out), rtol=RTOL, atol=ATOL, err_msg=name)
+    expected_grad = np.linalg.norm(np.asarray(out_grad, np.float64))
+    np.testing.assert_allclose(row.out_grad_norm, expected_grad, rtol=RTOL, err_msg=name)
+    np.testing.assert_allclose(row.dead_frac, dead(x) if dead_frac is None else dead_frac)
 
 
-class Dense(nnx.Linear):
-    """Inherits `__call__`: Flax's `capture(method_outputs=...)` alone would miss it."""
-
-
-class DeadNet(nnx.Module):
-    act = staticmethod(nnx.relu)  # a callable class attribute must not be disturbed
-
-    def __init__(self, *, rngs: nnx.Rngs):
-        self.fc1 = nnx.Linear(4, 8, kernel_init=numpy_normal(6), rngs=rngs)
-        self.relu = ReLU()
-        self.fc2 = Dense(8, 3, kernel_init=numpy_normal(7), rngs=rngs)  # zero bias by default
-        self.unused = nnx.Linear(2, 2, kernel_init=numpy_normal(8), rngs=rngs)
-        self.fc1.bias.set_value(jnp.full((8,), -100.0))  # every unit of fc1 + relu is dead
-
-    def __call__(self, x):
-        return self.fc2(self.relu(self.act(self.fc1(x))))
+def assert_params(report, expected):
+    """Parameter rows (forward order) against {name: (grad, weight)} arrays."""
+    assert list(report.param_names) == list(expected)
+    for name, (grad, weight) in expected.items():
+        row = jax.device_get(report.param(name))
+        grad_norm = np.linalg.norm(np.asarray(grad, np.float64))
+        weight_norm = np.linalg.norm(np.asarray(weight, np.float64))
+        np.testing.assert_allclose(row.grad_norm, grad_norm, rtol=RTOL, err_msg=name)
+        np.testing.assert_allclose(row.weight_norm, weight_norm, rtol=RTOL, err_msg=name)
+        ratio = np.nan if weight_norm == 0 else grad_norm / weight_norm
+        np.testing.assert_allclose(row.ratio, ratio, rtol=RTOL, err_msg=name)
 
 
 def cross_entropy(model, batch):
@@ -80,292 +76,451 @@ def cross_entropy(model, batch):
     return optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
 
 
-def dict_cross_entropy(model, batch):
-    return optax.softmax_cross_entropy_with_integer_labels(model(batch["x"]), batch["y"]).mean()
+# ----------------------------------------------------------------------------- a CNN
 
 
-def image_batch(seed=0, n=6):
+class CNN(nnx.Module):
+    """Declared head first, called stem first: rows must follow the calls, not the names."""
+
+    def __init__(self, depth=3, channels=8, *, rngs):
+        self.head = nnx.Linear(channels, 10, kernel_init=numpy_normal(9), rngs=rngs)
+        self.convs = nnx.List(
+            [
+                nnx.Conv(channels, channels, (3, 3), kernel_init=numpy_normal(i), rngs=rngs)
+                for i in range(depth)
+            ]
+        )
+        self.stem = nnx.Conv(3, channels, (3, 3), kernel_init=numpy_normal(10), rngs=rngs)
+
+    def __call__(self, x):
+        h = jax.nn.relu(self.stem(x))
+        for conv in self.convs:
+            h = jax.nn.relu(conv(h))
+        return self.head(h.mean(axis=(1, 2)))
+
+
+def image_batch(n=8, seed=0):
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, 8, 8, 3), dtype=np.float32)
-    return jnp.asarray(x), jnp.asarray(rng.integers(0, 10, n), jnp.int32)
+    x = jnp.asarray(rng.standard_normal((n, 8, 8, 3)), jnp.float32)
+    return x, jnp.asarray(rng.integers(0, 10, n), jnp.int32)
 
 
-def vector_batch(seed=0, n=8, features=5, classes=4):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, features), dtype=np.float32)
-    return jnp.asarray(x), jnp.asarray(rng.integers(0, classes, n), jnp.int32)
+def test_cnn_with_functional_relu_against_explicit_intermediates():
+    model = CNN(rngs=nnx.Rngs(0))
+    model.convs[0].bias.set_value(model.convs[0].bias[...].at[jnp.array([1, 4, 6])].set(-100.0))
+    batch = image_batch()
+    report = inspect(model, cross_entropy, batch, activation="relu")
+    names = ["stem", "convs.0", "convs.1", "convs.2", "head"]
+    assert report.module_names == tuple(names)  # forward order
+    layers = [model.stem, *model.convs]
 
+    def explicit(params, taps):
+        m = nnx.merge(graphdef, params, rest)
+        mods = [m.stem, *m.convs]
+        inputs, outputs = [], []
+        h = batch[0]
+        for mod, tap in zip(mods, taps[:-1], strict=True):
+            inputs.append(h)
+            z = mod(h)
+            outputs.append(z)
+            h = jax.nn.relu(z + tap)
+        pooled = h.mean(axis=(1, 2))
+        logits = m.head(pooled)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits + taps[-1], batch[1])
+        return loss.mean(), ([*inputs, pooled], [*outputs, logits])
 
-# ----------------------------------------------------------------------------- references
-
-
-def path_str(parts):
-    return ".".join(str(part) for part in parts)
-
-
-def reference_params(model, loss_fn, batch):
-    """Grad and weight norms in float64 from `nnx.grad` on a clone of the model."""
-    grads = nnx.jit(nnx.grad(loss_fn))(nnx.clone(model), batch)
-    weights = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
-    out = {}
-    for path, grad in nnx.to_flat_state(grads):
-        grad_norm = np.linalg.norm(np.asarray(grad.get_value(), np.float64))
-        weight_norm = np.linalg.norm(np.asarray(weights[path].get_value(), np.float64))
-        out[path_str(path)] = (grad_norm, weight_norm)
-    return out
-
-
-def reference_output(h):
-    """Mean, std and dead fraction (units of the last axis all zero) in float64."""
-    h = np.asarray(h, np.float64)
-    dead = np.all(h.reshape(-1, h.shape[-1]) == 0, axis=0)
-    return h.mean(), h.std(), dead.mean()
-
-
-def expected_ratio(grad_norm, weight_norm):
-    """The documented rule: grad / weight; inf at a zero weight, 0 if the gradient is 0 too."""
-    if weight_norm == 0:
-        return 0.0 if grad_norm == 0 else np.inf
-    return grad_norm / weight_norm
-
-
-def assert_param_stats(report, expected):
-    assert list(report.params) == list(expected)
-    for path, (grad_norm, weight_norm) in expected.items():
-        stats = report.params[path]
-        # atol: a gradient that is 0 in exact arithmetic (a bias before BatchNorm) is noise
-        np.testing.assert_allclose(stats.grad_norm, grad_norm, rtol=RTOL, atol=ATOL, err_msg=path)
-        np.testing.assert_allclose(stats.weight_norm, weight_norm, rtol=RTOL, err_msg=path)
-        ratio = expected_ratio(grad_norm, weight_norm)
-        np.testing.assert_allclose(stats.ratio, ratio, rtol=2 * RTOL, atol=ATOL, err_msg=path)
-        assert int(stats.nonfinite) == 0
-
-
-def assert_output_stats(report, expected):
-    assert list(report.outputs) == list(expected)  # call order
-    for path, h in expected.items():
-        mean, std, dead_frac = reference_output(h)
-        stats = report.outputs[path]
-        np.testing.assert_allclose(stats.mean, mean, rtol=RTOL, atol=ATOL, err_msg=path)
-        np.testing.assert_allclose(stats.std, std, rtol=RTOL, err_msg=path)
-        np.testing.assert_allclose(stats.dead_frac, dead_frac, rtol=0, atol=0, err_msg=path)
-        assert int(stats.nonfinite) == 0
-
-
-# ----------------------------------------------------------------------------- tests
-
-
-def test_cnn_matches_manual_grad_and_forward():
-    model = SmallCNN(rngs=nnx.Rngs(0))
-    # four dead output channels of conv2: dead_frac 4/16 over batch and spatial positions
-    kernel = model.conv2.kernel.get_value()
-    model.conv2.kernel.set_value(kernel.at[..., :4].set(0.0))
-    x, y = image_batch()
-    batch = (x, y)
-
-    report = inspect(model, cross_entropy, batch)
-
-    assert isinstance(report, ModelReport)
-    assert set(report.params) == {
-        f"{layer}.{name}" for layer in ("conv1", "conv2", "head") for name in ("kernel", "bias")
-    }
-    assert all(isinstance(stats, ParamStats) for stats in report.params.values())
-    assert all(isinstance(stats, OutputStats) for stats in report.outputs.values())
-    assert_param_stats(report, reference_params(model, cross_entropy, batch))
-    h1 = model.conv1(x)
-    h2 = model.conv2(nnx.relu(h1))
-    logits = model.head(nnx.relu(h2).mean(axis=(1, 2)))
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    taps = [
+        jnp.zeros(mod(jnp.zeros((8, 8, 8, 3 if mod is model.stem else 8))).shape) for mod in layers
+    ]
+    taps.append(jnp.zeros((8, 10)))
+    (loss, (inputs, outputs)), (grads, tap_grads) = jax.value_and_grad(
+        explicit, argnums=(0, 1), has_aux=True
+    )(params, taps)
     np.testing.assert_allclose(report.loss, loss, rtol=RTOL)
-    assert_output_stats(report, {"conv1": h1, "conv2": h2, "head": logits})
-    assert float(report.outputs["conv2"].dead_frac) == 0.25
+    for name, x, out, grad in zip(names, inputs, outputs, tap_grads, strict=True):
+        assert_row(report, name, x, out, grad)
+    # three channels of convs.0 are dead after its ReLU: convs.1 sees them, not convs.0
+    assert float(report.module("convs.1").dead_frac) == pytest.approx(3 / 8)
+    assert float(report.module("convs.0").dead_frac) == 0.0
+    flat_grads, flat_weights = dict(nnx.to_flat_state(grads)), dict(nnx.to_flat_state(params))
+    expected = {}
+    for name in names:
+        for param in ("bias", "kernel"):
+            path = (*name.split("."), param)
+            path = tuple(int(p) if p.isdigit() else p for p in path)
+            expected[f"{name}.{param}"] = (flat_grads[path][...], flat_weights[path][...])
+    assert_params(report, expected)
+    assert np.isnan(report.param("stem.bias").ratio)  # a zero bias: the nan marker
+    # ReLU's derivative read off its value: saturated means exactly zero there
+    for name, x in zip(names[1:], inputs[1:], strict=True):
+        expected_saturated = np.mean(np.asarray(x) == 0)
+        np.testing.assert_allclose(report.module(name).saturated_frac, expected_saturated)
 
 
-@pytest.mark.parametrize("mode", ["train", "eval"])
-def test_batchnorm_model_matches_reference_and_is_unchanged(mode):
-    model = BatchNormNet(rngs=nnx.Rngs(1))
-    model.bn.mean.set_value(jnp.linspace(-0.5, 0.5, 6))
-    model.bn.var.set_value(jnp.linspace(0.5, 2.0, 6))
-    model.train() if mode == "train" else model.eval()
-    batch = vector_batch()
-    before = jax.tree.map(np.array, nnx.to_pure_dict(nnx.state(model)))
-
-    report = inspect(model, cross_entropy, batch, modules=(nnx.Linear, nnx.BatchNorm))
-
-    after = jax.tree.map(np.array, nnx.to_pure_dict(nnx.state(model)))
-    jax.tree.map(np.testing.assert_array_equal, before, after)  # params and BatchStats
-    assert_param_stats(report, reference_params(model, cross_entropy, batch))
-    reference = nnx.clone(model)
-    h1 = reference.fc1(batch[0])
-    h2 = reference.bn(h1)
-    h3 = reference.fc2(nnx.relu(h2))
-    assert_output_stats(report, {"fc1": h1, "bn": h2, "fc2": h3})
-    if mode == "train":  # the same forward pass does move the statistics of a plain model
-        assert not np.array_equal(reference.bn.mean.get_value(), before["bn"]["mean"])
-        np.testing.assert_allclose(report.outputs["bn"].mean, 0.0, atol=1e-6)
-
-
-def test_dead_units_ratio_guard_and_module_selection():
-    model = DeadNet(rngs=nnx.Rngs(2))
-    batch = vector_batch(features=4, classes=3)
-
-    report = inspect(model, cross_entropy, batch)
-
-    # default: Linear outputs, the Dense subclass included, the never-called `unused` omitted
-    assert list(report.outputs) == ["fc1", "fc2"]
-    assert float(report.outputs["fc1"].dead_frac) == 0.0  # pre-activation, not zero
-    assert float(report.outputs["fc2"].dead_frac) == 1.0  # its input is all zero
-    params = report.params
-    assert float(params["fc1.kernel"].grad_norm) == 0.0
-    assert float(params["fc1.kernel"].ratio) == 0.0
-    assert float(params["fc2.bias"].weight_norm) == 0.0
-    assert float(params["fc2.bias"].grad_norm) > 0.0
-    assert float(params["fc2.bias"].ratio) == np.inf  # weight 0, gradient not
-    assert float(params["unused.bias"].ratio) == 0.0  # weight 0 and gradient 0
-    assert_param_stats(report, reference_params(model, cross_entropy, batch))
-
-    chosen = inspect(model, cross_entropy, batch, modules=(ReLU, "fc2"))  # a type and a path
-    assert list(chosen.outputs) == ["relu", "fc2"]
-    assert float(chosen.outputs["relu"].dead_frac) == 1.0
-    assert float(chosen.outputs["relu"].mean) == 0.0
-    np.testing.assert_array_equal(chosen.outputs["fc2"], report.outputs["fc2"])
-    assert inspect(model, cross_entropy, batch, modules=()).outputs == {}
-
-    with pytest.raises(ValueError, match=r"unknown module path\(s\) \['fc3'\].*'fc1'"):
-        inspect(model, cross_entropy, batch, modules=("fc1", "fc3"))
-    with pytest.raises(ValueError, match="never called"):
-        inspect(model, cross_entropy, batch, modules=("unused",))
-    with pytest.raises(TypeError, match="got 3"):
-        inspect(model, cross_entropy, batch, modules=("fc1", 3))
-    assert DeadNet.act is nnx.relu  # the model's class is left as it was
-    assert "__call__" not in Dense.__dict__
-
-
-def test_shared_module_called_twice_has_one_entry_per_call():
-    class Twice(nnx.Module):
-        def __init__(self, *, rngs):
-            self.fc = nnx.Linear(4, 4, kernel_init=numpy_normal(9), rngs=rngs)
-
-        def __call__(self, x):
-            return self.fc(nnx.relu(self.fc(x)))
-
-    model = Twice(rngs=nnx.Rngs(3))
-    x = jnp.asarray(np.random.default_rng(0).standard_normal((5, 4), dtype=np.float32))
-    report = inspect(model, lambda m, x: jnp.sum(m(x) ** 2), x)
-    first = model.fc(x)
-    assert_output_stats(report, {"fc[0]": first, "fc[1]": model.fc(nnx.relu(first))})
-
-
-def test_nonfinite_values_are_reported_not_raised():
-    model = SmallCNN(rngs=nnx.Rngs(0))
-    x, y = image_batch()
-    report = inspect(model, cross_entropy, (x.at[0, 4, 4, 0].set(jnp.nan), y))
-
-    assert np.isnan(report.loss)
-    assert all(np.isnan(stats.grad_norm) for stats in report.params.values())
-    assert all(np.isnan(stats.ratio) for stats in report.params.values())  # a 0 weight too
-    assert all(int(stats.nonfinite) > 0 for stats in report.params.values())
-    assert np.isnan(report.outputs["conv1"].mean)
-    assert int(report.outputs["conv1"].nonfinite) == 9 * 8  # 3x3 neighbourhood, 8 channels
-    assert report.first_nonfinite_output() == "conv1"
-    frame = report.to_frame()
-    assert frame.loc[frame["kind"] == "param", "grad_norm"].isna().all()
-
-    kernel = model.conv2.kernel.get_value()
-    model.conv2.kernel.set_value(kernel.at[0, 0, 0, 0].set(jnp.inf))
-    report = inspect(model, cross_entropy, (x, y))
-    assert int(report.outputs["conv1"].nonfinite) == 0
-    assert report.first_nonfinite_output() == "conv2"
-    assert np.isinf(report.params["conv2.kernel"].weight_norm)
-    assert int(report.params["conv2.kernel"].nonfinite) >= 1
-
-
-def test_second_call_does_not_retrace():
+def test_second_call_does_not_recompile_and_the_model_is_unchanged():
     traces = []
 
-    def loss_fn(model, batch):  # the batch is a dict here: any pytree is passed through
-        traces.append(1)  # runs only while tracing
-        return dict_cross_entropy(model, batch)
-
-    def batch(seed):
-        x, y = vector_batch(seed=seed)
-        return {"x": x, "y": y}
-
-    model = BatchNormNet(rngs=nnx.Rngs(1))
-    first = inspect(model, loss_fn, batch(0))
-    x, y = vector_batch(seed=0)
-    np.testing.assert_allclose(first.loss, cross_entropy(nnx.clone(model), (x, y)), rtol=RTOL)
-    model.fc2.bias.set_value(model.fc2.bias.get_value() + 1.0)  # new values, same shapes
-    second = inspect(model, loss_fn, batch(1))  # new batch, same shapes
-    assert len(traces) == 1
-    assert float(first.loss) != float(second.loss)
-    model.eval()  # BatchNorm's mode is part of the graph: one new program
-    inspect(model, loss_fn, batch(2))
-    inspect(model, loss_fn, batch(3))
-    model.train()
-    inspect(model, loss_fn, batch(4))
-    assert len(traces) == 2
-
-
-def test_to_frame_rows_columns_and_values():
-    model = SmallCNN(rngs=nnx.Rngs(0))
-    report = inspect(model, cross_entropy, image_batch())
-    frame = report.to_frame()
-
-    assert isinstance(frame, pd.DataFrame)
-    assert list(frame.columns) == [
-        "kind",
-        "path",
-        "grad_norm",
-        "weight_norm",
-        "ratio",
-        "mean",
-        "std",
-        "dead_frac",
-        "nonfinite",
-        "loss",
-    ]
-    assert list(frame["kind"]) == ["param"] * 6 + ["output"] * 3
-    assert list(frame["path"]) == [*report.params, *report.outputs]
-    assert frame["nonfinite"].dtype == np.int64
-    params = frame[frame["kind"] == "param"].set_index("path")
-    outputs = frame[frame["kind"] == "output"].set_index("path")
-    for path, stats in report.params.items():
-        for field in ("grad_norm", "weight_norm", "ratio", "nonfinite"):
-            assert params.loc[path, field] == getattr(stats, field).item()
-    for path, stats in report.outputs.items():
-        for field in ("mean", "std", "dead_frac", "nonfinite"):
-            assert outputs.loc[path, field] == getattr(stats, field).item()
-    assert params[["mean", "std", "dead_frac"]].isna().all().all()
-    assert outputs[["grad_norm", "weight_norm", "ratio"]].isna().all().all()
-    assert (frame["loss"] == report.loss.item()).all()
-
-
-def test_report_is_a_pytree_of_scalars():
-    model = SmallCNN(rngs=nnx.Rngs(0))
-    report = jax.device_get(inspect(model, cross_entropy, image_batch()))  # cached program
-    leaves = jax.tree.leaves(report)
-    assert len(leaves) == 1 + 4 * len(report.params) + 4 * len(report.outputs)
-    assert all(np.shape(leaf) == () for leaf in leaves)
-
-
-class UnhashableLoss:
-    __hash__ = None
-
-    def __call__(self, model, batch):
+    def counting_loss(model, batch):
+        traces.append(1)
         return cross_entropy(model, batch)
 
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.fc = nnx.Linear(5, 6, kernel_init=numpy_normal(1), rngs=rngs)
+            self.bn = nnx.BatchNorm(6, rngs=rngs)
+            self.drop = nnx.Dropout(0.5, rngs=rngs)
+            self.out = nnx.Linear(6, 4, kernel_init=numpy_normal(2), rngs=rngs)
 
-def test_rejects_bad_arguments():
-    model = BatchNormNet(rngs=nnx.Rngs(1))
-    batch = vector_batch()
-    with pytest.raises(TypeError, match=r"nnx\.Module, got dict"):
-        inspect({"w": jnp.ones(3)}, cross_entropy, batch)
-    with pytest.raises(TypeError, match="loss_fn must be callable"):
-        inspect(model, "cross_entropy", batch)
-    with pytest.raises(TypeError, match=r"scalar, got an array of shape \(8, 4\)"):
+        def __call__(self, x):
+            return self.out(self.drop(nnx.relu(self.bn(self.fc(x)))))
+
+    def host(state):
+        return [
+            np.asarray(
+                jax.random.key_data(v) if jnp.issubdtype(v.dtype, jax.dtypes.prng_key) else v
+            )
+            for v in jax.tree.leaves(state)
+        ]
+
+    model = Net(nnx.Rngs(0))
+    before = host(nnx.state(model))
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((16, 5)), jnp.float32)
+    batch = (x, jnp.zeros((16,), jnp.int32))
+    first = inspect(model, counting_loss, batch)
+    count = len(traces)
+    other = jnp.asarray(np.random.default_rng(1).standard_normal((16, 5)), jnp.float32)
+    second = inspect(model, counting_loss, (other, batch[1]))
+    assert len(traces) == count  # cached: same shapes, same loss_fn object
+    assert float(first.loss) != float(second.loss)
+    for after, value in zip(host(nnx.state(model)), before, strict=True):
+        np.testing.assert_array_equal(after, value)
+    np.testing.assert_allclose(second.module("bn").out_mean, 0.0, atol=1e-6)  # batch stats
+
+
+# ----------------------------------------------------------------------------- a transformer
+
+
+class Block(nnx.Module):
+    def __init__(self, width, heads, rngs):
+        self.ln1 = nnx.LayerNorm(width, rngs=rngs)
+        self.attn = nnx.MultiHeadAttention(heads, width, decode=False, rngs=rngs)
+        self.ln2 = nnx.LayerNorm(width, rngs=rngs)
+        self.up = nnx.Linear(width, 2 * width, rngs=rngs)
+        self.down = nnx.Linear(2 * width, width, rngs=rngs)
+
+    def __call__(self, x):
+        x = x + self.attn(self.ln1(x))
+        return x + self.down(jax.nn.gelu(self.up(self.ln2(x))))
+
+
+class Transformer(nnx.Module):
+    """Pre-LN blocks stacked with nnx.vmap and applied with nnx.scan (flax's example 06)."""
+
+    def __init__(self, vocab=11, width=16, heads=2, depth=3, *, rngs):
+        self.embed = nnx.Embed(vocab, width, rngs=rngs)
+
+        @nnx.split_rngs(splits=depth)
+        @nnx.vmap(in_axes=(0,), out_axes=0)
+        def make(rngs):
+            return Block(width, heads, rngs)
+
+        self.blocks = make(rngs)
+        self.head = nnx.Linear(width, vocab, rngs=rngs)
+
+    def __call__(self, tokens):
+        x = self.embed(tokens)
+
+        @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
+        def body(x, block):
+            return block(x)
+
+        return self.head(body(x, self.blocks))
+
+
+def test_scanned_transformer_gives_one_row_per_layer_against_an_unrolled_reference():
+    depth = 3
+    model = Transformer(depth=depth, rngs=nnx.Rngs(0))
+    tokens = jax.random.randint(jax.random.key(0), (4, 6), 0, 11)
+    batch = (tokens, jnp.roll(tokens, 1, axis=1))
+    report = inspect(model, cross_entropy, batch)
+    sub = ["ln1", "attn", "attn.query", "attn.key", "attn.value", "attn.out", "ln2", "up", "down"]
+    expected_names = ["embed"]
+    for layer in range(depth):
+        expected_names += [f"blocks[{layer}].{name}" for name in sub]
+    assert report.module_names == (*expected_names, "head")
+    assert report.module_layers[1] == (0,)
+    assert report.module_layers[-2] == (depth - 1,)
+
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    block_graphdef, _block_state = nnx.split(model.blocks)
+
+    def unrolled(params, taps):
+        m = nnx.merge(graphdef, params, rest)
+        state = nnx.state(m.blocks)
+        record = {"in": [], "out": [], "attn": []}
+        x = m.embed(batch[0]) + taps["embed"]
+        for layer in range(depth):
+            b = nnx.merge(block_graphdef, jax.tree.map(lambda a, i=layer: a[i], state))
+            t = taps["blocks"][layer]
+            h = b.ln1(x)
+            record["in"].append(x)
+            record["out"].append(h)
+            h = h + t["ln1"]
+            q, k = b.attn.query(h), b.attn.key(h)
+            logits = jnp.einsum("bqhd,bkhd->bhqk", q / math.sqrt(q.shape[-1]), k)
+            weights = jax.nn.softmax(logits)
+            entropy = -jnp.sum(weights * jax.nn.log_softmax(logits), axis=-1).mean()
+            record["attn"].append((logits.max(), entropy))
+            a = b.attn(h)
+            record["in"].append(h)
+            record["out"].append(a)
+            x = x + a + t["attn"]
+            h2 = b.ln2(x)
+            record["in"].append(x)
+            record["out"].append(h2)
+            h2 = h2 + t["ln2"]
+            u = b.up(h2)
+            record["in"].append(h2)
+            record["out"].append(u)
+            u = u + t["up"]
+            d = b.down(jax.nn.gelu(u))
+            record["in"].append(jax.nn.gelu(u))
+            record["out"].append(d)
+            x = x + d + t["down"]
+        logits = m.head(x)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch[1]).mean()
+        return loss, record
+
+    zeros = jnp.zeros((4, 6, 16))
+    layer_taps = {"ln1": zeros, "attn": zeros, "ln2": zeros, "up": jnp.zeros((4, 6, 32))}
+    layer_taps["down"] = zeros
+    taps = {"embed": zeros, "blocks": [dict(layer_taps) for _ in range(depth)]}
+    (loss, record), (grads, tap_grads) = jax.value_and_grad(unrolled, argnums=(0, 1), has_aux=True)(
+        params, taps
+    )
+    np.testing.assert_allclose(report.loss, loss, rtol=RTOL)
+    position = 0
+    for layer in range(depth):
+        for name in ("ln1", "attn", "ln2", "up", "down"):
+            x, out = record["in"][position], record["out"][position]
+            position += 1
+            assert_row(report, f"blocks[{layer}].{name}", x, out, tap_grads["blocks"][layer][name])
+        max_logit, entropy = record["attn"][layer]
+        row = report.module(f"blocks[{layer}].attn")
+        np.testing.assert_allclose(row.attn_max_logit, max_logit, rtol=RTOL)
+        np.testing.assert_allclose(row.attn_entropy, entropy, rtol=RTOL)
+        assert row.attn_entropy <= math.log(6) + 1e-6  # at most uniform over 6 keys
+    assert np.isnan(report.module("blocks[0].ln1").attn_max_logit)
+    # per-layer parameter rows: the slices of the stacked parameters
+    flat_grads, flat_weights = dict(nnx.to_flat_state(grads)), dict(nnx.to_flat_state(params))
+    for layer in range(depth):
+        path = ("blocks", "up", "kernel")
+        row = report.param(f"blocks[{layer}].up.kernel")
+        np.testing.assert_allclose(
+            row.grad_norm, np.linalg.norm(np.asarray(flat_grads[path][...][layer])), rtol=RTOL
+        )
+        np.testing.assert_allclose(
+            row.weight_norm, np.linalg.norm(np.asarray(flat_weights[path][...][layer])), rtol=RTOL
+        )
+    names = report.param_names
+    assert names[0] == "embed.embedding"
+    assert names[-1] == "head.kernel"
+    assert names.index("blocks[0].down.kernel") < names.index("blocks[1].ln1.bias")
+
+
+def test_attention_statistics_with_a_causal_mask_against_a_manual_softmax():
+    attention = nnx.MultiHeadAttention(2, 8, decode=False, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(1), (3, 5, 8)) * 3
+    mask = nnx.make_causal_mask(jnp.ones((3, 5)))
+
+    def loss(model, x):
+        return jnp.mean(model(x, mask=mask) ** 2)
+
+    report = inspect(attention, loss, x)
+    q, k = attention.query(x), attention.key(x)
+    logits = np.asarray(jnp.einsum("bqhd,bkhd->bhqk", q / math.sqrt(4), k), np.float64)
+    valid = np.broadcast_to(np.asarray(mask, bool), logits.shape)
+    masked = np.where(valid, logits, -np.inf)
+    weights = np.exp(masked - masked.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        entropy = -np.nansum(np.where(valid, weights * np.log(weights), 0), axis=-1).mean()
+    row = report.module("")
+    np.testing.assert_allclose(row.attn_max_logit, masked.max(), rtol=RTOL)
+    np.testing.assert_allclose(row.attn_entropy, entropy, rtol=1e-4)
+    np.testing.assert_allclose(report.loss, loss(attention, x), rtol=RTOL)
+
+
+# ----------------------------------------------------------------------------- an RNN
+
+
+class ScannedRNN(nnx.Module):
+    def __init__(self, rngs):
+        self.cell = nnx.SimpleCell(3, 5, rngs=rngs)
+        self.head = nnx.Linear(5, 2, rngs=rngs)
+
+    def __call__(self, x):
+        @nnx.scan(in_axes=(nnx.Carry, None, 1), out_axes=(nnx.Carry, 1))
+        def step(carry, cell, x_t):
+            return cell(carry, x_t)
+
+        carry, _ = step(jnp.zeros((x.shape[0], 5)), self.cell, x)
+        return self.head(carry)
+
+
+def test_rnn_scanned_over_time_gives_one_row_per_step():
+    steps = 6
+    model = ScannedRNN(nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(1), (4, steps, 3))
+
+    def loss(model, x):
+        return jnp.mean(model(x) ** 2)
+
+    report = inspect(model, loss, x)
+    expected = []
+    for t in range(steps):
+        expected += [f"cell.dense_i[{t}]", f"cell.dense_h[{t}]"]
+    assert report.module_names == (*expected, "head")
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def unrolled(params, taps):
+        m = nnx.merge(graphdef, params, rest)
+        h = jnp.zeros((4, 5))
+        record = []
+        for t in range(steps):
+            xi = m.cell.dense_i(x[:, t])
+            hh = m.cell.dense_h(h)
+            record.append(((x[:, t], xi), (h, hh)))
+            h = jnp.tanh(xi + taps[t][0] + hh + taps[t][1])
+        return jnp.mean(m.head(h) ** 2), record
+
+    taps = [(jnp.zeros((4, 5)), jnp.zeros((4, 5))) for _ in range(steps)]
+    (value, record), (grads, tap_grads) = jax.value_and_grad(
+        unrolled, argnums=(0, 1), has_aux=True
+    )(params, taps)
+    np.testing.assert_allclose(report.loss, value, rtol=RTOL)
+    for t in range(steps):
+        (xi_in, xi), (h_in, hh) = record[t]
+        assert_row(report, f"cell.dense_i[{t}]", xi_in, xi, tap_grads[t][0])
+        if t > 0:  # the first step's recurrent input is all zero: its std is 0
+            assert_row(report, f"cell.dense_h[{t}]", h_in, hh, tap_grads[t][1])
+    # gradients through time shrink towards the first step
+    assert (
+        report.module("cell.dense_i[0]").out_grad_norm
+        < report.module(f"cell.dense_i[{steps - 1}]").out_grad_norm
+    )
+    flat = dict(nnx.to_flat_state(grads))
+    np.testing.assert_allclose(
+        report.param("cell.dense_h.kernel").grad_norm,
+        np.linalg.norm(np.asarray(flat[("cell", "dense_h", "kernel")][...])),
+        rtol=RTOL,
+    )
+
+
+# ----------------------------------------------------------------------------- jaxgrad's MLP
+
+
+@pytest.mark.parametrize("norm", [None, "layer"])
+def test_inspect_agrees_with_probe_on_jaxgrads_mlp(norm):
+    depth = 5
+    model = nn.MLP(12, 16, depth, 3, activation="tanh", norm=norm, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(0), (8, 12))
+    loss_fn = jaxgrad.random_projection_loss(jax.random.key(1))
+
+    def loss(model, x):
+        return loss_fn(model(x))
+
+    report = inspect(model, loss, x)
+    stats = jaxgrad.probe(model, x, lambda out, y: loss_fn(out))
+    blocks = [f"blocks[{i}]" for i in range(depth)]
+    get = lambda field, names: np.array([getattr(report.module(n), field) for n in names])
+    np.testing.assert_allclose(get("out_std", blocks), stats.act_std, rtol=1e-5)
+    np.testing.assert_allclose(get("out_grad_norm", blocks), stats.act_grad_norm, rtol=1e-5)
+    pre = [f"blocks[{i}].norm" if norm else f"blocks[{i}].linear" for i in range(depth)]
+    np.testing.assert_allclose(get("out_std", pre), stats.pre_std, rtol=1e-5)
+    kernels = [report.param(f"blocks[{i}].linear.kernel") for i in range(depth)]
+    np.testing.assert_allclose([k.grad_norm for k in kernels], stats.grad_norm, rtol=1e-5)
+    np.testing.assert_allclose([k.weight_norm for k in kernels], stats.weight_norm, rtol=1e-6)
+    # saturation of layer l's activation is read where layer l + 1 (or the readout) takes it
+    receivers = [*blocks[1:], "readout"]
+    np.testing.assert_allclose(get("saturated_frac", receivers), stats.saturated_frac, atol=1e-6)
+    assert report.activation == "tanh"
+
+
+# ----------------------------------------------------------------------------- non-finite
+
+
+class Chain(nnx.Module):
+    def __init__(self, rngs):
+        self.l1 = nnx.Linear(4, 4, kernel_init=numpy_normal(1), rngs=rngs)
+        self.l2 = nnx.Linear(4, 4, kernel_init=numpy_normal(2), rngs=rngs)
+        self.l3 = nnx.Linear(4, 2, kernel_init=numpy_normal(3), rngs=rngs)
+
+    def __call__(self, x):
+        return self.l3(jnp.sqrt(jnp.abs(self.l2(self.l1(x))) * 0.0))
+
+
+def test_first_nonfinite_module_forward_and_backward():
+    """sqrt(0) is finite forward and infinite backward: dL/d(l2's output) is the first
+    non-finite gradient going back from the loss; l3's is finite."""
+    model = Chain(nnx.Rngs(0))
+    x = jnp.ones((3, 4))
+    report = inspect(model, lambda m, x: jnp.sum(m(x)), x)
+    assert report.first_nonfinite_forward is None
+    assert report.first_nonfinite_backward == "l2"
+    assert int(report.module("l3").nonfinite_grad) == 0
+    model.l1.kernel.set_value(jnp.full((4, 4), 1e30))
+    blown = inspect(model, lambda m, x: jnp.sum(m(jnp.full((3, 4), 1e10))), x)
+    assert blown.first_nonfinite_forward == "l1"  # its output overflows float32
+    assert int(blown.module("l1").nonfinite_in) == 0
+    assert int(blown.module("l1").nonfinite_out) == 12
+
+
+# ----------------------------------------------------------------------------- options
+
+
+def test_module_selection_types_paths_and_errors():
+    model = CNN(depth=2, rngs=nnx.Rngs(0))
+    batch = image_batch()
+    only_convs = inspect(model, cross_entropy, batch, modules=nnx.Conv)
+    assert only_convs.module_names == ("stem", "convs.0", "convs.1")
+    chosen = inspect(model, cross_entropy, batch, modules=("head", "convs.1"))
+    assert chosen.module_names == ("convs.1", "head")
+    full = inspect(model, cross_entropy, batch)
+    np.testing.assert_array_equal(
+        chosen.module("head").out_grad_norm, full.module("head").out_grad_norm
+    )
+    assert inspect(model, cross_entropy, batch, modules=()).module_names == ()
+    with pytest.raises(ValueError, match=r"unknown module path\(s\) \['convs.7'\]"):
+        inspect(model, cross_entropy, batch, modules=("convs.7",))
+    with pytest.raises(TypeError, match="each entry of modules must be a module path"):
+        inspect(model, cross_entropy, batch, modules=("head", 3))
+    with pytest.raises(TypeError, match="model must be an nnx.Module, got function"):
+        inspect(cross_entropy, cross_entropy, batch)
+    with pytest.raises(TypeError, match="loss_fn must return a real scalar"):
         inspect(model, lambda m, b: m(b[0]), batch)
-    with pytest.raises(TypeError, match="hashable"):
-        inspect(model, UnhashableLoss(), batch)
-    with pytest.raises(TypeError, match="sequence"):
-        inspect(model, cross_entropy, batch, modules=5)
+    with pytest.raises(ValueError, match="saturation_threshold must be a finite number >= 0"):
+        inspect(model, cross_entropy, batch, saturation_threshold=-1.0)
+    with pytest.raises(ValueError, match="unknown activation 'relux'"):
+        inspect(model, cross_entropy, batch, activation="relux")
+    assert nnx.MultiHeadAttention in DEFAULT_TYPES
+
+
+def test_report_is_a_pytree_with_frames_and_a_readable_repr():
+    model = CNN(depth=1, rngs=nnx.Rngs(0))
+    report = inspect(model, cross_entropy, image_batch())
+    assert isinstance(report, ModelReport)
+    leaves = jax.tree.leaves(report)
+    assert all(isinstance(leaf, jax.Array) for leaf in leaves)
+    frame = report.to_frame()
+    assert list(frame["kind"].unique()) == ["module", "param"]
+    assert frame.attrs["loss"] == pytest.approx(float(report.loss))
+    assert "loss" not in frame.columns
+    modules = report.module_frame()
+    assert list(modules["name"]) == ["stem", "convs.0", "head"]
+    text = repr(report)
+    assert "stem" in text
+    assert "forward order" in text
+    with pytest.raises(KeyError, match="no row 'nowhere'"):
+        report.module("nowhere")

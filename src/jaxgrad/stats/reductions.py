@@ -327,3 +327,10 @@ def saturated_fraction(derivatives: ArrayLike, threshold: float) -> jax.Array:
     derivatives = jnp.asarray(derivatives)
     dtype = accumulation_dtype(derivatives.dtype)
     return jnp.mean((jnp.abs(derivatives) < threshold).astype(dtype))
+
+
+SATURATION_THRESHOLD = 0.01
+"""A unit is saturated when |phi'| at its pre-activation is below this (tanh: |z| > 3.0,
+|tanh(z)| > 0.995; sigmoid: |z| > 4.6). Glorot and Bengio 2010 saw sigmoid units of the
+last hidden layer sit at 0 for most of training, where the derivative is near 0.25 * 0 and
+the gradient vanishes."""

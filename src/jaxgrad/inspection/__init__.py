@@ -1,0 +1,665 @@
+"""Per-layer health of any Flax NNX model on one batch, in forward order: `inspect`.
+
+`inspect(model, loss_fn, batch)` runs one compiled program: the loss, its gradient with
+respect to every `nnx.Param`, and, for every recorded module call, the statistics of the
+call's input and output, the dead and saturated fractions of its input, the norm of
+dL/d(output) and, for attention, the largest logit and the attention entropy. It returns a
+`ModelReport` whose rows are in forward order (the order in which the calls started), one
+row per layer for layers stacked on a leading axis and applied with `jax.lax.scan` or
+`nnx.scan`; `to_frame()` gives the pandas view and `jaxgrad.diagnose(report)` the verdict.
+
+How it sees inside without changing the model's code: `jaxgrad.inspection.capture` (module
+calls are wrapped while tracing, `jax.lax.scan` carries per-layer records out, and a zero
+tap added to each recorded output gives dL/d(output) from the same backward pass).
+
+Cost: one forward and one backward pass, plus reductions over each recorded input and output
+(a few passes over the activations, no extra matrix product; attention logits are reused).
+`benchmarks/inspect_speed.py` measures it against a plain jitted `nnx.value_and_grad` of the
+same model and batch. For jaxgrad's own MLP, `jaxgrad.probe` is the faster path (it never
+forms a weight gradient).
+
+The model is never mutated: the report is computed on a copy (`nnx.merge` of its state). A
+BatchNorm in training mode normalizes with the batch's statistics, as in training, and the
+running averages it would update are discarded, as are advanced RNG counters (dropout draws
+the same mask on every call). In evaluation mode (`model.eval()`) the running averages are
+used.
+
+Example:
+    >>> import jax, jax.numpy as jnp, optax
+    >>> from flax import nnx
+    >>> from jaxgrad import inspect
+    >>> class CNN(nnx.Module):
+    ...     def __init__(self, rngs):
+    ...         self.conv1 = nnx.Conv(1, 8, (3, 3), rngs=rngs)
+    ...         self.conv2 = nnx.Conv(8, 8, (3, 3), rngs=rngs)
+    ...         self.head = nnx.Linear(8, 10, rngs=rngs)
+    ...     def __call__(self, x):
+    ...         x = jax.nn.relu(self.conv1(x))
+    ...         x = jax.nn.relu(self.conv2(x))
+    ...         return self.head(x.mean(axis=(1, 2)))
+    >>> def loss_fn(model, batch):
+    ...     x, y = batch
+    ...     return optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
+    >>> batch = (jnp.ones((4, 8, 8, 1)), jnp.zeros((4,), jnp.int32))
+    >>> report = inspect(CNN(nnx.Rngs(0)), loss_fn, batch, activation="relu")
+    >>> report.module_names
+    ('conv1', 'conv2', 'head')
+    >>> report.param_names[:2]
+    ('conv1.bias', 'conv1.kernel')
+
+References:
+    Glorot and Bengio 2010, "Understanding the difficulty of training deep feedforward neural
+    networks" (per-layer activation and gradient statistics). You et al. 2017, "Large Batch
+    Training of Convolutional Networks" (the ratio of gradient norm to weight norm). Lu et al.
+    2020, "Dying ReLU and Initialization: Theory and Numerical Examples" (dead units).
+    Wortsman et al. 2023, "Small-scale proxies for large-scale Transformer training
+    instabilities" (attention-logit growth).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxgrad import activations as _act
+from jaxgrad import nn as _nn
+from jaxgrad import stats as _stats
+from jaxgrad.inspection import capture as _capture
+from jaxgrad.inspection.capture import on_call_outputs as on_call_outputs
+from jaxgrad.inspection.capture import path_str as _path_str
+from jaxgrad.stats.reductions import SATURATION_THRESHOLD
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+DEFAULT_TYPES: tuple[type[nnx.Module], ...] = (
+    nnx.MultiHeadAttention,
+    _nn.Block,
+    _nn.ResidualBlock,
+    _nn.PReLU,
+    _nn.RReLU,
+)
+"""Module types recorded by default besides every module that owns an `nnx.Param` itself
+(Linear, LinearGeneral, Conv, ConvTranspose, Embed, LayerNorm, BatchNorm, RMSNorm, ...):
+attention (for its logits and entropy) and jaxgrad's own blocks and activations."""
+
+
+class LossFn(Protocol):
+    """The contract of `inspect`'s `loss_fn`: `loss_fn(model, batch) -> scalar`.
+
+    It is called with a copy of the model (same graph, same values) and the batch exactly as
+    given to `inspect` (any pytree, e.g. `(x, y)`), under `jax.jit`: it must be traceable and
+    return a real scalar array. Calling modules in it is all it takes for them to be
+    recorded; it must not return or keep the model's arrays.
+    """
+
+    def __call__(self, model: Any, batch: Any) -> jax.Array: ...
+
+
+# ----------------------------------------------------------------------------- results
+
+
+class ModuleStats(NamedTuple):
+    """Statistics of every recorded call, one entry per row (arrays of shape (rows,)).
+
+    Attributes:
+        in_mean, in_std, in_rms, in_max_abs: of the call's input (its first array argument).
+        out_mean, out_std, out_rms, out_max_abs: of its output.
+        out_grad_norm: ||dL/d(output)|| over the whole batch.
+        dead_frac: fraction of the input's units (last axis) that are zero on the whole
+            batch: in the `act(layer(x))` style, the dead units of the activation before.
+        saturated_frac: fraction of the input's values where the activation's derivative,
+            read off its value, is below the threshold (`stats.SATURATION_THRESHOLD`); nan
+            where the activation is not known or cannot be read off its output (see
+            `activations.derivative_from_output`). The first row's input is the data.
+        attn_max_logit, attn_entropy: for attention modules, the largest attention logit and
+            the mean entropy of the attention rows in nats (log(keys) is uniform attention);
+            nan for the others.
+        nonfinite_in, nonfinite_out, nonfinite_grad: counts of inf and nan entries in the
+            input, the output and dL/d(output).
+    """
+
+    in_mean: jax.Array
+    in_std: jax.Array
+    in_rms: jax.Array
+    in_max_abs: jax.Array
+    out_mean: jax.Array
+    out_std: jax.Array
+    out_rms: jax.Array
+    out_max_abs: jax.Array
+    out_grad_norm: jax.Array
+    dead_frac: jax.Array
+    saturated_frac: jax.Array
+    attn_max_logit: jax.Array
+    attn_entropy: jax.Array
+    nonfinite_in: jax.Array
+    nonfinite_out: jax.Array
+    nonfinite_grad: jax.Array
+
+
+class ParamStats(NamedTuple):
+    """Statistics of every parameter (every layer's slice of a stacked one), arrays of shape
+    (params,).
+
+    Attributes:
+        grad_norm: ||dL/dW||.
+        weight_norm: ||W||.
+        ratio: grad_norm / weight_norm, the relative change a step of learning rate 1 would
+            make (You et al. 2017); nan where the weight is zero (a zero-initialized bias),
+            the documented marker for "no scale to compare with".
+        nonfinite: count of inf and nan entries in the gradient and the weight.
+    """
+
+    grad_norm: jax.Array
+    weight_norm: jax.Array
+    ratio: jax.Array
+    nonfinite: jax.Array
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class ModelReport:
+    """The result of `inspect`: arrays in forward order, with their names (a pytree: it
+    jits, vmaps and `device_get`s; the names are static).
+
+    Attributes:
+        loss: the value of `loss_fn(model, batch)`.
+        modules: `ModuleStats`, one entry per recorded call.
+        params: `ParamStats`, one entry per parameter, or per layer of a stacked one.
+        module_names: the calls' names: the module path ("conv1"), "[i]" after the stack
+            for layer i of a stack ("blocks[3].linear"), "[k]" at the end for the k-th call
+            of a module called several times.
+        module_types: the class name of each call's module.
+        module_layers: each call's index in its scans (() outside any scan).
+        param_names: the parameters' paths ("blocks[3].linear.kernel" for a layer's slice).
+        param_modules: the name of the row (module call) each parameter belongs to, or ""
+            when its module was not recorded.
+        activation: the activation behind the saturated fractions, or None.
+    """
+
+    loss: jax.Array
+    modules: ModuleStats
+    params: ParamStats
+    module_names: tuple[str, ...] = dataclasses.field(metadata={"static": True})
+    module_types: tuple[str, ...] = dataclasses.field(metadata={"static": True})
+    module_layers: tuple[tuple[int, ...], ...] = dataclasses.field(metadata={"static": True})
+    param_names: tuple[str, ...] = dataclasses.field(metadata={"static": True})
+    param_modules: tuple[str, ...] = dataclasses.field(metadata={"static": True})
+    activation: str | None = dataclasses.field(metadata={"static": True})
+
+    def module(self, name: str) -> ModuleStats:
+        """The statistics of one call, by name (scalars)."""
+        return jax.tree.map(lambda a: a[self._index(self.module_names, name)], self.modules)
+
+    def param(self, name: str) -> ParamStats:
+        """The statistics of one parameter (or layer slice), by name (scalars)."""
+        return jax.tree.map(lambda a: a[self._index(self.param_names, name)], self.params)
+
+    @staticmethod
+    def _index(names: tuple[str, ...], name: str) -> int:
+        try:
+            return names.index(name)
+        except ValueError:
+            raise KeyError(f"no row {name!r}; the rows are {list(names)}") from None
+
+    @property
+    def first_nonfinite_forward(self) -> str | None:
+        """The first call, in forward order, whose input or output holds an inf or a nan."""
+        bad = np.asarray(self.modules.nonfinite_in) + np.asarray(self.modules.nonfinite_out)
+        hits = np.flatnonzero(bad > 0)
+        return self.module_names[hits[0]] if hits.size else None
+
+    @property
+    def first_nonfinite_backward(self) -> str | None:
+        """The first call, in backward order (from the loss towards the input), whose
+        dL/d(output) holds an inf or a nan: where the backward pass went non-finite."""
+        hits = np.flatnonzero(np.asarray(self.modules.nonfinite_grad) > 0)
+        return self.module_names[hits[-1]] if hits.size else None
+
+    def module_frame(self) -> pd.DataFrame:
+        """One row per recorded call, in forward order: `name`, `type`, `layer` (index in
+        its stack, -1 outside any), then every `ModuleStats` field."""
+        import pandas as pd  # the pandas view lives at the edge
+
+        host = jax.device_get(self.modules)
+        columns: dict[str, Any] = {
+            "name": list(self.module_names),
+            "type": list(self.module_types),
+            "layer": [layer[-1] if layer else -1 for layer in self.module_layers],
+        }
+        columns |= {name: np.asarray(value) for name, value in host._asdict().items()}
+        return pd.DataFrame(columns)
+
+    def param_frame(self) -> pd.DataFrame:
+        """One row per parameter (or layer slice), in forward order: `name`, `module`, then
+        every `ParamStats` field."""
+        import pandas as pd
+
+        host = jax.device_get(self.params)
+        columns: dict[str, Any] = {"name": list(self.param_names)}
+        columns["module"] = list(self.param_modules)
+        columns |= {name: np.asarray(value) for name, value in host._asdict().items()}
+        return pd.DataFrame(columns)
+
+    def to_frame(self) -> pd.DataFrame:
+        """Both views as one tidy table: the module rows then the parameter rows, with a
+        `kind` column ("module" or "param"); a column that does not apply to a row's kind
+        is nan. The loss is in `frame.attrs["loss"]`, not in every row."""
+        import pandas as pd
+
+        modules = self.module_frame().assign(kind="module")
+        params = self.param_frame().assign(kind="param")
+        frame = pd.concat([modules, params], ignore_index=True)
+        frame = frame[["kind", *[c for c in frame.columns if c != "kind"]]]
+        frame.attrs["loss"] = float(self.loss)
+        return frame
+
+    def __repr__(self) -> str:
+        host = jax.device_get(self)
+        lines = [
+            f"ModelReport: loss {float(host.loss):.4g}, {len(self.module_names)} calls, "
+            f"{len(self.param_names)} parameters (forward order)"
+        ]
+        modules = host.modules
+        width = max([len(n) for n in self.module_names] + [4])
+        lines.append(f"  {'call':<{width}}  {'in std':>9} {'out std':>9} {'dL/dout':>9}")
+        for index, name in enumerate(self.module_names):
+            lines.append(
+                f"  {name:<{width}}  {float(modules.in_std[index]):9.3g} "
+                f"{float(modules.out_std[index]):9.3g} {float(modules.out_grad_norm[index]):9.3g}"
+            )
+        forward, backward = self.first_nonfinite_forward, self.first_nonfinite_backward
+        if forward or backward:
+            lines.append(f"  first non-finite: forward {forward}, backward {backward}")
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+@dataclasses.dataclass(frozen=True)
+class _Spec:
+    """What `inspect` records: hashable, a static argument of the compiled program."""
+
+    paths: tuple[str, ...]
+    types: tuple[type, ...]
+    default: bool
+    classes: tuple[type, ...]
+    activation: Any
+    threshold: float
+
+    def select(self, module: nnx.Module, path: str) -> bool:
+        if path in self.paths or (self.types and isinstance(module, self.types)):
+            return True
+        return self.default and (isinstance(module, DEFAULT_TYPES) or _owns_params(module))
+
+
+def _owns_params(module: nnx.Module) -> bool:
+    return any(isinstance(value, nnx.Param) for value in vars(module).values())
+
+
+def _spec(model, modules, activation, threshold) -> _Spec:
+    if modules is None:
+        entries: tuple[Any, ...] = ()
+    elif isinstance(modules, str | type):
+        entries = (modules,)
+    elif isinstance(modules, Sequence):
+        entries = tuple(modules)
+    else:
+        raise TypeError(
+            "modules must be None, a module path, an nnx.Module subclass or a sequence of "
+            f"them, got {modules!r}"
+        )
+    types, names = [], []
+    for entry in entries:
+        if isinstance(entry, str):
+            names.append(entry)
+        elif isinstance(entry, type) and issubclass(entry, nnx.Module):
+            types.append(entry)
+        else:
+            raise TypeError(
+                "each entry of modules must be a module path such as 'conv1' or an "
+                f"nnx.Module subclass such as nnx.Linear, got {entry!r}"
+            )
+    by_path = {_path_str(path): module for path, module in nnx.iter_modules(model)}
+    unknown = [name for name in names if name not in by_path]
+    if unknown:
+        valid = [path for path, module in by_path.items() if callable(module)]
+        raise ValueError(
+            f"unknown module path(s) {unknown} in modules; valid paths (callable modules) are "
+            f"{valid} ('' is the model itself)"
+        )
+    for name in names:
+        if not callable(by_path[name]):
+            raise TypeError(
+                f"module {name!r} ({type(by_path[name]).__name__}) has no __call__, "
+                "so it has no output to report"
+            )
+    spec = _Spec(tuple(dict.fromkeys(names)), tuple(types), modules is None, (), None, threshold)
+    classes = {type(m) for path, m in by_path.items() if callable(m) and spec.select(m, path)}
+    if activation is None:
+        activation = getattr(model, "activation_name", None)
+    elif not (isinstance(activation, str) or callable(activation)):
+        raise TypeError(f"activation must be a name, a callable or None, got {activation!r}")
+    elif isinstance(activation, str):
+        _act.resolve(activation)  # an unknown name is refused here
+    order = sorted(classes, key=lambda cls: (cls.__module__, cls.__qualname__))
+    return dataclasses.replace(spec, classes=tuple(order), activation=activation)
+
+
+# ----------------------------------------------------------------------------- inspect
+
+
+def inspect(
+    model: nnx.Module,
+    loss_fn: LossFn,
+    batch: Any,
+    *,
+    modules: Sequence[str | type[nnx.Module]] | str | type[nnx.Module] | None = None,
+    activation: str | Callable[[jax.Array], jax.Array] | None = None,
+    saturation_threshold: float = SATURATION_THRESHOLD,
+) -> ModelReport:
+    """Per-layer statistics of any NNX model on one batch, in forward order, in one program.
+
+    One jitted call computes the loss, its gradient with respect to every `nnx.Param`, and
+    the statistics of every recorded call (see `ModuleStats`), including calls made inside
+    `jax.lax.scan` / `nnx.scan` (one row per layer of a stack). The compiled program is
+    cached on the model's structure (its `nnx.GraphDef`, modes such as `model.eval()`
+    included), the `loss_fn` object and the options: a second call with arrays of the same
+    shapes and dtypes and the same `loss_fn` object does not recompile (a fresh `lambda` each
+    call does). The model is not changed. Inf and nan never raise: they are counted, and
+    `first_nonfinite_forward` / `first_nonfinite_backward` say where they began.
+
+    Args:
+        model: the `nnx.Module` to inspect.
+        loss_fn: `loss_fn(model, batch) -> scalar` (see `LossFn`), defined once.
+        batch: any pytree of arrays, passed to `loss_fn` unchanged.
+        modules: which calls to record. None (default): every module that owns an
+            `nnx.Param` itself, and `DEFAULT_TYPES` (attention, jaxgrad's blocks). Otherwise
+            a module type, a module path such as `"conv1"` or `"blocks.linear"` (a stacked
+            module's path records every layer), or a sequence of them; `()` records none.
+        activation: the network's activation (a name or a function from
+            `jaxgrad.activations.get`), for the saturated fraction of each input; default:
+            the model's `activation_name` (jaxgrad's models), else unknown (nan).
+        saturation_threshold: |phi'| below this counts as saturated, >= 0.
+
+    Returns:
+        A `ModelReport`.
+
+    Raises:
+        TypeError: if `model` is not an `nnx.Module`, `loss_fn` is not a hashable callable,
+            an entry of `modules` is neither a path nor an `nnx.Module` subclass, or
+            `loss_fn` does not return a scalar.
+        ValueError: if a path in `modules` names no module of `model` (the message lists the
+            valid paths), or names a module that `loss_fn` never calls.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> report = inspect(nnx.Linear(3, 2, rngs=nnx.Rngs(0)),
+        ...                  lambda m, x: jnp.mean(m(x) ** 2), jnp.ones((5, 3)))
+        >>> report.module_names, report.param_names
+        (('',), ('bias', 'kernel'))
+    """
+    if not isinstance(model, nnx.Module):
+        raise TypeError(f"model must be an nnx.Module, got {type(model).__name__}")
+    if not callable(loss_fn):
+        raise TypeError(
+            f"loss_fn must be callable as loss_fn(model, batch) -> scalar, got {loss_fn!r}"
+        )
+    try:
+        hash(loss_fn)
+    except TypeError:
+        raise TypeError(
+            f"loss_fn must be hashable (it keys the compiled program), got {loss_fn!r}; "
+            "pass a function or a functools.partial"
+        ) from None
+    threshold = _nonnegative("saturation_threshold", saturation_threshold)
+    spec = _spec(model, modules, activation, threshold)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    return _inspect_jit(graphdef, loss_fn, spec, params, rest, batch)
+
+
+def _nonnegative(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+# ----------------------------------------------------------------------------- the program
+
+
+def _run(graphdef, loss_fn, spec: _Spec, rest, batch, params, taps):
+    """loss_fn on a copy of the model, recording; (loss, (records, layout))."""
+    model = nnx.merge(graphdef, params, rest, copy=True)
+    dphi = None if spec.activation is None else _act.derivative_from_output(spec.activation)
+    capture = _capture.Capture(model, spec.select, taps, dphi, spec.threshold)
+    with capture.active_on(set(spec.classes)):
+        loss = loss_fn(model, batch)
+    loss = jnp.asarray(loss)
+    if loss.shape != () or not jnp.issubdtype(loss.dtype, jnp.floating):
+        raise TypeError(
+            f"loss_fn must return a real scalar, got an array of shape {loss.shape} and dtype "
+            f"{loss.dtype}; reduce it, e.g. with .mean()"
+        )
+    return loss, capture.records, capture.layout
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _inspect_jit(graphdef, loss_fn, spec: _Spec, params, rest, batch) -> ModelReport:
+    # A first, abstract pass learns what is recorded (the layout and the outputs' shapes),
+    # so that the zero taps can be made; the second pass records and differentiates.
+    learned = {}
+
+    def plan(params):
+        loss, _records, layout = _run(graphdef, loss_fn, spec, rest, batch, params, None)
+        learned["layout"] = layout
+        return loss
+
+    jax.eval_shape(plan, params)
+    layout = learned["layout"]
+    _check_named_paths_called(spec, layout)
+    taps = _capture.tap_structure(layout)
+
+    def loss_of(params, taps):
+        loss, records, traced = _run(graphdef, loss_fn, spec, rest, batch, params, taps)
+        if traced != layout:
+            raise RuntimeError("loss_fn recorded different calls in two traces of it")
+        return loss, records
+
+    (loss, records), (param_grads, tap_grads) = jax.value_and_grad(
+        loss_of, argnums=(0, 1), has_aux=True
+    )(params, taps)
+    rows = _capture.rows(layout)
+    modules = _module_stats(layout, rows, records, tap_grads)
+    param_rows, param_stats = _param_stats(layout, rows, params, param_grads)
+    return ModelReport(
+        loss=loss,
+        modules=modules,
+        params=param_stats,
+        module_names=tuple(row.name for row in rows),
+        module_types=tuple(row.module_type for row in rows),
+        module_layers=tuple(row.layer for row in rows),
+        param_names=tuple(name for name, _ in param_rows),
+        param_modules=tuple(owner for _, owner in param_rows),
+        activation=None if spec.activation is None else _act.name_of(spec.activation),
+    )
+
+
+def _check_named_paths_called(spec: _Spec, layout) -> None:
+    called = {row.path for row in _capture.rows(layout)}
+    never = [path for path in spec.paths if path not in called]
+    if never:
+        raise ValueError(
+            f"module(s) {never} named in modules were never called by loss_fn, so they have "
+            "no statistics to report"
+        )
+
+
+def _sites(layout, keys=(), leading=()):
+    """Every site with where it sits and its stacked leading shape, in layout order."""
+    out = []
+    for entry in layout:
+        if isinstance(entry, _capture.Site):
+            out.append(((*keys, entry.key), leading))
+        else:
+            out += _sites(entry.layout, (*keys, entry.key), (*leading, entry.length))
+    return out
+
+
+def _get(tree, keys):
+    for key in keys:
+        tree = tree[key]
+    return tree
+
+
+def _module_stats(layout, rows, records, tap_grads) -> ModuleStats:
+    """Gather every site's stacked record into one entry per row, in row order (a static
+    permutation of the sites' entries laid end to end: compile time is flat in depth)."""
+    sites = _sites(layout)
+    offsets, total = {}, 0
+    for keys, leading in sites:
+        offsets[keys] = total
+        total += math.prod(leading)
+    order = np.array(
+        [
+            offsets[row.keys]
+            + (np.ravel_multi_index(row.layer, dict(sites)[row.keys]) if row.layer else 0)
+            for row in rows
+        ],
+        dtype=np.int32,
+    )
+
+    def laid_out(per_site):
+        flat = jnp.concatenate(
+            [jnp.reshape(per_site(keys, leading), (-1,)) for keys, leading in sites]
+        )
+        return flat[order]
+
+    def field(get):
+        return laid_out(lambda keys, leading: get(_get(records, keys)))
+
+    def grad_norm(keys, leading):
+        grad = _get(tap_grads, keys)
+        return _stats.norm(grad, axis=tuple(range(len(leading), grad.ndim)))
+
+    def grad_nonfinite(keys, leading):
+        grad = _get(tap_grads, keys)
+        axes = tuple(range(len(leading), grad.ndim))
+        return jnp.sum(~jnp.isfinite(grad), axis=axes, dtype=jnp.int32)
+
+    if not sites:
+        empty = jnp.zeros((0,), jnp.float32)
+        return ModuleStats(*([empty] * 13), *([jnp.zeros((0,), jnp.int32)] * 3))
+    return ModuleStats(
+        in_mean=field(lambda r: r.input.mean),
+        in_std=field(lambda r: r.input.std),
+        in_rms=field(lambda r: r.input.rms),
+        in_max_abs=field(lambda r: r.input.max_abs),
+        out_mean=field(lambda r: r.output.mean),
+        out_std=field(lambda r: r.output.std),
+        out_rms=field(lambda r: r.output.rms),
+        out_max_abs=field(lambda r: r.output.max_abs),
+        out_grad_norm=laid_out(grad_norm),
+        dead_frac=field(lambda r: r.dead_frac),
+        saturated_frac=field(lambda r: r.saturated_frac),
+        attn_max_logit=field(lambda r: r.attn_max_logit),
+        attn_entropy=field(lambda r: r.attn_entropy),
+        nonfinite_in=field(lambda r: r.input.nonfinite),
+        nonfinite_out=field(lambda r: r.output.nonfinite),
+        nonfinite_grad=laid_out(grad_nonfinite),
+    )
+
+
+def _param_stats(layout, rows, params, grads) -> tuple[list[tuple[str, str]], ParamStats]:
+    """One entry per parameter, or per layer of a parameter stacked by a top-level scan,
+    ordered by the row of the module it belongs to (its first call), then model order."""
+    stacked = _capture.stacked_params(layout)
+    weights = dict(nnx.to_flat_state(params))
+    gradients = dict(nnx.to_flat_state(grads))
+    position = {}
+    for index, row in enumerate(rows):
+        position.setdefault((row.path, row.layer[:1]), (index, row.name))
+        position.setdefault((row.path, None), (index, row.name))
+    pieces, entries = [], []  # entries: (sort key, name, owner, index into the pieces)
+    offset = 0
+    for order, (path, weight) in enumerate(weights.items()):
+        weight, grad = weight.get_value(), gradients[path].get_value()
+        parts = [str(part) for part in path]
+        owners = [".".join(parts[:size]) for size in range(len(parts) - 1, -1, -1)]
+        if tuple(path) in stacked:
+            length, root, _ = stacked[tuple(path)]
+            axes = tuple(range(1, weight.ndim))
+            pieces.append(_per_param(weight, grad, axes))
+            prefix = len(root) if root else len(parts) - 1
+            for layer in range(length):
+                name = ".".join([*parts[:prefix]]) + f"[{layer}]"
+                name += "".join("." + part for part in parts[prefix:])
+                where = _owner(position, owners, (layer,))
+                entries.append((where[0], order, layer, name, where[1], offset + layer))
+            offset += length
+        else:
+            pieces.append(_per_param(weight, grad, None))
+            where = _owner(position, owners, None)
+            entries.append((where[0], order, 0, ".".join(parts), where[1], offset))
+            offset += 1
+    entries.sort()
+    permutation = np.array([entry[-1] for entry in entries], dtype=np.int32)
+    stats = (
+        jax.tree.map(
+            lambda *columns: jnp.concatenate([jnp.reshape(c, (-1,)) for c in columns])[permutation],
+            *pieces,
+        )
+        if pieces
+        else ParamStats(*([jnp.zeros((0,), jnp.float32)] * 3), jnp.zeros((0,), jnp.int32))
+    )
+    return [(entry[3], entry[4]) for entry in entries], stats
+
+
+def _owner(position, owners, layer) -> tuple[float, str]:
+    """(the row index of the innermost recorded module holding a parameter, its name)."""
+    for owner in owners:
+        if layer is not None and (owner, layer) in position:
+            return position[(owner, layer)]
+        if (owner, None) in position and layer is None:
+            return position[(owner, None)]
+    return (math.inf, "")
+
+
+def _per_param(weight, grad, axes) -> ParamStats:
+    """ParamStats of one parameter, per layer over `axes` (None: the whole array)."""
+    weight = jnp.asarray(weight)
+    grad = jnp.asarray(grad)
+    if axes is None:
+        axes = tuple(range(weight.ndim))
+    grad_norm = _stats.norm(grad, axes)
+    weight_norm = _stats.norm(weight, axes)
+    ratio = jnp.where(weight_norm == 0, jnp.nan, grad_norm / weight_norm)
+    nonfinite = jnp.sum(~jnp.isfinite(grad), axis=axes, dtype=jnp.int32) + jnp.sum(
+        ~jnp.isfinite(weight), axis=axes, dtype=jnp.int32
+    )
+    dtype = jnp.result_type(grad_norm.dtype, weight_norm.dtype)
+    return ParamStats(
+        grad_norm.astype(dtype), weight_norm.astype(dtype), ratio.astype(dtype), nonfinite
+    )
+
+
+__all__ = [
+    "DEFAULT_TYPES",
+    "LossFn",
+    "ModelReport",
+    "ModuleStats",
+    "ParamStats",
+    "inspect",
+    "on_call_outputs",
+]

@@ -1,0 +1,619 @@
+"""Seeing inside a Flax NNX model without changing its code: what `inspect` records.
+
+While `loss_fn(model, batch)` is traced inside a `Capture`:
+
+- the `__call__` of every class of a recorded module is wrapped (resolved through the MRO,
+  so an inherited `__call__` is covered; other instances pass through untouched), so that a
+  recorded call reports the `Moments` of its input and output, the dead fraction and (where
+  the activation is known) the saturated fraction of its input, and adds a zero "tap" to its
+  output: the gradient of the loss with respect to the tap is dL/d(output), from the same
+  backward pass that gives the parameter gradients;
+- `jax.lax.scan` is replaced by a scan that feeds its body a stacked tap per recorded call
+  and carries the records made inside the body out as extra per-iteration outputs: layers
+  stacked on a leading axis and applied with `jax.lax.scan` or `nnx.scan` give one record per
+  layer, and compile time does not grow with depth. A module copy made inside the body
+  (`nnx.merge` of a slice, which is what `nnx.scan` does) is recognised by its parameters:
+  they are the very slices the scan made of the model's stacked parameters;
+- the attention function of `nnx.MultiHeadAttention` is wrapped to report the largest
+  attention logit and the mean entropy of the attention weights (attention-logit growth is a
+  known cause of divergence, Wortsman et al. 2023, "Small-scale proxies for large-scale
+  Transformer training instabilities").
+
+All of this happens while tracing; a compiled call runs no Python. Calls made inside another
+transformation of the loss (`jax.checkpoint`, `jax.vmap`, `nnx.remat`, ...) are not recorded:
+their values belong to that transformation's trace. A module that `loss_fn` reaches through
+`from jax.lax import scan` (bound before the capture) is not seen as stacked. Not thread-safe:
+classes and `jax.lax.scan` are patched for the duration of a trace.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax._src import core as _core  # the current trace: records are made only in ours
+
+from jaxgrad import stats as _stats
+
+Path = tuple[Any, ...]
+
+
+def path_str(path: Path) -> str:
+    """A module or parameter path as text: its parts joined with "."."""
+    return ".".join(str(part) for part in path)
+
+
+# ----------------------------------------------------------------------------- records
+
+
+class Record(NamedTuple):
+    """What one recorded call gives, scalar arrays in float32 at least (leading axes: one per
+    enclosing scan).
+
+    Attributes:
+        input, output: `stats.Moments` of the call's input (its first array argument) and
+            output (its last array leaf: a cell's output rather than its carry).
+        dead_frac: fraction of the input's units that are zero on the whole batch.
+        saturated_frac: fraction of the input's values where the known activation's
+            derivative, read off its output, is below the threshold; nan where unknown.
+        attn_max_logit, attn_entropy: the largest attention logit and the mean entropy (in
+            nats) of the attention rows, for attention modules; nan for the others.
+    """
+
+    input: _stats.Moments
+    output: _stats.Moments
+    dead_frac: jax.Array
+    saturated_frac: jax.Array
+    attn_max_logit: jax.Array
+    attn_entropy: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Site:
+    """A recorded call site, what is known of it while tracing (static).
+
+    Attributes:
+        key: unique within its level (the model's top level or one scan body): the module's
+            path and "#k" for its k-th call there.
+        path: the module's path in the model ("" for the model itself).
+        call: k, the call's index among the calls of this module at its level.
+        module_type: the module's class name.
+        output: shape and dtype of the tapped output (one iteration's, inside a scan).
+        start: the order in which the call started, within its level.
+    """
+
+    key: str
+    path: str
+    call: int
+    module_type: str
+    output: jax.ShapeDtypeStruct
+    start: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Scan:
+    """A traced `jax.lax.scan` whose body recorded something (static).
+
+    Attributes:
+        key: "scan{n}", the n-th such scan at its level.
+        length: the number of iterations.
+        reverse: whether it ran from the last iteration to the first.
+        root: the longest common path of the model parameters it was given stacked (the
+            container of stacked layers, e.g. ("blocks",)), or None.
+        stacked: the model parameters it scanned over (stacked on their leading axis).
+        layout: what its body recorded, in call order.
+        start: the order in which it started, within its level.
+    """
+
+    key: str
+    length: int
+    reverse: bool
+    root: Path | None
+    stacked: tuple[Path, ...]
+    layout: tuple[Site | Scan, ...]
+    start: int
+
+
+class _Level:
+    """The recording state of one level: the top of the trace or one scan body."""
+
+    def __init__(self, taps: dict[str, Any] | None, leaf_paths: dict[int, Path], trace: Any):
+        self.taps = taps
+        self.leaf_paths = leaf_paths
+        self.trace = trace
+        self.records: dict[str, Any] = {}
+        self.layout: list[Site | Scan] = []
+        self.calls: collections.Counter[str] = collections.Counter()
+        self.scans = 0
+        self.starts = 0
+
+    def next_start(self) -> int:
+        self.starts += 1
+        return self.starts - 1
+
+
+# ----------------------------------------------------------------------------- the capture
+
+
+def _is_array(value: Any) -> bool:
+    return isinstance(value, jax.Array) and not jnp.issubdtype(value.dtype, jax.dtypes.prng_key)
+
+
+def _first_array(values: Any) -> jax.Array | None:
+    arrays = [leaf for leaf in jax.tree.leaves(values) if _is_array(leaf)]
+    return arrays[0] if arrays else None
+
+
+def _tap_output(output: Any, tap: jax.Array) -> Any:
+    """`output` with `tap` added to its last array leaf (the one recorded)."""
+    leaves, treedef = jax.tree.flatten(output)
+    index = max(i for i, leaf in enumerate(leaves) if _is_array(leaf))
+    leaves[index] = leaves[index] + tap.astype(leaves[index].dtype)
+    return jax.tree.unflatten(treedef, leaves)
+
+
+def _last_array(values: Any) -> jax.Array | None:
+    arrays = [leaf for leaf in jax.tree.leaves(values) if _is_array(leaf)]
+    return arrays[-1] if arrays else None
+
+
+_NAN = float("nan")
+
+
+class Capture:
+    """Records the selected modules' calls while `loss_fn` is traced (see the module doc).
+
+    Args:
+        model: the model `loss_fn` is called with (its modules and parameters are matched by
+            identity).
+        select: `select(module, path) -> bool`, whether a module (the model's own, or a copy
+            made inside a scan, with the path of the module it copies) is recorded.
+        taps: the zero taps to add to the outputs, `tap_structure(layout)`-shaped, or None
+            (a first, abstract pass that only learns the layout).
+        derivative_from_output: phi' as a function of the activation's value, for the
+            saturated fraction of inputs, or None.
+        threshold: the saturation threshold on |phi'|.
+    """
+
+    def __init__(
+        self,
+        model: nnx.Module,
+        select: Callable[[nnx.Module, str], bool],
+        taps: dict[str, Any] | None,
+        derivative_from_output: Callable[[jax.Array], jax.Array] | None,
+        threshold: float,
+    ):
+        self.select = select
+        self.modules = {id(module): path_str(path) for path, module in nnx.iter_modules(model)}
+        params = nnx.state(model, nnx.Param)
+        self.param_paths = {
+            id(variable.get_value()): tuple(path) for path, variable in nnx.to_flat_state(params)
+        }
+        self.dphi = derivative_from_output
+        self.threshold = threshold
+        self.levels = [_Level(taps, {}, None)]
+        self.active: list[list[jax.Array]] = []  # attention statistics of the calls under way
+        self.in_call: set[int] = set()  # modules whose recorded call is under way
+
+    # ------------------------------------------------------------------ results
+
+    @property
+    def records(self) -> dict[str, Any]:
+        return self.levels[0].records
+
+    @property
+    def layout(self) -> tuple[Site | Scan, ...]:
+        return tuple(self.levels[0].layout)
+
+    # ------------------------------------------------------------------ patching
+
+    @contextlib.contextmanager
+    def active_on(self, classes: set[type]) -> Iterator[Capture]:
+        """Patch `classes` (and `jax.lax.scan`) while the block runs."""
+        originals = {cls: (cls.__dict__.get("__call__"), cls.__call__) for cls in classes}
+        original_scan = jax.lax.scan
+        self.levels[0].trace = _core.trace_ctx.trace
+        try:
+            for cls, (_, resolved) in originals.items():
+                cls.__call__ = self._wrap_call(resolved)
+            jax.lax.scan = self._wrap_scan(original_scan)
+            yield self
+        finally:
+            jax.lax.scan = original_scan
+            for cls, (own, _) in originals.items():
+                if own is None:
+                    del cls.__call__
+                else:
+                    cls.__call__ = own
+
+    # ------------------------------------------------------------------ module calls
+
+    def _module_path(self, module: nnx.Module) -> str | None:
+        """The path of a model module, or of the module a scan-body copy was made from."""
+        if id(module) in self.modules:
+            return self.modules[id(module)]
+        for relative, variable in nnx.to_flat_state(nnx.state(module, nnx.Param)):
+            for level in reversed(self.levels):
+                path = level.leaf_paths.get(id(variable.get_value()))
+                if path is not None and len(path) >= len(relative):
+                    return path_str(path[: len(path) - len(relative)])
+        return None
+
+    def _wrap_call(self, call: Callable[..., Any]) -> Callable[..., Any]:
+        capture = self
+
+        @functools.wraps(call)
+        def recording_call(module: nnx.Module, *args: Any, **kwargs: Any) -> Any:
+            level = capture.levels[-1]
+            if _core.trace_ctx.trace is not level.trace or id(module) in capture.in_call:
+                return call(module, *args, **kwargs)  # inside another transformation, or nested
+            path = capture._module_path(module)
+            if path is None or not capture.select(module, path):
+                return call(module, *args, **kwargs)
+            start = level.next_start()
+            attention: list[jax.Array] = []
+            capture.active.append(attention)
+            capture.in_call.add(id(module))
+            try:
+                output = capture._call(module, call, args, kwargs)
+            finally:
+                capture.in_call.discard(id(module))
+                capture.active.pop()
+            recorded = _last_array(output)
+            if recorded is None:
+                return output
+            count = level.calls[path]
+            level.calls[path] += 1
+            key = f"{path}#{count}"
+            site = Site(
+                key,
+                path,
+                count,
+                type(module).__name__,
+                jax.ShapeDtypeStruct(recorded.shape, recorded.dtype),
+                start,
+            )
+            level.layout.append(site)
+            level.records[key] = capture._record(_first_array(args), recorded, attention)
+            if level.taps is not None:
+                output = _tap_output(output, level.taps[key])
+            return output
+
+        return recording_call
+
+    def _call(self, module, call, args, kwargs):
+        if isinstance(module, nnx.MultiHeadAttention):
+            original = module.attention_fn
+            object.__setattr__(module, "attention_fn", self._wrap_attention(original))
+            try:
+                return call(module, *args, **kwargs)
+            finally:
+                object.__setattr__(module, "attention_fn", original)
+        return call(module, *args, **kwargs)
+
+    def _record(self, x: jax.Array | None, output: jax.Array, attention) -> Record:
+        dtype = _stats.accumulation_dtype(output.dtype)
+        nan = jnp.full((), _NAN, dtype)
+        if x is None:
+            moments_in = _stats.Moments(nan, nan, nan, nan, jnp.zeros((), jnp.int32))
+            dead, saturated = nan, nan
+        else:
+            moments_in = _stats.moments(x)
+            dead = _stats.dead_fraction(x).astype(dtype)
+            if self.dphi is None or not jnp.issubdtype(x.dtype, jnp.floating):
+                saturated = nan
+            else:
+                saturated = _stats.saturated_fraction(self.dphi(x), self.threshold)
+        max_logit, entropy = attention if attention else (nan, nan)
+        return Record(
+            moments_in,
+            _stats.moments(output),
+            dead.astype(dtype),
+            saturated.astype(dtype),
+            jnp.asarray(max_logit, dtype),
+            jnp.asarray(entropy, dtype),
+        )
+
+    # ------------------------------------------------------------------ attention
+
+    def _wrap_attention(self, attention_fn: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
+        capture = self
+        flax_default = attention_fn is nnx.dot_product_attention
+
+        def recording_attention(query, key, value, bias=None, mask=None, **kwargs):
+            weights, max_logit, entropy = attention_statistics(
+                query, key, bias, mask, kwargs.get("is_causal", False)
+            )
+            if capture.active and not capture.active[-1]:
+                capture.active[-1].extend([max_logit, entropy])
+            deterministic = kwargs.get("deterministic", False) or not kwargs.get("dropout_rate")
+            if flax_default and deterministic and kwargs.get("module") is None:
+                # flax's own function without dropout: the weights are already here
+                return _weighted_values(weights, value)
+            return attention_fn(query, key, value, bias=bias, mask=mask, **kwargs)
+
+        return recording_attention
+
+    # ------------------------------------------------------------------ scans
+
+    def _wrap_scan(self, scan: Callable[..., Any]) -> Callable[..., Any]:
+        capture = self
+
+        def recording_scan(f, init, xs=None, length=None, reverse=False, unroll=1, **kwargs):
+            outer = capture.levels[-1]
+            if _core.trace_ctx.trace is not outer.trace:
+                return scan(f, init, xs, length, reverse, unroll, **kwargs)
+            key = f"scan{outer.scans}"
+            outer.scans += 1  # every scan counts, so that both passes number them alike
+            taps = None if outer.taps is None else outer.taps.get(key, {})
+            known = {**capture.param_paths, **outer.leaf_paths}
+            xs_leaves = jax.tree.leaves(xs)
+            init_leaves = jax.tree.leaves(init)
+            stacked = tuple(known[id(leaf)] for leaf in xs_leaves if id(leaf) in known)
+            start = outer.next_start()
+            inner_levels: list[_Level] = []
+
+            def body(carry, packed):
+                x, tap = packed
+                leaf_paths = {
+                    id(inner): known[id(given)]
+                    for given, inner in zip(xs_leaves, jax.tree.leaves(x), strict=True)
+                    if id(given) in known
+                }
+                leaf_paths.update(
+                    (id(inner), known[id(given)])
+                    for given, inner in zip(init_leaves, jax.tree.leaves(carry), strict=True)
+                    if id(given) in known
+                )
+                level = _Level(tap if taps is not None else None, leaf_paths, None)
+                level.trace = _core.trace_ctx.trace
+                capture.levels.append(level)
+                try:
+                    carry, y = f(carry, x)
+                finally:
+                    capture.levels.pop()
+                inner_levels.append(level)
+                return carry, (y, level.records)
+
+            packed = (xs, taps if taps is not None else None)
+            carry, (ys, records) = scan(body, init, packed, length, reverse, unroll, **kwargs)
+            level = inner_levels[-1]
+            if level.layout:
+                iterations = length if length is not None else xs_leaves[0].shape[0]
+                root = _stack_root(stacked, level.layout)
+                outer.layout.append(
+                    Scan(key, iterations, reverse, root, stacked, tuple(level.layout), start)
+                )
+                outer.records[key] = records
+            return carry, ys
+
+        return recording_scan
+
+
+def _stack_root(stacked: tuple[Path, ...], layout: list[Site | Scan]) -> Path | None:
+    """The container of the stacked layers: the shortest recorded module path that holds
+    every stacked parameter (a `Block` whose copies the body called), else the longest
+    common path of their modules."""
+    if not stacked:
+        return None
+    modules = [path[:-1] for path in stacked]
+    prefix = modules[0]
+    for path in modules[1:]:
+        size = 0
+        while size < min(len(prefix), len(path)) and prefix[size] == path[size]:
+            size += 1
+        prefix = prefix[:size]
+    text = [str(part) for part in prefix]
+    holders = [
+        len(parts)
+        for entry in layout
+        if isinstance(entry, Site) and entry.path
+        for parts in [entry.path.split(".")]
+        if text[: len(parts)] == parts
+    ]
+    return prefix[: min(holders)] if holders else prefix
+
+
+def attention_statistics(query, key, bias=None, mask=None, is_causal=False):
+    """(weights, largest logit, mean row entropy) of dot-product attention, as flax computes
+    it: logits q.k / sqrt(depth) plus the bias, masked (with the causal mask), softmax over
+    the keys. Shapes as flax's: query (..., q, heads, depth), key (..., k, kv_heads, depth),
+    weights (..., heads, q, k). Grouped-query attention repeats the key heads."""
+    dtype = jnp.result_type(query.dtype, key.dtype)
+    query, key = query.astype(dtype), key.astype(dtype)
+    heads, kv_heads = query.shape[-2], key.shape[-2]
+    if heads != kv_heads:
+        key = jnp.repeat(key, heads // kv_heads, axis=-2)
+    logits = jnp.einsum(
+        "...qhd,...khd->...hqk", query / jnp.sqrt(query.shape[-1]).astype(dtype), key
+    )
+    if bias is not None:
+        logits = logits + bias
+    valid = jnp.ones(logits.shape, bool)
+    if mask is not None:
+        valid = valid & jnp.broadcast_to(mask.astype(bool), logits.shape)
+    if is_causal:
+        q_len, k_len = logits.shape[-2], logits.shape[-1]
+        valid = valid & jnp.broadcast_to(jnp.tril(jnp.ones((q_len, k_len), bool)), logits.shape)
+    big_negative = jnp.finfo(dtype).min
+    masked = jnp.where(valid, logits, big_negative)
+    weights = jax.nn.softmax(masked, axis=-1)
+    max_logit = jnp.max(jnp.where(valid, logits, -jnp.inf)).astype(_stats.accumulation_dtype(dtype))
+    log_weights = jax.nn.log_softmax(masked, axis=-1)
+    row_entropy = -jnp.sum(jnp.where(valid, weights * log_weights, 0), axis=-1)
+    rows = jnp.any(valid, axis=-1)
+    entropy = jnp.sum(jnp.where(rows, row_entropy, 0)) / jnp.maximum(jnp.sum(rows), 1)
+    return weights, max_logit, entropy.astype(_stats.accumulation_dtype(dtype))
+
+
+def _weighted_values(weights: jax.Array, value: jax.Array) -> jax.Array:
+    heads, kv_heads = weights.shape[-3], value.shape[-2]
+    if heads != kv_heads:
+        value = jnp.repeat(value, heads // kv_heads, axis=-2)
+    return jnp.einsum("...hqk,...khd->...qhd", weights.astype(value.dtype), value)
+
+
+# ----------------------------------------------------------------------------- taps
+
+
+def tap_structure(layout: tuple[Site | Scan, ...], leading: tuple[int, ...] = ()) -> dict:
+    """Zero taps for a layout: a dict of zeros per site (stacked by the enclosing scans'
+    lengths) and a nested dict per scan."""
+    taps: dict[str, Any] = {}
+    for entry in layout:
+        if isinstance(entry, Site):
+            shape = (*leading, *entry.output.shape)
+            taps[entry.key] = jnp.zeros(shape, entry.output.dtype)
+        else:
+            taps[entry.key] = tap_structure(entry.layout, (*leading, entry.length))
+    return taps
+
+
+# ----------------------------------------------------------------------------- flattening
+
+
+class Row(NamedTuple):
+    """One recorded call (one layer of a stack), in forward order (static).
+
+    Attributes:
+        name: the module path, with "[i]" after the stack's root for layer i of a stack
+            ("blocks[3].linear"), or after the path for iteration i of a scan over time.
+        path: the module's path in the model.
+        module_type: its class name.
+        layer: its index in the enclosing scan(s), () at the top level.
+        keys: where its record sits in the records tree.
+    """
+
+    name: str
+    path: str
+    module_type: str
+    layer: tuple[int, ...]
+    keys: tuple[str, ...]
+
+
+def rows(layout: tuple[Site | Scan, ...]) -> list[Row]:
+    """Every record of a layout as a row, in the order the calls started (forward order):
+    the iterations of a scan in the order they ran, each iteration's calls in order."""
+    return _rows(layout, (), (), None)
+
+
+def _rows(layout, keys, layer, naming) -> list[Row]:
+    out: list[Row] = []
+    calls = collections.Counter(entry.path for entry in layout if isinstance(entry, Site))
+    for entry in sorted(layout, key=lambda e: e.start):
+        if isinstance(entry, Site):
+            name = entry.path if naming is None else naming(entry.path)
+            if calls[entry.path] > 1:
+                name = f"{name}[{entry.call}]"
+            out.append(Row(name, entry.path, entry.module_type, layer, (*keys, entry.key)))
+            continue
+        order = range(entry.length - 1, -1, -1) if entry.reverse else range(entry.length)
+        for index in order:
+            out += _rows(
+                entry.layout,
+                (*keys, entry.key),
+                (*layer, index),
+                _namer(entry.root, index, naming),
+            )
+    return out
+
+
+def _namer(root: Path | None, index: int, outer: Callable[[str], str] | None):
+    prefix = path_str(root) if root else None
+
+    def name(path: str) -> str:
+        if prefix and (path == prefix or path.startswith(prefix + ".")):
+            named = f"{prefix}[{index}]{path[len(prefix) :]}"
+        else:
+            named = f"{path}[{index}]"
+        return named if outer is None else outer(named)
+
+    return name
+
+
+def take(records: dict[str, Any], row: Row) -> Any:
+    """The record of `row` (its leading scan axes indexed away)."""
+    value: Any = records
+    for key in row.keys:
+        value = value[key]
+    return jax.tree.map(lambda leaf: leaf[row.layer] if row.layer else leaf, value)
+
+
+def stacked_params(layout: tuple[Site | Scan, ...]) -> dict[Path, tuple[int, Path | None, bool]]:
+    """Model parameters a top-level scan ran over: path -> (length, the stack's root,
+    reverse)."""
+    stacked = {}
+    for entry in layout:
+        if isinstance(entry, Scan):
+            for path in entry.stacked:
+                stacked.setdefault(tuple(path), (entry.length, entry.root, entry.reverse))
+    return stacked
+
+
+# ----------------------------------------------------------------------------- old helper
+
+
+@contextlib.contextmanager
+def on_call_outputs(
+    targets: dict[int, tuple[str, nnx.Module]], record: Callable[[nnx.Module, str, Any], None]
+) -> Iterator[None]:
+    """While active, each module in `targets` (id -> (path, module)) passes its `__call__`
+    output to `record(module, path, output)`: the call-order tracing LSUV uses.
+
+    Wraps `__call__` of the targets' classes (resolved through the MRO, so an inherited
+    `__call__` is covered); other instances of those classes pass through untouched, and a
+    target's nested `super().__call__()` records once. Not thread-safe: the classes are
+    patched while the context is active.
+    """
+    classes = {type(module) for _, module in targets.values()}
+    originals = {cls: (cls.__dict__.get("__call__"), cls.__call__) for cls in classes}
+    active: set[int] = set()
+
+    def wrap(call: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(call)
+        def recording_call(self: nnx.Module, *args: Any, **kwargs: Any) -> Any:
+            if id(self) not in targets or id(self) in active:
+                return call(self, *args, **kwargs)
+            active.add(id(self))
+            try:
+                output = call(self, *args, **kwargs)
+            finally:
+                active.discard(id(self))
+            record(self, targets[id(self)][0], output)
+            return output
+
+        return recording_call
+
+    try:
+        for cls, (_, resolved) in originals.items():
+            cls.__call__ = wrap(resolved)
+        yield
+    finally:
+        for cls, (own, _) in originals.items():
+            if own is None:
+                del cls.__call__
+            else:
+                cls.__call__ = own
+
+
+__all__ = [
+    "Capture",
+    "Record",
+    "Row",
+    "Scan",
+    "Site",
+    "attention_statistics",
+    "on_call_outputs",
+    "path_str",
+    "rows",
+    "stacked_params",
+    "take",
+    "tap_structure",
+]
