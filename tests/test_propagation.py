@@ -643,7 +643,14 @@ def test_gradient_norms_hold_where_a_gram_product_overflows(batch):
     assert expected.min() > 2e19  # its square overflows float32, as the Gram product did
     assert int(stats.first_nonfinite_layer) == -1
     np.testing.assert_allclose(stats.grad_norm, expected, rtol=1e-4)
-    assert jaxgrad.diagnose(stats).verdict == "stable"
+    # finite norms, no false overflow, and a flat gradient ratio; the signal grows 30x a layer
+    result = jaxgrad.diagnose(stats)
+    by_rule = {finding.rule: finding for finding in result.findings}
+    assert by_rule["nonfinite"].verdict == "stable"
+    assert by_rule["gradient_ratio"].verdict == "stable"
+    assert by_rule["signal"].verdict == "exploding"
+    assert by_rule["signal"].numbers["rate_per_layer"] == pytest.approx(30, rel=0.1)
+    assert result.verdict == "exploding"
 
 
 def test_float64_seed_network_a_has_finite_gradient_norms():

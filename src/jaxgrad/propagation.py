@@ -103,6 +103,95 @@ class LayerStats(NamedTuple):
         columns["first_nonfinite_layer"] = np.repeat(nonfinite, depth)
         return pd.DataFrame(columns)
 
+    def profile(
+        self,
+        *,
+        activation: str | _act.Activation | None = None,
+        width: int | None = None,
+        sigma_w2: float | None = None,
+        sigma_b2: float | None = None,
+    ) -> _stats.Profile:
+        """The `jaxgrad.stats.Profile` that `diagnose` reads, of one network (not vmapped).
+
+        Layers are named "layer 1" to "layer L"; the signal is the pre-activation
+        (`pre_std`: the output of each layer's weights, what `inspect` reads of a linear
+        layer). The statistics do not hold the network's options, so what is known of them
+        may be passed: the activation (for the mean-field rule and the cures; only for
+        blocks without norm or residual), the hidden width (every hidden layer's fan_in and
+        fan_out, for the estimate of sigma_w2 from the weights), and the variances.
+
+        Raises:
+            ValueError: statistics with a vmapped axis (index it first).
+
+        Example:
+            >>> import jax
+            >>> from jaxgrad import init, propagate
+            >>> stats = propagate(jax.random.key(0), depth=4, width=16, batch_size=8,
+            ...                   activation="relu", kernel_init=init.kaiming_normal())
+            >>> stats.profile(activation="relu", width=16).names
+            ('layer 1', 'layer 2', 'layer 3', 'layer 4')
+        """
+        host = jax.device_get(self)
+        grad = np.asarray(host.grad_norm, np.float64)
+        if grad.ndim != 1:
+            raise ValueError(
+                f"a profile is of one network (grad_norm of shape (depth,)), got shape "
+                f"{grad.shape}; index the vmapped axis first"
+            )
+        depth = grad.shape[0]
+        act_grad = np.asarray(host.act_grad_norm, np.float64)
+        broken = ~np.isfinite(grad) | ~np.isfinite(act_grad)
+        fans = None
+        if width is not None:
+            fans = np.full(depth, float(_nn._positive_int("width", width)))
+        return _stats.Profile(
+            names=tuple(f"layer {layer}" for layer in range(1, depth + 1)),
+            grad_norm=grad,
+            weight_norm=np.asarray(host.weight_norm, np.float64),
+            signal_std=np.asarray(host.pre_std, np.float64),
+            act_grad_norm=act_grad,
+            dead_frac=np.asarray(host.dead_frac, np.float64),
+            saturated_frac=np.asarray(host.saturated_frac, np.float64),
+            first_nonfinite=int(host.first_nonfinite_layer),
+            # the first layer met going backward: the highest index with a broken gradient
+            first_nonfinite_backward=int(np.flatnonzero(broken)[-1]) + 1 if broken.any() else -1,
+            activation=activation,
+            fan_in=fans,
+            fan_out=fans,
+            sigma_w2=sigma_w2,
+            sigma_b2=sigma_b2,
+        )
+
+    def __repr__(self) -> str:
+        concrete = all(
+            isinstance(leaf, jax.Array | np.ndarray | np.generic | int | float)
+            and not isinstance(leaf, jax.core.Tracer)
+            for leaf in self
+        )
+        if not concrete:  # inside a trace, or abstract (eval_shape): the fields as they are
+            fields = ", ".join(f"{name}={value!r}" for name, value in self._asdict().items())
+            return f"LayerStats({fields})"
+        host = jax.device_get(self)
+        lead = np.shape(host.grad_norm)[:-1]
+        if lead:
+            return (
+                f"LayerStats of {math.prod(lead)} networks (leading axes {lead}) of "
+                f"{self.depth} layers; index one, or see .to_frame()"
+            )
+        depth = self.depth
+        lines = [
+            f"LayerStats of {depth} layers, first_nonfinite_layer="
+            f"{int(host.first_nonfinite_layer)} (every value: .to_frame())"
+        ]
+        for name in ("pre_std", "act_std", "grad_norm", "act_grad_norm", "weight_norm"):
+            values = np.asarray(getattr(host, name), np.float64)
+            lines.append(f"  {name}: {values[0]:.4g} (layer 1) .. {values[-1]:.4g} (layer {depth})")
+        for name in ("dead_frac", "saturated_frac"):
+            values = np.asarray(getattr(host, name), np.float64)
+            worst = float(np.max(values, initial=-np.inf, where=np.isfinite(values)))
+            lines.append(f"  {name}: at most {worst:.3g}")
+        return "\n".join(lines)
+
 
 # ----------------------------------------------------------------------------- losses
 
@@ -624,94 +713,10 @@ def _propagate_jit(
 
 # ----------------------------------------------------------------------------- diagnosis
 
-
-class Diagnosis(NamedTuple):
-    """A verdict on the gradient flow of one network.
-
-    Attributes:
-        verdict: "vanishing", "exploding" or "stable".
-        ratio: grad_norm of the first layer over that of the last (1 is perfect flow).
-        rate_per_layer: the geometric-mean factor by which the gradient norm changes per
-            layer going from the output to the input, ratio ** (1 / (depth - 1)).
-        layers_at_fault: 1-based layers whose gradient norm is outside the stable band
-            relative to the last layer's (or non-finite).
-        first_nonfinite_layer: from the statistics; -1 if every value is finite.
-        message: the verdict in one sentence.
-    """
-
-    verdict: str
-    ratio: float
-    rate_per_layer: float
-    layers_at_fault: tuple[int, ...]
-    first_nonfinite_layer: int
-    message: str
-
-    def __str__(self) -> str:
-        return self.message
-
-
-def diagnose(stats: LayerStats, *, band: float = 100.0) -> Diagnosis:
-    """Say whether gradients vanish, explode or flow, from the per-layer gradient norms.
-
-    The gradient norm of each layer is compared with that of the last layer. A layer is at
-    fault when the ratio is below 1/band (vanishing) or above band (exploding), or when it is
-    not finite. The verdict is "exploding" if any value of the statistics is non-finite or
-    the first layer's ratio is above `band`, "vanishing" if that ratio is below 1/band or
-    every gradient is zero, else "stable". The default band of 100 is two orders of
-    magnitude across the whole network.
-
-    Args:
-        stats: the `LayerStats` of one network (no vmapped axis).
-        band: the allowed factor, > 1.
-
-    Returns:
-        A `Diagnosis`.
-    """
-    if not isinstance(stats, LayerStats):
-        raise TypeError(
-            f"diagnose takes the LayerStats that jaxgrad.probe or jaxgrad.propagate return, "
-            f"got {type(stats).__name__}"
-        )
-    band = _init._real("band", band)
-    if band <= 1:
-        raise ValueError(f"band must be > 1, got {band}")
-    grad = np.asarray(jax.device_get(stats.grad_norm), dtype=np.float64)
-    if grad.ndim != 1:
-        raise ValueError(
-            f"diagnose takes the statistics of one network (grad_norm of shape (depth,)), got "
-            f"shape {grad.shape}; index the vmapped axis first"
-        )
-    nonfinite_layer = int(jax.device_get(stats.first_nonfinite_layer))
-    depth = grad.shape[0]
-    last = grad[-1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        relative = grad / last
-    ratio = float(relative[0])
-    rate = float(ratio ** (1 / (depth - 1))) if depth > 1 and ratio > 0 else float("nan")
-    finite = np.isfinite(grad).all() and nonfinite_layer == -1
-    bad = ~np.isfinite(relative) | (relative < 1 / band) | (relative > band)
-    layers = tuple(int(i) + 1 for i in np.flatnonzero(bad))
-    if not finite or ratio > band:
-        verdict = "exploding"
-    elif not np.any(grad > 0) or ratio < 1 / band:
-        verdict = "vanishing"
-    else:
-        verdict = "stable"
-    if verdict == "stable":
-        message = (
-            f"stable: the first layer's gradient norm is {ratio:.3g} times the last layer's "
-            f"(within a factor {band:g})"
-        )
-    elif not finite:
-        where = f"from layer {nonfinite_layer}" if nonfinite_layer > 0 else "in the gradients"
-        message = f"exploding: non-finite values appear {where}"
-    else:
-        message = (
-            f"{verdict}: the first layer's gradient norm is {ratio:.3g} times the last layer's, "
-            f"a factor {rate:.4g} per layer; {len(layers)} of {depth} layers outside a "
-            f"factor {band:g}"
-        )
-    return Diagnosis(verdict, ratio, rate, layers, nonfinite_layer, message)
+# The one verdict lives in jaxgrad.stats, beside the reductions it judges; these names stay
+# here for the callers of jaxgrad.propagation.diagnose.
+Diagnosis = _stats.Diagnosis
+diagnose = _stats.diagnose
 
 
 # ----------------------------------------------------------------------------- the seed experiment
