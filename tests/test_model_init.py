@@ -157,6 +157,51 @@ def test_lsuv_without_key_rescales_the_current_kernels(batch):
     check_report(report, mlp_linear_outputs(model, batch), max_iters=10)
 
 
+def test_lsuv_report_says_what_it_corrected(batch):
+    """initial_variance is each layer's output variance before its first rescaling (the
+    layers before it already rescaled), and the repr is a few lines, not a wall of dicts."""
+    model = nn.MLP(IN, WIDTH, DEPTH, OUT, activation="tanh", rngs=nnx.Rngs(0))
+    paths = {
+        "input_layer.kernel": model.input_layer,
+        "blocks.linear.kernel": model.blocks.linear,
+        "readout.kernel": model.readout,
+    }
+    before = {path: np.asarray(layer.kernel[...], np.float64) for path, layer in paths.items()}
+    report = lsuv(model, batch, None)
+    outputs = mlp_linear_outputs(model, batch)  # zero biases: an output scales with its kernel
+    frame = report.to_frame()
+    assert list(frame.columns) == [
+        "layer", "initial_variance", "variance", "iterations", "converged"
+    ]  # fmt: skip
+    for path, layer in paths.items():
+        after = np.asarray(layer.kernel[...], np.float64)
+        stacked = after.ndim == 3
+        scale = after[..., 0, 0] / before[path][..., 0, 0]  # one factor per kernel
+        variance = np.array([output.var() for output in outputs[path]])
+        expected = variance / np.square(scale if stacked else scale.reshape(1))
+        initial = np.asarray(report.initial_variance[path]).ravel()
+        np.testing.assert_allclose(initial, expected, rtol=1e-4)
+        unchanged = np.asarray(report.iterations[path]).ravel() == 0
+        np.testing.assert_array_equal(
+            initial[unchanged], np.asarray(report.variance[path]).ravel()[unchanged]
+        )
+        rows = frame[frame["layer"].str.startswith(path)]
+        np.testing.assert_allclose(rows["initial_variance"], initial)
+    corrected = np.abs(np.asarray(report.initial_variance["blocks.linear.kernel"]) - 1) >= TOL
+    assert corrected.sum() >= DEPTH // 2  # tanh shrinks what it receives: LSUV undid that
+    lines = repr(report).splitlines()
+    assert lines[0] == "LSUVReport of 3 kernels (every layer: .to_frame())"
+    assert len(lines) == 4
+    assert lines[2].startswith(f"  blocks.linear.kernel ({DEPTH} layers): variance ")
+    assert lines[2].endswith(f"; {DEPTH} of {DEPTH} converged")
+    initial = float(report.initial_variance["input_layer.kernel"])
+    final = float(report.variance["input_layer.kernel"])
+    assert lines[1].startswith(
+        f"  input_layer.kernel: variance {initial:.3g} before, {final:.3g} after; rescalings "
+    )
+    assert "OrderedDict" not in repr(report)
+
+
 def test_lsuv_max_iters_bounds_the_rescalings(batch):
     model = nn.MLP(
         IN, WIDTH, DEPTH, OUT, activation="relu", bias_init=init.normal(0.5), rngs=nnx.Rngs(0)

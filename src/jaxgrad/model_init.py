@@ -78,18 +78,23 @@ class LSUVReport(NamedTuple):
             last rescaling.
         iterations: number of rescalings, from 0 to `max_iters`.
         converged: whether |variance - 1| < tol.
+        initial_variance: the same variance before the first rescaling (with the orthogonal
+            kernel when a key was given), the layers before it already rescaled: what LSUV
+            corrected.
     """
 
     variance: dict[str, jax.Array]
     iterations: dict[str, jax.Array]
     converged: dict[str, jax.Array]
+    initial_variance: dict[str, jax.Array]
 
     def to_frame(self) -> pd.DataFrame:
         """One row per layer (a stacked kernel gives one row per index, `"blocks.kernel[3, 1]"`),
-        columns `layer`, `variance`, `iterations`, `converged`."""
+        columns `layer`, `initial_variance`, `variance`, `iterations`, `converged`."""
         import pandas as pd  # the pandas view lives at the edge, not in the numeric core
 
         host = jax.device_get(self)
+        columns = ["layer", "initial_variance", "variance", "iterations", "converged"]
         rows = []
         for path, variance in host.variance.items():
             variance = np.asarray(variance)
@@ -98,12 +103,40 @@ class LSUVReport(NamedTuple):
                 rows.append(
                     {
                         "layer": path + suffix,
+                        "initial_variance": float(np.asarray(host.initial_variance[path])[index]),
                         "variance": float(variance[index]),
                         "iterations": int(np.asarray(host.iterations[path])[index]),
                         "converged": bool(np.asarray(host.converged[path])[index]),
                     }
                 )
-        return pd.DataFrame(rows, columns=["layer", "variance", "iterations", "converged"])
+        return pd.DataFrame(rows, columns=columns)
+
+    def __repr__(self) -> str:
+        """One line per kernel path: the output variance before and after, the rescalings,
+        and how many layers converged (a stacked kernel summarized over its layers)."""
+        host = jax.device_get(self)
+        lines = [f"LSUVReport of {len(host.variance)} kernels (every layer: .to_frame())"]
+        for path, variance in host.variance.items():
+            after = np.asarray(variance, np.float64)
+            before = np.asarray(host.initial_variance[path], np.float64)
+            iterations = np.asarray(host.iterations[path])
+            converged = np.asarray(host.converged[path])
+            done = f"{int(converged.sum())} of {converged.size} converged"
+            if after.ndim == 0:
+                done = "converged" if converged else "not converged"
+            layers = f" ({after.size} layers)" if after.ndim else ""
+            lines.append(
+                f"  {path}{layers}: variance {_span(before)} before, {_span(after)} after; "
+                f"rescalings {_span(iterations)}; {done}"
+            )
+        return "\n".join(lines)
+
+
+def _span(values: np.ndarray) -> str:
+    """'0.98' or '0.391 to 1.04': the range of some layers' values, for a repr."""
+    floating = np.issubdtype(values.dtype, np.floating)
+    low, high = (f"{v:.3g}" if floating else str(v) for v in (np.min(values), np.max(values)))
+    return low if low == high else f"{low} to {high}"
 
 
 # ----------------------------------------------------------------------------- LSUV
@@ -127,7 +160,8 @@ def _normalize(
     """LSUV's inner loop, W <- W / sqrt(Var(output)), as a `jax.lax.while_loop`.
 
     Stops when |Var - 1| < tol, after `max_iters` rescalings, or when the variance is 0 or
-    not finite (nothing to divide by). Returns (kernel, variance, iterations).
+    not finite (nothing to divide by). Returns (kernel, variance, iterations, the variance
+    before the first rescaling).
     """
 
     def variance_of(k: jax.Array) -> jax.Array:
@@ -143,8 +177,9 @@ def _normalize(
         k = (_float(k) / jnp.sqrt(variance)).astype(k.dtype)
         return k, variance_of(k), iterations + 1
 
-    start = (kernel, variance_of(kernel), jnp.zeros((), jnp.int32))
-    return jax.lax.while_loop(keep_going, rescale, start)
+    initial = variance_of(kernel)
+    start = (kernel, initial, jnp.zeros((), jnp.int32))
+    return (*jax.lax.while_loop(keep_going, rescale, start), initial)
 
 
 def _orthogonal_like(key: jax.Array | None, kernel: jax.Array) -> jax.Array:
@@ -156,8 +191,8 @@ def _lsuv_dense(kernel, bias, inputs, key, tol, max_iters):
     """One unstacked dense layer: (kernel, variance, iterations, output with the new kernel)."""
     kernel = _orthogonal_like(key, kernel)
     output_of = functools.partial(_affine, inputs, bias=bias)
-    kernel, variance, iterations = _normalize(kernel, output_of, tol, max_iters)
-    return kernel, variance, iterations, output_of(kernel)
+    kernel, variance, iterations, initial = _normalize(kernel, output_of, tol, max_iters)
+    return kernel, variance, iterations, initial, output_of(kernel)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -171,9 +206,10 @@ def _lsuv_mlp_blocks(graphdef, state, h, keys, tol, max_iters):
         bias = None if linear.bias is None else linear.bias[...]
         kernel = _orthogonal_like(key, linear.kernel[...])
         output_of = functools.partial(_affine, h, bias=bias)
-        kernel, variance, iterations = _normalize(kernel, output_of, tol, max_iters)
+        kernel, variance, iterations, initial = _normalize(kernel, output_of, tol, max_iters)
         linear.kernel[...] = kernel
-        return block(h), (kernel, variance, iterations)  # norm statistics updates are dropped
+        # norm statistics updates are dropped
+        return block(h), (kernel, variance, iterations, initial)
 
     return jax.lax.scan(body, h, (state, keys))
 
@@ -186,19 +222,21 @@ def _lsuv_residual_blocks(graphdef, state, h, keys, tol, max_iters):
     def body(h, layer):
         layer_state, layer_keys = layer
         block = nnx.merge(graphdef, layer_state)
-        kernels, variances, iterations = [], [], []
+        kernels, variances, iterations, initials = [], [], [], []
         z = h
         for i in range(block.branch_layers):  # m is small and static
             key = None if layer_keys is None else layer_keys[i]
             kernel = _orthogonal_like(key, block.kernel[...][i])
             u = block.linear_input(i, z)
             output_of = functools.partial(block.linear, i, u)
-            kernel, variance, count = _normalize(kernel, output_of, tol, max_iters)
+            kernel, variance, count, initial = _normalize(kernel, output_of, tol, max_iters)
             z = block.after_linear(i, block.linear(i, u, kernel))
             kernels.append(kernel)
             variances.append(variance)
             iterations.append(count)
-        return block.combine(h, z), tuple(map(jnp.stack, (kernels, variances, iterations)))
+            initials.append(initial)
+        stages = (kernels, variances, iterations, initials)
+        return block.combine(h, z), tuple(map(jnp.stack, stages))
 
     return jax.lax.scan(body, h, (state, keys))
 
@@ -211,15 +249,18 @@ class _Stage(NamedTuple):
     kernel: jax.Array
     variance: jax.Array
     iterations: jax.Array
+    initial_variance: jax.Array
 
 
 def _lsuv_linear_layer(
     layer: nnx.Linear, h: jax.Array, key: jax.Array | None, tol: jax.Array, max_iters: jax.Array
 ) -> tuple[jax.Array, _Stage]:
     bias = None if layer.bias is None else layer.bias[...]
-    kernel, variance, iterations, out = _lsuv_dense(layer.kernel[...], bias, h, key, tol, max_iters)
+    kernel, variance, iterations, initial, out = _lsuv_dense(
+        layer.kernel[...], bias, h, key, tol, max_iters
+    )
     layer.kernel[...] = kernel
-    return out, _Stage(kernel, variance, iterations)
+    return out, _Stage(kernel, variance, iterations, initial)
 
 
 def _lsuv_stack(
@@ -332,6 +373,7 @@ def _lsuv_generic(
         if keys is not None:
             layer.kernel[...] = _orthogonal_like(keys[index], layer.kernel[...])
         current, iterations = variance(index), 0
+        initial = current
         while (
             math.isfinite(current)
             and current > 0
@@ -342,7 +384,7 @@ def _lsuv_generic(
             layer.kernel[...] = (_float(kernel) / math.sqrt(current)).astype(kernel.dtype)
             current, iterations = variance(index), iterations + 1
         stages[f"{path}.kernel"] = _Stage(
-            layer.kernel[...], jnp.float32(current), jnp.int32(iterations)
+            layer.kernel[...], jnp.float32(current), jnp.int32(iterations), jnp.float32(initial)
         )
     return stages
 
@@ -389,7 +431,8 @@ def lsuv(
         max_iters: the most rescalings per layer, an int >= 0.
 
     Returns:
-        An `LSUVReport` (final variance, iterations used, convergence per layer).
+        An `LSUVReport` (per layer: the output variance before and after, the rescalings
+        used, convergence); its repr is a few lines, `to_frame()` one row per layer.
 
     Raises:
         TypeError: for a model that is not an `nnx.Module`, an `nn.RNN`, a model with no
@@ -439,6 +482,9 @@ def lsuv(
         iterations=collections.OrderedDict((path, s.iterations) for path, s in stages.items()),
         converged=collections.OrderedDict(
             (path, jnp.abs(s.variance - 1) < tol) for path, s in stages.items()
+        ),
+        initial_variance=collections.OrderedDict(
+            (path, s.initial_variance) for path, s in stages.items()
         ),
     )
 
