@@ -39,6 +39,17 @@ def test_seed_rows_equal_the_seed_experiment(built):
         std_at_10 = float(stats[label].act_std[9])
         assert float(row[2]) == pytest.approx(std_at_10, rel=1e-2)
     assert rows[0][-1] == "exploding"
+    # jaxgrad.diagnose's verdicts, with the rule each follows from
+    verdicts = ["exploding", "stable", "vanishing", "exploding", "vanishing", "stable"]
+    assert [row[-1] for row in rows] == verdicts
+    assert [row[-2] for row in rows] == [
+        "nonfinite",
+        "-",
+        "signal",
+        "gradient_ratio",
+        "signal",
+        "-",
+    ]
     assert rows[0][5] == str(int(stats["a"].first_nonfinite_layer))
 
 

@@ -55,11 +55,14 @@ def seed_section(out: Path, depth: int = 100, width: int = 400, batch_size: int 
     for config in seed_configs(width):
         layer_stats = stats[config.label]
         verdict = diagnose(layer_stats)
+        # the finding the verdict follows from (the first of its kind in rule order)
+        rule = next((f.rule for f in verdict.findings if f.verdict == verdict.verdict), "-")
         nonfinite = int(layer_stats.first_nonfinite_layer)
         rows.append(
             [f"({config.label}) {config.description}"]
             + [_fmt(float(layer_stats.act_std[layer - 1])) for layer in layers]
-            + [str(nonfinite) if nonfinite > 0 else "-", _fmt(verdict.ratio), verdict.verdict]
+            + [str(nonfinite) if nonfinite > 0 else "-", _fmt(verdict.ratio)]
+            + [rule if verdict.verdict != "stable" else "-", verdict.verdict]
         )
         curves[f"({config.label}) {config.description}"] = layer_stats
     figure = "seed_profiles.png"
@@ -73,7 +76,10 @@ def seed_section(out: Path, depth: int = 100, width: int = 400, batch_size: int 
     text = (
         f"{depth} fully connected layers of width {width}, batch {batch_size}, N(0, 1) inputs: "
         "the std of each layer's output, where values first stop being finite, and the first "
-        "layer's weight-gradient norm over the last layer's (random-projection loss). "
+        "layer's weight-gradient norm over the last layer's (random-projection loss), and "
+        "jaxgrad.diagnose's verdict with the rule it follows from: the gradient ratio, the "
+        "forward signal (pre-activation std across depth), the gradient-to-weight scale, "
+        "dead or saturated units, non-finite values. "
         f"Measured tanh gain std(x)/std(tanh(x)) = {measured:.4f} against PyTorch's "
         f"calculate_gain('tanh') = 5/3 = {init.calculate_gain('tanh'):.4f}."
     )
@@ -82,6 +88,7 @@ def seed_section(out: Path, depth: int = 100, width: int = 400, batch_size: int 
         *[f"std @ {layer}" for layer in layers],
         "non-finite from",
         "grad first/last",
+        "rule",
         "verdict",
     ]
     return Section("Seed experiment", text, header, rows, figure)
