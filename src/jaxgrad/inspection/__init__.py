@@ -123,8 +123,8 @@ class ModuleStats(NamedTuple):
         attn_max_logit, attn_entropy: for attention modules, the largest attention logit and
             the mean entropy of the attention rows in nats (log(keys) is uniform attention);
             nan for the others.
-        nonfinite_in, nonfinite_out, nonfinite_grad: counts of inf and nan entries in the
-            input, the output and dL/d(output).
+        nonfinite_in, nonfinite_out, nonfinite_grad: whether the input, the output and
+            dL/d(output) hold an inf or a nan (bool).
     """
 
     in_mean: jax.Array
@@ -155,7 +155,7 @@ class ParamStats(NamedTuple):
         ratio: grad_norm / weight_norm, the relative change a step of learning rate 1 would
             make (You et al. 2017); nan where the weight is zero (a zero-initialized bias),
             the documented marker for "no scale to compare with".
-        nonfinite: count of inf and nan entries in the gradient and the weight.
+        nonfinite: whether the gradient or the weight holds an inf or a nan (bool).
     """
 
     grad_norm: jax.Array
@@ -213,15 +213,15 @@ class ModelReport:
     @property
     def first_nonfinite_forward(self) -> str | None:
         """The first call, in forward order, whose input or output holds an inf or a nan."""
-        bad = np.asarray(self.modules.nonfinite_in) + np.asarray(self.modules.nonfinite_out)
-        hits = np.flatnonzero(bad > 0)
+        bad = np.asarray(self.modules.nonfinite_in) | np.asarray(self.modules.nonfinite_out)
+        hits = np.flatnonzero(bad)
         return self.module_names[hits[0]] if hits.size else None
 
     @property
     def first_nonfinite_backward(self) -> str | None:
         """The first call, in backward order (from the loss towards the input), whose
         dL/d(output) holds an inf or a nan: where the backward pass went non-finite."""
-        hits = np.flatnonzero(np.asarray(self.modules.nonfinite_grad) > 0)
+        hits = np.flatnonzero(np.asarray(self.modules.nonfinite_grad))
         return self.module_names[hits[-1]] if hits.size else None
 
     def module_frame(self) -> pd.DataFrame:
@@ -549,18 +549,22 @@ def _module_stats(layout, rows, records, tap_grads) -> ModuleStats:
     def field(get):
         return laid_out(lambda keys, leading: get(_get(records, keys)))
 
-    def grad_norm(keys, leading):
-        grad = _get(tap_grads, keys)
-        return _stats.norm(grad, axis=tuple(range(len(leading), grad.ndim)))
-
-    def grad_nonfinite(keys, leading):
+    norms = {}
+    for keys, leading in sites:
         grad = _get(tap_grads, keys)
         axes = tuple(range(len(leading), grad.ndim))
-        return jnp.sum(~jnp.isfinite(grad), axis=axes, dtype=jnp.int32)
+        norm = _stats.norm(grad, axes, one_pass=True)
+        norms[keys] = (norm, ~jnp.isfinite(norm))
+
+    def grad_norm(keys, leading):
+        return norms[keys][0]
+
+    def grad_nonfinite(keys, leading):
+        return norms[keys][1]
 
     if not sites:
         empty = jnp.zeros((0,), jnp.float32)
-        return ModuleStats(*([empty] * 13), *([jnp.zeros((0,), jnp.int32)] * 3))
+        return ModuleStats(*([empty] * 13), *([jnp.zeros((0,), bool)] * 3))
     return ModuleStats(
         in_mean=field(lambda r: r.input.mean),
         in_std=field(lambda r: r.input.std),
@@ -621,7 +625,7 @@ def _param_stats(layout, rows, params, grads) -> tuple[list[tuple[str, str]], Pa
             *pieces,
         )
         if pieces
-        else ParamStats(*([jnp.zeros((0,), jnp.float32)] * 3), jnp.zeros((0,), jnp.int32))
+        else ParamStats(*([jnp.zeros((0,), jnp.float32)] * 3), jnp.zeros((0,), bool))
     )
     return [(entry[3], entry[4]) for entry in entries], stats
 
@@ -642,12 +646,10 @@ def _per_param(weight, grad, axes) -> ParamStats:
     grad = jnp.asarray(grad)
     if axes is None:
         axes = tuple(range(weight.ndim))
-    grad_norm = _stats.norm(grad, axes)
-    weight_norm = _stats.norm(weight, axes)
+    grad_norm = _stats.norm(grad, axes, one_pass=True)
+    weight_norm = _stats.norm(weight, axes, one_pass=True)
     ratio = jnp.where(weight_norm == 0, jnp.nan, grad_norm / weight_norm)
-    nonfinite = jnp.sum(~jnp.isfinite(grad), axis=axes, dtype=jnp.int32) + jnp.sum(
-        ~jnp.isfinite(weight), axis=axes, dtype=jnp.int32
-    )
+    nonfinite = ~(jnp.isfinite(grad_norm) & jnp.isfinite(weight_norm))
     dtype = jnp.result_type(grad_norm.dtype, weight_norm.dtype)
     return ParamStats(
         grad_norm.astype(dtype), weight_norm.astype(dtype), ratio.astype(dtype), nonfinite

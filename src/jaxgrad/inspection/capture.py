@@ -129,6 +129,7 @@ class _Level:
         self.leaf_paths = leaf_paths
         self.trace = trace
         self.records: dict[str, Any] = {}
+        self.reduced: dict[int, tuple[jax.Array, Any]] = {}  # id(array) -> (array, moments)
         self.layout: list[Site | Scan] = []
         self.calls: collections.Counter[str] = collections.Counter()
         self.scans = 0
@@ -298,15 +299,25 @@ class Capture:
                 object.__setattr__(module, "attention_fn", original)
         return call(module, *args, **kwargs)
 
+    def _moments(self, values: jax.Array) -> tuple[_stats.Moments, jax.Array]:
+        """`stats.moments_and_dead_fraction`, once per array: an array that is the input of
+        several calls (attention's query, key and value) or the output of one and the input
+        of the next is reduced once (the cache holds the array, so its id stays its own)."""
+        level = self.levels[-1]
+        cached = level.reduced.get(id(values))
+        if cached is None or cached[0] is not values:
+            cached = (values, _stats.moments_and_dead_fraction(values))
+            level.reduced[id(values)] = cached
+        return cached[1]
+
     def _record(self, x: jax.Array | None, output: jax.Array, attention) -> Record:
         dtype = _stats.accumulation_dtype(output.dtype)
         nan = jnp.full((), _NAN, dtype)
         if x is None:
-            moments_in = _stats.Moments(nan, nan, nan, nan, jnp.zeros((), jnp.int32))
+            moments_in = _stats.Moments(nan, nan, nan, nan, jnp.zeros((), bool))
             dead, saturated = nan, nan
         else:
-            moments_in = _stats.moments(x)
-            dead = _stats.dead_fraction(x).astype(dtype)
+            moments_in, dead = self._moments(x)
             if self.dphi is None or not jnp.issubdtype(x.dtype, jnp.floating):
                 saturated = nan
             else:
@@ -314,7 +325,7 @@ class Capture:
         max_logit, entropy = attention if attention else (nan, nan)
         return Record(
             moments_in,
-            _stats.moments(output),
+            self._moments(output)[0],
             dead.astype(dtype),
             saturated.astype(dtype),
             jnp.asarray(max_logit, dtype),
@@ -380,10 +391,14 @@ class Capture:
                 finally:
                     capture.levels.pop()
                 inner_levels.append(level)
-                return carry, (y, level.records)
+                packed, unpack = _pack(level.records)
+                unpacks.append(unpack)
+                return carry, (y, packed)
 
+            unpacks: list[Callable[[Any], Any]] = []
             packed = (xs, taps if taps is not None else None)
             carry, (ys, records) = scan(body, init, packed, length, reverse, unroll, **kwargs)
+            records = unpacks[-1](records)
             level = inner_levels[-1]
             if level.layout:
                 iterations = length if length is not None else xs_leaves[0].shape[0]
@@ -395,6 +410,30 @@ class Capture:
             return carry, ys
 
         return recording_scan
+
+
+def _pack(records: Any) -> tuple[tuple[jax.Array, ...], Callable[[Any], Any]]:
+    """A scan body's records (many scalars, and the stacked records of scans inside it) as
+    one vector per dtype, and the function that unpacks the scan's stacked vectors,
+    (length, n), into the records stacked: one scan output instead of one per scalar (each
+    costs a small update at every iteration)."""
+    leaves, treedef = jax.tree.flatten(records)
+    dtypes = sorted({leaf.dtype for leaf in leaves}, key=str)
+    groups = [[i for i, leaf in enumerate(leaves) if leaf.dtype == dtype] for dtype in dtypes]
+    packed = tuple(jnp.concatenate([leaves[i].reshape(-1) for i in group]) for group in groups)
+
+    def unpack(stacked: tuple[jax.Array, ...]) -> Any:
+        out: list[Any] = [None] * len(leaves)
+        for group, vector in zip(groups, stacked, strict=True):
+            offset = 0
+            for i in group:
+                size = leaves[i].size
+                column = vector[:, offset : offset + size]
+                out[i] = column.reshape(vector.shape[0], *leaves[i].shape)
+                offset += size
+        return jax.tree.unflatten(treedef, out)
+
+    return packed, unpack
 
 
 def _stack_root(stacked: tuple[Path, ...], layout: list[Site | Scan]) -> Path | None:

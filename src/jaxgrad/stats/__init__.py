@@ -21,6 +21,7 @@ from jaxgrad.stats.diagnosis import Finding as Finding
 from jaxgrad.stats.diagnosis import Profile as Profile
 from jaxgrad.stats.diagnosis import Profiled as Profiled
 from jaxgrad.stats.diagnosis import diagnose as diagnose
+from jaxgrad.stats.reductions import SATURATION_THRESHOLD as SATURATION_THRESHOLD
 from jaxgrad.stats.reductions import Moments as Moments
 from jaxgrad.stats.reductions import accumulation_dtype as accumulation_dtype
 from jaxgrad.stats.reductions import dead_fraction as dead_fraction
@@ -28,6 +29,7 @@ from jaxgrad.stats.reductions import global_norm as global_norm
 from jaxgrad.stats.reductions import gram as gram
 from jaxgrad.stats.reductions import mean_std as mean_std
 from jaxgrad.stats.reductions import moments as moments
+from jaxgrad.stats.reductions import moments_and_dead_fraction as moments_and_dead_fraction
 from jaxgrad.stats.reductions import norm as norm
 from jaxgrad.stats.reductions import pow2_exponent as pow2_exponent
 from jaxgrad.stats.reductions import product_norm as product_norm
