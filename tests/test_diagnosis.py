@@ -518,3 +518,24 @@ class NotAProfile:
 def test_bad_input_is_refused_clearly(result, kwargs, error, match):
     with pytest.raises(error, match=match):
         diagnose(result, **kwargs)
+
+
+def test_prescribed_initialization_is_the_critical_point_the_cure_names():
+    """ReLU: He's sigma_w2 = 2. tanh at sigma_b2 = 0.1: the critical point there, biases
+    kept. tanh at sigma_b2 = 0: q* = 0 there, so sigma_b2 = CURE_SIGMA_B2 and its critical
+    sigma_w2; the cure's text names the same numbers."""
+    from jaxgrad import theory
+    from jaxgrad.stats import CURE_SIGMA_B2, prescribe_initialization
+    from jaxgrad.stats.diagnosis import _init_cure
+
+    assert prescribe_initialization("relu") == (2.0, 0.0, False)
+    kept = prescribe_initialization("tanh", 0.1)
+    assert not kept.changes_biases
+    assert kept.sigma_w2 == pytest.approx(float(theory.critical_sigma_w2("tanh", 0.1)))
+    raised = prescribe_initialization("tanh", 0.0)
+    assert raised.changes_biases
+    assert raised.sigma_b2 == CURE_SIGMA_B2
+    assert raised.sigma_w2 == pytest.approx(float(theory.critical_sigma_w2("tanh", CURE_SIGMA_B2)))
+    text = _init_cure("tanh", 0.0)
+    assert f"variance_scaling({raised.sigma_w2:.5g}, 'fan_in', 'normal')" in text
+    assert f"sigma_b2 = {CURE_SIGMA_B2:g}" in text

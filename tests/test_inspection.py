@@ -524,3 +524,29 @@ def test_report_is_a_pytree_with_frames_and_a_readable_repr():
     assert "forward order" in text
     with pytest.raises(KeyError, match="no row 'nowhere'"):
         report.module("nowhere")
+
+
+def test_profile_reads_the_report_layer_by_layer():
+    """One layer per call with a kernel, in forward order: its kernel's norms, its output as
+    the signal, and the dead fraction the next layer receives (the first input, the data,
+    is never read as units)."""
+    model = CNN(depth=2, rngs=nnx.Rngs(0))
+    model.convs[0].bias.set_value(model.convs[0].bias[...].at[jnp.array([0, 5])].set(-100.0))
+    report = inspect(model, cross_entropy, image_batch(), activation="relu")
+    profile = report.profile()
+    assert profile.names == ("stem", "convs.0", "convs.1", "head")
+    for index, name in enumerate(profile.names):
+        row, kernel = report.module(name), report.param(f"{name}.kernel")
+        assert profile.grad_norm[index] == pytest.approx(float(kernel.grad_norm))
+        assert profile.weight_norm[index] == pytest.approx(float(kernel.weight_norm))
+        assert profile.signal_std[index] == pytest.approx(float(row.out_std))
+        assert profile.act_grad_norm[index] == pytest.approx(float(row.out_grad_norm))
+    np.testing.assert_allclose(profile.dead_frac[:3], [0.0, 2 / 8, 0.0])
+    assert np.isnan(profile.dead_frac[3])
+    np.testing.assert_array_equal(profile.fan_out, [8, 8, 8, 10])
+    np.testing.assert_array_equal(profile.fan_in, [27, 72, 72, 8])
+    assert profile.first_nonfinite == -1
+    dead = next(f for f in jaxgrad.diagnose(report).findings if f.rule == "dead")
+    assert dead.verdict == "stable"  # 2 of 8 units, below the threshold
+    assert dead.numbers["max_dead_frac"] == pytest.approx(2 / 8)
+    assert dead.numbers["max_layer"] == 2  # convs.0's dead units, as convs.1 receives them

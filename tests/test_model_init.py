@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxgrad import init, nn
+import jaxgrad
+from jaxgrad import init, model_init, nn
 from jaxgrad.model_init import LSUVReport, fixup, lsuv
 
 TOL = 0.1
@@ -490,3 +491,89 @@ def test_fixup_bad_models_raise(model, kwargs, error, match):
     built = nnx.eval_shape(model)  # the checks come before any array is touched
     with pytest.raises(error, match=match):
         fixup(built, **kwargs)
+
+
+# ----------------------------------------------------------------------------- cure
+
+
+class FunctionalReLUCNN(nnx.Module):
+    """The issue's user model: ReLU applied as a function, N(0, 0.01^2) kernels."""
+
+    def __init__(self, depth, kernel_init, *, rngs):
+        self.stem = nnx.Conv(3, 16, (3, 3), kernel_init=kernel_init, rngs=rngs)
+        self.convs = nnx.List(
+            [nnx.Conv(16, 16, (3, 3), kernel_init=kernel_init, rngs=rngs) for _ in range(depth)]
+        )
+        self.head = nnx.Linear(16, 10, kernel_init=kernel_init, rngs=rngs)
+
+    def __call__(self, x):
+        h = jax.nn.relu(self.stem(x))
+        for conv in self.convs:
+            h = jax.nn.relu(conv(h))
+        return self.head(h.mean(axis=(1, 2)))
+
+
+def cnn_loss(model, batch):
+    import optax
+
+    return optax.softmax_cross_entropy_with_integer_labels(model(batch[0]), batch[1]).mean()
+
+
+@pytest.fixture(scope="module")
+def cnn_batch():
+    x = jax.random.normal(jax.random.key(0), (32, 10, 10, 3))
+    return x, jax.random.randint(jax.random.key(1), (32,), 0, 10)
+
+
+@pytest.mark.parametrize("method", ["critical", "lsuv"])
+def test_cure_of_a_collapsed_relu_cnn(cnn_batch, method):
+    """Every kernel gradient near 1e-12 (N(0, 0.01^2) weights, 11 layers): vanishing before;
+    the critical redraw (He init) or LSUV gives gradients of order one and a stable verdict.
+    The model given is not changed."""
+    model = FunctionalReLUCNN(9, init.normal(0.01), rngs=nnx.Rngs(0))
+    kernel_before = np.asarray(model.convs[3].kernel[...])
+    result = model_init.cure(model, cnn_loss, cnn_batch, method=method, activation="relu")
+    assert result.method == method
+    assert result.before.verdict == "vanishing"
+    assert result.after.verdict == "stable"
+    np.testing.assert_array_equal(model.convs[3].kernel[...], kernel_before)
+    kernels = [i for i, name in enumerate(result.report_before.param_names) if "kernel" in name]
+    before = np.asarray(result.report_before.params.grad_norm)[kernels]
+    after = np.asarray(result.report_after.params.grad_norm)[kernels]
+    assert before.max() < 1e-8  # the head's kernel sees 1e-9, the stem 1e-13
+    assert 1e-2 < np.median(after) < 1e2
+    assert "before vanishing, after stable" in repr(result)
+    assert set(result.to_frame()["when"]) == {"before", "after"}
+
+
+def test_critical_cure_draws_the_prescribed_variances():
+    """ReLU: kernels N(0, 2 / fan_in) (He); tanh with zero biases: the biases are redrawn
+    with sigma_b2 = 0.05 and the kernels at tanh's critical sigma_w2 there (1.761)."""
+    relu = nn.MLP(64, 128, 8, 4, activation="relu", kernel_init=init.normal(0.01), rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(0), (32, 64))
+    loss = lambda m, x: jnp.mean(m(x) ** 2)
+    cured = model_init.cure(relu, loss, x).model
+    kernels = np.asarray(cured.blocks.linear.kernel[...], np.float64)
+    np.testing.assert_allclose(kernels.var(axis=(1, 2)) * 128, 2.0, rtol=0.05)  # 16384 draws
+    np.testing.assert_allclose(np.asarray(cured.input_layer.kernel[...]).var() * 64, 2.0, rtol=0.1)
+    tanh = nn.MLP(64, 128, 8, 4, activation="tanh", rngs=nnx.Rngs(0))
+    result = model_init.cure(tanh, loss, x, method="critical")
+    prescription = result.detail
+    assert prescription.changes_biases
+    assert prescription.sigma_b2 == pytest.approx(0.05)
+    assert prescription.sigma_w2 == pytest.approx(
+        float(jaxgrad.theory.critical_sigma_w2("tanh", 0.05))
+    )
+    biases = np.asarray(result.model.blocks.linear.bias[...], np.float64)
+    np.testing.assert_allclose(biases.var(), 0.05, rtol=0.1)  # 1024 draws
+    kernels = np.asarray(result.model.blocks.linear.kernel[...], np.float64)
+    np.testing.assert_allclose(kernels.var() * 128, prescription.sigma_w2, rtol=0.02)
+
+
+def test_cure_refuses_what_it_cannot_do(cnn_batch):
+    model = FunctionalReLUCNN(1, init.normal(0.01), rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="method must be one of auto, critical, lsuv"):
+        model_init.cure(model, cnn_loss, cnn_batch, method="magic")
+    with pytest.raises(ValueError, match="method='critical' needs the activation"):
+        model_init.cure(model, cnn_loss, cnn_batch, method="critical")
+    assert model_init.cure(model, cnn_loss, cnn_batch).method == "lsuv"  # unknown activation

@@ -23,7 +23,7 @@ def test_report_files_are_written_and_self_contained(built):
     markdown = (out / "report.md").read_text()
     assert [s.title for s in result.sections] == [
         "Seed experiment", "Order and chaos", "Gradients across depth", "Dynamical isometry",
-        "Remedies",
+        "Remedies", "Your own model",
     ]  # fmt: skip
     assert html.count("data:image/png;base64,") == len(result.sections)
     for section in result.sections:
@@ -92,3 +92,19 @@ def test_remedy_rows(built):
         model, optax.sgd(0.1), data.digits(), steps=600, batch_size=64, key=jax.random.key(0)
     )
     assert rows["batch norm"][0] == pytest.approx(float(history.test_accuracy[-1]), abs=2e-3)
+
+
+def test_own_model_rows_are_diagnoses_of_the_models_named(built):
+    """The collapsed CNN reads vanishing and its cure stable; the transformer without norm
+    layers reads exploding, with attention logits far above the pre-LN model's."""
+    _, result = built
+    cnn, transformer = result.sections[-1].rows
+    assert cnn[1:3] == ["vanishing", "signal"]
+    assert cnn[6] == "stable"
+    high = float(cnn[3].split(" to ")[1])
+    assert high < 1e-8  # every kernel's gradient/weight ratio collapsed
+    low_after = float(cnn[7].split(" to ")[0])
+    assert low_after > 1e-3
+    assert transformer[1:3] == ["exploding", "signal"]
+    assert float(transformer[4]) > 100
+    assert transformer[6] == "stable"

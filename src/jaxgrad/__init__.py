@@ -8,10 +8,12 @@ from jaxgrad import model_init as model_init
 from jaxgrad import nn as nn
 from jaxgrad import optim as optim
 from jaxgrad import prng as prng
+from jaxgrad import stats as stats
 from jaxgrad import theory as theory
 from jaxgrad import train as train
 from jaxgrad.inspection import ModelReport as ModelReport
 from jaxgrad.inspection import inspect as inspect
+from jaxgrad.model_init import cure as cure
 from jaxgrad.model_init import fixup as fixup
 from jaxgrad.model_init import lsuv as lsuv
 from jaxgrad.propagation import LayerStats as LayerStats

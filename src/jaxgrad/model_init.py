@@ -43,7 +43,7 @@ import collections
 import functools
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -616,3 +616,182 @@ def fixup(model: _nn.ResidualMLP | _nn.MLP, *, key: jax.Array | None = None) -> 
         readout = model.readout
         readout.kernel[...] = jnp.zeros_like(readout.kernel[...])
         readout.bias[...] = jnp.zeros_like(readout.bias[...])
+
+
+# ----------------------------------------------------------------------------- cures
+
+
+CURES = ("auto", "critical", "lsuv")
+
+
+class CureResult(NamedTuple):
+    """What `cure` did and what it measured before and after.
+
+    Attributes:
+        model: the cured copy (the model given is not changed).
+        method: "critical" (kernels, and biases where prescribed, redrawn at the mean-field
+            critical point) or "lsuv".
+        before, after: `jaxgrad.diagnose` of the model and of the cured copy on the batch.
+        report_before, report_after: their `jaxgrad.inspect` reports.
+        detail: the prescription (`stats.Prescription`) or the `LSUVReport`.
+    """
+
+    model: nnx.Module
+    method: str
+    before: Any
+    after: Any
+    report_before: Any
+    report_after: Any
+    detail: Any
+
+    def to_frame(self) -> pd.DataFrame:
+        """The findings before and after, one row each, with a `when` column."""
+        import pandas as pd
+
+        before = self.before.to_frame().assign(when="before")
+        after = self.after.to_frame().assign(when="after")
+        return pd.concat([before, after], ignore_index=True)
+
+    def __repr__(self) -> str:
+        return (
+            f"CureResult({self.method}): before {self.before.verdict}, after "
+            f"{self.after.verdict}\n  before: {self.before.message}\n  after: "
+            f"{self.after.message}"
+        )
+
+
+def _fan_in(module: nnx.Module, shape: tuple[int, ...]) -> int:
+    """A kernel's fan-in: the product of a LinearGeneral's input axes, else every axis but
+    the last (JAX/Flax layouts: a dense (in, out), a convolution (*window, in, out))."""
+    if isinstance(module, nnx.LinearGeneral):
+        return math.prod(module.in_features)
+    return math.prod(shape[:-1])
+
+
+def _redraw(model: nnx.Module, report, prescription, key: jax.Array) -> None:
+    """Redraw every kernel (per layer for a stacked one) as N(0, sigma_w2 / fan_in), and
+    every bias as N(0, sigma_b2) where the prescription changes the biases."""
+    per_layer = {}
+    for name, shape in zip(report.param_names, report.param_shapes, strict=True):
+        if "[" in name:  # a layer's slice of a stacked parameter: "blocks[3].linear.kernel"
+            head, _, tail = name.partition("[")
+            per_layer[head + tail.partition("]")[2]] = shape
+    modules = list(nnx.iter_modules(model))
+    for index, (path, module) in enumerate(modules):
+        for attribute in ("kernel", "bias"):
+            param = vars(module).get(attribute)
+            if not isinstance(param, nnx.Param):
+                continue
+            if attribute == "bias" and not prescription.changes_biases:
+                continue
+            value = param[...]
+            name = _path_str((*path, attribute))
+            layer_shape = per_layer.get(name, value.shape)
+            stacked = layer_shape != value.shape
+            if attribute == "kernel":
+                std = math.sqrt(prescription.sigma_w2 / _fan_in(module, layer_shape))
+            else:
+                std = math.sqrt(prescription.sigma_b2)
+            draw_key = jax.random.fold_in(key, 2 * index + (attribute == "bias"))
+            draw = _init.normal(std)
+            if stacked:
+                keys = jax.random.split(draw_key, value.shape[0])
+                new = jax.vmap(functools.partial(draw, shape=layer_shape, dtype=value.dtype))(keys)
+            else:
+                new = draw(draw_key, value.shape, value.dtype)
+            param[...] = new
+
+
+def cure(
+    model: nnx.Module,
+    loss_fn: Callable[[nnx.Module, Any], jax.Array],
+    batch: Any,
+    *,
+    method: str = "auto",
+    activation: str | Callable[[jax.Array], jax.Array] | None = None,
+    x: jax.Array | None = None,
+    key: jax.Array | None = None,
+) -> CureResult:
+    """Apply the initialization cure `jaxgrad.diagnose` prescribes and check it: the cured
+    copy, and the diagnosis before and after, on the same batch.
+
+    Only cures that keep the architecture are applied: "critical" redraws every kernel at
+    the mean-field critical point of the activation (N(0, sigma_w2 / fan_in), per layer of a
+    stacked kernel; `stats.prescribe_initialization`: He et al.'s sigma_w2 = 2 for ReLU,
+    the critical sigma_w2 of tanh at the model's bias variance, or at sigma_b2 = 0.05 with
+    the biases redrawn where the signal would still decay); "lsuv" runs
+    `lsuv(copy, x, key)`. "auto" chooses "critical" where the activation is known and has a
+    critical point, else "lsuv". A norm layer or residual connections change the model and
+    are left to you (the diagnosis names them).
+
+    Args:
+        model: the model; not changed (the cure works on `nnx.clone(model)`).
+        loss_fn, batch: as for `jaxgrad.inspect`.
+        method: "auto", "critical" or "lsuv".
+        activation: the network's elementwise activation (needed for "critical"); default
+            the model's `activation_name` where it has one (jaxgrad's models).
+        x: the inputs LSUV feeds the model; default `batch[0]` for a tuple batch, else
+            `batch`.
+        key: PRNG key for the redrawn weights; default `jax.random.key(0)`.
+
+    Returns:
+        A `CureResult`.
+
+    Raises:
+        ValueError: an unknown method, or "critical" without a known activation or where
+            the activation has no critical point.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from jaxgrad import init, nn
+        >>> model = nn.MLP(16, 64, depth=30, out_features=4, activation="relu",
+        ...                kernel_init=init.normal(0.01), rngs=nnx.Rngs(0))
+        >>> x = jax.random.normal(jax.random.key(0), (64, 16))
+        >>> result = cure(model, lambda m, x: jnp.mean(m(x) ** 2), x)
+        >>> result.method, result.before.verdict, result.after.verdict
+        ('critical', 'vanishing', 'stable')
+    """
+    from jaxgrad import inspection, stats
+
+    if method not in CURES:
+        raise ValueError(f"method must be one of {', '.join(CURES)}, got {method!r}")
+    if activation is None:
+        activation = getattr(model, "activation_name", None)
+    if key is None:
+        key = jax.random.key(0)
+    report_before = inspection.inspect(model, loss_fn, batch, activation=activation)
+    before = stats.diagnose(report_before, activation=activation)
+    prescription = None
+    if activation is not None:
+        prescription = stats.prescribe_initialization(activation, _bias_variance(model))
+    if method == "auto":
+        method = "critical" if prescription is not None else "lsuv"
+    cured = nnx.clone(model)
+    if method == "critical":
+        if prescription is None:
+            raise ValueError(
+                "method='critical' needs the activation (activation=...), and one with a "
+                f"critical point; got {activation!r}: use method='lsuv'"
+            )
+        _redraw(cured, report_before, prescription, key)
+        detail: Any = prescription
+    else:
+        if x is None:
+            x = batch[0] if isinstance(batch, tuple | list) else batch
+        detail = lsuv(cured, x, key)
+    report_after = inspection.inspect(cured, loss_fn, batch, activation=activation)
+    after = stats.diagnose(report_after, activation=activation)
+    return CureResult(cured, method, before, after, report_before, report_after, detail)
+
+
+def _bias_variance(model: nnx.Module) -> float:
+    """The mean square of the model's biases (0 when it has none): its sigma_b2."""
+    squares, count = 0.0, 0
+    for _, module in nnx.iter_modules(model):
+        bias = vars(module).get("bias")
+        if isinstance(bias, nnx.Param):
+            values = np.asarray(bias[...], np.float64)
+            squares += float(np.sum(values**2))
+            count += values.size
+    return squares / count if count else 0.0

@@ -182,6 +182,7 @@ class ModelReport:
         param_names: the parameters' paths ("blocks[3].linear.kernel" for a layer's slice).
         param_modules: the name of the row (module call) each parameter belongs to, or ""
             when its module was not recorded.
+        param_shapes: each parameter's shape (a layer's slice for a stacked one).
         activation: the activation behind the saturated fractions, or None.
     """
 
@@ -193,6 +194,7 @@ class ModelReport:
     module_layers: tuple[tuple[int, ...], ...] = dataclasses.field(metadata={"static": True})
     param_names: tuple[str, ...] = dataclasses.field(metadata={"static": True})
     param_modules: tuple[str, ...] = dataclasses.field(metadata={"static": True})
+    param_shapes: tuple[tuple[int, ...], ...] = dataclasses.field(metadata={"static": True})
     activation: str | None = dataclasses.field(metadata={"static": True})
 
     def module(self, name: str) -> ModuleStats:
@@ -223,6 +225,87 @@ class ModelReport:
         dL/d(output) holds an inf or a nan: where the backward pass went non-finite."""
         hits = np.flatnonzero(np.asarray(self.modules.nonfinite_grad))
         return self.module_names[hits[-1]] if hits.size else None
+
+    def profile(
+        self,
+        *,
+        activation: str | Callable[[jax.Array], jax.Array] | None = None,
+        sigma_w2: float | None = None,
+        sigma_b2: float | None = None,
+    ) -> _stats.Profile:
+        """The `jaxgrad.stats.Profile` that `jaxgrad.diagnose` reads: one layer per call of a
+        module with weights (a `kernel`, or an `embedding`), in forward order.
+
+        Per layer: the kernel's gradient and weight norms; the call's output std as the
+        signal (a linear layer's output is its pre-activation) and ||dL/d(output)||; the
+        dead and saturated fractions that the next layer's input shows (the activation
+        between them; nan for the last layer, and the data entering the first layer is never
+        read as a layer's units); fans from the kernel's shape (fan_out its last axis). The
+        activation for the mean-field rule is used only when given here (or to `diagnose`):
+        only you know whether the model is a plain stack without norm or residual.
+
+        Args:
+            activation: the network's elementwise activation, for the mean-field rule.
+            sigma_w2, sigma_b2: the initialization's variances where known.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from flax import nnx
+            >>> model = nnx.Sequential(nnx.Linear(3, 4, rngs=nnx.Rngs(0)), nnx.relu,
+            ...                        nnx.Linear(4, 2, rngs=nnx.Rngs(1)))
+            >>> report = inspect(model, lambda m, x: jnp.mean(m(x) ** 2), jnp.ones((5, 3)))
+            >>> report.profile().names
+            ('layers.0', 'layers.2')
+        """
+        host = jax.device_get(self)
+        rows = {name: index for index, name in enumerate(self.module_names)}
+        layers = []  # (row index, param index)
+        for index, (name, owner) in enumerate(
+            zip(self.param_names, self.param_modules, strict=True)
+        ):
+            if owner in rows and name.rsplit(".", 1)[-1] in ("kernel", "embedding"):
+                layers.append((rows[owner], index))
+        layers.sort()
+        module_rows = np.array([row for row, _ in layers], dtype=int)
+        param_rows = np.array([param for _, param in layers], dtype=int)
+        modules, params = host.modules, host.params
+
+        def per_layer(values, at=module_rows):
+            return np.asarray(values, np.float64)[at] if at.size else np.zeros(0)
+
+        def next_inputs(values):  # what the next layer receives: the activation in between
+            read = per_layer(values, module_rows[1:]) if module_rows.size else np.zeros(0)
+            return np.concatenate([read, [np.nan]]) if module_rows.size else read
+
+        forward = np.asarray(modules.nonfinite_in, bool) | np.asarray(modules.nonfinite_out, bool)
+        forward_rows = np.flatnonzero(forward)
+        first = -1
+        if forward_rows.size:
+            after = np.flatnonzero(module_rows >= forward_rows[0])
+            first = int(after[0]) + 1 if after.size else -1
+        broken = (
+            per_layer(modules.nonfinite_grad).astype(bool)
+            | np.asarray(params.nonfinite, bool)[param_rows]
+        )
+        shapes = [self.param_shapes[index] for index in param_rows]
+        fan_out = np.array([shape[-1] if shape else 1 for shape in shapes], dtype=np.float64)
+        fan_in = np.array([math.prod(shape) for shape in shapes], dtype=np.float64) / fan_out
+        return _stats.Profile(
+            names=tuple(self.module_names[row] for row in module_rows),
+            grad_norm=np.asarray(params.grad_norm, np.float64)[param_rows],
+            weight_norm=np.asarray(params.weight_norm, np.float64)[param_rows],
+            signal_std=per_layer(modules.out_std),
+            act_grad_norm=per_layer(modules.out_grad_norm),
+            dead_frac=next_inputs(modules.dead_frac),
+            saturated_frac=next_inputs(modules.saturated_frac),
+            first_nonfinite=first,
+            first_nonfinite_backward=int(np.flatnonzero(broken)[-1]) + 1 if broken.any() else -1,
+            activation=activation,
+            fan_in=fan_in if shapes else None,
+            fan_out=fan_out if shapes else None,
+            sigma_w2=sigma_w2,
+            sigma_b2=sigma_b2,
+        )
 
     def module_frame(self) -> pd.DataFrame:
         """One row per recorded call, in forward order: `name`, `type`, `layer` (index in
@@ -490,8 +573,9 @@ def _inspect_jit(graphdef, loss_fn, spec: _Spec, params, rest, batch) -> ModelRe
         module_names=tuple(row.name for row in rows),
         module_types=tuple(row.module_type for row in rows),
         module_layers=tuple(row.layer for row in rows),
-        param_names=tuple(name for name, _ in param_rows),
-        param_modules=tuple(owner for _, owner in param_rows),
+        param_names=tuple(name for name, _, _ in param_rows),
+        param_modules=tuple(owner for _, owner, _ in param_rows),
+        param_shapes=tuple(shape for _, _, shape in param_rows),
         activation=None if spec.activation is None else _act.name_of(spec.activation),
     )
 
@@ -585,7 +669,7 @@ def _module_stats(layout, rows, records, tap_grads) -> ModuleStats:
     )
 
 
-def _param_stats(layout, rows, params, grads) -> tuple[list[tuple[str, str]], ParamStats]:
+def _param_stats(layout, rows, params, grads) -> tuple[list[tuple[str, str, tuple]], ParamStats]:
     """One entry per parameter, or per layer of a parameter stacked by a top-level scan,
     ordered by the row of the module it belongs to (its first call), then model order."""
     stacked = _capture.stacked_params(layout)
@@ -610,12 +694,14 @@ def _param_stats(layout, rows, params, grads) -> tuple[list[tuple[str, str]], Pa
                 name = ".".join([*parts[:prefix]]) + f"[{layer}]"
                 name += "".join("." + part for part in parts[prefix:])
                 where = _owner(position, owners, (layer,))
-                entries.append((where[0], order, layer, name, where[1], offset + layer))
+                entries.append(
+                    (where[0], order, layer, name, where[1], weight.shape[1:], offset + layer)
+                )
             offset += length
         else:
             pieces.append(_per_param(weight, grad, None))
             where = _owner(position, owners, None)
-            entries.append((where[0], order, 0, ".".join(parts), where[1], offset))
+            entries.append((where[0], order, 0, ".".join(parts), where[1], weight.shape, offset))
             offset += 1
     entries.sort()
     permutation = np.array([entry[-1] for entry in entries], dtype=np.int32)
@@ -627,7 +713,7 @@ def _param_stats(layout, rows, params, grads) -> tuple[list[tuple[str, str]], Pa
         if pieces
         else ParamStats(*([jnp.zeros((0,), jnp.float32)] * 3), jnp.zeros((0,), bool))
     )
-    return [(entry[3], entry[4]) for entry in entries], stats
+    return [(entry[3], entry[4], tuple(entry[5])) for entry in entries], stats
 
 
 def _owner(position, owners, layer) -> tuple[float, str]:

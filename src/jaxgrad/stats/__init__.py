@@ -18,9 +18,11 @@ from jaxgrad.stats.diagnosis import SIGNAL_BAND as SIGNAL_BAND
 from jaxgrad.stats.diagnosis import VERDICTS as VERDICTS
 from jaxgrad.stats.diagnosis import Diagnosis as Diagnosis
 from jaxgrad.stats.diagnosis import Finding as Finding
+from jaxgrad.stats.diagnosis import Prescription as Prescription
 from jaxgrad.stats.diagnosis import Profile as Profile
 from jaxgrad.stats.diagnosis import Profiled as Profiled
 from jaxgrad.stats.diagnosis import diagnose as diagnose
+from jaxgrad.stats.diagnosis import prescribe_initialization as prescribe_initialization
 from jaxgrad.stats.reductions import SATURATION_THRESHOLD as SATURATION_THRESHOLD
 from jaxgrad.stats.reductions import Moments as Moments
 from jaxgrad.stats.reductions import accumulation_dtype as accumulation_dtype

@@ -489,9 +489,56 @@ def _decays(theory, activation, sigma_w2: float, sigma_b2: float, q_star=None) -
     return float(theory.q_map(activation, sigma_w2, sigma_b2, 1.0)) < 1 - _COLLAPSED_Q_STAR
 
 
+class Prescription(NamedTuple):
+    """The re-initialization that puts a plain stack of an activation at its critical point
+    (chi1 = 1, Schoenholz et al. 2017): kernels W ~ N(0, sigma_w2 / fan_in), and biases
+    b ~ N(0, sigma_b2) where `sigma_b2` differs from the model's (else biases are kept).
+
+    Attributes:
+        sigma_w2: the critical weight variance.
+        sigma_b2: the bias variance it is critical at.
+        changes_biases: True where the bias variance had to be raised (at the model's
+            sigma_b2 the fixed point is q* = 0 and the signal decays as a power law).
+    """
+
+    sigma_w2: float
+    sigma_b2: float
+    changes_biases: bool
+
+
+def prescribe_initialization(
+    activation: object, sigma_b2: float | None = None
+) -> Prescription | None:
+    """The critical initialization for a plain stack of `activation` at the model's bias
+    variance (0 when unknown), or at `CURE_SIGMA_B2` where the signal would still decay to
+    zero there; None where the activation has no critical point in [1e-3, 1e3].
+
+    This is what the cures of `diagnose` name and what `jaxgrad.model_init.cure` applies.
+
+    Example:
+        >>> prescribe_initialization("relu").sigma_w2
+        2.0
+        >>> round(prescribe_initialization("tanh", 0.0).sigma_w2, 3)  # q* = 0 at sigma_b2 = 0
+        1.761
+    """
+    from jaxgrad import theory  # the theory sits beside the front ends, right of stats
+
+    if _activation_name(activation) == "relu":
+        return Prescription(2.0, 0.0 if sigma_b2 is None else float(sigma_b2), False)
+    bias = 0.0 if sigma_b2 is None else float(sigma_b2)
+    critical = float(theory.critical_sigma_w2(activation, bias))
+    if not math.isfinite(critical):
+        return None
+    if _decays(theory, activation, critical, bias):
+        better = float(theory.critical_sigma_w2(activation, CURE_SIGMA_B2))
+        if math.isfinite(better):
+            return Prescription(better, CURE_SIGMA_B2, True)
+    return Prescription(critical, bias, False)
+
+
 def _init_cure(activation: object, sigma_b2: float | None) -> str:
     """The re-initialization that puts a plain stack of this activation at its critical
-    point, with the call; LSUV for any model."""
+    point, with the call (`prescribe_initialization`); LSUV for any model."""
     lsuv = (
         "jaxgrad.model_init.lsuv(model, x, key), which rescales each layer to unit output "
         "variance on a batch for any activation (Mishkin and Matas 2015)"
@@ -508,31 +555,33 @@ def _init_cure(activation: object, sigma_b2: float | None) -> str:
             "re-initialize the kernels with jaxgrad.init.kaiming_normal() (He et al. 2015: "
             f"sigma_w2 = 2, the critical point of ReLU), or {lsuv}"
         )
-    from jaxgrad import theory  # the theory sits beside the front ends, right of stats
-
     bias = 0.0 if sigma_b2 is None else sigma_b2
-    critical = float(theory.critical_sigma_w2(activation, bias))
-    if not math.isfinite(critical):
+    prescription = prescribe_initialization(activation, sigma_b2)
+    if prescription is None:
         return (
             f"{name} has no critical sigma_w2 in [1e-3, 1e3] at sigma_b2 = {bias:g}: "
             f"use {lsuv}, or a norm layer, nn.MLP(..., norm='layer')"
         )
-    text = (
-        f"sigma_w2 = {critical:.5g} at sigma_b2 = {bias:g} is the critical point of {name} "
-        f"(chi1 = 1, Schoenholz et al. 2017): re-initialize the kernels with "
-        f"jaxgrad.init.variance_scaling({critical:.5g}, 'fan_in', 'normal') (gain "
-        f"{math.sqrt(critical):.4g})"
-    )
-    if _decays(theory, activation, critical, bias):
-        better = float(theory.critical_sigma_w2(activation, CURE_SIGMA_B2))
-        if math.isfinite(better):
-            text += (
-                f"; but there q* = 0 and the signal still decays to zero (as a power law), so "
-                f"prefer biases jaxgrad.init.normal({math.sqrt(CURE_SIGMA_B2):.4g}) "
-                f"(sigma_b2 = {CURE_SIGMA_B2:g}) with "
-                f"jaxgrad.init.variance_scaling({better:.5g}, 'fan_in', 'normal')"
-            )
-    return f"{text}; or {lsuv}"
+    if prescription.changes_biases:
+        from jaxgrad import theory
+
+        critical = float(theory.critical_sigma_w2(activation, bias))
+        text = (
+            f"sigma_w2 = {critical:.5g} at sigma_b2 = {bias:g} is the critical point of {name} "
+            f"(chi1 = 1, Schoenholz et al. 2017), but there q* = 0 and the signal still "
+            f"decays to zero (as a power law), so re-initialize the biases with "
+            f"jaxgrad.init.normal({math.sqrt(prescription.sigma_b2):.4g}) (sigma_b2 = "
+            f"{prescription.sigma_b2:g}) and the kernels with "
+            f"jaxgrad.init.variance_scaling({prescription.sigma_w2:.5g}, 'fan_in', 'normal')"
+        )
+    else:
+        text = (
+            f"sigma_w2 = {prescription.sigma_w2:.5g} at sigma_b2 = {bias:g} is the critical "
+            f"point of {name} (chi1 = 1, Schoenholz et al. 2017): re-initialize the kernels "
+            f"with jaxgrad.init.variance_scaling({prescription.sigma_w2:.5g}, 'fan_in', "
+            f"'normal') (gain {math.sqrt(prescription.sigma_w2):.4g})"
+        )
+    return f"{text}; or {lsuv}; jaxgrad.model_init.cure applies either and checks it"
 
 
 _NORM = "a norm layer before each activation: nn.MLP(..., norm='layer') (Ba et al. 2016)"
