@@ -822,3 +822,185 @@ def test_low_precision_gradients_are_clipped_with_a_float32_norm(rng, dtype):
     np.testing.assert_allclose(
         np.asarray(updates["w"], np.float64), exact / np.linalg.norm(exact), rtol=1e-2
     )
+
+
+# ----------------------------------------------------------------------------- inside nnx.Optimizer
+
+
+class _Net:
+    """A small NNX model for the nnx.Optimizer tests (defined lazily: flax import)."""
+
+    @staticmethod
+    def make(seed=0):
+        from flax import nnx
+
+        class Net(nnx.Module):
+            def __init__(self, rngs):
+                self.l1 = nnx.Linear(3, 5, rngs=rngs)
+                self.conv = nnx.Conv(5, 4, (1,), rngs=rngs)
+                self.head = nnx.Linear(4, 2, rngs=rngs)
+
+            def __call__(self, x):
+                h = jax.nn.relu(self.l1(x))
+                return self.head(jax.nn.relu(self.conv(h[:, None, :]))[:, 0])
+
+        return Net(nnx.Rngs(seed))
+
+
+EVERY_TRANSFORM = [
+    optim.clip_by_value(0.5),
+    optim.clip_by_global_norm(1.0),
+    optim.clip_by_layer_norm(1.0),
+    optim.adaptive_clip(0.05),
+    optim.add_l1(1e-3),
+    optax.adam(1e-2),
+    optim.l1_proximal(1e-3, 1e-2),
+    optim.max_norm(2.0),
+]
+
+
+def _loss(model, x):
+    return jnp.mean(jnp.square(model(x)))
+
+
+def test_monitors_work_inside_nnx_optimizer_with_every_transform():
+    """The issue's crash (KeyError 'head/bias': nnx.Optimizer initializes on Variables and
+    updates on arrays) is gone; the monitors change nothing; each is found by its name and
+    measures the norms of the arrays it saw, in an independent recomputation."""
+    from flax import nnx
+
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((8, 3)), jnp.float32)
+    plain_model, watched_model = _Net.make(), _Net.make()
+    plain = nnx.Optimizer(plain_model, optax.chain(*EVERY_TRANSFORM), wrt=nnx.Param)
+    chain = optax.chain(
+        optim.monitor(name="raw"),
+        *EVERY_TRANSFORM[:5],
+        optim.monitor(optax.chain(*EVERY_TRANSFORM[5:]), name="optimizer"),
+    )
+    watched = nnx.Optimizer(watched_model, chain, wrt=nnx.Param)
+    for _ in range(3):
+        before = {
+            n: np.asarray(v, np.float64)
+            for n, v in zip(
+                optim.leaf_names(nnx.state(watched_model, nnx.Param)),
+                jax.tree.leaves(nnx.state(watched_model, nnx.Param)),
+                strict=True,
+            )
+        }
+        grads = nnx.grad(_loss)(watched_model, x)
+        plain.update(plain_model, nnx.grad(_loss)(plain_model, x))
+        watched.update(watched_model, grads)
+    for a, b in zip(
+        jax.tree.leaves(nnx.state(plain_model)),
+        jax.tree.leaves(nnx.state(watched_model)),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    states = optim.monitor_states(watched.opt_state)
+    assert list(states) == ["raw", "optimizer"]
+    raw, final = states["raw"], states["optimizer"]
+    assert int(raw.count) == 3
+    grad_leaves = dict(zip(optim.leaf_names(grads), jax.tree.leaves(grads), strict=True))
+    assert set(raw.grad_norms) == set(grad_leaves) == {
+        "l1/kernel", "l1/bias", "conv/kernel", "conv/bias", "head/kernel", "head/bias"
+    }  # fmt: skip
+    for name, grad in grad_leaves.items():
+        np.testing.assert_allclose(
+            raw.grad_norms[name], np.linalg.norm(np.asarray(grad)), rtol=1e-5
+        )
+        np.testing.assert_allclose(raw.weight_norms[name], np.linalg.norm(before[name]), rtol=1e-5)
+    # the wrapping monitor sees adam's moments: compare with adam's own state
+    adam = next(s for s in jax.tree.leaves(final.inner_state, is_leaf=lambda s: hasattr(s, "mu"))
+            if hasattr(s, "mu"))  # fmt: skip
+    mu = dict(zip(optim.leaf_names(adam.mu), jax.tree.leaves(adam.mu), strict=True))
+    nu = dict(zip(optim.leaf_names(adam.nu), jax.tree.leaves(adam.nu), strict=True))
+    for name in mu:
+        np.testing.assert_allclose(
+            final.first_moment_norms[name], np.linalg.norm(mu[name]), rtol=1e-5
+        )
+        np.testing.assert_allclose(
+            final.second_moment_norms[name], np.linalg.norm(nu[name]), rtol=1e-5
+        )
+    assert np.isnan(float(raw.first_moment_norms["head/kernel"]))  # no moments before adam
+    frame = final.to_frame(
+        order=["l1/kernel", "l1/bias", "conv/kernel", "conv/bias", "head/kernel", "head/bias"]
+    )
+    assert next(iter(frame["param"])) == "l1/kernel"
+    assert {"grad_norm", "update_norm", "update_ratio", "first_moment_norm"} <= set(frame.columns)
+
+
+def test_make_optimizer_with_monitor_inside_nnx_optimizer():
+    from flax import nnx
+
+    model = _Net.make()
+    opt = nnx.Optimizer(model, optim.make_optimizer("sgd", 0.1, monitor=True), wrt=nnx.Param)
+    x = jnp.ones((4, 3))
+    opt.update(model, nnx.grad(_loss)(model, x))
+    assert int(optim.monitor_state(opt.opt_state).count) == 1
+    assert float(optim.monitor_state(opt.opt_state).global_update_norm) > 0
+
+
+def test_monitor_measures_every_k_updates_and_keeps_the_values_between(small_problem):
+    params, grad_jax, _ = small_problem
+    tx = optim.monitor(optax.sgd(0.1), every=3)
+    state = tx.init(params)
+    step = jax.jit(tx.update)
+    seen = []
+    for _ in range(7):
+        grads = grad_jax(params)
+        updates, state = step(grads, state, params)
+        params = optax.apply_updates(params, updates)
+        seen.append((bool(state.measured), float(state.global_grad_norm), grads))
+    assert [m for m, _, _ in seen] == [True, False, False, True, False, False, True]
+    for measured, norm, grads in seen:
+        if measured:
+            np.testing.assert_allclose(norm, float(optax.tree.norm(grads)), rtol=1e-5)
+    assert seen[1][1] == seen[0][1]  # kept between measurements
+    with pytest.raises(ValueError, match="every must be an int >= 1"):
+        optim.monitor(every=0)
+
+
+def test_guard_skips_nonfinite_and_spiking_updates_and_records_them():
+    params = {"a": jnp.ones(3), "b": jnp.ones(2)}
+    tx = optim.guard(optax.adam(0.1), spike_factor=10.0, warmup=2)
+    state = tx.init(params)
+    step = jax.jit(tx.update)
+    normal = {"a": jnp.full(3, 0.5), "b": jnp.full(2, 0.5)}
+    for _ in range(3):
+        updates, state = step(normal, state, params)
+    inner_before = state.inner_state
+    bad = {"a": jnp.array([1.0, jnp.nan, 1.0]), "b": jnp.ones(2)}
+    updates, state = step(bad, state, params)
+    assert all(float(jnp.abs(u).max()) == 0 for u in jax.tree.leaves(updates))
+    for before, after in zip(
+        jax.tree.leaves(inner_before), jax.tree.leaves(state.inner_state), strict=True
+    ):
+        np.testing.assert_array_equal(before, after)  # adam's moments untouched
+    assert int(state.skipped) == 1
+    assert int(state.last_skipped) == 3
+    assert int(state.reason) == optim.SKIP_NONFINITE
+    assert bool(state.nonfinite["a"])
+    assert not bool(state.nonfinite["b"])
+    spike = {"a": jnp.full(3, 50.0), "b": jnp.full(2, 50.0)}  # 100x the running norm
+    updates, state = step(spike, state, params)
+    assert int(state.skipped) == 2
+    assert int(state.reason) == optim.SKIP_SPIKE
+    assert all(float(jnp.abs(u).max()) == 0 for u in jax.tree.leaves(updates))
+    updates, state = step(normal, state, params)
+    assert int(state.consecutive) == 0
+    assert float(jnp.abs(updates["a"]).max()) > 0
+    assert list(optim.guard_states(state)) == ["guard"]
+    with pytest.raises(ValueError, match="spike_factor must be > 1"):
+        optim.guard(optax.sgd(0.1), spike_factor=0.5)
+
+
+def test_guard_gives_up_after_max_consecutive_skips():
+    params = {"w": jnp.ones(2)}
+    tx = optim.guard(optax.sgd(1.0), max_consecutive=2)
+    state = tx.init(params)
+    bad = {"w": jnp.array([jnp.inf, 0.0])}
+    skipped = []
+    for _ in range(3):
+        _updates, state = tx.update(bad, state, params)
+        skipped.append(int(state.skipped))
+    assert skipped == [1, 2, 2]  # the third is applied, as optax.apply_if_finite does

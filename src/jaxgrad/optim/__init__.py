@@ -15,8 +15,10 @@ hyperparameter). Layouts are JAX/Flax's: a dense kernel is `(in, out)`, a convol
   the learning-rate scaling (coupled, PyTorch's `weight_decay`) or `optax.adamw` (decoupled,
   Loshchilov and Hutter 2019); `make_optimizer` uses them.
 - Constraints: `max_norm` (Keras' MaxNorm), which projects the parameters after the update.
-- Monitoring: `monitor` records gradient norms and update-to-weight ratios into its state;
-  `monitor_state` finds that state inside any nested optimizer state.
+- Monitoring: `monitor` measures per-parameter gradient, update and weight norms, their
+  ratios and Adam's moments every k updates (it works inside `nnx.Optimizer`);
+  `monitor_states` finds every monitor of a chain by name; `guard` skips an update with
+  non-finite gradients or a norm spike and records what it skipped.
 - `make_optimizer` builds a ready chain for "sgd", "momentum", "rmsprop", "adam", "adamw".
 
 Transforms that rewrite the parameters (`l1_proximal`, `max_norm`) see the step
@@ -56,7 +58,13 @@ from jaxgrad.optim.clipping import adaptive_clip as adaptive_clip
 from jaxgrad.optim.clipping import clip_by_global_norm as clip_by_global_norm
 from jaxgrad.optim.clipping import clip_by_layer_norm as clip_by_layer_norm
 from jaxgrad.optim.clipping import clip_by_value as clip_by_value
+from jaxgrad.optim.monitoring import SKIP_NONFINITE as SKIP_NONFINITE
+from jaxgrad.optim.monitoring import SKIP_SPIKE as SKIP_SPIKE
+from jaxgrad.optim.monitoring import GuardState as GuardState
 from jaxgrad.optim.monitoring import MonitorState as MonitorState
+from jaxgrad.optim.monitoring import guard as guard
+from jaxgrad.optim.monitoring import guard_states as guard_states
+from jaxgrad.optim.monitoring import leaf_names as leaf_names
 from jaxgrad.optim.monitoring import monitor as monitor
 from jaxgrad.optim.monitoring import monitor_state as monitor_state
 from jaxgrad.optim.monitoring import monitor_states as monitor_states
