@@ -523,7 +523,8 @@ def _nonnegative(name: str, value: object) -> float:
 
 
 def _run(graphdef, loss_fn, spec: _Spec, rest, batch, params, taps):
-    """loss_fn on a copy of the model, recording; (loss, (records, layout))."""
+    """loss_fn on a copy of the model, recording: (loss, records, layout, the state other
+    than the parameters after the call: batch-norm statistics, RNG counters)."""
     model = nnx.merge(graphdef, params, rest, copy=True)
     dphi = None if spec.activation is None else _act.derivative_from_output(spec.activation)
     capture = _capture.Capture(model, spec.select, taps, dphi, spec.threshold)
@@ -535,49 +536,98 @@ def _run(graphdef, loss_fn, spec: _Spec, rest, batch, params, taps):
             f"loss_fn must return a real scalar, got an array of shape {loss.shape} and dtype "
             f"{loss.dtype}; reduce it, e.g. with .mean()"
         )
-    return loss, capture.records, capture.layout
+    return loss, capture.records, capture.layout, nnx.split(model, nnx.Param, ...)[2]
+
+
+def learn_layout(graphdef, loss_fn, spec: _Spec, params, rest, batch):
+    """What `loss_fn` records (its `capture` layout), from an abstract pass (no compute)."""
+    learned = {}
+
+    def plan(params):
+        loss, _records, layout, _rest = _run(graphdef, loss_fn, spec, rest, batch, params, None)
+        learned["layout"] = layout
+        return loss
+
+    jax.eval_shape(plan, params)
+    _check_named_paths_called(spec, learned["layout"])
+    return learned["layout"]
+
+
+class ParamRows(NamedTuple):
+    """How parameters become rows (static): one per parameter, or per layer of one stacked
+    by a top-level scan, in forward order.
+
+    Attributes:
+        names, owners, shapes: each row's name, the module call it belongs to, its shape.
+        paths: the parameters' paths in the params' own order, with their stack length
+            (None where not stacked).
+        permutation: rows in forward order, from the parameters' rows laid end to end.
+    """
+
+    names: tuple[str, ...]
+    owners: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    paths: tuple[tuple[tuple, int | None], ...]
+    permutation: tuple[int, ...]
+
+    def norms(self, tree) -> jax.Array:
+        """The L2 norm of each row's slice of `tree` (shaped like the params: gradients,
+        updates, Adam's moments), in row order."""
+        flat = {tuple(path): value for path, value in nnx.to_flat_state(tree)}
+        pieces = []
+        for path, length in self.paths:
+            value = flat[path]
+            value = value.get_value() if isinstance(value, nnx.Variable) else value
+            axes = None if length is None else tuple(range(1, jnp.ndim(value)))
+            pieces.append(jnp.reshape(_stats.norm(value, axes, one_pass=True), (-1,)))
+        if not pieces:
+            return jnp.zeros((0,), jnp.float32)
+        return jnp.concatenate(pieces)[np.asarray(self.permutation, dtype=np.int32)]
+
+
+def measure(graphdef, loss_fn, spec: _Spec, params, rest, batch, layout):
+    """The loss, its gradients and the `ModelReport` of one batch, with `layout` from
+    `learn_layout`: the core that `inspect` jits and the training recorder runs in a step.
+
+    Returns:
+        (loss, parameter gradients, the state other than the parameters after the call,
+        report).
+    """
+    taps = _capture.tap_structure(layout)
+
+    def loss_of(params, taps):
+        loss, records, traced, new_rest = _run(graphdef, loss_fn, spec, rest, batch, params, taps)
+        if traced != layout:
+            raise RuntimeError("loss_fn recorded different calls in two traces of it")
+        return loss, (records, new_rest)
+
+    (loss, (records, new_rest)), (param_grads, tap_grads) = jax.value_and_grad(
+        loss_of, argnums=(0, 1), has_aux=True
+    )(params, taps)
+    rows = _capture.rows(layout)
+    modules = _module_stats(layout, rows, records, tap_grads)
+    param_rows = param_rows_of(layout, rows, params)
+    report = ModelReport(
+        loss=loss,
+        modules=modules,
+        params=_param_stats(param_rows, params, param_grads),
+        module_names=tuple(row.name for row in rows),
+        module_types=tuple(row.module_type for row in rows),
+        module_layers=tuple(row.layer for row in rows),
+        param_names=param_rows.names,
+        param_modules=param_rows.owners,
+        param_shapes=param_rows.shapes,
+        activation=None if spec.activation is None else _act.name_of(spec.activation),
+    )
+    return loss, param_grads, new_rest, report
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
 def _inspect_jit(graphdef, loss_fn, spec: _Spec, params, rest, batch) -> ModelReport:
     # A first, abstract pass learns what is recorded (the layout and the outputs' shapes),
     # so that the zero taps can be made; the second pass records and differentiates.
-    learned = {}
-
-    def plan(params):
-        loss, _records, layout = _run(graphdef, loss_fn, spec, rest, batch, params, None)
-        learned["layout"] = layout
-        return loss
-
-    jax.eval_shape(plan, params)
-    layout = learned["layout"]
-    _check_named_paths_called(spec, layout)
-    taps = _capture.tap_structure(layout)
-
-    def loss_of(params, taps):
-        loss, records, traced = _run(graphdef, loss_fn, spec, rest, batch, params, taps)
-        if traced != layout:
-            raise RuntimeError("loss_fn recorded different calls in two traces of it")
-        return loss, records
-
-    (loss, records), (param_grads, tap_grads) = jax.value_and_grad(
-        loss_of, argnums=(0, 1), has_aux=True
-    )(params, taps)
-    rows = _capture.rows(layout)
-    modules = _module_stats(layout, rows, records, tap_grads)
-    param_rows, param_stats = _param_stats(layout, rows, params, param_grads)
-    return ModelReport(
-        loss=loss,
-        modules=modules,
-        params=param_stats,
-        module_names=tuple(row.name for row in rows),
-        module_types=tuple(row.module_type for row in rows),
-        module_layers=tuple(row.layer for row in rows),
-        param_names=tuple(name for name, _, _ in param_rows),
-        param_modules=tuple(owner for _, owner, _ in param_rows),
-        param_shapes=tuple(shape for _, _, shape in param_rows),
-        activation=None if spec.activation is None else _act.name_of(spec.activation),
-    )
+    layout = learn_layout(graphdef, loss_fn, spec, params, rest, batch)
+    return measure(graphdef, loss_fn, spec, params, rest, batch, layout)[3]
 
 
 def _check_named_paths_called(spec: _Spec, layout) -> None:
@@ -669,51 +719,53 @@ def _module_stats(layout, rows, records, tap_grads) -> ModuleStats:
     )
 
 
-def _param_stats(layout, rows, params, grads) -> tuple[list[tuple[str, str, tuple]], ParamStats]:
-    """One entry per parameter, or per layer of a parameter stacked by a top-level scan,
+def param_rows_of(layout, rows, params) -> ParamRows:
+    """One row per parameter, or per layer of a parameter stacked by a top-level scan,
     ordered by the row of the module it belongs to (its first call), then model order."""
     stacked = _capture.stacked_params(layout)
-    weights = dict(nnx.to_flat_state(params))
-    gradients = dict(nnx.to_flat_state(grads))
     position = {}
     for index, row in enumerate(rows):
         position.setdefault((row.path, row.layer[:1]), (index, row.name))
         position.setdefault((row.path, None), (index, row.name))
-    pieces, entries = [], []  # entries: (sort key, name, owner, index into the pieces)
+    paths, entries = [], []  # entries: (sort key, ..., name, owner, shape, index)
     offset = 0
-    for order, (path, weight) in enumerate(weights.items()):
-        weight, grad = weight.get_value(), gradients[path].get_value()
+    for order, (path, weight) in enumerate(nnx.to_flat_state(params)):
+        shape = tuple(weight.get_value().shape)
         parts = [str(part) for part in path]
         owners = [".".join(parts[:size]) for size in range(len(parts) - 1, -1, -1)]
         if tuple(path) in stacked:
             length, root, _ = stacked[tuple(path)]
-            axes = tuple(range(1, weight.ndim))
-            pieces.append(_per_param(weight, grad, axes))
+            paths.append((tuple(path), length))
             prefix = len(root) if root else len(parts) - 1
             for layer in range(length):
                 name = ".".join([*parts[:prefix]]) + f"[{layer}]"
                 name += "".join("." + part for part in parts[prefix:])
                 where = _owner(position, owners, (layer,))
-                entries.append(
-                    (where[0], order, layer, name, where[1], weight.shape[1:], offset + layer)
-                )
+                entries.append((where[0], order, layer, name, where[1], shape[1:], offset + layer))
             offset += length
         else:
-            pieces.append(_per_param(weight, grad, None))
+            paths.append((tuple(path), None))
             where = _owner(position, owners, None)
-            entries.append((where[0], order, 0, ".".join(parts), where[1], weight.shape, offset))
+            entries.append((where[0], order, 0, ".".join(parts), where[1], shape, offset))
             offset += 1
     entries.sort()
-    permutation = np.array([entry[-1] for entry in entries], dtype=np.int32)
-    stats = (
-        jax.tree.map(
-            lambda *columns: jnp.concatenate([jnp.reshape(c, (-1,)) for c in columns])[permutation],
-            *pieces,
-        )
-        if pieces
-        else ParamStats(*([jnp.zeros((0,), jnp.float32)] * 3), jnp.zeros((0,), bool))
+    return ParamRows(
+        names=tuple(entry[3] for entry in entries),
+        owners=tuple(entry[4] for entry in entries),
+        shapes=tuple(tuple(entry[5]) for entry in entries),
+        paths=tuple(paths),
+        permutation=tuple(int(entry[-1]) for entry in entries),
     )
-    return [(entry[3], entry[4], tuple(entry[5])) for entry in entries], stats
+
+
+def _param_stats(param_rows: ParamRows, params, grads) -> ParamStats:
+    grad_norm = param_rows.norms(grads)
+    weight_norm = param_rows.norms(params)
+    dtype = jnp.result_type(grad_norm.dtype, weight_norm.dtype)
+    grad_norm, weight_norm = grad_norm.astype(dtype), weight_norm.astype(dtype)
+    ratio = jnp.where(weight_norm == 0, jnp.nan, grad_norm / weight_norm)
+    nonfinite = ~(jnp.isfinite(grad_norm) & jnp.isfinite(weight_norm))
+    return ParamStats(grad_norm, weight_norm, ratio.astype(dtype), nonfinite)
 
 
 def _owner(position, owners, layer) -> tuple[float, str]:
@@ -726,27 +778,12 @@ def _owner(position, owners, layer) -> tuple[float, str]:
     return (math.inf, "")
 
 
-def _per_param(weight, grad, axes) -> ParamStats:
-    """ParamStats of one parameter, per layer over `axes` (None: the whole array)."""
-    weight = jnp.asarray(weight)
-    grad = jnp.asarray(grad)
-    if axes is None:
-        axes = tuple(range(weight.ndim))
-    grad_norm = _stats.norm(grad, axes, one_pass=True)
-    weight_norm = _stats.norm(weight, axes, one_pass=True)
-    ratio = jnp.where(weight_norm == 0, jnp.nan, grad_norm / weight_norm)
-    nonfinite = ~(jnp.isfinite(grad_norm) & jnp.isfinite(weight_norm))
-    dtype = jnp.result_type(grad_norm.dtype, weight_norm.dtype)
-    return ParamStats(
-        grad_norm.astype(dtype), weight_norm.astype(dtype), ratio.astype(dtype), nonfinite
-    )
-
-
 __all__ = [
     "DEFAULT_TYPES",
     "LossFn",
     "ModelReport",
     "ModuleStats",
+    "ParamRows",
     "ParamStats",
     "inspect",
     "on_call_outputs",
