@@ -44,7 +44,9 @@ def findings(result: Diagnosis) -> dict[str, Finding]:
 def test_a_healthy_profile_passes_every_rule():
     result = diagnose(healthy())
     assert result.verdict == "stable"
-    assert [f.rule for f in result.findings] == list(stats.RULES[:-1])  # no activation
+    # no activation: no mean-field rule; not a training run: no stalled or died rule
+    expected = [r for r in stats.RULES if r not in ("mean_field", "stalled", "died")]
+    assert [f.rule for f in result.findings] == expected
     assert all(f.verdict == "stable" and f.cure == "" and f.layers == () for f in result.findings)
     assert result.message.startswith("stable: ")
     assert result.layers_at_fault == ()
@@ -539,3 +541,45 @@ def test_prescribed_initialization_is_the_critical_point_the_cure_names():
     text = _init_cure("tanh", 0.0)
     assert f"variance_scaling({raised.sigma_w2:.5g}, 'fan_in', 'normal')" in text
     assert f"sigma_b2 = {CURE_SIGMA_B2:g}" in text
+
+
+# ----------------------------------------------------------------------------- run rules
+
+
+def run_profile(ratios, dead):
+    ratios, dead = np.asarray(ratios, float), np.asarray(dead, float)
+    steps = tuple(range(0, 10 * len(ratios), 10))
+    return healthy()._replace(steps=steps, update_ratio_history=ratios, dead_frac_history=dead)
+
+
+def test_stalled_fires_when_a_layer_never_moved():
+    depth = healthy().depth
+    ratios = np.full((4, depth), 1e-3)
+    ratios[:, 2] = [3e-7, 9.9e-7, 5e-7, np.nan]  # below 1e-6 at every measured step
+    found = findings(diagnose(run_profile(ratios, np.zeros((4, depth)))))
+    assert found["stalled"].verdict == "vanishing"
+    assert found["stalled"].layers == (3,)
+    assert "steps 0-30" in found["stalled"].message
+    ratios[1, 2] = 1.01e-6  # it moved once: not stalled
+    assert (
+        findings(diagnose(run_profile(ratios, np.zeros((4, depth)))))["stalled"].verdict == "stable"
+    )
+
+
+def test_died_fires_when_units_die_during_training():
+    depth = healthy().depth
+    dead = np.zeros((3, depth))
+    dead[:, 1] = [0.1, 0.5, 0.8]  # above 0.75 at step 20, from 0.1
+    dead[:, 3] = [0.9, 0.9, 0.9]  # dead from the start: not "died in training"
+    ratios = np.full((3, depth), 1e-3)
+    result = diagnose(run_profile(ratios, dead))
+    assert findings(result)["died"].layers == (2,)
+    assert "first at step 20" in findings(result)["died"].message
+    assert result.verdict == "vanishing"
+    dead[2, 1] = 0.74
+    assert findings(diagnose(run_profile(ratios, dead)))["died"].verdict == "stable"
+
+
+def test_run_histories_must_match_the_layers():
+    with pytest.raises(ValueError, match="update_ratio_history must have shape"):
+        diagnose(run_profile(np.zeros((2, 3)), np.zeros((2, healthy().depth))))

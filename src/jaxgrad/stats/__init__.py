@@ -15,6 +15,7 @@ from jaxgrad.stats.diagnosis import SATURATED_THRESHOLD as SATURATED_THRESHOLD
 from jaxgrad.stats.diagnosis import SCALE_HIGH as SCALE_HIGH
 from jaxgrad.stats.diagnosis import SCALE_LOW as SCALE_LOW
 from jaxgrad.stats.diagnosis import SIGNAL_BAND as SIGNAL_BAND
+from jaxgrad.stats.diagnosis import STALL_RATIO as STALL_RATIO
 from jaxgrad.stats.diagnosis import VERDICTS as VERDICTS
 from jaxgrad.stats.diagnosis import Diagnosis as Diagnosis
 from jaxgrad.stats.diagnosis import Finding as Finding

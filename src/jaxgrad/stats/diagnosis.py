@@ -113,6 +113,11 @@ at |z| > 3) above this in any layer is vanishing: those units pass almost no gra
 (Glorot and Bengio 2010, section 3). Above ReLU's baseline of about 0.5 (its negative half has
 phi' = 0; seed networks (e), (f) read up to 0.57), as for `DEAD_THRESHOLD`."""
 
+STALL_RATIO = 1e-6
+"""A layer's updates stalled when ||update|| / ||W|| stayed below this at every recorded
+step of a run: its weights move by less than a millionth a step (a thousandth is the
+healthy order, Karpathy 2016), about 8 float32 units in the last place of a unit weight."""
+
 CURE_SIGMA_B2 = 0.05
 """The bias variance a tanh-like cure suggests where the model has none: at sigma_b2 = 0 the
 critical point has q* = 0 and the signal decays to zero as a power law (seed network (c)); at
@@ -121,7 +126,17 @@ critical point has q* = 0 and the signal decays to zero as a power law (seed net
 VERDICTS = ("vanishing", "exploding", "stable")
 """The values of `Diagnosis.verdict`."""
 
-RULES = ("nonfinite", "gradient_ratio", "signal", "scale", "dead", "saturated", "mean_field")
+RULES = (
+    "nonfinite",
+    "gradient_ratio",
+    "signal",
+    "scale",
+    "dead",
+    "saturated",
+    "stalled",
+    "died",
+    "mean_field",
+)
 """The rules, in the order their findings are listed."""
 
 PRECEDENCE = ("exploding", "vanishing", "stable")
@@ -169,6 +184,11 @@ class Profile(NamedTuple):
             defaults to fan_in: square layers).
         sigma_w2, sigma_b2: the weight and bias variances of the initialization where known
             (W ~ N(0, sigma_w2 / fan_in), b ~ N(0, sigma_b2)), else None.
+        steps: for a training run, the recorded steps (R,) that the histories hold.
+        update_ratio_history: (R, L) ||update|| / ||W|| of each layer's kernel at each
+            recorded step, for the "stalled" rule; None outside a run.
+        dead_frac_history: (R, L) each layer's dead fraction at each recorded step, for the
+            "died" rule; None outside a run.
     """
 
     names: tuple[str, ...]
@@ -185,6 +205,9 @@ class Profile(NamedTuple):
     fan_out: np.ndarray | None = None
     sigma_w2: float | None = None
     sigma_b2: float | None = None
+    steps: tuple[int, ...] | None = None
+    update_ratio_history: np.ndarray | None = None
+    dead_frac_history: np.ndarray | None = None
 
     @property
     def depth(self) -> int:
@@ -401,7 +424,27 @@ def _checked(profile: Profile) -> Profile:
         activation=activation,
         sigma_w2=_optional_variance("sigma_w2", profile.sigma_w2),
         sigma_b2=_optional_variance("sigma_b2", profile.sigma_b2),
+        steps=None if profile.steps is None else tuple(int(s) for s in profile.steps),
+        update_ratio_history=_as_history(
+            "update_ratio_history", profile.update_ratio_history, depth, profile.steps
+        ),
+        dead_frac_history=_as_history(
+            "dead_frac_history", profile.dead_frac_history, depth, profile.steps
+        ),
     )
+
+
+def _as_history(name: str, value: object, depth: int, steps) -> np.ndarray | None:
+    if value is None:
+        return None
+    array = np.asarray(value, dtype=np.float64)
+    rows = None if steps is None else len(steps)
+    if array.ndim != 2 or array.shape[1] != depth or (rows is not None and array.shape[0] != rows):
+        raise ValueError(
+            f"Profile.{name} must have shape (recorded steps, layers) = ({rows}, {depth}), got "
+            f"{array.shape}"
+        )
+    return array
 
 
 def _profile_of(result: object) -> Profile:
@@ -908,6 +951,74 @@ def _mean_field_rule(profile: Profile, band: float) -> Finding | None:
 # ----------------------------------------------------------------------------- diagnose
 
 
+def _run_steps(profile: Profile, count: int) -> tuple[int, ...]:
+    return profile.steps if profile.steps is not None else tuple(range(count))
+
+
+def _stalled_rule(profile: Profile) -> Finding | None:
+    """Layers whose update-to-weight ratio stayed below `STALL_RATIO` at every recorded step
+    of a run: they did not learn (vanishing)."""
+    history = profile.update_ratio_history
+    if history is None or not history.size:
+        return None
+    measured = np.isfinite(history)
+    stalled = np.all(~measured | (history < STALL_RATIO), axis=0) & measured.any(axis=0)
+    layers = tuple(int(i) + 1 for i in np.flatnonzero(stalled))
+    largest = np.where(measured, history, -np.inf).max(axis=0)
+    numbers = {"smallest_largest_ratio": float(np.min(largest[measured.any(axis=0)]))}
+    steps = _run_steps(profile, history.shape[0])
+    if not layers:
+        message = (
+            f"every layer's ||update|| / ||W|| reached {_g(numbers['smallest_largest_ratio'])} "
+            f"or more at some recorded step (of {len(steps)}), above {STALL_RATIO:g}"
+        )
+        return _stable("stalled", numbers, STALL_RATIO, message)
+    numbers["layers_stalled"] = len(layers)
+    message = (
+        f"the updates of {_where(profile, layers)} stayed below {STALL_RATIO:g} of their "
+        f"weights at every one of {len(steps)} recorded steps (steps {steps[0]}-{steps[-1]}): "
+        "they did not learn"
+    )
+    cure = (
+        "the gradient reaching these layers vanished or the learning rate is too small for "
+        "them: " + _init_cure(profile.activation, profile.sigma_b2)
+    )
+    return Finding("stalled", "vanishing", layers, numbers, STALL_RATIO, message, cure)
+
+
+def _died_rule(profile: Profile) -> Finding | None:
+    """Layers whose dead fraction rose above `DEAD_THRESHOLD` during a run while it was
+    below at the first recorded step (units that died in training, Lu et al. 2020)."""
+    history = profile.dead_frac_history
+    if history is None or history.shape[0] < 2:
+        return None
+    first = history[0]
+    worst = np.where(np.isnan(history), -np.inf, history).max(axis=0)  # nan: not measured
+    died = (first <= DEAD_THRESHOLD) & (worst > DEAD_THRESHOLD)
+    layers = tuple(int(i) + 1 for i in np.flatnonzero(died))
+    steps = _run_steps(profile, history.shape[0])
+    rise = worst - first
+    numbers = (
+        {"largest_rise": float(rise[np.isfinite(rise)].max())} if np.isfinite(rise).any() else {}
+    )
+    if not layers:
+        message = f"no layer's dead fraction rose above {DEAD_THRESHOLD:.0%} during the run"
+        return _stable("died", numbers, DEAD_THRESHOLD, message)
+    at = [steps[int(np.argmax(history[:, layer - 1] > DEAD_THRESHOLD))] for layer in layers]
+    numbers["layers_died"] = len(layers)
+    message = (
+        f"units died during training: {_where(profile, layers)} went above "
+        f"{DEAD_THRESHOLD:.0%} dead (first at step {min(at)}), from at most "
+        f"{float(np.nanmax(first[np.asarray(layers) - 1])):.0%} at step {steps[0]}"
+    )
+    cure = (
+        "lower the learning rate or clip the updates (jaxgrad.optim.clip_by_global_norm(1.0)), "
+        "or use a leaky activation: jaxgrad.activations.get('leaky_relu', negative_slope=0.1) "
+        "(Maas et al. 2013), or jaxgrad.nn.PReLU"
+    )
+    return Finding("died", "vanishing", layers, numbers, DEAD_THRESHOLD, message, cure)
+
+
 def _band(name: str, value: object) -> float:
     value = _init._real(name, value)
     if value <= 1:
@@ -981,6 +1092,8 @@ def diagnose(
         _scale_rule(profile),
         _fraction_rule(profile, "dead"),
         _fraction_rule(profile, "saturated"),
+        _stalled_rule(profile),
+        _died_rule(profile),
         _mean_field_rule(profile, band),
     ]
     findings = tuple(f for f in findings if f is not None)

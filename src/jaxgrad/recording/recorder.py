@@ -1,0 +1,378 @@
+"""The per-layer view of `jaxgrad.inspect`, recorded inside a user's own jitted train step.
+
+A `Recorder` is an NNX module holding fixed-size ring buffers on the device. In the step:
+
+    loss, grads = recorder.value_and_grad(model, batch)   # nnx.value_and_grad's place
+    updates = optimizer.update(model, grads)              # nnx.Optimizer, any Optax chain
+    recorder.update(model, optimizer, updates)
+
+Every `every` steps `value_and_grad` runs the instrumented pass of `inspect` (module inputs
+and outputs, dL/d(output), attention, parameter gradients and weights, one row per layer),
+the other steps a plain `jax.value_and_grad` (`jax.lax.cond`: only the branch taken runs).
+`update` adds, on the same steps, each parameter's (each layer's) update norm,
+update-to-weight ratio and the norms of Adam-family moments found in the optimizer's state,
+and, every step, the loss, the global gradient and update norms, whether a
+`jaxgrad.optim.guard` skipped the step, and whether any of them spiked above its running
+average. A step whose loss or gradient is not finite is measured whatever the step (the
+instrumented pass runs again on the same batch, inside the compiled step), so the first
+non-finite module is found forward or backward. Nothing leaves the device until the host asks
+(`history`, `poll`, `write`): no host synchronization on the steps in between.
+
+Cost (`benchmarks/monitor_overhead.py`): a recorded step costs about what `inspect` does (1.0
+to 1.2 times a plain value_and_grad); an unrecorded one a pass over the gradients and one over
+the updates for the global norms (`check_every_step=False` drops them), and the copy of the
+small per-step buffer. Donate the recorder to the jitted step
+(`nnx.jit(step, donate_argnums=...)`) so its buffers are updated in place.
+
+References:
+    Glorot and Bengio 2010 (per-layer statistics during training). Wortsman et al. 2023,
+    "Small-scale proxies for large-scale Transformer training instabilities" (update norms
+    and attention logits before loss spikes). Schneider et al. 2021, "Cockpit: A Practical
+    Debugging Tool for the Training of Deep Neural Networks" (instruments in the step).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxgrad import inspection as _inspection
+from jaxgrad import stats as _stats
+from jaxgrad.inspection import capture as _capture
+from jaxgrad.optim.monitoring import GuardState, _moments
+
+STEP_FIELDS = ("loss", "grad_norm", "update_norm", "recorded", "rerun", "skipped", "spike")
+"""Per-step fields of the step buffer (besides `step`): the loss, the global gradient and
+update norms (nan when `check_every_step` is off and the step is not recorded), whether the
+step was recorded, whether it was recorded again because it was not finite, whether a guard
+skipped it, and whether the loss or a global norm spiked."""
+
+UPDATE_FIELDS = ("update_norm", "update_ratio", "first_moment_norm", "second_moment_norm")
+"""Per-parameter (per-layer) fields measured from the optimizer's updates and state."""
+
+
+class RecorderState(nnx.Variable):
+    """The recorder's buffers and counters: not parameters (`nnx.grad` and optimizers over
+    `nnx.Param` leave them alone)."""
+
+
+def _nan_like(tree: Any) -> Any:
+    """Floats nan, integers -1 (no step yet), bools False: what an empty row holds."""
+
+    def fill(leaf):
+        if jnp.issubdtype(leaf.dtype, jnp.floating):
+            return jnp.full(leaf.shape, jnp.nan, leaf.dtype)
+        if jnp.issubdtype(leaf.dtype, jnp.integer):
+            return jnp.full(leaf.shape, -1, leaf.dtype)
+        return jnp.zeros(leaf.shape, leaf.dtype)
+
+    return jax.tree.map(fill, tree)
+
+
+def _ring(capacity: int, template: Any) -> Any:
+    """A ring buffer of `capacity` rows of `template` (a pytree of arrays), nan-filled."""
+    return jax.tree.map(
+        lambda leaf: _nan_like(jnp.zeros((capacity, *leaf.shape), leaf.dtype)), template
+    )
+
+
+def _write(buffer: Any, slot: jax.Array, row: Any) -> Any:
+    return jax.tree.map(lambda buf, value: buf.at[slot].set(value.astype(buf.dtype)), buffer, row)
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    return int(value)
+
+
+class Recorder(nnx.Module):
+    """Records the per-layer statistics of a training run inside the jitted step.
+
+    Args:
+        model: the model the step trains (its structure is learned here, abstractly).
+        loss_fn: `loss_fn(model, batch) -> scalar`, the loss the step differentiates (see
+            `jaxgrad.inspect`).
+        batch: an example batch (only its shapes are used).
+        every: record the per-layer statistics every this many steps, an int >= 1.
+        capacity: recorded rows kept on the device (a ring: read them with `poll` or
+            `history` before `capacity` more are recorded).
+        step_capacity: per-step rows kept on the device (a ring too).
+        modules, activation, saturation_threshold: as for `jaxgrad.inspect`.
+        check_every_step: compute the global gradient and update norms every step (two
+            passes over the parameters' size), for spikes and for locating a non-finite
+            gradient on a step that is not recorded; off, only the loss is watched then.
+        spike_factor: a step spikes when its loss, gradient norm or update norm exceeds
+            this many times its running average (debiased, decay `spike_decay`, after
+            `spike_warmup` steps), > 1.
+        spike_decay: the running averages' decay, in (0, 1).
+        spike_warmup: steps before a spike can be declared, >= 0.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, optax
+        >>> from flax import nnx
+        >>> from jaxgrad import recording
+        >>> model = nnx.Sequential(nnx.Linear(4, 8, rngs=nnx.Rngs(0)), nnx.relu,
+        ...                        nnx.Linear(8, 1, rngs=nnx.Rngs(1)))
+        >>> def loss_fn(model, batch):
+        ...     return jnp.mean((model(batch[0]) - batch[1]) ** 2)
+        >>> batch = (jnp.ones((16, 4)), jnp.zeros((16, 1)))
+        >>> optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+        >>> recorder = recording.Recorder(model, loss_fn, batch, every=2)
+        >>> @nnx.jit
+        ... def step(model, optimizer, recorder, batch):
+        ...     loss, grads = recorder.value_and_grad(model, batch)
+        ...     recorder.update(model, optimizer, optimizer.update(model, grads))
+        ...     return loss
+        >>> for _ in range(4):
+        ...     _ = step(model, optimizer, recorder, batch)
+        >>> history = recorder.history()
+        >>> history.recorded_steps.tolist(), history.module_names
+        ([0, 2], ('layers.0', 'layers.2'))
+    """
+
+    def __init__(
+        self,
+        model: nnx.Module,
+        loss_fn: Callable[[nnx.Module, Any], jax.Array],
+        batch: Any,
+        *,
+        every: int = 1,
+        capacity: int = 256,
+        step_capacity: int = 4096,
+        modules: Sequence[str | type[nnx.Module]] | str | type[nnx.Module] | None = None,
+        activation: str | Callable[[jax.Array], jax.Array] | None = None,
+        saturation_threshold: float = _stats.SATURATION_THRESHOLD,
+        check_every_step: bool = True,
+        spike_factor: float = 10.0,
+        spike_decay: float = 0.99,
+        spike_warmup: int = 20,
+    ):
+        if not isinstance(model, nnx.Module):
+            raise TypeError(f"model must be an nnx.Module, got {type(model).__name__}")
+        if not callable(loss_fn):
+            raise TypeError(f"loss_fn must be callable as loss_fn(model, batch), got {loss_fn!r}")
+        self.every = _positive_int("every", every)
+        self.capacity = _positive_int("capacity", capacity)
+        self.step_capacity = _positive_int("step_capacity", step_capacity)
+        if not isinstance(check_every_step, bool):
+            raise TypeError(f"check_every_step must be True or False, got {check_every_step!r}")
+        self.check_every_step = check_every_step
+        spike_factor = float(_inspection._nonnegative("spike_factor", spike_factor))
+        if not spike_factor > 1:
+            raise ValueError(f"spike_factor must be > 1, got {spike_factor}")
+        spike_decay = float(_inspection._nonnegative("spike_decay", spike_decay))
+        if not 0 < spike_decay < 1:
+            raise ValueError(f"spike_decay must be in (0, 1), got {spike_decay}")
+        if isinstance(spike_warmup, bool) or not isinstance(spike_warmup, int) or spike_warmup < 0:
+            raise ValueError(f"spike_warmup must be an int >= 0, got {spike_warmup!r}")
+        self.spike_factor, self.spike_decay, self.spike_warmup = (
+            spike_factor,
+            spike_decay,
+            spike_warmup,
+        )
+        threshold = _inspection._nonnegative("saturation_threshold", saturation_threshold)
+        self.loss_fn = loss_fn
+        self.spec = _inspection._spec(model, modules, activation, threshold)
+        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        self.layout = _inspection.learn_layout(graphdef, loss_fn, self.spec, params, rest, batch)
+        rows = _capture.rows(self.layout)
+        self.param_rows = _inspection.param_rows_of(self.layout, rows, params)
+        self.module_names = tuple(row.name for row in rows)
+        self.module_types = tuple(row.module_type for row in rows)
+        self.activation = (
+            None if self.spec.activation is None else _inspection._act.name_of(self.spec.activation)
+        )
+        template = jax.eval_shape(self._measured_row, graphdef, params, rest, batch)
+        template = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), template)
+        n_params = len(self.param_rows.names)
+        update_row = {name: jnp.zeros((n_params,), jnp.float32) for name in UPDATE_FIELDS}
+        row = {"step": jnp.zeros((), jnp.int32), **template, "updates": update_row}
+        step_row = {"step": jnp.zeros((), jnp.int32)}
+        step_row |= {name: jnp.zeros((), jnp.float32) for name in STEP_FIELDS}
+        self.count = RecorderState(jnp.zeros((), jnp.int32))
+        self.recorded = RecorderState(jnp.zeros((), jnp.int32))
+        self.rows = RecorderState(_ring(self.capacity, row))
+        self.steps = RecorderState(_ring(self.step_capacity, step_row))
+        self.pending = RecorderState(_nan_like(row))
+        self.pending_step = RecorderState(_nan_like(step_row))
+        self.averages = RecorderState(jnp.zeros((3,), jnp.float32))
+
+    # ------------------------------------------------------------------ in the step
+
+    def _measured_row(self, graphdef, params, rest, batch):
+        _, _, _, report = _inspection.measure(
+            graphdef, self.loss_fn, self.spec, params, rest, batch, self.layout
+        )
+        return {"loss": report.loss, "modules": report.modules, "params": report.params}
+
+    def value_and_grad(self, model: nnx.Module, batch: Any) -> tuple[jax.Array, nnx.State]:
+        """`nnx.value_and_grad(loss_fn)(model, batch)`, recording on the recording steps.
+
+        Call it inside the jitted train step, once per step, then `update`. The model's state
+        other than its parameters (batch-norm statistics, RNG counters) is updated as
+        `nnx.value_and_grad` would.
+
+        Returns:
+            (loss, gradients): the gradients an `nnx.State` of the parameters, what
+            `nnx.Optimizer.update` takes.
+        """
+        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        loss_fn, spec, layout = self.loss_fn, self.spec, self.layout
+        template = self.pending.get_value()
+
+        def recorded(params, rest):
+            loss, grads, new_rest, report = _inspection.measure(
+                graphdef, loss_fn, spec, params, rest, batch, layout
+            )
+            row = {"loss": report.loss, "modules": report.modules, "params": report.params}
+            return loss, grads, new_rest, row
+
+        def plain(params, rest):
+            def loss_of(params):
+                copy = nnx.merge(graphdef, params, rest, copy=True)
+                loss = loss_fn(copy, batch)
+                return loss, nnx.split(copy, nnx.Param, ...)[2]
+
+            (loss, new_rest), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
+            empty = {key: template[key] for key in ("loss", "modules", "params")}
+            return loss, grads, new_rest, empty
+
+        step = self.count[...]
+        now = step % self.every == 0
+        loss, grads, new_rest, row = jax.lax.cond(now, recorded, plain, params, rest)
+        grad_norm = jnp.full((), jnp.nan, jnp.float32)
+        if self.check_every_step:
+            grad_norm = _stats.norm(
+                jnp.stack([_stats.norm(g, one_pass=True) for g in jax.tree.leaves(grads)])
+            ).astype(jnp.float32)
+        bad = ~jnp.isfinite(loss) | ~jnp.isfinite(grad_norm)
+        rerun = bad & ~now
+
+        def again(params, rest):
+            return recorded(params, rest)[3]
+
+        def keep(params, rest):
+            return row
+
+        row = jax.lax.cond(rerun, again, keep, params, rest)
+        nnx.update(model, new_rest)
+        pending = dict(template)
+        pending.update(row)
+        pending["step"] = step
+        self.pending.set_value(pending)
+        step_row = dict(self.pending_step.get_value())
+        step_row.update(
+            step=step,
+            loss=loss.astype(jnp.float32),
+            grad_norm=grad_norm,
+            recorded=(now | rerun).astype(jnp.float32),
+            rerun=rerun.astype(jnp.float32),
+        )
+        self.pending_step.set_value(step_row)
+        return loss, grads
+
+    def update(self, model: nnx.Module, optimizer: nnx.Optimizer, updates: Any) -> None:
+        """Record the step's updates and close the step: call it after
+        `updates = optimizer.update(model, grads)`, inside the jitted step.
+
+        Args:
+            model: the model, after the update.
+            optimizer: the `nnx.Optimizer` (its state is searched for Adam-family moments
+                and for `jaxgrad.optim.guard` states).
+            updates: what `optimizer.update` returned.
+        """
+        row = dict(self.pending.get_value())
+        step_row = dict(self.pending_step.get_value())
+        measured = step_row["recorded"] > 0
+        param_rows = self.param_rows
+        opt_state = nnx.as_pure(optimizer.opt_state)
+        count = len(param_rows.paths)
+        mu, nu = _moments(opt_state, count)
+
+        def measure(_):
+            update_norm = param_rows.norms(updates).astype(jnp.float32)
+            weight = row["params"].weight_norm.astype(jnp.float32)
+            nan = jnp.full(update_norm.shape, jnp.nan, jnp.float32)
+
+            def norms(tree):
+                return nan if tree is None else param_rows.norms(tree).astype(jnp.float32)
+
+            return {
+                "update_norm": update_norm,
+                "update_ratio": jnp.where(weight > 0, update_norm / weight, jnp.nan),
+                "first_moment_norm": norms(mu),
+                "second_moment_norm": norms(nu),
+            }
+
+        def skip(_):
+            return row["updates"]
+
+        row["updates"] = jax.lax.cond(measured, measure, skip, None)
+        update_norm = jnp.full((), jnp.nan, jnp.float32)
+        if self.check_every_step:
+            update_norm = _stats.norm(
+                jnp.stack([_stats.norm(u, one_pass=True) for u in jax.tree.leaves(updates)])
+            ).astype(jnp.float32)
+        guards = [
+            node
+            for node in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, GuardState))
+            if isinstance(node, GuardState)
+        ]
+        skipped = jnp.zeros((), bool)
+        for guard in guards:
+            skipped = skipped | (guard.last_skipped == guard.count - 1)
+        watched = jnp.stack([step_row["loss"], step_row["grad_norm"], update_norm])
+        spike, averages = self._spike(step_row["step"], watched)
+        step_row.update(update_norm=update_norm, skipped=skipped.astype(jnp.float32))
+        step_row["spike"] = spike.astype(jnp.float32)
+        self.averages.set_value(averages)
+        slot = step_row["step"] % self.step_capacity
+        self.steps.set_value(_write(self.steps.get_value(), slot, step_row))
+
+        def write(buffer):
+            return _write(buffer, self.recorded[...] % self.capacity, row)
+
+        self.rows.set_value(
+            jax.lax.cond(measured, write, lambda buffer: buffer, self.rows.get_value())
+        )
+        self.recorded[...] = self.recorded[...] + measured.astype(jnp.int32)
+        self.count[...] = self.count[...] + 1
+
+    def _spike(self, step: jax.Array, watched: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Whether any watched value (loss, gradient norm, update norm) exceeds
+        `spike_factor` times its debiased running average, and the new averages (the
+        averages skip non-finite values and spikes)."""
+        averages = self.averages.get_value()
+        decay = self.spike_decay
+        debiased = averages / (1 - decay ** jnp.maximum(step, 1).astype(jnp.float32))
+        magnitude = jnp.abs(watched)
+        finite = jnp.isfinite(magnitude)
+        spiking = finite & (magnitude > self.spike_factor * debiased) & (step >= self.spike_warmup)
+        accept = finite & ~jnp.any(spiking)
+        new = jnp.where(accept, decay * averages + (1 - decay) * magnitude, averages)
+        return jnp.any(spiking), new
+
+    # ------------------------------------------------------------------ on the host
+
+    def history(self) -> Any:
+        """Everything still in the buffers, as a `History` (brings them to the host: a
+        synchronization; call it between steps, not in them)."""
+        from jaxgrad.recording.history import History
+
+        return History.from_buffers(self, jax.device_get(self.rows.get_value()),
+                                    jax.device_get(self.steps.get_value()))  # fmt: skip
+
+    def __repr__(self) -> str:
+        return (
+            f"Recorder(every={self.every}, capacity={self.capacity}, "
+            f"{len(self.module_names)} calls, {len(self.param_rows.names)} parameter rows)"
+        )
+
+
+__all__ = ["STEP_FIELDS", "UPDATE_FIELDS", "Recorder", "RecorderState"]

@@ -1,0 +1,371 @@
+"""Tests for the training recorder, in the standard nnx.Optimizer loop with models a user
+writes. References: `jaxgrad.inspect` on a copy of the model at the recorded step (itself
+tested against jax.grad of hand-written models), numpy norms of the very updates and Adam
+moments of a second optimizer stepped the same way, and hand-built faults (a log of a
+negative number, a square root at zero behind a where, a layer whose weights grow)."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pandas as pd
+import pytest
+from flax import nnx
+
+import jaxgrad
+from jaxgrad import optim, recording
+from jaxgrad.recording import History, RunLog
+
+
+class CNN(nnx.Module):
+    def __init__(self, rngs):
+        self.c1 = nnx.Conv(3, 8, (3, 3), rngs=rngs)
+        self.bn = nnx.BatchNorm(8, rngs=rngs)
+        self.c2 = nnx.Conv(8, 8, (3, 3), rngs=rngs)
+        self.head = nnx.Linear(8, 4, rngs=rngs)
+
+    def __call__(self, x):
+        h = jax.nn.relu(self.bn(self.c1(x)))
+        h = jax.nn.relu(self.c2(h))
+        return self.head(h.mean(axis=(1, 2)))
+
+
+def cross_entropy(model, batch):
+    return optax.softmax_cross_entropy_with_integer_labels(model(batch[0]), batch[1]).mean()
+
+
+def image_batch(seed=0):
+    key = jax.random.key(seed)
+    x = jax.random.normal(key, (16, 8, 8, 3))
+    return x, jax.random.randint(jax.random.fold_in(key, 1), (16,), 0, 4)
+
+
+def make_step(loss_fn):
+    @nnx.jit
+    def step(model, optimizer, recorder, batch):
+        loss, grads = recorder.value_and_grad(model, batch)
+        recorder.update(model, optimizer, optimizer.update(model, grads))
+        return loss
+
+    return step
+
+
+def norms_by_row(history, tree, params_tree):
+    """numpy norms of `tree` (shaped like the params) in the history's parameter rows."""
+    flat = {
+        ".".join(str(p) for p in path): np.asarray(v[...]) for path, v in nnx.to_flat_state(tree)
+    }
+    return np.array([np.linalg.norm(flat[name]) for name in history.param_names])
+
+
+def test_recorded_statistics_equal_independent_computations_at_the_recorded_steps():
+    model, batch = CNN(nnx.Rngs(0)), image_batch()
+    tx = optax.chain(optim.clip_by_global_norm(1.0), optax.adam(1e-2))
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    recorder = recording.Recorder(model, cross_entropy, batch, every=3, capacity=8)
+    step = make_step(cross_entropy)
+    expected = {}
+    for index in range(7):
+        batch = image_batch(index)
+        if index % 3 == 0:
+            twin, twin_opt = nnx.clone(model), nnx.clone(optimizer)
+            report = jaxgrad.inspect(twin, cross_entropy, batch)
+            grads = nnx.grad(cross_entropy)(twin, batch)
+            updates = twin_opt.update(twin, grads)
+            adam = next(s for s in jax.tree.leaves(nnx.as_pure(twin_opt.opt_state),
+                                               is_leaf=lambda s: hasattr(s, "mu"))
+                    if hasattr(s, "mu"))  # fmt: skip
+            expected[index] = (report, updates, adam)
+        step(model, optimizer, recorder, batch)
+    history = recorder.history()
+    assert history.recorded_steps.tolist() == [0, 3, 6]
+    assert history.steps["step"].tolist() == list(range(7))
+    for row, step_index in enumerate(history.recorded_steps):
+        report, updates, adam = expected[int(step_index)]
+        assert history.module_names == report.module_names
+        for field in ("in_std", "out_std", "out_grad_norm", "dead_frac"):
+            np.testing.assert_allclose(
+                history.modules[field][row], getattr(report.modules, field), rtol=1e-5, atol=1e-7
+            )
+        np.testing.assert_allclose(
+            history.params["grad_norm"][row], report.params.grad_norm, rtol=1e-5
+        )
+        np.testing.assert_allclose(history.loss[row], report.loss, rtol=1e-6)
+        # Adam normalizes the gradient: where it is rounding noise (c1's bias before batch
+        # norm has a gradient of 1e-9), two float32 programs give different updates
+        informative = np.asarray(report.params.grad_norm) > 1e-4 * float(
+            np.max(report.params.grad_norm)
+        )
+        update_norms = norms_by_row(history, updates, None)
+        weights = np.asarray(report.params.weight_norm, np.float64)
+        safe = np.where(weights > 0, weights, 1.0)
+        ratio = np.where(weights > 0, update_norms / safe, np.nan)  # nan: a zero weight
+        measured = {
+            "update_norm": update_norms,
+            "update_ratio": ratio,
+            "first_moment_norm": norms_by_row(history, adam.mu, None),
+            "second_moment_norm": norms_by_row(history, adam.nu, None),
+        }
+        for field, expected_values in measured.items():
+            np.testing.assert_allclose(
+                history.params[field][row][informative],
+                expected_values[informative],
+                rtol=1e-5,
+                err_msg=field,
+            )
+    frame = history.to_frame()
+    assert set(frame["kind"]) == {"module", "param"}
+    assert (
+        frame[frame.kind == "module"].groupby("step").size().tolist()
+        == [len(history.module_names) * 16] * 3
+    )
+
+
+def test_no_transfer_to_the_host_between_steps():
+    model, batch = CNN(nnx.Rngs(0)), image_batch()
+    optimizer = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
+    recorder = recording.Recorder(model, cross_entropy, batch, every=2)
+    step = make_step(cross_entropy)
+    batch = jax.device_put(batch)
+    step(model, optimizer, recorder, batch)  # compile
+    with jax.transfer_guard("disallow"):
+        for _ in range(4):
+            step(model, optimizer, recorder, batch)
+    assert recorder.history().recorded_steps.tolist() == [0, 2, 4]
+
+
+def test_every_optim_transform_and_a_guard_in_the_optimizer():
+    model, batch = CNN(nnx.Rngs(0)), image_batch()
+    chain = optax.chain(
+        optim.clip_by_value(1.0),
+        optim.clip_by_layer_norm(1.0),
+        optim.adaptive_clip(0.1),
+        optim.add_l1(1e-4),
+        optim.monitor(optax.sgd(0.05, momentum=0.9), every=2),
+        optim.l1_proximal(1e-4, 0.05),
+        optim.max_norm(3.0),
+    )
+    optimizer = nnx.Optimizer(model, optim.guard(chain), wrt=nnx.Param)
+    recorder = recording.Recorder(model, cross_entropy, batch)
+    step = make_step(cross_entropy)
+    for index in range(3):
+        step(model, optimizer, recorder, image_batch(index))
+    history = recorder.history()
+    assert np.isfinite(history.params["update_norm"]).all()
+    assert not history.steps_frame()["skipped"].any()
+    assert int(optim.monitor_state(optimizer.opt_state).count) == 3
+
+
+# ----------------------------------------------------------------------------- non-finite
+
+
+class LogOf(nnx.Module):
+    """log(x W): nan where x W < 0, in the forward pass."""
+
+    def __init__(self, rngs):
+        self.kernel = nnx.Param(jnp.ones((4, 4)))
+
+    def __call__(self, x):
+        return jnp.log(x @ self.kernel[...])
+
+
+class SqrtAtZero(nnx.Module):
+    """sqrt(relu(x W)) behind a where: finite forward, nan backward where x W = 0."""
+
+    def __init__(self, rngs):
+        self.kernel = nnx.Param(jnp.ones((4, 4)))
+
+    def __call__(self, x):
+        z = x @ self.kernel[...]
+        return jnp.where(z > 0, jnp.sqrt(jnp.maximum(z, 0)), 0.0)
+
+
+class Chain(nnx.Module):
+    def __init__(self, middle, rngs):
+        self.first = nnx.Linear(4, 4, rngs=rngs)
+        self.middle = middle(rngs)
+        self.last = nnx.Linear(4, 1, rngs=rngs)
+
+    def __call__(self, x):
+        return self.last(self.middle(self.first(x)))
+
+
+def mean_square(model, x):
+    return jnp.mean(model(x) ** 2)
+
+
+@pytest.mark.parametrize(
+    ("middle", "direction", "statistic"),
+    [(LogOf, "forward", "output"), (SqrtAtZero, "backward", "dL/d(input)")],
+)
+def test_first_nonfinite_module_is_located_inside_the_compiled_step(middle, direction, statistic):
+    """Steps 0-3 are finite; at step 4 the inputs make `middle` fail. The recorder records
+    every 100 steps, so step 4 is located by the instrumented pass run again in the step."""
+    model = Chain(middle, nnx.Rngs(0))
+    good = jnp.abs(jax.random.normal(jax.random.key(0), (8, 4))) + 1.0
+    # first's output at these inputs: negative for log; zero for sqrt (a zero input row)
+    if middle is LogOf:
+        model.first.kernel.set_value(-jnp.eye(4))
+        model.first.bias.set_value(jnp.zeros(4))
+        good, bad = -good, good
+    else:
+        model.first.kernel.set_value(jnp.eye(4))
+        model.first.bias.set_value(jnp.zeros(4))
+        bad = good.at[0].set(0.0)
+    optimizer = nnx.Optimizer(model, optax.sgd(1e-4), wrt=nnx.Param)
+    recorder = recording.Recorder(model, mean_square, good, every=100)
+    step = make_step(mean_square)
+    for index in range(6):
+        step(model, optimizer, recorder, bad if index == 4 else good)
+    history = recorder.history()
+    found = history.first_nonfinite()
+    assert found == recording.NonFinite(4, "middle", direction, statistic)
+    assert history.steps_frame().set_index("step").loc[4, "rerun"]
+    assert history.recorded_steps.tolist()[:2] == [0, 4]  # and every step after a nan
+
+
+# ----------------------------------------------------------------------------- spikes
+
+
+def _accelerate(path_part, start, factor):
+    """An optax transform multiplying the updates of the parameters under `path_part` by
+    factor**(count - start) from update `start` on: one layer's steps grow."""
+
+    def init(params):
+        return optax.ScaleByScheduleState(count=jnp.zeros((), jnp.int32))
+
+    def update(updates, state, params=None):
+        scale = jnp.where(state.count >= start, factor ** (state.count - start), 1.0)
+
+        def one(path, u):
+            keys = [getattr(k, "key", getattr(k, "idx", None)) for k in path]
+            return u * scale if path_part == keys[: len(path_part)] else u
+
+        updates = jax.tree_util.tree_map_with_path(one, updates)
+        return updates, optax.ScaleByScheduleState(count=state.count + 1)
+
+    return optax.GradientTransformation(init, update)
+
+
+def test_an_injected_spike_names_the_layer_that_moved_first(tmp_path):
+    """From step 20 the updates of `convs.1` grow 1.6 times a step (a learning rate that
+    runs away in one layer); the global update norm spikes a few steps later. The first
+    statistic to move is convs.1's update norm, before the spike."""
+
+    class Deep(nnx.Module):
+        def __init__(self, rngs):
+            self.convs = nnx.List(
+                [nnx.Conv(3 if i == 0 else 8, 8, (3, 3), rngs=rngs) for i in range(3)]
+            )
+            self.head = nnx.Linear(8, 4, rngs=rngs)
+
+        def __call__(self, x):
+            for conv in self.convs:
+                x = jax.nn.relu(conv(x))
+            return self.head(x.mean(axis=(1, 2)))
+
+    model, batch = Deep(nnx.Rngs(0)), image_batch()
+    tx = optax.chain(optax.sgd(1e-3), _accelerate(["convs", 1], 20, 1.6))
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    recorder = recording.Recorder(model, cross_entropy, batch, spike_warmup=10, spike_factor=5.0)
+    step = make_step(cross_entropy)
+    log = RunLog(tmp_path / "run")
+    for index in range(32):
+        step(model, optimizer, recorder, image_batch(index % 4))
+        if index % 8 == 7:
+            log.poll(recorder)
+    history = recorder.history()
+    spikes = history.spikes()
+    assert spikes, "no spike was flagged"
+    first = spikes[0]
+    assert first.step > 20
+    assert "update_norm" in first.statistics
+    name, statistic, moved_at = first.first_mover
+    assert name.startswith("convs.1")
+    assert statistic == "update_norm"
+    assert 20 < moved_at <= first.step
+    dumped = json.loads((tmp_path / "run" / "spikes" / f"step-{first.step}.json").read_text())
+    assert dumped["first_mover"] == [name, statistic, moved_at]
+    rows = pd.read_parquet(tmp_path / "run" / "spikes" / f"step-{first.step}.parquet")
+    assert rows["step"].max() == first.step
+
+
+def test_guard_skips_are_recorded_never_silent():
+    model, _batch = Chain(LogOf, nnx.Rngs(0)), None
+    model.first.kernel.set_value(jnp.eye(4))
+    model.first.bias.set_value(jnp.zeros(4))
+    good = jnp.abs(jax.random.normal(jax.random.key(0), (8, 4))) + 1.0
+    optimizer = nnx.Optimizer(model, optim.guard(optax.sgd(1e-3)), wrt=nnx.Param)
+    recorder = recording.Recorder(model, mean_square, good, every=4)
+    step = make_step(mean_square)
+    for index in range(5):
+        step(model, optimizer, recorder, -good if index == 2 else good)
+    frame = recorder.history().steps_frame()
+    assert frame["skipped"].tolist() == [False, False, True, False, False]
+    guard = optim.guard_states(nnx.as_pure(optimizer.opt_state))["guard"]
+    assert int(guard.skipped) == 1
+    assert int(guard.last_skipped) == 2
+    assert np.isfinite(np.asarray(model.last.kernel[...])).all()  # the bad step was not applied
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def test_a_run_written_as_it_goes_resumes_without_gap_or_duplicate(tmp_path):
+    """Steps 0-22 polled every 5 steps (the last poll at 20), then the run is lost; it
+    resumes from a checkpoint at step 15 in a new RunLog on the same folder and runs to 30.
+    Read back: every step once, 15-29 from the resumed run."""
+    batch = image_batch()
+    model = CNN(nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, optax.sgd(0.05), wrt=nnx.Param)
+    recorder = recording.Recorder(
+        model, cross_entropy, batch, every=2, capacity=8, step_capacity=16
+    )
+    step = make_step(cross_entropy)
+    log = RunLog(tmp_path / "run")
+    checkpoint = None
+    for index in range(23):
+        if index == 15:
+            checkpoint = nnx.clone((model, optimizer, recorder))
+        step(model, optimizer, recorder, image_batch(index))
+        if (index + 1) % 5 == 0:
+            log.poll(recorder)
+    (tmp_path / "run" / "rows" / ".run0000-000009.parquet.123.tmp").write_bytes(b"torn")
+    model, optimizer, recorder = checkpoint
+    assert int(recorder.count[...]) == 15
+    log = RunLog(tmp_path / "run")
+    assert log.run == 1
+    for index in range(15, 30):
+        step(model, optimizer, recorder, image_batch(index))
+        if (index + 1) % 5 == 0:
+            log.poll(recorder)
+    read = History.read(tmp_path / "run")
+    assert read.steps["step"].tolist() == list(range(30))
+    assert read.recorded_steps.tolist() == list(range(0, 30, 2))
+    live = recorder.history()
+    at = list(read.recorded_steps).index(int(live.recorded_steps[-1]))
+    np.testing.assert_allclose(read.modules["out_std"][at], live.modules["out_std"][-1])
+    assert read.module_names == live.module_names
+    with pytest.raises(ValueError, match="holds no recorded run"):
+        History.read(tmp_path / "nowhere")
+
+
+def test_diagnose_of_a_run_and_bad_recorder_arguments():
+    model, batch = CNN(nnx.Rngs(0)), image_batch()
+    optimizer = nnx.Optimizer(model, optax.sgd(1e-9), wrt=nnx.Param)  # far too small
+    recorder = recording.Recorder(model, cross_entropy, batch, every=2)
+    step = make_step(cross_entropy)
+    for index in range(6):
+        step(model, optimizer, recorder, image_batch(index))
+    result = jaxgrad.diagnose(recorder.history())
+    stalled = next(f for f in result.findings if f.rule == "stalled")
+    assert stalled.verdict == "vanishing"
+    assert len(stalled.layers) == 3  # every kernel's updates stayed below 1e-6 of it
+    with pytest.raises(ValueError, match="every must be an int >= 1"):
+        recording.Recorder(model, cross_entropy, batch, every=0)
+    with pytest.raises(ValueError, match="spike_factor must be > 1"):
+        recording.Recorder(model, cross_entropy, batch, spike_factor=0.5)
+    with pytest.raises(TypeError, match="model must be an nnx.Module"):
+        recording.Recorder(cross_entropy, cross_entropy, batch)
