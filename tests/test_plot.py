@@ -377,6 +377,9 @@ def test_no_path_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     plot.spectra_histograms({"a": {1: np.ones(4)}})
     plot.layer_profiles({"a": make_stats()})
+    plot.run_heatmap(make_history(), "update_ratio")
+    plot.run_profiles(make_history(), "update_ratio")
+    plot.run_norms(make_history())
     assert list(tmp_path.iterdir()) == []
 
 
@@ -396,11 +399,23 @@ def nothing_finite_figures(path):
             empty_diagram, path, critical_sigma_w2=[np.nan]
         ),
         "spectra_histograms": lambda: plot.spectra_histograms({"a": {3: np.zeros(5)}}, path),
+        "run_heatmap": lambda: plot.run_heatmap(make_history(fill=np.nan), "grad_norm", path),
+        "run_profiles": lambda: plot.run_profiles(make_history(fill=-1.0), "ratio", path=path),
+        "run_norms": lambda: plot.run_norms(make_history(fill=np.nan), path),
     }
 
 
 @pytest.mark.parametrize(
-    "name", ["layer_profiles", "gradient_heatmap", "phase_diagram", "spectra_histograms"]
+    "name",
+    [
+        "layer_profiles",
+        "gradient_heatmap",
+        "phase_diagram",
+        "spectra_histograms",
+        "run_heatmap",
+        "run_profiles",
+        "run_norms",
+    ],
 )
 def test_nothing_finite_still_draws_without_warnings(tmp_path, name):
     path = tmp_path / f"{name}.png"
@@ -430,3 +445,258 @@ def test_remedy_summary_draws_means_and_log_ratios(tmp_path):
 def test_remedy_summary_refuses_bad_shapes(accuracy, ratio):
     with pytest.raises(ValueError, match=r"must have shape \(len\(names\),\)"):
         plot.remedy_summary(["a", "b", "c"], accuracy, ratio)
+
+
+# ----------------------------------------------------------------------------- recorded runs
+# A History as Recorder.history() returns it, with values chosen to exercise every case
+# (zero, negative, inf and nan cells; spikes in different statistics; a skipped step whose
+# update is zero; a non-finite step recorded again); tests/test_cli.py reports a real run.
+
+MODULES = ("embed", "block.0", "block.1", "head")
+PARAMS = (
+    "embed.embedding",
+    "block.0.bias",
+    "block.0.kernel",
+    "block.1.bias",
+    "block.1.kernel",
+    "head.kernel",
+)
+RECORDED = np.array([0, 4, 8, 12, 13, 16])  # 13: non-finite, recorded again
+STEPS = 18
+LOSS_SPIKE, UPDATE_SPIKE, SKIPPED = 9, 15, 13
+
+
+def make_history(rows=PARAMS, recorded=RECORDED, fill=None):
+    from jaxgrad.inspection import ModuleStats, ParamStats
+    from jaxgrad.recording import STEP_FIELDS, UPDATE_FIELDS, History
+
+    rng = np.random.default_rng(0)
+    shape_m, shape_p = (len(recorded), len(MODULES)), (len(recorded), len(rows))
+    modules = {f: rng.lognormal(size=shape_m) for f in ModuleStats._fields}
+    params = {f: rng.lognormal(size=shape_p) for f in (*ParamStats._fields, *UPDATE_FIELDS)}
+    for table in (modules, params):
+        for field in [f for f in table if f.startswith("nonfinite")]:
+            table[field] = np.zeros(table[field].shape, bool)
+    step = np.arange(STEPS)
+    steps = {
+        "step": step,
+        "loss": np.geomspace(2.0, 0.5, STEPS),
+        "grad_norm": np.geomspace(1.0, 0.3, STEPS),
+        "update_norm": np.geomspace(0.1, 0.03, STEPS),
+        "recorded": np.isin(step, recorded).astype(np.float32),
+        "rerun": (step == SKIPPED).astype(np.float32),
+        "skipped": (step == SKIPPED).astype(np.float32),
+        "spike": np.isin(step, [LOSS_SPIKE, UPDATE_SPIKE]).astype(np.float32),
+    }
+    steps["loss"][LOSS_SPIKE] = 40.0
+    steps["grad_norm"][LOSS_SPIKE] = 30.0
+    steps["update_norm"][UPDATE_SPIKE] = 5.0
+    steps["loss"][SKIPPED] = steps["grad_norm"][SKIPPED] = np.nan
+    steps["update_norm"][SKIPPED] = 0.0  # the guard applied no update
+    assert set(steps) == {"step", *STEP_FIELDS}
+    if fill is not None:
+        for table in (modules, params):
+            for field in table:
+                if table[field].dtype != bool:
+                    table[field] = np.full(table[field].shape, fill)
+        for name in ("loss", "grad_norm", "update_norm"):
+            steps[name] = np.full(STEPS, fill)
+    return History(
+        module_names=MODULES,
+        module_types=("Embed", "Linear", "Linear", "Linear"),
+        param_names=tuple(rows),
+        param_owners=tuple(name.rsplit(".", 1)[0] for name in rows),
+        param_shapes=tuple((4, 4) for _ in rows),
+        activation="relu",
+        recorded_steps=np.asarray(recorded),
+        loss=steps["loss"][np.asarray(recorded)],
+        modules=modules,
+        params=params,
+        steps=steps,
+    )
+
+
+@pytest.fixture
+def history():
+    history = make_history()
+    grad = history.params["grad_norm"]
+    grad[0, 1] = 0.0  # a zero
+    grad[2, 3] = np.inf
+    grad[3, 5] = -1.0
+    grad[4, :] = np.nan  # the non-finite step
+    return history
+
+
+def test_run_heatmap_draws_the_statistic_per_row_and_recorded_step(history, tmp_path):
+    path = tmp_path / "heat.png"
+    figure = plot.run_heatmap(history, "grad_norm", path)
+    assert_png(path)
+    ax = figure.axes[0]
+    (mesh,) = ax.collections
+    cells = history.params["grad_norm"].T  # rows: parameters in forward order
+    drawable = np.isfinite(cells) & (cells > 0)
+    drawn = mesh.get_array()
+    np.testing.assert_array_equal(drawn.mask, ~drawable)
+    np.testing.assert_array_equal(drawn.filled(np.nan), np.where(drawable, cells, np.nan))
+    assert isinstance(mesh.norm, LogNorm)
+    assert (mesh.norm.vmin, mesh.norm.vmax) == (cells[drawable].min(), cells[drawable].max())
+    # the first layer at the top, every row named, every recorded step a column
+    assert ax.get_ylim() == (len(PARAMS) - 0.5, -0.5)
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(PARAMS)
+    assert [t.get_text() for t in ax.get_xticklabels()] == [str(s) for s in RECORDED]
+    colorbar_label = figure.axes[1].get_ylabel()
+    assert colorbar_label.startswith("gradient norm")
+    assert colorbar_label.endswith("log scale")
+    (note,) = figure.legends[0].get_texts()
+    hidden = int((~drawable).sum())
+    assert (
+        note.get_text() == f"no value: zero, negative, inf or nan ({hidden} of {cells.size} cells)"
+    )
+
+
+def test_run_heatmap_of_module_calls_and_of_chosen_rows(history):
+    figure = plot.run_heatmap(history, "out_std", kind="module")
+    drawn = figure.axes[0].collections[0].get_array()
+    np.testing.assert_array_equal(drawn.filled(np.nan), history.modules["out_std"].T)
+    assert [t.get_text() for t in figure.axes[0].get_yticklabels()] == list(MODULES)
+    assert "module call" in figure.axes[0].get_ylabel()
+    assert figure.legends == []  # every cell drawn: no note
+    kernels = ["head.kernel", "block.0.kernel"]  # drawn in forward order whatever the order
+    figure = plot.run_heatmap(history, "update_ratio", rows=kernels)
+    drawn = figure.axes[0].collections[0].get_array()
+    np.testing.assert_array_equal(drawn.filled(np.nan), history.params["update_ratio"][:, [2, 5]].T)
+    labels = [t.get_text() for t in figure.axes[0].get_yticklabels()]
+    assert labels == ["block.0.kernel", "head.kernel"]
+
+
+def test_run_heatmap_thins_the_labels_of_many_layers():
+    rows = [f"blocks.{i}.kernel" for i in range(100)]
+    figure = plot.run_heatmap(make_history(rows=rows), "weight_norm")
+    labels = [t.get_text() for t in figure.axes[0].get_yticklabels()]
+    assert len(labels) <= 48
+    assert labels == rows[:: 100 // len(labels) + (100 % len(labels) > 0)]
+    assert figure.axes[0].collections[0].get_array().shape == (100, len(RECORDED))
+    assert all(t.get_fontsize() >= 8 for t in figure.axes[0].get_yticklabels())
+
+
+def test_run_profiles_draws_the_chosen_steps_across_depth(history, tmp_path):
+    path = tmp_path / "profiles.png"
+    figure = plot.run_profiles(history, "grad_norm", path=path)  # first, middle, last
+    assert_png(path)
+    ax = figure.axes[0]
+    assert ax.get_yscale() == "log"
+    positions = np.arange(1.0, len(PARAMS) + 1)
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    hidden = " (1 of 6 not shown: zero, negative or not finite)"
+    assert legend == [f"step 0{hidden}", f"step 8{hidden}", "step 16"]
+    for line, row in zip(ax.get_lines(), (0, 2, 5), strict=True):
+        values = history.params["grad_norm"][row]
+        keep = np.isfinite(values) & (values > 0)
+        np.testing.assert_array_equal(line.get_xdata(), positions[keep])
+        np.testing.assert_array_equal(line.get_ydata(), values[keep])
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(PARAMS)
+    chosen = plot.run_profiles(history, "dead_frac", steps=[16, 13], kind="module").axes[0]
+    assert [t.get_text() for t in chosen.get_legend().get_texts()] == ["step 16", "step 13"]
+    np.testing.assert_array_equal(
+        chosen.get_lines()[0].get_ydata(), history.modules["dead_frac"][5]
+    )
+    one = plot.run_profiles(history, "grad_norm", steps=13).axes[0]
+    assert one.get_legend().get_texts()[0].get_text().startswith("step 13 (6 of 6 not shown")
+
+
+def steps_of(line):
+    return np.asarray(line.get_xdata()).tolist()
+
+
+def test_run_norms_marks_spikes_skips_and_recorded_steps(history, tmp_path):
+    path = tmp_path / "norms.png"
+    figure = plot.run_norms(history, path)
+    assert_png(path)
+    assert len(figure.axes) == len(plot.NORM_FIELDS) == 3
+    spiked = {"loss": [LOSS_SPIKE], "grad_norm": [LOSS_SPIKE], "update_norm": [UPDATE_SPIKE]}
+    for ax, field in zip(figure.axes, plot.NORM_FIELDS, strict=True):
+        assert ax.get_yscale() == "log"
+        curve, spikes, recorded = ax.get_lines()
+        values = history.steps[field]
+        drawable = np.isfinite(values) & (values > 0)
+        assert steps_of(curve) == list(range(STEPS))  # every step was measured
+        np.testing.assert_array_equal(curve.get_ydata(), np.where(drawable, values, np.nan))
+        assert spikes.get_label().startswith("spike")
+        assert steps_of(spikes) == spiked[field]
+        np.testing.assert_array_equal(spikes.get_ydata(), values[spiked[field]])
+        assert spikes.get_markeredgecolor() == "red"
+        assert recorded.get_label().startswith("recorded")
+        assert steps_of(recorded) == RECORDED.tolist()
+        (skips,) = ax.collections
+        assert skips.get_label().startswith("skipped")
+        assert [segment[:, 0].tolist() for segment in skips.get_segments()] == [[SKIPPED] * 2]
+    titles = [ax.get_title(loc="left") for ax in figure.axes]
+    assert titles == [
+        "loss: 1 of 18 steps not shown (1 not finite)",
+        "global gradient norm: 1 of 18 steps not shown (1 not finite)",
+        "global update norm: 1 of 18 steps not shown (1 zero)",
+    ]
+    legend = [t.get_text() for t in figure.legends[0].get_texts()]
+    assert legend == [
+        "spike flagged by the recorder (2)",
+        "step skipped by the guard (1)",
+        "recorded step: per-layer statistics (6)",
+    ]
+
+
+def test_run_norms_joins_unmeasured_steps_and_draws_negative_losses_linearly(history):
+    history.steps["grad_norm"][6] = np.nan  # not recorded: not measured (check_every_step off)
+    history.steps["loss"][:] = np.linspace(-1.0, 1.0, STEPS)
+    loss_ax, grad_ax, _ = plot.run_norms(history).axes
+    assert loss_ax.get_yscale() == "linear"
+    np.testing.assert_array_equal(loss_ax.get_lines()[0].get_ydata(), history.steps["loss"])
+    assert 6 not in steps_of(grad_ax.get_lines()[0])
+    assert SKIPPED in steps_of(grad_ax.get_lines()[0])  # a gap: nan there
+    assert grad_ax.get_title(loc="left").endswith(
+        "2 of 18 steps not shown (1 not finite, 1 not measured)"
+    )
+
+
+VALID_PARAM_STATISTICS = (
+    "grad_norm, weight_norm, ratio, update_norm, update_ratio, first_moment_norm, "
+    "second_moment_norm"
+)
+BAD_RUN_CALLS = [
+    # (function, arguments after the history, keywords, error, message)
+    ("run_heatmap", ("grad",), {}, ValueError, "unknown statistic 'grad' for kind='param'"),
+    ("run_heatmap", ("grad",), {}, ValueError, f"valid statistics: {VALID_PARAM_STATISTICS}$"),
+    ("run_heatmap", ("nonfinite",), {}, ValueError, "unknown statistic 'nonfinite'"),
+    ("run_heatmap", ("out_std",), {}, ValueError, "is a module call statistic: pass kind='module'"),
+    ("run_heatmap", ("grad_norm",), {"kind": "layer"}, ValueError, "kind must be 'param' or"),
+    ("run_heatmap", ("grad_norm",), {"rows": ["x"]}, ValueError, "unknown row 'x' for kind="),
+    ("run_heatmap", ("grad_norm",), {"rows": []}, ValueError, "rows is empty"),
+    ("run_heatmap", ("grad_norm",), {"rows": "head.kernel"}, TypeError, "rows must be a sequence"),
+    ("run_profiles", ("grad_norm", [5]), {}, ValueError, "step 5 was not recorded; recorded steps: "
+     "0, 4, 8, 12, 13, 16$"),
+    ("run_profiles", ("grad_norm", []), {}, ValueError, "steps is empty"),
+    ("run_profiles", ("grad_norm", ["0"]), {}, TypeError, "steps must be ints"),
+    ("run_profiles", ("grad_norm", 2.0), {}, TypeError, "steps must be recorded steps"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("function", "args", "kwargs", "error", "match"), BAD_RUN_CALLS)
+def test_run_figures_refuse_bad_input(history, function, args, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        getattr(plot, function)(history, *args, **kwargs)
+
+
+def test_run_figures_refuse_what_is_not_a_recorded_history(history):
+    with pytest.raises(TypeError, match="must be a jaxgrad.recording.History .* got DataFrame"):
+        plot.run_profiles(history.to_frame(), "grad_norm")
+    with pytest.raises(TypeError, match="got dict"):
+        plot.run_norms(history.steps)
+    with pytest.raises(ValueError, match="nothing was recorded in this history"):
+        plot.run_heatmap(make_history(recorded=np.zeros(0, int)), "grad_norm")
+
+
+def test_a_long_run_names_its_recorded_steps_in_short():
+    history = make_history(recorded=np.arange(17))
+    with pytest.raises(
+        ValueError, match=r"recorded steps: 0, 1, 2, 3, 4, \.\.\., 14, 15, 16 \(17 steps\)$"
+    ):
+        plot.run_profiles(history, "grad_norm", steps=[40])

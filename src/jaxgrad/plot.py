@@ -10,6 +10,11 @@ by the numeric core.
   with the critical line chi1 = 1 on top (Poole et al. 2016, Schoenholz et al. 2017).
 - `spectra_histograms(spectra)`: histograms of the Jacobian's singular values at several
   depths (Pennington, Schoenholz and Ganguli 2017, figure 1).
+- `run_heatmap(history, statistic)`, `run_profiles(history, statistic, steps)` and
+  `run_norms(history)`: a training run recorded by `jaxgrad.recording`: a layer x step
+  heatmap of any per-layer statistic (log colour scale), its depth profiles at chosen
+  recorded steps, and the loss and global norms over the steps with spikes, guard skips
+  and recorded steps marked (`jaxgrad report RUN_DIR` puts them in a page).
 
 Every function builds a `matplotlib.figure.Figure` with its own Agg canvas, not through
 `matplotlib.pyplot`, so no GUI is needed, no global figure registry fills up and no state
@@ -40,7 +45,7 @@ from __future__ import annotations
 import os
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -58,11 +63,17 @@ from jaxgrad.jacobian import DepthProfile
 from jaxgrad.propagation import LayerStats
 from jaxgrad.theory import PhaseDiagram
 
+if TYPE_CHECKING:
+    from jaxgrad.recording import History
+
 __all__ = [
     "gradient_heatmap",
     "layer_profiles",
     "phase_diagram",
     "remedy_summary",
+    "run_heatmap",
+    "run_norms",
+    "run_profiles",
     "spectra_histograms",
 ]
 
@@ -105,12 +116,16 @@ _BAD_COLOR = "0.75"  # cells holding inf or nan
 # ----------------------------------------------------------------------------- helpers
 
 
-def _new_figure(panels: int, *, panel_size: tuple[float, float] = (4.6, 3.7)) -> Figure:
-    """A figure with `panels` axes side by side and its own Agg canvas (no pyplot)."""
+def _new_figure(
+    panels: int, *, panel_size: tuple[float, float] = (4.6, 3.7), stacked: bool = False
+) -> Figure:
+    """A figure with `panels` axes side by side (or stacked, sharing the x axis) and its own
+    Agg canvas (no pyplot)."""
     width, height = panel_size
-    figure = Figure(figsize=(width * panels, height), layout="constrained")
+    rows, columns = (panels, 1) if stacked else (1, panels)
+    figure = Figure(figsize=(width * columns, height * rows), layout="constrained")
     FigureCanvasAgg(figure)
-    figure.subplots(1, panels, squeeze=False)
+    figure.subplots(rows, columns, squeeze=False, sharex=stacked)
     return figure
 
 
@@ -168,6 +183,22 @@ def _check_mapping(name: str, value: Any) -> None:
 
 def _color_map(name: str) -> _colors.Colormap:
     return _colormaps[name].with_extremes(bad=_BAD_COLOR)
+
+
+def _masked_cells(cells: np.ndarray, log_color: bool) -> tuple[np.ma.MaskedArray, Any]:
+    """The cells with what the colour scale cannot show masked (inf and nan; zero and
+    negative too on a log scale), and a norm spanning the rest."""
+    drawable = np.isfinite(cells) & (cells > 0 if log_color else True)
+    shown = cells[drawable]
+    if log_color and shown.size:
+        low, high = float(shown.min()), float(shown.max())
+        norm = _colors.LogNorm(vmin=low, vmax=high if high > low else low * 10)
+    elif shown.size:
+        low, high = float(shown.min()), float(shown.max())
+        norm = _colors.Normalize(vmin=low, vmax=high if high > low else low + 1)
+    else:
+        norm = _colors.Normalize(vmin=0, vmax=1)
+    return np.ma.masked_array(cells, mask=~drawable), norm
 
 
 # ----------------------------------------------------------------------------- layer profiles
@@ -499,18 +530,7 @@ def phase_diagram(
 
     figure = _new_figure(1, panel_size=(6.0, 4.4))
     ax = figure.axes[0]
-    cells = values.T  # rows: sigma_b2, columns: sigma_w2
-    drawable = np.isfinite(cells) & (cells > 0 if log_color else True)
-    drawn = np.ma.masked_array(cells, mask=~drawable)
-    shown = cells[drawable]
-    if log_color and shown.size:
-        low, high = float(shown.min()), float(shown.max())
-        norm = _colors.LogNorm(vmin=low, vmax=high if high > low else low * 10)
-    elif shown.size:
-        low, high = float(shown.min()), float(shown.max())
-        norm = _colors.Normalize(vmin=low, vmax=high if high > low else low + 1)
-    else:
-        norm = _colors.Normalize(vmin=0, vmax=1)
+    drawn, norm = _masked_cells(values.T, log_color)  # rows: sigma_b2, columns: sigma_w2
     x_edges, y_edges = _edges(sigma_w2), _edges(sigma_b2)
     mesh = ax.pcolormesh(
         x_edges, y_edges, drawn, cmap=_color_map(_SEQUENTIAL), norm=norm, shading="flat"
@@ -710,4 +730,484 @@ def remedy_summary(
     for ax in (ax_acc, ax_ratio):
         ax.set_yticks(rows, names, fontsize=8)
     ax_ratio.tick_params(labelleft=False)
+    return _finish(figure, path)
+
+
+# ----------------------------------------------------------------------------- recorded runs
+
+RUN_KINDS = ("param", "module")
+"""The rows a recorded run's per-layer statistics come in: parameter rows
+(`History.param_names`) or module calls (`History.module_names`)."""
+
+NORM_FIELDS = ("loss", "grad_norm", "update_norm")
+"""The per-step series `run_norms` draws, one panel each (`History.steps`)."""
+
+_RUN_DESCRIPTIONS = {
+    "grad_norm": "gradient norm ||dL/dW||",
+    "weight_norm": "weight norm ||W||",
+    "ratio": "gradient-to-weight ratio ||dL/dW|| / ||W||",
+    "update_norm": "update norm ||update||",
+    "update_ratio": "update-to-weight ratio ||update|| / ||W||",
+    "first_moment_norm": "Adam first-moment norm ||m||",
+    "second_moment_norm": "Adam second-moment norm ||v||",
+    "in_mean": "input mean",
+    "in_std": "input std",
+    "in_rms": "input rms",
+    "in_max_abs": "input max |x|",
+    "out_mean": "output mean",
+    "out_std": "output std",
+    "out_rms": "output rms",
+    "out_max_abs": "output max |y|",
+    "out_grad_norm": "output-gradient norm ||dL/d(output)||",
+    "dead_frac": "dead-unit fraction of the input",
+    "saturated_frac": "saturated fraction of the input",
+    "attn_max_logit": "largest attention logit",
+    "attn_entropy": "attention entropy (nats)",
+}
+_NORM_DESCRIPTIONS = {
+    "loss": ("loss", "loss"),
+    "grad_norm": ("global gradient norm", "||gradient||"),
+    "update_norm": ("global update norm", "||update||"),
+}
+_ROW_WORDS = {"param": "parameter row", "module": "module call"}
+_MOST_ROW_LABELS = 48  # tick labels on a layer axis; more layers are labelled every k-th
+_MOST_STEP_LABELS = 12
+
+
+def _run_history(history: Any) -> History:
+    """`history` if it is a `jaxgrad.recording.History` (imported here: plot stays light)."""
+    from jaxgrad.recording import History
+
+    if not isinstance(history, History):
+        raise TypeError(
+            "history must be a jaxgrad.recording.History (recorder.history() or "
+            f"History.read(folder)), got {type(history).__name__}"
+        )
+    return history
+
+
+def _run_statistics(table: Mapping[str, Any]) -> tuple[str, ...]:
+    """The numeric statistics of a history's table (not the non-finite flags)."""
+    return tuple(
+        name
+        for name, values in table.items()
+        if not name.startswith("nonfinite") and np.asarray(values).dtype != bool
+    )
+
+
+def _steps_text(steps: np.ndarray) -> str:
+    """Recorded steps in a line: all of them, or the first and last few and the count."""
+    steps = [int(step) for step in steps]
+    if len(steps) <= 12:
+        return ", ".join(map(str, steps)) if steps else "none"
+    shown = ", ".join(map(str, steps[:5])) + ", ..., " + ", ".join(map(str, steps[-3:]))
+    return f"{shown} ({len(steps)} steps)"
+
+
+def _thinned(count: int, most: int) -> np.ndarray:
+    """Every k-th index of `count`, from the first, k the smallest giving at most `most`."""
+    return np.arange(0, count, max(1, -(-count // most)))
+
+
+def _run_table(
+    history: Any, statistic: str, kind: str, rows: Sequence[str] | None = None
+) -> tuple[tuple[str, ...], np.ndarray]:
+    """(row names in forward order, values of shape (recorded steps, rows)) of a statistic,
+    for every row or the chosen ones."""
+    history = _run_history(history)
+    if kind not in RUN_KINDS:
+        raise ValueError(f"kind must be 'param' or 'module', got {kind!r}")
+    tables = {"param": history.params, "module": history.modules}
+    valid = _run_statistics(tables[kind])
+    if statistic not in valid:
+        other = "module" if kind == "param" else "param"
+        hint = ""
+        if statistic in _run_statistics(tables[other]):
+            hint = f"; {statistic!r} is a {_ROW_WORDS[other]} statistic: pass kind={other!r}"
+        raise ValueError(
+            f"unknown statistic {statistic!r} for kind={kind!r}; valid statistics: "
+            f"{', '.join(valid)}{hint}"
+        )
+    names = history.param_names if kind == "param" else history.module_names
+    if not len(history.recorded_steps):
+        raise ValueError("nothing was recorded in this history: no recorded step to draw")
+    if not names:
+        raise ValueError(f"this history has no {_ROW_WORDS[kind]}s to draw")
+    values = _float_array(statistic, tables[kind][statistic])
+    expected = (len(history.recorded_steps), len(names))
+    if values.shape != expected:
+        raise ValueError(
+            f"history.{'params' if kind == 'param' else 'modules'}[{statistic!r}] must have "
+            f"shape (recorded steps, rows) = {expected}, got {values.shape}"
+        )
+    if rows is None:
+        return tuple(names), values
+    if isinstance(rows, str) or not isinstance(rows, Collection):
+        raise TypeError(f"rows must be a sequence of row names or None, got {rows!r}")
+    unknown = [row for row in rows if row not in names]
+    if unknown:
+        raise ValueError(
+            f"unknown row {unknown[0]!r} for kind={kind!r}; rows: {_names_text(names)}"
+        )
+    if not rows:
+        raise ValueError("rows is empty: give row names, or None for every row")
+    chosen = [index for index, name in enumerate(names) if name in set(rows)]
+    return tuple(names[i] for i in chosen), values[:, chosen]
+
+
+def _names_text(names: Sequence[str]) -> str:
+    if len(names) <= 12:
+        return ", ".join(names)
+    return f"{', '.join(names[:6])}, ..., {', '.join(names[-3:])} ({len(names)} rows)"
+
+
+def _run_description(statistic: str) -> str:
+    return _RUN_DESCRIPTIONS.get(statistic, _DESCRIPTIONS.get(statistic, statistic))
+
+
+def run_heatmap(
+    history: History,
+    statistic: str,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    kind: str = "param",
+    rows: Sequence[str] | None = None,
+) -> Figure:
+    """A layer x step heatmap of one per-layer statistic of a recorded run, log colour scale.
+
+    Rows are the layers in forward order (the first at the top): parameter rows
+    (`history.param_names`) or module calls (`history.module_names`); columns are the
+    recorded steps, one column each, ticked with their step. Zero, negative, inf and nan
+    cells cannot be placed on a log scale: they are drawn grey, and a note under the map
+    says how many there are. With many layers, every k-th is labelled.
+
+    Args:
+        history: a `jaxgrad.recording.History` (`recorder.history()`, `History.read`).
+        statistic: a numeric field of `history.params` (kind "param": grad_norm,
+            weight_norm, ratio, update_norm, update_ratio, first_moment_norm,
+            second_moment_norm) or of `history.modules` (kind "module": in_std, out_std,
+            out_grad_norm, dead_frac, ...).
+        path: where to write the image; None writes nothing.
+        kind: "param" or "module".
+        rows: the names of the rows to draw (drawn in forward order); None draws all.
+
+    Returns:
+        The matplotlib Figure. `figure.axes[0].collections[0]` is the QuadMesh, whose
+        `get_array()` is the statistic transposed to (rows, recorded steps), with what the
+        log scale cannot show masked.
+
+    Raises:
+        TypeError: history not a History.
+        ValueError: an unknown kind, statistic or row (the valid ones are named); nothing
+            recorded.
+
+    Example:
+        >>> import numpy as np
+        >>> from jaxgrad import plot
+        >>> from jaxgrad.recording import History
+        >>> history = History(("dense",), ("Linear",), ("dense.kernel",), ("dense",),
+        ...                   ((4, 2),), None, np.array([0, 10]), np.ones(2), {},
+        ...                   {"grad_norm": np.array([[1.0], [0.1]])}, {"step": np.arange(11)})
+        >>> fig = plot.run_heatmap(history, "grad_norm")
+        >>> fig.axes[0].collections[0].get_array().tolist()
+        [[1.0, 0.1]]
+
+    References:
+        Glorot and Bengio 2010 (per-layer statistics during training).
+    """
+    names, values = _run_table(history, statistic, kind, rows)
+    steps = np.asarray(history.recorded_steps)
+    drawn, norm = _masked_cells(values.T, log_color=True)  # rows: layers, columns: steps
+    count = len(names)
+    height = min(max(0.2 * count + 1.8, 3.2), 12.0)
+    figure = _new_figure(1, panel_size=(9.0, height))
+    ax = figure.axes[0]
+    mesh = ax.pcolormesh(
+        np.arange(steps.size + 1) - 0.5,
+        np.arange(count + 1) - 0.5,
+        drawn,
+        cmap=_color_map(_SEQUENTIAL),
+        norm=norm,
+        shading="flat",
+    )
+    described, row_words = _run_description(statistic), _ROW_WORDS[kind]
+    words, _, symbol = described.partition(" ||")
+    label = f"{words}\n||{symbol}, log scale" if symbol else f"{words}\n(log scale)"
+    figure.colorbar(mesh, ax=ax, label=label)
+    ax.set_ylim(count - 0.5, -0.5)  # the first layer at the top
+    labelled = _thinned(count, _MOST_ROW_LABELS)
+    ax.set_yticks(labelled, [names[i] for i in labelled], fontsize=8)
+    columns = _thinned(steps.size, _MOST_STEP_LABELS)
+    ax.set_xticks(columns, [str(int(steps[i])) for i in columns])
+    ax.set_xlabel("recorded step (one column each)")
+    ax.set_ylabel(f"{row_words} (forward order)")
+    ax.set_title(f"{described}, per {row_words} and recorded step")
+    hidden = int(np.count_nonzero(np.ma.getmaskarray(drawn)))
+    if hidden:
+        from matplotlib.patches import Patch
+
+        note = Patch(
+            facecolor=_BAD_COLOR,
+            edgecolor="0.4",
+            label=f"no value: zero, negative, inf or nan ({hidden} of {drawn.size} cells)",
+        )
+        figure.legend(handles=[note], loc="outside lower left", fontsize=9, frameon=False)
+    return _finish(figure, path)
+
+
+def _recorded_rows(recorded: np.ndarray, steps: Any) -> list[int]:
+    """The history rows of the chosen steps (default: first, middle and last recorded)."""
+    if steps is None:
+        last = len(recorded) - 1
+        return sorted({0, last // 2, last})
+    if isinstance(steps, int | np.integer) and not isinstance(steps, bool):
+        steps = [steps]
+    if isinstance(steps, str) or not isinstance(steps, Collection):
+        raise TypeError(f"steps must be recorded steps (ints) or None, got {steps!r}")
+    if not len(steps):
+        raise ValueError(
+            "steps is empty: give recorded steps, or None for the first, middle and last"
+        )
+    rows = []
+    for step in steps:
+        if isinstance(step, bool) or not isinstance(step, int | np.integer):
+            raise TypeError(f"steps must be ints (recorded steps), got {step!r}")
+        hits = np.flatnonzero(recorded == step)
+        if not hits.size:
+            raise ValueError(
+                f"step {step} was not recorded; recorded steps: {_steps_text(recorded)}"
+            )
+        if int(hits[-1]) not in rows:
+            rows.append(int(hits[-1]))
+    return rows
+
+
+def run_profiles(
+    history: History,
+    statistic: str,
+    steps: int | Sequence[int] | None = None,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    kind: str = "param",
+    rows: Sequence[str] | None = None,
+) -> Figure:
+    """Depth profiles of one per-layer statistic of a recorded run at chosen recorded steps.
+
+    x is the layer in forward order (parameter rows or module calls, labelled with their
+    names, every k-th when there are many), y the statistic on a log scale, one line per
+    step, coloured from early (dark) to late (light). Zero, negative, inf and nan values
+    are left out of a line, and its legend entry says how many.
+
+    Args:
+        history: a `jaxgrad.recording.History`.
+        statistic: as for `run_heatmap`.
+        steps: recorded steps to draw (an int or a sequence); None draws the first, middle
+            and last recorded steps.
+        path: where to write the image; None writes nothing.
+        kind: "param" or "module".
+        rows: the names of the rows to draw (in forward order), e.g. only the kernels, so
+            that a kernel and its bias do not alternate along the line; None draws all.
+
+    Returns:
+        The matplotlib Figure; `figure.axes[0].get_lines()[j]` is step j's line, its x the
+        1-based forward positions of the values drawn.
+
+    Raises:
+        TypeError: history not a History; steps not ints.
+        ValueError: an unknown kind, statistic or row; a step that was not recorded (the
+            recorded ones are named); nothing recorded.
+
+    Example:
+        >>> import numpy as np
+        >>> from jaxgrad import plot
+        >>> from jaxgrad.recording import History
+        >>> history = History(("a", "b"), ("Linear",) * 2, ("a.kernel", "b.kernel"), ("a", "b"),
+        ...                   ((2, 2),) * 2, None, np.array([0, 5]), np.ones(2), {},
+        ...                   {"update_ratio": np.array([[1e-3, 1e-4], [1e-2, 0.0]])},
+        ...                   {"step": np.arange(6)})
+        >>> fig = plot.run_profiles(history, "update_ratio", steps=[5])
+        >>> fig.axes[0].get_lines()[0].get_xydata().tolist()
+        [[1.0, 0.01]]
+    """
+    names, values = _run_table(history, statistic, kind, rows)
+    recorded = np.asarray(history.recorded_steps)
+    chosen = _recorded_rows(recorded, steps)
+    count = len(names)
+    positions = np.arange(1, count + 1, dtype=np.float64)
+    described, row_words = _run_description(statistic), _ROW_WORDS[kind]
+    figure = _new_figure(1, panel_size=(9.0, 4.6))
+    ax = figure.axes[0]
+    colors = _colormaps[_SEQUENTIAL](np.linspace(0.0, 0.8, len(chosen)))
+    for color, row in zip(colors, chosen, strict=True):
+        row_values = values[row]
+        keep = np.isfinite(row_values) & (row_values > 0)
+        label = f"step {int(recorded[row])}"
+        hidden = count - int(keep.sum())
+        if hidden:
+            label += f" ({hidden} of {count} not shown: zero, negative or not finite)"
+        ax.plot(positions[keep], row_values[keep], color=color, marker="o", ms=4, label=label)
+    ax.set_yscale("log")
+    labelled = _thinned(count, 40)
+    ax.set_xticks(
+        positions[labelled],
+        [names[i] for i in labelled],
+        rotation=40,
+        ha="right",
+        rotation_mode="anchor",
+        fontsize=8,
+    )
+    ax.set_xlim(0.5, count + 0.5)
+    ax.set_xlabel(f"{row_words} (forward order)")
+    ax.set_ylabel(described)
+    ax.set_title(f"{described} across depth")
+    ax.legend(fontsize=9)
+    return _finish(figure, path)
+
+
+def run_norms(history: History, path: str | os.PathLike[str] | None = None) -> Figure:
+    """The loss and the global gradient and update norms of a recorded run over its steps.
+
+    Three panels sharing the step axis (`history.steps`), each on a log scale unless it
+    holds a negative value. A value that cannot be drawn leaves a gap in the curve (inf or
+    nan: a non-finite step; zero on a log scale: the update of a step the guard skipped),
+    except nan on a step that was not recorded (a norm not measured, `check_every_step`
+    off), which is left out so the curve joins the steps around it; each panel's title
+    says how many steps are not shown and why. Marks: red
+    circles at the steps flagged as spikes, on the panel of each statistic that spiked
+    there (`History.spikes`; on every panel when it names none); grey vertical lines at
+    the steps a `jaxgrad.optim.guard` skipped; grey triangles along the bottom at the
+    recorded steps (those with per-layer statistics). A legend above the panels says what
+    the marks are, with their counts.
+
+    Args:
+        history: a `jaxgrad.recording.History`.
+        path: where to write the image; None writes nothing.
+
+    Returns:
+        The matplotlib Figure. Panel i draws `NORM_FIELDS[i]`: `figure.axes[i].get_lines()`
+        are the curve (labelled with the statistic's name in words; its y is nan at the
+        steps not drawn), the spikes (label
+        starting "spike") and the recorded steps (label starting "recorded"), and
+        `figure.axes[i].collections` the skipped steps' lines (label starting "skipped").
+
+    Raises:
+        TypeError: history not a History.
+        ValueError: a history without steps.
+
+    Example:
+        >>> import numpy as np
+        >>> from jaxgrad import plot
+        >>> from jaxgrad.recording import STEP_FIELDS, History
+        >>> steps = {name: np.zeros(4) for name in STEP_FIELDS}
+        >>> steps |= {"step": np.arange(4), "loss": np.array([3.0, 2.0, 1.0, 0.5])}
+        >>> history = History((), (), (), (), (), None, np.array([0, 2]), np.ones(2), {}, {},
+        ...                   steps)
+        >>> fig = plot.run_norms(history)
+        >>> fig.axes[0].get_lines()[0].get_ydata().tolist()
+        [3.0, 2.0, 1.0, 0.5]
+
+    References:
+        Wortsman et al. 2023, "Small-scale proxies for large-scale Transformer training
+        instabilities" (loss and update-norm spikes).
+    """
+    from matplotlib.collections import LineCollection
+    from matplotlib.lines import Line2D
+
+    history = _run_history(history)
+    missing = [
+        name for name in ("step", *NORM_FIELDS, "skipped", "spike") if name not in history.steps
+    ]
+    if missing:
+        raise ValueError(f"history.steps lacks {missing}; it holds {sorted(history.steps)}")
+    steps = np.asarray(history.steps["step"], np.int64)
+    if not steps.size:
+        raise ValueError("this history holds no steps: run and poll the recorder first")
+    spikes = history.spikes()
+    skipped = steps[np.asarray(history.steps["skipped"], np.float64) > 0]
+    recorded = np.asarray(history.recorded_steps, np.int64)
+    was_recorded = np.asarray(history.steps.get("recorded", np.zeros(steps.size)), float) > 0
+    spike_mark = {"ls": "none", "marker": "o", "ms": 8, "mfc": "none", "mec": "red", "mew": 1.8}
+    recorded_mark = {"ls": "none", "marker": "^", "ms": 5, "color": "0.3"}
+    skipped_mark = {"colors": "0.6", "linewidths": 1.5}
+
+    figure = _new_figure(len(NORM_FIELDS), panel_size=(9.0, 2.1), stacked=True)
+    for ax, field in zip(figure.axes, NORM_FIELDS, strict=True):
+        words, short = _NORM_DESCRIPTIONS[field]
+        values = _float_array(f"history.steps[{field!r}]", history.steps[field])
+        finite = np.isfinite(values)
+        log = not np.any(values[finite] < 0) and np.any(values[finite] > 0)
+        drawable = finite & (values > 0) if log else finite
+        # nan on a step that was not recorded: not measured (check_every_step off), left
+        # out so the curve joins its neighbours; anything else undrawable leaves a gap
+        measured = finite | np.isinf(values) | was_recorded
+        ax.plot(
+            steps[measured],
+            np.where(drawable, values, np.nan)[measured],
+            color="C0",
+            lw=1.2,
+            label=words,
+        )
+        notes = [
+            f"{int(count)} {reason}"
+            for count, reason in (
+                ((measured & ~finite).sum(), "not finite"),
+                ((~measured).sum(), "not measured"),
+                ((finite & ~drawable).sum(), "zero"),
+            )
+            if count
+        ]
+        title = words
+        if notes:
+            hidden = int((~drawable).sum())
+            title += f": {hidden} of {steps.size} steps not shown ({', '.join(notes)})"
+        ax.set_title(title, loc="left", fontsize=9)
+        named = [
+            spike.step for spike in spikes if field in spike.statistics or not spike.statistics
+        ]
+        at = drawable & np.isin(steps, named)
+        if at.any():
+            ax.plot(steps[at], values[at], **spike_mark, label=f"spike in the {words}")
+        if skipped.size:
+            lines = LineCollection(
+                [[(step, 0.0), (step, 1.0)] for step in skipped],
+                transform=ax.get_xaxis_transform(),
+                label="skipped by the guard",
+                zorder=1,
+                **skipped_mark,
+            )
+            ax.add_collection(lines, autolim=False)
+        if recorded.size:
+            ax.plot(
+                recorded,
+                np.full(recorded.size, 0.04),
+                transform=ax.get_xaxis_transform(),
+                label="recorded step",
+                **recorded_mark,
+            )
+        if log:
+            ax.set_yscale("log")
+        ax.margins(y=0.15)
+        ax.set_ylabel(short)
+    figure.axes[-1].set_xlabel("step")
+    marks = [Line2D([], [], **spike_mark, label=f"spike flagged by the recorder ({len(spikes)})")]
+    if skipped.size:
+        marks.append(
+            Line2D(
+                [],
+                [],
+                color=skipped_mark["colors"],
+                lw=skipped_mark["linewidths"],
+                label=f"step skipped by the guard ({skipped.size})",
+            )
+        )
+    if recorded.size:
+        marks.append(
+            Line2D(
+                [],
+                [],
+                **recorded_mark,
+                label=f"recorded step: per-layer statistics ({recorded.size})",
+            )
+        )
+    figure.legend(handles=marks, loc="outside upper center", ncols=len(marks), fontsize=9)
     return _finish(figure, path)
