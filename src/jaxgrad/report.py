@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import math
 import time
 from dataclasses import dataclass, field
@@ -396,12 +397,49 @@ def _markdown_table(header, rows) -> list[str]:
     return lines
 
 
-def _html_table(header, rows) -> str:
+_STYLE = (
+    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;}"
+    "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
+    "padding:3px 8px;text-align:right}img{max-width:100%}"
+    "table.text td,table.text th{text-align:left;vertical-align:top}"
+    "figure{margin:1.5em 0}figcaption{color:#333;margin-top:0.3em}"
+)
+
+
+def html_page(title: str, body: list[str]) -> str:
+    """A self-contained HTML page: the title, the shared style, and the body's fragments
+    (one per line)."""
+    head = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{_STYLE}</style></head><body>"
+    )
+    return "\n".join([head, *body, "</body></html>"]) + "\n"
+
+
+def html_table(header: list[str], rows: list[list[str]], *, text: bool = False) -> str:
+    """A table of escaped cells; numbers align right, `text=True` aligns left (prose). A
+    header of empty strings draws no header row."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    head = f"<thead><tr>{head}</tr></thead>" if any(header) else ""
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    opening = "<table class='text'>" if text else "<table>"
+    return f"{opening}{head}<tbody>{body}</tbody></table>"
+
+
+def html_image(alt: str, png: bytes) -> str:
+    """A PNG embedded in the page (base64), so the page needs no other file."""
+    data = base64.b64encode(png).decode()
+    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
+
+
+def html_figure(figure, alt: str, caption: str = "") -> str:
+    """A matplotlib figure as an embedded PNG (at `plot.DPI`), with a caption."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=plot.DPI)
+    caption = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
+    return f"<figure>{html_image(alt, buffer.getvalue())}{caption}</figure>"
 
 
 def write(report: Report, out: Path) -> tuple[Path, Path]:
@@ -414,10 +452,6 @@ def write(report: Report, out: Path) -> tuple[Path, Path]:
         "",
     ]
     parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>jaxgrad report</title>"
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;}"
-        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
-        "padding:3px 8px;text-align:right}img{max-width:100%}</style></head><body>",
         "<h1>jaxgrad report</h1>",
         f"<p>Computed in {report.seconds:.0f} s on {html.escape(jax.devices()[0].device_kind)}"
         f", jax {jax.__version__}.</p>",
@@ -426,17 +460,13 @@ def write(report: Report, out: Path) -> tuple[Path, Path]:
         md += [f"## {section.title}", "", section.text, ""]
         md += [*_markdown_table(section.header, section.rows), ""]
         parts += [f"<h2>{html.escape(section.title)}</h2>", f"<p>{html.escape(section.text)}</p>"]
-        parts.append(_html_table(section.header, section.rows))
+        parts.append(html_table(section.header, section.rows))
         if section.figure:
             md += [f"![{section.title}]({section.figure})", ""]
-            data = base64.b64encode((out / section.figure).read_bytes()).decode()
-            parts.append(
-                f"<img alt='{html.escape(section.title)}' src='data:image/png;base64,{data}'>"
-            )
-    parts.append("</body></html>")
+            parts.append(html_image(section.title, (out / section.figure).read_bytes()))
     md_path, html_path = out / "report.md", out / "report.html"
     md_path.write_text("\n".join(md) + "\n")
-    html_path.write_text("\n".join(parts) + "\n")
+    html_path.write_text(html_page("jaxgrad report", parts))
     return md_path, html_path
 
 
