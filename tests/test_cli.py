@@ -1,16 +1,25 @@
 """Tests for the `jaxgrad` command: exit codes and messages, and each subcommand's output."""
 
+import base64
+import html
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pandas as pd
 import pytest
+from flax import nnx
 
-from jaxgrad import cli, sweep, theory
+import jaxgrad
+from jaxgrad import cli, optim, recording, sweep, theory
 from jaxgrad.store import ResultStore
 
 SWEEP_TOML = 'depth = [3, 6]\nwidth = 16\nactivation = ["tanh"]\nsigma_w2 = [1.0, 2.0]\n'
@@ -28,6 +37,21 @@ def exit_code(argv):
 
 def toml(text):
     return {"bad.toml": text}
+
+
+RUN_STUB = {"run/history.json": "{}"}
+"""A run folder whose history.json names nothing: refused when read, after --out."""
+EMPTY_RUN = {
+    "run/history.json": json.dumps(
+        {
+            key: []
+            for key in ("module_names", "module_types", "param_names", "param_owners",
+                        "param_shapes", "module_fields", "param_fields")
+        }
+        | {"activation": None}
+    )
+}  # fmt: skip
+"""A run polled before its first step: names and no parts."""
 
 
 # Every bad invocation: (argv, a fragment of the one line on stderr, files to write first).
@@ -114,6 +138,22 @@ BAD_INVOCATIONS = [
     (["spectrum", "tanh", "--seed", str(2**70)], "--seed: must be in [0, 4294967294]", {}),
     (["spectrum", "tanh", "--seed", "-1"], "--seed: must be in [0, 4294967294], got -1", {}),
     (["spectrum", "tanh", "--depth", "10000000"], "need about 3.22e+03 GB (depth x width^2", {}),
+    # report
+    (["report", "nowhere"], "nowhere holds no recorded run (no history.json); give a folder", {}),
+    (["report", "afile"], "afile holds no recorded run (no history.json)", {}),
+    (["report", "results"], "results holds no recorded run (no history.json)", {}),
+    (["report", "run"], "cannot read the run in run: Expecting", {"run/history.json": "{"}),
+    (["report", "run"], "cannot read the run in run: 'module_names' is missing", RUN_STUB),
+    (["report", "run"], "run holds no recorded step yet (0 steps); poll the RunLog", EMPTY_RUN),
+    (["report", "run", "--out", "r.txt"], "not '.txt'; end the name with .html", RUN_STUB),
+    (["report", "run", "--out", "afile/r.html"], "its folder afile is a file", RUN_STUB),
+    (["report", "run", "--out", f"{UNWRITABLE}/r.html"], "cannot write to --out", RUN_STUB),
+    (
+        ["report", "run", "--out", "adir"],
+        "--out adir.html is a folder",
+        {**RUN_STUB, "adir.html/x": ""},
+    ),
+    (["report"], "the following arguments are required: RUN_DIR", {}),
     (["frobnicate"], "invalid choice", {}),
 ]
 
@@ -214,6 +254,85 @@ def test_a_damaged_part_is_set_aside_and_recomputed(tmp_path, capsys):
     )
 
 
+def mean_square(model, batch):
+    return jnp.mean((model(batch[0]) - batch[1]) ** 2)
+
+
+@pytest.fixture(scope="module")
+def recorded_run(tmp_path_factory):
+    """A run recorded as a user records one: a small MLP under SGD with a learning rate far
+    too small (its updates stall), a batch scaled 30 times at step 5 (a spike) and a nan
+    input at step 7 (the guard skips the step), polled into a RunLog as it goes."""
+    model = nnx.Sequential(
+        nnx.Linear(4, 8, rngs=nnx.Rngs(0)), nnx.relu, nnx.Linear(8, 1, rngs=nnx.Rngs(1))
+    )
+    x = jax.random.normal(jax.random.key(0), (16, 4))
+    y = x.sum(axis=1, keepdims=True)
+    optimizer = nnx.Optimizer(model, optim.guard(optax.sgd(1e-9)), wrt=nnx.Param)
+    recorder = recording.Recorder(
+        model, mean_square, (x, y), every=2, spike_warmup=3, spike_factor=5.0
+    )
+
+    @nnx.jit
+    def step(model, optimizer, recorder, batch):
+        loss, grads = recorder.value_and_grad(model, batch)
+        recorder.update(model, optimizer, optimizer.update(model, grads))
+        return loss
+
+    folder = tmp_path_factory.mktemp("runs") / "run"
+    log = recording.RunLog(folder)
+    for index in range(10):
+        batch = {5: (30 * x, 30 * y), 7: (x.at[0, 0].set(jnp.nan), y)}.get(index, (x, y))
+        step(model, optimizer, recorder, batch)
+        if index % 4 == 3:
+            log.poll(recorder)
+    log.poll(recorder)
+    return folder
+
+
+def test_report_of_a_recorded_run(recorded_run, capsys):
+    folder = recorded_run
+    history = recording.History.read(folder)
+    assert np.flatnonzero(history.steps["skipped"]).tolist() == [7]
+    assert [spike.step for spike in history.spikes()] == [5]
+    diagnosis = jaxgrad.diagnose(history)
+    assert diagnosis.verdict == "vanishing"  # stalled: SGD at 1e-9 barely moves the weights
+
+    assert cli.main(["report", str(folder)]) == 0
+    recorded = len(history.recorded_steps)
+    assert capsys.readouterr().out == (
+        f"report of {folder} (10 steps, {recorded} recorded): vanishing -> "
+        f"{folder / 'report.html'}\n"
+    )
+    page = (folder / "report.html").read_text()
+    assert "<td>steps</td><td>0 to 9 (10 steps)</td>" in page
+    loss = history.steps["loss"]
+    assert f"<td>{loss[0]:.4g} (step 0), {loss[-1]:.4g} (step 9)</td>" in page
+    assert (
+        f"<p><b>vanishing</b>: {html.escape(diagnosis.message[len('vanishing: ') :])}</p>" in page
+    )
+    for finding in diagnosis.findings:
+        cells = [finding.rule, finding.verdict, finding.message, finding.cure or "-"]
+        assert "".join(f"<td>{html.escape(cell)}</td>" for cell in cells) in page
+    assert any(f.rule == "stalled" and f.cure for f in diagnosis.findings)
+    found = history.first_nonfinite()
+    assert found == recording.NonFinite(7, "layers.0", "forward", "input")
+    assert "Step 7: the input of layers.0 was already non-finite in the forward pass" in page
+    (spike,) = history.spikes()
+    assert f"<td>5</td><td>{', '.join(spike.statistics)}</td>" in page
+    images = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
+    assert len(images) == 4
+    assert all(base64.b64decode(data).startswith(b"\x89PNG\r\n\x1a\n") for data in images)
+    assert "<img" in page
+    assert "src='report" not in page  # nothing but the page itself
+
+    # --out: a name without a suffix gets .html, in a folder created for it
+    out = folder.parent / "pages" / "train"
+    assert cli.main(["report", str(folder), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.endswith(f"-> {out}.html\n")
+    assert out.with_suffix(".html").read_text().count("data:image/png;base64,") == 4
+
+
 def test_phase_prints_the_critical_line(capsys):
     assert cli.main(["phase", "tanh", "--sigma-b2", "0.05"]) == 0
     row = capsys.readouterr().out.strip().splitlines()[-1].split()
@@ -257,7 +376,7 @@ def test_console_script_help_lists_every_subcommand():
         [sys.executable, "-m", "jaxgrad.cli", "--help"], capture_output=True, text=True
     )
     assert result.returncode == 0
-    for name in ("demo", "sweep", "plot", "gain", "phase", "spectrum"):
+    for name in ("demo", "sweep", "plot", "report", "gain", "phase", "spectrum"):
         assert name in result.stdout
 
 

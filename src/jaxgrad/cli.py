@@ -3,6 +3,7 @@
     jaxgrad demo                 the main results on built-in defaults, as a report
     jaxgrad sweep CONFIG.toml    run a sweep, resumable, results as Parquet parts
     jaxgrad plot RESULTS         figures from a sweep's results
+    jaxgrad report RUN_DIR       an HTML report of a training run recorded by RunLog
     jaxgrad gain NAME            the gains of an activation: PyTorch's table, computed, measured
     jaxgrad phase ACTIVATION     the critical line and phase diagram of mean-field theory
     jaxgrad spectrum ACTIVATION  Jacobian spectra of a random network against depth
@@ -37,6 +38,7 @@ EXAMPLES = """examples:
   jaxgrad demo
   jaxgrad sweep sweep.toml --out runs/tanh
   jaxgrad plot runs/tanh --kind heatmap
+  jaxgrad report runs/train
   jaxgrad gain leaky_relu 0.2
   jaxgrad phase tanh --sigma-b2 0.05
   jaxgrad spectrum tanh --weights orthogonal --q-star 0.015625 --depth 2 8 32"""
@@ -105,10 +107,29 @@ def _figure_path(text: str, flag: str = "--out") -> Path:
             f"{flag} {text}: unknown figure format '.{suffix}'; end the name with one of "
             f"{known} (or another matplotlib format)"
         )
+    return _output_file(path, flag, "figure.png")
+
+
+def _output_file(path: Path, flag: str, example: str) -> Path:
+    """A file to write: not a folder, in a writable folder (created if needed)."""
     if path.is_dir():
-        raise UsageError(f"{flag} {path} is a folder; give a file name such as {path}/figure.png")
+        raise UsageError(f"{flag} {path} is a folder; give a file name such as {path}/{example}")
     _writable_folder(path.parent, flag=f"{flag} {path}: its folder")
     return path
+
+
+def _html_path(text: str, flag: str = "--out") -> Path:
+    """An HTML file's path (.html added when there is none), in a writable folder."""
+    path = Path(text)
+    suffix = path.suffix.lower()
+    if not suffix:
+        path = path.with_name(f"{path.name}.html")
+    elif suffix not in (".html", ".htm"):
+        raise UsageError(
+            f"{flag} {text}: the report is an HTML page, not '{path.suffix}'; end the name with "
+            ".html"
+        )
+    return _output_file(path, flag, "report.html")
 
 
 def _machine_memory() -> tuple[int, str]:
@@ -246,6 +267,184 @@ def cmd_plot(args: argparse.Namespace) -> int:
         )
         print(f"layer profiles of {len(curves)} configurations -> {out}")
     return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from jaxgrad.recording import History
+
+    run = Path(args.run_dir)
+    if not (run / "history.json").is_file():
+        raise UsageError(
+            f"{run} holds no recorded run (no history.json); give a folder written by "
+            "jaxgrad.recording.RunLog"
+        )
+    out = _html_path(args.out) if args.out else _html_path(str(run / "report.html"))
+    try:
+        history = History.read(run)
+    except KeyError as error:
+        raise UsageError(f"cannot read the run in {run}: {error} is missing") from None
+    except (ValueError, TypeError, OSError) as error:
+        raise UsageError(f"cannot read the run in {run}: {_one_line(error)}") from None
+    if not len(history.recorded_steps):
+        raise UsageError(
+            f"{run} holds no recorded step yet ({len(history.steps['step'])} steps); poll the "
+            "RunLog after the first recorded step"
+        )
+    page, diagnosis = _run_report(history, run)
+    out.write_text(page)
+    steps = history.steps["step"]
+    print(
+        f"report of {run} ({len(steps)} steps, {len(history.recorded_steps)} recorded): "
+        f"{diagnosis.verdict} -> {out}"
+    )
+    return 0
+
+
+def _nonfinite_sentence(found) -> str:
+    """Where a run first went non-finite, in words (`History.first_nonfinite`)."""
+    where = {
+        ("forward", "input"): f"the input of {found.name} was already non-finite in the "
+        "forward pass (the data, or an operation outside the recorded modules, made it)",
+        ("forward", "output"): f"{found.name} made a non-finite output from a finite input, "
+        "in the forward pass",
+        ("backward", "dL/d(input)"): f"{found.name}'s backward pass made a non-finite gradient "
+        "from a finite dL/d(output)",
+        ("backward", "dL/d(output)"): "the gradient of the loss itself was non-finite (at the "
+        "last call's output)",
+        ("parameter", "gradient or weight"): f"the gradient or the weight of {found.name} was "
+        "non-finite",
+        ("forward", "loss"): "the loss was non-finite (the step was not recorded, so no layer "
+        "is named)",
+    }.get((found.direction, found.statistic), f"{found.direction} {found.statistic}")
+    return f"Step {found.step}: {where}."
+
+
+def _spike_rows(spikes) -> list[list[str]]:
+    """One row per run of consecutive spikes alike in what spiked and what moved first."""
+    groups: list[list] = []
+    for spike in spikes:
+        alike = (spike.statistics, spike.first_mover)
+        if groups and groups[-1][1] == spike.step - 1 and groups[-1][2] == alike:
+            groups[-1][1] = spike.step
+        else:
+            groups.append([spike.step, spike.step, alike])
+    rows = []
+    for first, last, (statistics, mover) in groups:
+        steps = str(first) if first == last else f"{first} to {last} ({last - first + 1} steps)"
+        moved = (
+            "nothing moved (or too few recorded steps before it)"
+            if mover is None
+            else "{}: {} at step {}".format(*mover)
+        )
+        rows.append([steps, ", ".join(statistics) or "-", moved])
+    return rows
+
+
+def _run_report(history, run: Path):
+    """The HTML page of a recorded run, and its diagnosis."""
+    import html
+
+    import numpy as np
+
+    import jaxgrad
+    from jaxgrad import plot
+    from jaxgrad import report as pages
+    from jaxgrad.recording import MOVE_FACTOR
+
+    steps = np.asarray(history.steps["step"], np.int64)
+    loss = np.asarray(history.steps["loss"], np.float64)
+    recorded = history.recorded_steps
+    skipped = steps[np.asarray(history.steps["skipped"], np.float64) > 0]
+    spikes = history.spikes()
+    found = history.first_nonfinite()
+    diagnosis = jaxgrad.diagnose(history)
+    last = int(recorded[-1])
+    reason = diagnosis.message.removeprefix(f"{diagnosis.verdict}: ")
+
+    def listed(values) -> str:
+        return f"{len(values)}: {plot._steps_text(np.asarray(values))}" if len(values) else "none"
+
+    summary = [
+        ["steps", f"{int(steps[0])} to {int(steps[-1])} ({steps.size} steps)"],
+        ["recorded steps (per-layer statistics)", listed(recorded)],
+        ["loss, first and last step", f"{loss[0]:.4g} (step {steps[0]}), {loss[-1]:.4g} "
+         f"(step {steps[-1]})"],
+        ["model", f"{len(history.module_names)} module calls, {len(history.param_names)} "
+         f"parameter rows, activation {history.activation or 'not known'}"],
+        ["steps skipped by the guard", listed(skipped)],
+        ["spikes flagged by the recorder", listed([spike.step for spike in spikes])],
+        ["first non-finite value", "none" if found is None else
+         f"step {found.step}: {found.name or '-'}, {found.direction}, {found.statistic}"],
+    ]  # fmt: skip
+    body = [
+        f"<h1>jaxgrad run report: {html.escape(str(run))}</h1>",
+        pages.html_table(["", ""], summary, text=True),
+        "<h2>Verdict</h2>",
+        f"<p><b>{html.escape(diagnosis.verdict)}</b>: {html.escape(reason)}</p>",
+        f"<p>jaxgrad.diagnose(history) reads the last recorded step ({last}) and, for the "
+        "stalled and died rules, every recorded step. Every rule it checked:</p>",
+        pages.html_table(
+            ["rule", "verdict", "finding", "cure"],
+            [[f.rule, f.verdict, f.message, f.cure or "-"] for f in diagnosis.findings],
+            text=True,
+        ),
+        "<h2>First non-finite value</h2>",
+    ]
+    if found is None:
+        body.append("<p>None: every loss, norm and recorded statistic of the run is finite.</p>")
+    else:
+        body += [
+            f"<p>{html.escape(_nonfinite_sentence(found))} Re-run that step's batch with "
+            "jax.debug_nans, or jaxgrad.inspect on it, to drill down.</p>",
+            pages.html_table(
+                ["step", "where", "pass", "statistic"],
+                [[str(found.step), found.name or "-", found.direction, found.statistic]],
+                text=True,
+            ),
+        ]
+    body.append("<h2>Spikes</h2>")
+    if not spikes:
+        body.append("<p>None: no loss or global norm rose above the recorder's threshold.</p>")
+    else:
+        body += [
+            f"<p>The steps the recorder flagged (consecutive steps alike in one row), what "
+            "rose there, and the per-layer statistic that first left its earlier range by a "
+            f"factor {MOVE_FACTOR:g} (update norms tend to move before gradient norms).</p>",
+            pages.html_table(
+                ["steps", "what spiked", "moved first"], _spike_rows(spikes), text=True
+            ),
+        ]
+    weights = [n for n in history.param_names if n.endswith((".kernel", ".embedding"))]
+    figures = [
+        (
+            plot.run_norms(history),
+            "loss and global norms",
+            "The loss and the global gradient and update norms at every step; red circles: "
+            "spikes, grey lines: steps the guard skipped, triangles: recorded steps.",
+        ),
+        (
+            plot.run_heatmap(history, "grad_norm"),
+            "gradient norm heatmap",
+            "The gradient norm of every parameter row (forward order, first at the top) at "
+            "every recorded step, log colour scale.",
+        ),
+        (
+            plot.run_heatmap(history, "update_ratio"),
+            "update ratio heatmap",
+            "||update|| / ||W|| of every parameter row at every recorded step (a common rule "
+            "of thumb puts healthy training near 1e-3: far below, the layer barely moves; "
+            "near 1, it is rewritten each step).",
+        ),
+        (
+            plot.run_profiles(history, "update_ratio", rows=weights or None),
+            "update ratio profiles",
+            "||update|| / ||W|| across depth at the first, middle and last recorded steps"
+            + (" (weight matrices only)." if weights else "."),
+        ),
+    ]
+    body.append("<h2>Figures</h2>")
+    body += [pages.html_figure(figure, alt, caption) for figure, alt, caption in figures]
+    return pages.html_page(f"jaxgrad run report: {run}", body), diagnosis
 
 
 def cmd_phase(args: argparse.Namespace) -> int:
@@ -515,6 +714,23 @@ def build_parser() -> argparse.ArgumentParser:
         "param", type=_finite_float, nargs="?", default=None, help="leaky_relu's negative slope"
     )
     gain.set_defaults(run=cmd_gain)
+
+    report = sub.add_parser(
+        "report",
+        help="an HTML report of a recorded training run",
+        description="A self-contained HTML page of a run written by jaxgrad.recording.RunLog: "
+        "summary, verdict and findings with cures, the first non-finite value, spikes and "
+        "what moved first, and figures.",
+        epilog="examples:\n  jaxgrad report runs/train\n"
+        "  jaxgrad report runs/train --out train.html",
+        formatter_class=raw,
+    )
+    report.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by RunLog")
+    report.add_argument(
+        "--out",
+        help="the HTML file; .html is added when it has no suffix (default: RUN_DIR/report.html)",
+    )
+    report.set_defaults(run=cmd_report)
 
     phase = sub.add_parser(
         "phase",
