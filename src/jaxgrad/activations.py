@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -51,24 +51,34 @@ def tanh(x: ArrayLike) -> jax.Array:
 
 
 def relu(x: ArrayLike) -> jax.Array:
-    """max(x, 0). The derivative at 0 is taken as 0, as in JAX and PyTorch."""
+    """max(x, 0). The derivative at 0 is taken as 0, as in JAX and PyTorch. Kink at 0."""
     return jax.nn.relu(x)
 
 
 def leaky_relu(x: ArrayLike, negative_slope: float = 0.01) -> jax.Array:
-    """x for x >= 0, negative_slope * x otherwise (Maas et al. 2013)."""
+    """x for x > 0, negative_slope * x otherwise (Maas et al. 2013). Kink at 0, where the
+    derivative is taken as negative_slope, as in PyTorch."""
     x = jnp.asarray(x)
-    return jnp.where(x >= 0, x, negative_slope * x)
+    return jnp.where(x > 0, x, negative_slope * x)
 
 
 def elu(x: ArrayLike, alpha: float = 1.0) -> jax.Array:
-    """x for x > 0, alpha * (exp(x) - 1) otherwise (Clevert et al. 2016)."""
+    """x for x > 0, alpha * (exp(x) - 1) otherwise (Clevert et al. 2016).
+
+    Kink at 0 unless alpha = 1 (then only the second derivative jumps). The derivative at 0
+    is the left one, alpha, as in PyTorch: 1 for alpha = 1, where elu is differentiable.
+    """
     x = jnp.asarray(x)
-    return jnp.where(x > 0, x, alpha * jnp.expm1(jnp.minimum(x, 0)))
+    # where, not minimum: minimum splits its derivative at the tie x = 0 (alpha / 2).
+    return jnp.where(x > 0, x, alpha * jnp.expm1(jnp.where(x > 0, 0, x)))
 
 
 def selu(x: ArrayLike) -> jax.Array:
-    """Scaled ELU with the fixed point of mean 0 and variance 1 (Klambauer et al. 2017)."""
+    """Scaled ELU with the fixed point of mean 0 and variance 1 (Klambauer et al. 2017).
+
+    Kink at 0; the derivative there is the left one, SELU_SCALE * SELU_ALPHA = 1.7581, as in
+    PyTorch (the right one is SELU_SCALE = 1.0507).
+    """
     return SELU_SCALE * elu(x, SELU_ALPHA)
 
 
@@ -95,7 +105,10 @@ def softplus(x: ArrayLike) -> jax.Array:
 
 
 def softsign(x: ArrayLike) -> jax.Array:
-    """x / (1 + |x|): tanh-like with polynomial rather than exponential saturation."""
+    """x / (1 + |x|): tanh-like with polynomial rather than exponential saturation.
+
+    Its second derivative jumps at 0 (a breakpoint for quadrature); the derivative is 1 there.
+    """
     return jax.nn.soft_sign(x)
 
 
@@ -106,8 +119,10 @@ def mish(x: ArrayLike) -> jax.Array:
 
 
 def hard_tanh(x: ArrayLike) -> jax.Array:
-    """clip(x, -1, 1)."""
-    return jnp.clip(jnp.asarray(x), -1, 1)
+    """clip(x, -1, 1). Kinks at -1 and 1, where the derivative is taken as 0, as in PyTorch."""
+    x = jnp.asarray(x)
+    # where, not clip: clip splits its derivative at the ties x = +-1 (1/2).
+    return jnp.where((x > -1) & (x < 1), x, jnp.sign(x))
 
 
 def erf(x: ArrayLike) -> jax.Array:
@@ -131,7 +146,7 @@ def rrelu(
         deterministic: use the mean slope (lower + upper) / 2 for every element (evaluation mode).
 
     Returns:
-        x where x >= 0, slope * x elsewhere.
+        x where x > 0, slope * x elsewhere (the derivative at 0 is the slope, as in PyTorch).
 
     Raises:
         ValueError: no `key` while not `deterministic`.
@@ -144,7 +159,7 @@ def rrelu(
         if key is None:
             raise ValueError("rrelu needs a PRNG `key` unless deterministic=True")
         slope = jax.random.uniform(key, x.shape, x.dtype, lower, upper)
-    return jnp.where(x >= 0, x, slope * x)
+    return jnp.where(x > 0, x, slope * x)
 
 
 _REGISTRY: dict[str, Activation] = {
@@ -163,6 +178,17 @@ _REGISTRY: dict[str, Activation] = {
     "mish": mish,
     "hard_tanh": hard_tanh,
     "erf": erf,
+}
+# Where each activation (or one of its first two derivatives) is not smooth: the points at
+# which Gaussian expectations split their integrals (see `breakpoints`).
+_BREAKPOINTS: dict[str, tuple[float, ...]] = {
+    "relu": (0.0,),
+    "leaky_relu": (0.0,),
+    "rrelu": (0.0,),
+    "elu": (0.0,),
+    "selu": (0.0,),
+    "softsign": (0.0,),
+    "hard_tanh": (-1.0, 1.0),
 }
 _ALIASES = {"identity": "linear", "swish": "silu", "hardtanh": "hard_tanh", "none": "linear"}
 
@@ -291,6 +317,64 @@ def name_of(activation: str | Activation) -> str:
     return getattr(activation, "__name__", type(activation).__name__)
 
 
+def breakpoints(activation: str | Activation) -> tuple[float, ...]:
+    """The points where an activation, or its first or second derivative, is not smooth.
+
+    Gaussian expectations (`gaussian_expectation`, `jaxgrad.theory`, `jaxgrad.init.
+    computed_gain`) split their integrals there, which makes them exact to rounding for
+    piecewise-smooth functions. The registry's activations declare theirs (relu, leaky_relu,
+    elu, selu, softsign at 0; hard_tanh at -1 and 1); a callable may declare its own as an
+    attribute, `phi.breakpoints = (-0.3,)`; anything else counts as smooth. `derivative(phi)`
+    carries the breakpoints of phi.
+
+    Args:
+        activation: a name, or a callable (with or without a `breakpoints` attribute).
+
+    Returns:
+        The sorted, distinct breakpoints as Python floats; () for a smooth activation.
+
+    Raises:
+        TypeError: a declared `breakpoints` that is not a sequence of real numbers.
+        ValueError: a declared breakpoint that is not finite.
+
+    Example:
+        >>> breakpoints("hard_tanh")
+        (-1.0, 1.0)
+        >>> def shifted(x):
+        ...     return relu(x + 0.3)
+        >>> shifted.breakpoints = (-0.3,)
+        >>> breakpoints(shifted)
+        (-0.3,)
+    """
+    if isinstance(activation, str):
+        return _BREAKPOINTS.get(_canonical(activation), ())
+    declared = getattr(activation, "breakpoints", None)
+    if declared is not None:
+        if isinstance(declared, str) or not isinstance(declared, tuple | list | np.ndarray):
+            raise TypeError(
+                f"breakpoints of {name_of(activation)} must be a tuple of real numbers, "
+                f"got {declared!r}"
+            )
+        points = []
+        for point in np.asarray(declared, dtype=object).ravel():
+            if isinstance(point, bool | np.bool_) or not isinstance(
+                point, int | float | np.integer | np.floating
+            ):
+                raise TypeError(
+                    f"breakpoints of {name_of(activation)} must be real numbers, got {point!r}"
+                )
+            if not math.isfinite(point):
+                raise ValueError(
+                    f"breakpoints of {name_of(activation)} must be finite, got {point!r}"
+                )
+            points.append(float(point))
+        return tuple(sorted(set(points)))
+    name = getattr(activation, "__name__", None)
+    if name in _REGISTRY and _REGISTRY[name] is getattr(activation, "func", activation):
+        return _BREAKPOINTS.get(name, ())
+    return ()
+
+
 def derivative(activation: str | Activation) -> Activation:
     """The elementwise derivative phi'(x) of an activation, by forward-mode autodiff.
 
@@ -312,6 +396,7 @@ def derivative(activation: str | Activation) -> Activation:
         return jax.jvp(phi, (x,), (jnp.ones_like(x),))[1]
 
     dphi.__name__ = f"d_{name_of(activation)}"
+    dphi.breakpoints = breakpoints(activation)  # phi' jumps where phi has a kink
     return dphi
 
 
@@ -427,28 +512,190 @@ def hermite_nodes(num_points: int) -> tuple[np.ndarray, np.ndarray]:
     return nodes, weights / weights.sum()
 
 
+# ----------------------------------------------------------------------------- split rule
+#
+# E[F(z)], z ~ N(0, 1), for an F that is smooth between known points (kinks) and varies on
+# two scales: the Gaussian's (1 in z) and the activation's (1 in its argument u = std * z,
+# so 1 / std in z). The line [-CUTOFF, CUTOFF] is split at every center (the breakpoints and
+# 0, where the registry's activations vary); each gap between two centers is split again
+# where their gradings meet, and each half is integrated outward from its center by
+# Gauss-Legendre panels: first in t, z = center + scale * sinh(t), out to GRADED_REACH
+# (dense within the activation's scale of the center, geometric beyond), then uniformly in z
+# to the gap's end. A function that is smooth on each half is integrated at full order;
+# `jaxgrad.theory` builds its two-dimensional rules from the same halves.
+
+QUADRATURE_CUTOFF = 9.0
+"""The split rule integrates over |z| <= 9 standard deviations: the Gaussian's weight beyond
+is 2e-19, below float64 rounding for any integrand that grows at most polynomially."""
+_RULE_ORDER, _RULE_GRADED, _RULE_LINEAR, _GRADED_REACH = 16, 4, 2, 2.0
+
+
+@functools.cache
+def _half_layout(order: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The nodes of one half of a gap: position in [0, 1] of its graded or linear segment,
+    Gauss-Legendre weight (summing to 1 over each segment), and whether it is graded."""
+    x, w = np.polynomial.legendre.leggauss(order)
+    x, w = (x + 1) / 2, w / 2
+    positions, weights, graded = [], [], []
+    for count, is_graded in ((_RULE_GRADED, True), (_RULE_LINEAR, False)):
+        positions.append(((np.arange(count)[:, None] + x[None, :]) / count).ravel())
+        weights.append(np.tile(w, count) / count)
+        graded.append(np.full(count * order, is_graded))
+    return np.concatenate(positions), np.concatenate(weights), np.concatenate(graded)
+
+
+def rule_size(num_centers: int, *, order: int = _RULE_ORDER) -> int:
+    """The number of nodes of `split_rule` with `num_centers` centers."""
+    return 2 * num_centers * order * (_RULE_GRADED + _RULE_LINEAR)
+
+
+def split_rule(
+    centers: jax.Array, scales: jax.Array, *, order: int = _RULE_ORDER, right_only: bool = False
+) -> tuple[jax.Array, jax.Array]:
+    """Nodes z and weights w with sum(w * F(z)) / sum(w) ~= E[F(z)], z ~ N(0, 1).
+
+    F may have kinks at the `centers` (in z) and vary on the length `scales` (in z, one per
+    center) around them; it must be smooth between them. Jittable and vmappable (the
+    centers are arrays, their number is static). Used by `gaussian_expectation` and
+    `jaxgrad.theory`; see the comment above for the construction.
+
+    Args:
+        centers: shape (K,), any real values (those beyond the cutoff are clipped to it).
+        scales: shape (K,), > 0.
+        order: Gauss-Legendre points per panel (16: exact to float64 rounding for the
+            registry's activations; fewer give a cheaper, rougher rule).
+        right_only: integrate over z >= min(centers) only (the smallest center must be 0,
+            for an F symmetric about 0: the result is then E[F(z)] again).
+
+    Returns:
+        (z, w), each of shape (`rule_size(K, order=order)`,), less one half's nodes with
+        `right_only`; the weights include the Gaussian density up to a constant factor.
+    """
+    dtype = jnp.result_type(centers, scales)
+    if centers.shape[0] > 1:
+        index = jnp.argsort(centers)
+        centers, scales = centers[index], scales[index]
+    center = jnp.clip(centers, -QUADRATURE_CUTOFF, QUADRATURE_CUTOFF)
+    # Where two gradings meet: the point equally many scales from either center.
+    meet = (center[:-1] * scales[1:] + center[1:] * scales[:-1]) / (scales[:-1] + scales[1:])
+    halves = [  # (anchor, direction, length, scale) of each half gap
+        (center[:1], -1.0, center[:1] + QUADRATURE_CUTOFF, scales[:1]),
+        (center[:-1], 1.0, meet - center[:-1], scales[:-1]),
+        (center[1:], -1.0, center[1:] - meet, scales[1:]),
+        (center[-1:], 1.0, QUADRATURE_CUTOFF - center[-1:], scales[-1:]),
+    ]
+    if right_only:
+        halves = halves[1:]
+    anchor = jnp.concatenate([h[0] for h in halves])
+    direction = jnp.concatenate([jnp.full(h[0].shape, h[1], dtype) for h in halves])
+    length = jnp.maximum(jnp.concatenate([h[2] for h in halves]), 0)
+    unit = jnp.concatenate([h[3] for h in halves])
+    graded_length = jnp.minimum(length, _GRADED_REACH)
+    top = jnp.arcsinh(graded_length / unit)
+    # The per-half numbers are computed once (the barrier keeps XLA from fusing their
+    # concatenations into the per-node expression, which it then cannot vectorize).
+    anchor, direction, length, unit, graded_length, top = jax.lax.optimization_barrier(
+        (anchor, direction, length, unit, graded_length, top)
+    )
+    position, weight, graded = (jnp.asarray(a, dtype)[None, :] for a in _half_layout(order))
+    # One elementwise expression per node, without `where` (which stops XLA's CPU backend
+    # from vectorizing the fusion): graded nodes at unit * sinh(top * position), linear ones
+    # spread over the rest of the half.
+    linear = 1 - graded
+    t = top[:, None] * position * graded
+    grow = jnp.exp(t)
+    shrink = 1 / grow
+    rest = (length - graded_length)[:, None]
+    offset = graded * unit[:, None] * (grow - shrink) / 2
+    offset = offset + linear * (graded_length[:, None] + rest * position)
+    span = graded * (top * unit)[:, None] * (grow + shrink) / 2 + linear * rest
+    z = anchor[:, None] + direction[:, None] * offset
+    w = span * weight * jnp.exp(-jnp.square(z) / 2)
+    return z.ravel(), w.ravel()
+
+
+def _centers(points: tuple[float, ...]) -> tuple[float, ...]:
+    """The centers of an activation's rule: its breakpoints and 0."""
+    return tuple(sorted({0.0, *points}))
+
+
+def _expect(fn: Callable, std: jax.Array, points: tuple[float, ...], order: int = _RULE_ORDER):
+    """E[fn(std * z)], z ~ N(0, 1), for a scalar std >= 0, by the split rule; fn may return
+    a pytree of arrays whose last axis is the nodes' (each is averaged over it)."""
+    tiny = jnp.finfo(std.dtype).tiny
+    std = jnp.maximum(std, tiny)
+    centers = jnp.asarray(_centers(points), std.dtype) / std
+    scales = jnp.full(centers.shape, 1.0, std.dtype) * jnp.minimum(1.0, 1 / std)
+    z, w = split_rule(centers, scales, order=order)
+    total = jnp.sum(w)
+
+    def mean(values):
+        return jnp.sum(values * w.reshape((1,) * (values.ndim - 1) + w.shape), axis=-1) / total
+
+    return jax.tree.map(mean, fn(std * z))
+
+
 def gaussian_expectation(
-    fn: Callable[[jax.Array], jax.Array], std: ArrayLike = 1.0, *, num_points: int = 128
+    fn: Callable[[jax.Array], jax.Array],
+    std: ArrayLike = 1.0,
+    *,
+    breakpoints: Sequence[float] | None = None,
+    num_points: int | None = None,
 ) -> jax.Array:
-    """E[fn(std * z)] for z ~ N(0, 1) by Gauss-Hermite quadrature.
+    """E[fn(std * z)] for z ~ N(0, 1), exact to rounding for piecewise-smooth functions.
+
+    By default the integral is split at the breakpoints of `fn` (the `breakpoints`
+    argument, or those `fn` declares: the registry's activations and their `derivative`
+    do, see `jaxgrad.activations.breakpoints`) and at 0, and each piece is integrated by
+    graded Gauss-Legendre panels (`split_rule`): for the registry's activations, their
+    squares and their derivatives' squares, the relative error is below 1e-13 in float64
+    for std from 0.03 to 100 (q = std^2 from 1e-3 to 1e4), and within float32 rounding in
+    float32. Features of fn far from 0 and from its
+    breakpoints, narrower than 1 (in the argument of fn), are not resolved: declare a
+    breakpoint there. `num_points=n` instead uses n-point Gauss-Hermite quadrature, which is
+    exact for polynomials of degree < 2n but converges slowly at kinks and large std.
 
     Jittable and differentiable in `std`; `std` may be an array, in which case the result
     has its shape (one expectation per entry).
 
     Args:
         fn: elementwise function.
-        std: standard deviation of the Gaussian argument (scalar or array).
-        num_points: quadrature order (even, see `hermite_nodes`), at most
-            `MAX_QUADRATURE_POINTS`.
+        std: standard deviation of the Gaussian argument, >= 0 (scalar or array).
+        breakpoints: where fn is not smooth (in its argument); None for those fn declares.
+            A kink left undeclared costs accuracy (1e-4 for hard_tanh(x)^2 at std 2).
+        num_points: None for the split rule, or a Gauss-Hermite order (even, see
+            `hermite_nodes`), at most `MAX_QUADRATURE_POINTS`.
 
     Returns:
         An array of the shape of `std`.
 
     Raises:
         ValueError: a `num_points` that `hermite_nodes` refuses.
+
+    Example:
+        >>> value = gaussian_expectation(lambda x: hard_tanh(x) ** 2, 2.0, breakpoints=(-1, 1))
+        >>> round(float(value), 6)
+        0.740513
     """
-    nodes, weights = hermite_nodes(num_points)
     std = jnp.asarray(std, dtype=jnp.result_type(float))
-    z = jnp.asarray(nodes, std.dtype)
-    values = fn(jnp.multiply.outer(std, z))
-    return jnp.tensordot(values, jnp.asarray(weights, std.dtype), axes=1)
+    if num_points is not None:
+        nodes, weights = hermite_nodes(num_points)
+        z = jnp.asarray(nodes, std.dtype)
+        values = fn(jnp.multiply.outer(std, z))
+        return jnp.tensordot(values, jnp.asarray(weights, std.dtype), axes=1)
+    points = _declared_breakpoints(fn if breakpoints is None else _Declared(breakpoints))
+    flat = std.reshape(-1)
+    values = jax.vmap(lambda s: _expect(fn, s, points))(flat)
+    return values.reshape(std.shape)
+
+
+class _Declared:
+    """Breakpoints given as an argument, read by `breakpoints` like a declared attribute."""
+
+    __name__ = "fn"
+
+    def __init__(self, points):
+        self.breakpoints = points
+
+
+_declared_breakpoints = breakpoints
