@@ -369,3 +369,19 @@ def test_diagnose_of_a_run_and_bad_recorder_arguments():
         recording.Recorder(model, cross_entropy, batch, spike_factor=0.5)
     with pytest.raises(TypeError, match="model must be an nnx.Module"):
         recording.Recorder(cross_entropy, cross_entropy, batch)
+
+
+def test_diagnose_of_a_run_that_broke_says_where_and_when():
+    model = Chain(LogOf, nnx.Rngs(0))
+    model.first.kernel.set_value(-jnp.eye(4))
+    model.first.bias.set_value(jnp.zeros(4))
+    good = -(jnp.abs(jax.random.normal(jax.random.key(0), (8, 4))) + 1.0)
+    optimizer = nnx.Optimizer(model, optim.guard(optax.sgd(1e-4)), wrt=nnx.Param)
+    recorder = recording.Recorder(model, mean_square, good, every=2)
+    step = make_step(mean_square)
+    for index in range(6):
+        step(model, optimizer, recorder, -good if index == 3 else good)
+    result = jaxgrad.diagnose(recorder.history())
+    assert result.verdict == "exploding"
+    nonfinite = [f for f in result.findings if f.rule == "nonfinite"][0]
+    assert nonfinite.message.startswith("at step 3 of the run")

@@ -168,9 +168,16 @@ class History:
         return int(hits[-1])
 
     def profile(self, step: int | None = None, **known: Any):
-        """The `jaxgrad.stats.Profile` of a recorded step (default the last), with the run's
-        update-to-weight ratios and dead fractions over every recorded step for the run's
-        rules (`jaxgrad.diagnose(history)`). `known` as for `ModelReport.profile`."""
+        """The `jaxgrad.stats.Profile` of a recorded step, with the run's update-to-weight
+        ratios and dead fractions over the recorded steps up to it for the run's rules
+        (`jaxgrad.diagnose(history)`). By default the step is the first recorded step that
+        held an inf or a nan, if the run had one (so the verdict says where and when it
+        broke), else the last. `known` as for `ModelReport.profile`."""
+        nonfinite_step = None
+        if step is None:
+            broken = self.first_nonfinite()
+            if broken is not None and broken.step in self.recorded_steps:
+                step = nonfinite_step = broken.step
         profile = self.report(step).profile(**known)
         kernels = [
             self.param_names.index(f"{name}.kernel")
@@ -187,6 +194,7 @@ class History:
             steps=tuple(int(s) for s in self.recorded_steps[:upto]),
             update_ratio_history=ratios,
             dead_frac_history=dead,
+            nonfinite_step=nonfinite_step,
         )
 
     def to_frame(self) -> pd.DataFrame:
@@ -220,10 +228,12 @@ class History:
         return pd.concat(frames, ignore_index=True)
 
     def steps_frame(self) -> pd.DataFrame:
-        """One row per step: `step` and `STEP_FIELDS` (flags as bools)."""
+        """One row per step: `step`, `STEP_FIELDS` (flags as bools) and `spiking` (which of
+        loss, grad_norm, update_norm began a spike there, comma-separated)."""
         import pandas as pd
 
         frame = pd.DataFrame({name: np.asarray(v) for name, v in self.steps.items()})
+        frame["spiking"] = [", ".join(self._spiking(i)) for i in range(len(frame))]
         for flag in ("recorded", "rerun", "skipped", "spike"):
             frame[flag] = frame[flag] > 0
         return frame.astype({"step": "int64"})
@@ -274,14 +284,10 @@ class History:
         return spikes
 
     def _spiking(self, index: int) -> tuple[str, ...]:
-        names = []
-        for name in ("loss", "grad_norm", "update_norm"):
-            values = np.abs(np.asarray(self.steps[name], np.float64))
-            before = values[max(0, index - 50) : index]
-            before = before[np.isfinite(before)]
-            if before.size and values[index] > 3 * np.median(before):
-                names.append(name)
-        return tuple(names)
+        bits = int(self.steps["spike"][index])
+        return tuple(
+            name for bit, name in ((1, "loss"), (2, "grad_norm"), (4, "update_norm")) if bits & bit
+        )
 
     def _first_mover(self, step: int, window: int) -> tuple[str, str, int] | None:
         upto = self.recorded_steps <= step

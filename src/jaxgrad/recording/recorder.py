@@ -50,7 +50,8 @@ STEP_FIELDS = ("loss", "grad_norm", "update_norm", "recorded", "rerun", "skipped
 """Per-step fields of the step buffer (besides `step`): the loss, the global gradient and
 update norms (nan when `check_every_step` is off and the step is not recorded), whether the
 step was recorded, whether it was recorded again because it was not finite, whether a guard
-skipped it, and whether the loss or a global norm spiked."""
+skipped it, and which of the loss (1), gradient norm (2) and update norm (4) began a spike
+there (their sum; 0 for none)."""
 
 UPDATE_FIELDS = ("update_norm", "update_ratio", "first_moment_norm", "second_moment_norm")
 """Per-parameter (per-layer) fields measured from the optimizer's updates and state."""
@@ -201,7 +202,7 @@ class Recorder(nnx.Module):
         self.steps = RecorderState(_ring(self.step_capacity, step_row))
         self.pending = RecorderState(_nan_like(row))
         self.pending_step = RecorderState(_nan_like(step_row))
-        self.averages = RecorderState(jnp.zeros((3,), jnp.float32))
+        self.averages = RecorderState(jnp.zeros((6,), jnp.float32))  # averages, above
 
     # ------------------------------------------------------------------ in the step
 
@@ -330,7 +331,7 @@ class Recorder(nnx.Module):
         watched = jnp.stack([step_row["loss"], step_row["grad_norm"], update_norm])
         spike, averages = self._spike(step_row["step"], watched)
         step_row.update(update_norm=update_norm, skipped=skipped.astype(jnp.float32))
-        step_row["spike"] = spike.astype(jnp.float32)
+        step_row["spike"] = spike
         self.averages.set_value(averages)
         slot = step_row["step"] % self.step_capacity
         self.steps.set_value(_write(self.steps.get_value(), slot, step_row))
@@ -345,18 +346,25 @@ class Recorder(nnx.Module):
         self.count[...] = self.count[...] + 1
 
     def _spike(self, step: jax.Array, watched: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Whether any watched value (loss, gradient norm, update norm) exceeds
-        `spike_factor` times its debiased running average, and the new averages (the
-        averages skip non-finite values and spikes)."""
-        averages = self.averages.get_value()
+        """Which watched values (loss, gradient norm, update norm) begin a spike, as bits 1,
+        2, 4: a value above `spike_factor` times its debiased running average, at a step
+        where it was not already above (an excursion is flagged once, at its onset). The
+        averages take every finite value, capped at `spike_factor` times the average, so
+        that one outlier cannot hide the next spike and a lasting new level is adopted
+        within a few dozen steps."""
+        state = self.averages.get_value()
+        averages, above_before = state[:3], state[3:] > 0
         decay = self.spike_decay
         debiased = averages / (1 - decay ** jnp.maximum(step, 1).astype(jnp.float32))
         magnitude = jnp.abs(watched)
         finite = jnp.isfinite(magnitude)
-        spiking = finite & (magnitude > self.spike_factor * debiased) & (step >= self.spike_warmup)
-        accept = finite & ~jnp.any(spiking)
-        new = jnp.where(accept, decay * averages + (1 - decay) * magnitude, averages)
-        return jnp.any(spiking), new
+        warm = step >= self.spike_warmup
+        above = finite & (magnitude > self.spike_factor * debiased) & warm
+        onset = above & ~above_before
+        capped = jnp.where(warm, jnp.minimum(magnitude, self.spike_factor * debiased), magnitude)
+        new = jnp.where(finite, decay * averages + (1 - decay) * capped, averages)
+        bits = jnp.sum(jnp.where(onset, jnp.array([1.0, 2.0, 4.0]), 0.0))
+        return bits, jnp.concatenate([new, above.astype(jnp.float32)])
 
     # ------------------------------------------------------------------ on the host
 

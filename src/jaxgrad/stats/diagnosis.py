@@ -189,6 +189,8 @@ class Profile(NamedTuple):
             recorded step, for the "stalled" rule; None outside a run.
         dead_frac_history: (R, L) each layer's dead fraction at each recorded step, for the
             "died" rule; None outside a run.
+        nonfinite_step: for a run, the step whose numbers the per-layer fields hold when it
+            went non-finite there (its first non-finite step), for the message; else None.
     """
 
     names: tuple[str, ...]
@@ -208,6 +210,7 @@ class Profile(NamedTuple):
     steps: tuple[int, ...] | None = None
     update_ratio_history: np.ndarray | None = None
     dead_frac_history: np.ndarray | None = None
+    nonfinite_step: int | None = None
 
     @property
     def depth(self) -> int:
@@ -431,6 +434,7 @@ def _checked(profile: Profile) -> Profile:
         dead_frac_history=_as_history(
             "dead_frac_history", profile.dead_frac_history, depth, profile.steps
         ),
+        nonfinite_step=None if profile.nonfinite_step is None else int(profile.nonfinite_step),
     )
 
 
@@ -701,6 +705,8 @@ def _nonfinite_rule(profile: Profile) -> Finding:
     if not parts:
         parts.append(f"values are infinite in {_where(profile, layers)}")
     message = "; ".join(parts) + " (inf or nan counts as exploding)"
+    if profile.nonfinite_step is not None:
+        message = f"at step {profile.nonfinite_step} of the run, " + message
     return Finding(
         "nonfinite",
         "exploding",
