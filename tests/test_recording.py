@@ -383,5 +383,5 @@ def test_diagnose_of_a_run_that_broke_says_where_and_when():
         step(model, optimizer, recorder, -good if index == 3 else good)
     result = jaxgrad.diagnose(recorder.history())
     assert result.verdict == "exploding"
-    nonfinite = [f for f in result.findings if f.rule == "nonfinite"][0]
+    nonfinite = next(f for f in result.findings if f.rule == "nonfinite")
     assert nonfinite.message.startswith("at step 3 of the run")
