@@ -252,7 +252,9 @@ class Recorder(nnx.Module):
             grad_norm = _stats.norm(
                 jnp.stack([_stats.norm(g, one_pass=True) for g in jax.tree.leaves(grads)])
             ).astype(jnp.float32)
-        bad = ~jnp.isfinite(loss) | ~jnp.isfinite(grad_norm)
+        bad = ~jnp.isfinite(loss)
+        if self.check_every_step:
+            bad = bad | ~jnp.isfinite(grad_norm)
         rerun = bad & ~now
 
         def again(params, rest):
