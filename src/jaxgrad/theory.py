@@ -6,10 +6,12 @@ a length q_l that follows the q-map
 
     q_l = sigma_w2 * E[phi(sqrt(q_{l-1}) z)^2] + sigma_b2,      z ~ N(0, 1),
 
-to a fixed point q*, and the correlation c of two inputs follows the c-map
+to a fixed point q*, and the correlation c of two inputs of length q follows the c-map
 
-    c_l = (sigma_w2 * E[phi(u_1) phi(u_2)] + sigma_b2) / q*,
-    u_1 = sqrt(q*) z_1,  u_2 = sqrt(q*) (c z_1 + sqrt(1 - c^2) z_2).
+    c_l = (sigma_w2 * E[phi(u_1) phi(u_2)] + sigma_b2) / (sigma_w2 * E[phi(u_1)^2] + sigma_b2),
+    u_1 = sqrt(q) z_1,  u_2 = sqrt(q) (c z_1 + sqrt(1 - c^2) z_2),
+
+whose denominator is q* at q = q* (`c_map`).
 
 Its slope at c = 1, chi1 = sigma_w2 * E[phi'(sqrt(q*) z)^2], is also the factor by which the
 mean squared gradient changes per layer: chi1 < 1 is the ordered phase (gradients vanish,
@@ -22,13 +24,28 @@ the z_l above, so `LayerStats.pre_std**2 + pre_mean**2` measures q_l; with N(0, 
 q_1 = sigma_w2 + sigma_b2. Weights `init.normal(sqrt(sigma_w2 / width))` and biases
 `init.normal(sqrt(sigma_b2))` realize (sigma_w2, sigma_b2).
 
-Every function is jittable and vmappable in `sigma_w2`, `sigma_b2` (and `q`, `c`), so a phase
-diagram is one `phase_diagram` call. Gaussian expectations use Gauss-Hermite quadrature
-(`jaxgrad.activations.gaussian_expectation`); computations run in the default float dtype
-(float64 under `jax.enable_x64`). Concrete (not traced) arguments are checked when a
-function is called: variances and lengths must be finite, >= 0 and at most `MAX_VARIANCE`,
-correlations in [-1, 1]; anything else raises `ValueError`. Traced arguments (under jit or
-vmap) cannot be checked and pass as they are.
+Every function but `phase` and `critical_point_for_q_star` takes arrays: its arguments
+broadcast together (NumPy rules) and each entry is computed alone, one after another, by the
+same compiled program as a scalar call, so a point's value never depends on the others
+(`chi1("tanh", jnp.array([1.0, 2.0, 3.0]), 0.05)` has shape (3,)). They are jittable and
+vmappable. Computations run in the default float dtype (float64 under `jax.enable_x64`).
+
+Accuracy. Gaussian expectations split their integrals at the activation's breakpoints
+(`jaxgrad.activations.breakpoints`: the registry's activations declare theirs, a callable
+may) and resolve the activation's scale at any length: one-dimensional ones are
+`jaxgrad.activations.gaussian_expectation`, two-dimensional ones (the c-map) are built from
+the same rule (see `_expect_pair`). Against closed forms and 30-digit mpmath, for every
+activation of the registry and q in `ACCURATE_Q_RANGE` = [1e-3, 1e4], the expectations,
+q*, c*, chi1, the depth scales and the c-map are exact to float64 rounding (relative error
+below 1e-12; 1e-13 typical); below 1e-3 accuracy is the same (the rule scales with q), above
+1e4 it degrades slowly (erf' at q = 1e8: 6e-8, at 1e20: 2e-4; smooth activations with wider
+features fare better). In float32 the error is float32 rounding. A callable with kinks it
+does not declare is integrated as if smooth: about 1e-4 relative at a kink away from 0.
+
+Concrete (not traced) arguments are checked when a function is called: variances and
+lengths must be finite, >= 0 and at most `MAX_VARIANCE`, correlations in [-1, 1], and the
+arguments' shapes must broadcast; anything else raises `ValueError`. Traced arguments
+(under jit or vmap) cannot be checked and pass as they are.
 
 References:
     Poole, Lahiri, Raghu, Sohl-Dickstein and Ganguli 2016, "Exponential expressivity in deep
@@ -42,6 +59,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -51,17 +69,15 @@ from jax.typing import ArrayLike
 
 from jaxgrad import activations as _act
 
-QUADRATURE_POINTS = 512
-"""Nodes of the sinh-mapped rule for one-dimensional expectations (see `_expect`)."""
-QUADRATURE_POINTS_2D = 24
-"""Gauss-Legendre points on each of the four angular arcs of the c-map's two-dimensional
-expectations (and twice as many radial points); see `_expect_pair`."""
 PHASE_TOLERANCE = 1e-3
 """|chi1 - 1| below this counts as critical in `phase`."""
 MAX_VARIANCE = 1e18
 """The largest sigma_w2, sigma_b2, q or q* accepted. The quadrature covers lengths up to
-1e20 (see `_expect`), and q* reaches about sigma_w2 * max phi^2 + sigma_b2, so this leaves a
-factor 100 for phi^2: beyond it, q* of tanh would come out inf instead of about sigma_w2."""
+1e20, and q* reaches about sigma_w2 * max phi^2 + sigma_b2, so this leaves a factor 100 for
+phi^2: beyond it, q* of tanh would come out inf instead of about sigma_w2."""
+ACCURATE_Q_RANGE = (1e-3, 1e4)
+"""Lengths q over which expectations are checked against 30-digit references: relative
+error below 1e-12 in float64 (for the registry's activations; see the module docstring)."""
 
 
 # ----------------------------------------------------------------------------- validation
@@ -91,83 +107,386 @@ def _check_correlation(value: ArrayLike) -> jax.Array:
 
 
 def _activation(activation: str | _act.Activation) -> _act.Activation:
-    return _act.resolve(activation)
+    phi = _act.resolve(activation)
+    _act.breakpoints(phi)  # a bad declaration is refused here, not inside a trace
+    return phi
+
+
+def _pointwise(kernel: Callable, *arrays: jax.Array):
+    """kernel(*scalars) at every entry of the broadcast arrays, one point after another
+    (`jax.lax.map`): each point runs the same program, so its value does not depend on the
+    other points (a vmapped batch would change XLA's vectorization, and so its rounding),
+    and its arrays stay small enough for the cache."""
+    try:
+        shape = jnp.broadcast_shapes(*(jnp.shape(a) for a in arrays))
+    except ValueError:
+        shapes = ", ".join(str(jnp.shape(a)) for a in arrays)
+        raise ValueError(f"the arguments' shapes {shapes} do not broadcast together") from None
+    flat = [jnp.broadcast_to(a, shape).reshape(-1) for a in arrays]
+    result = jax.lax.map(lambda point: kernel(*point), flat)
+    return jax.tree.map(lambda value: value.reshape(shape), result)
 
 
 _Q_FLOOR, _Q_CEILING = 1e-20, 1e20
 
 
-def _expect(fn, q: jax.Array) -> jax.Array:
-    """E[fn(u)] for u ~ N(0, q), a scalar q, by the midpoint rule in t where u = sinh(t).
-
-    Gauss-Hermite scales its nodes with sqrt(q), so once sqrt(q) is large the structure of
-    phi around 0 (tanh' has width ~1 in u) falls between nodes: at q = 1000 a 256-point rule
-    gives chi1 a thousand times too small. The sinh map puts nodes densely where the
-    activation varies (|u| <~ 1) and sparsely in the Gaussian's tails, for any q; the rule
-    on the transformed line converges exponentially for smooth integrands. An even number
-    of symmetric nodes, none at 0, makes the expectations of ReLU-type kinks exact by
-    symmetry. q is clipped to [1e-20, 1e20], which gives the q -> 0 and q -> inf limits
-    (relu's chi1 = sigma_w2 / 2 at q* = 0 or inf).
-    """
-    q = jnp.clip(q, _Q_FLOOR, _Q_CEILING)
-    half_width = jnp.arcsinh(12 * jnp.sqrt(q))  # the Gaussian's weight beyond 12 sd is nil
-    count = QUADRATURE_POINTS
-    t = half_width * (2 * (jnp.arange(count, dtype=q.dtype) + 0.5) / count - 1)
-    u = jnp.sinh(t)
-    weights = jnp.cosh(t) * jnp.exp(-(u**2) / (2 * q))
-    return jnp.sum(weights * fn(u)) / jnp.sum(weights)
+# ----------------------------------------------------------------------------- expectations
+#
+# One-dimensional expectations E[f(u)], u ~ N(0, q), use jaxgrad.activations' split rule:
+# the integral is split at the breakpoints of f and at 0 and integrated by graded
+# Gauss-Legendre panels. Two-dimensional ones, E[f(u_1) g(u_2)] with u_1, u_2 of length q
+# and correlation c >= 0, are written with independent x, y ~ N(0, 1) as
+#
+#     u_1 = v + d,   u_2 = v - d,   v = sqrt(q (1 + c) / 2) x,   d = sqrt(q (1 - c) / 2) y,
+#
+# (c < 0: the same with g(-u) for g(u) and -c for c). For fixed d the inner integral over v
+# is one-dimensional, with the kinks and features of f at v = b - d and those of g at
+# v = b' + d: the split rule takes these as its centers, so kinks are integrated exactly,
+# and large q (where the features are narrow in x) is resolved by the grading. The outer
+# integral over d is smooth but where two inner centers meet (d = (b - b') / 2) or one
+# crosses the inner Gaussian's peak: those are the outer rule's centers. As c -> 1 the outer
+# Gaussian narrows to d = 0 and the inner one is the one-dimensional expectation of f g.
 
 
-def _expect_pair(fn1, fn2, q: jax.Array, c: jax.Array) -> jax.Array:
-    """E[fn1(u_1) fn2(u_2)] for (u_1, u_2) Gaussian, variances q, correlation c.
+def _sqrt_q(q: jax.Array) -> jax.Array:
+    return jnp.sqrt(jnp.clip(q, _Q_FLOOR, _Q_CEILING))
 
-    In polar coordinates of the standard normal pair, u_1 = sqrt(q) r cos(theta) and
-    u_2 = sqrt(q) r cos(theta - alpha) with cos(alpha) = c, so the lines where either
-    argument is 0 (the kinks of relu-type activations) are the four rays theta = +-pi/2 and
-    alpha +- pi/2. Gauss-Legendre on each arc between them integrates a piecewise-smooth
-    integrand at full order; the radius is mapped as in `_expect` (r = sinh(t) / sqrt(q),
-    dense where |u| <~ 1) and integrated by Gauss-Legendre in t, so large q stays accurate.
-    """
+
+def _value_and_slope(phi: Callable, u: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """phi(u) and phi'(u) from one forward-mode pass."""
+    return jax.jvp(phi, (u,), (jnp.ones_like(u),))
+
+
+def _pair_centers(points1, points2, sign):
+    """The outer (d) centers for activations with these breakpoints, g reflected by sign."""
+    first, second = _act._centers(points1), _act._centers(points2)
+    options = []
+    for s in (1.0, -1.0):
+        reflected = [s * b for b in second]
+        meets = {(b - r) / 2 for b in first for r in reflected}
+        options.append(sorted(meets | set(first) | {-r for r in reflected} | {0.0}))
+    size = max(len(o) for o in options)
+    options = [o + [o[-1]] * (size - len(o)) for o in options]  # a repeat adds an empty gap
+    return jnp.where(sign > 0, jnp.asarray(options[0]), jnp.asarray(options[1]))
+
+
+def _expect_pair(integrand, q, c, points1, points2, order=_act._RULE_ORDER):
+    """E[integrand(u_1, u_2)] for u_1, u_2 of length q and correlation c, where the
+    integrand's dependence on u_1 has kinks at points1 and on u_2 at points2 (see above)."""
     dtype = jnp.result_type(q, c)
-    q = jnp.clip(q, _Q_FLOOR, _Q_CEILING)
-    alpha = jnp.arccos(jnp.clip(c, -1, 1))
-    half_pi = math.pi / 2
-    breaks = jnp.sort(jnp.mod(jnp.stack([half_pi, 3 * half_pi, alpha + half_pi, alpha - half_pi]),
-                              2 * math.pi))  # fmt: skip
-    starts = breaks
-    ends = jnp.concatenate([breaks[1:], breaks[:1] + 2 * math.pi])
-    legendre_x, legendre_w = _legendre(QUADRATURE_POINTS_2D)
-    mid, half = (starts + ends) / 2, (ends - starts) / 2
-    theta = (mid[:, None] + half[:, None] * jnp.asarray(legendre_x, dtype)[None, :]).ravel()
-    theta_w = (half[:, None] * jnp.asarray(legendre_w, dtype)[None, :]).ravel()
-    root_q = jnp.sqrt(q)
-    top = jnp.arcsinh(12 * root_q)  # the radius runs to 12 standard deviations
-    radial_x, radial_w = _legendre(2 * QUADRATURE_POINTS_2D)
-    t = top * (1 + jnp.asarray(radial_x, dtype)) / 2
-    radius = jnp.sinh(t) / root_q
-    radius_w = jnp.asarray(radial_w, dtype) * jnp.cosh(t) * radius * jnp.exp(-(radius**2) / 2)
-    u1 = root_q * radius[None, :] * jnp.cos(theta)[:, None]
-    u2 = root_q * radius[None, :] * jnp.cos(theta - alpha)[:, None]
-    values = fn1(u1) * fn2(u2)
-    return (theta_w @ values @ radius_w) / (jnp.sum(theta_w) * jnp.sum(radius_w))
+    tiny = jnp.finfo(dtype).tiny
+    root = _sqrt_q(q)
+    sign = jnp.where(c < 0, -1.0, 1.0).astype(dtype)
+    rho = jnp.clip(jnp.abs(c), 0, 1)
+    inner_std = root * jnp.sqrt((1 + rho) / 2)
+    outer_std = jnp.maximum(root * jnp.sqrt((1 - rho) / 2), tiny)
+    outer_centers = _pair_centers(points1, points2, sign).astype(dtype)
+    outer_z, outer_w = _act.split_rule(
+        outer_centers / outer_std,
+        jnp.full(outer_centers.shape, 1.0, dtype) * jnp.minimum(1.0, 0.5 / outer_std),
+        order=order,
+    )
+    first = jnp.asarray(_act._centers(points1), dtype)
+    second = sign * jnp.asarray(_act._centers(points2), dtype)
+    inner_scale = jnp.minimum(1.0, 1 / inner_std)
+
+    def inner(shift):
+        centers = jnp.concatenate([first - shift, second + shift])
+        z, w = _act.split_rule(
+            centers / inner_std, jnp.full(centers.shape, 1.0, dtype) * inner_scale, order=order
+        )
+        v = inner_std * z
+        values = integrand(v + shift, sign * (v - shift))
+        total = jnp.sum(w)
+        return jax.tree.map(lambda value: jnp.sum(w * value) / total, values)
+
+    values = jax.vmap(inner)(outer_std * outer_z)
+    total = jnp.sum(outer_w)
+    return jax.tree.map(lambda value: jnp.sum(outer_w * value) / total, values)
 
 
-@functools.cache
-def _legendre(count: int) -> tuple[np.ndarray, np.ndarray]:
-    return np.polynomial.legendre.leggauss(count)
+def _moments(phi, q):
+    """E[phi^2] and the length map's slope per sigma_w2, E[phi phi' u] / q, at length q."""
+    points = _act.breakpoints(phi)
+    root = _sqrt_q(q)
+
+    def fn(u):
+        value, slope = _value_and_slope(phi, u)
+        return value**2, value * slope * (u / root) / root
+
+    return _act._expect(fn, root, points)
 
 
-# ----------------------------------------------------------------------------- length map
+def _second_moment(phi, q):
+    return _act._expect(lambda u: phi(u) ** 2, _sqrt_q(q), _act.breakpoints(phi))
+
+
+def _slope_moments(phi, q):
+    """E[phi'^2] and E[phi'^4] at length q."""
+    dphi = _act.derivative(phi)
+
+    def fn(u):
+        square = dphi(u) ** 2
+        return square, square**2
+
+    return _act._expect(fn, _sqrt_q(q), _act.breakpoints(phi))
+
+
+def _kernel(phi, q, c, order=_act._RULE_ORDER):
+    """E[phi(u_1) phi(u_2)] and E[phi'(u_1) phi'(u_2)] at length q, correlation c."""
+    points = _act.breakpoints(phi)
+
+    def integrand(u1, u2):
+        value1, slope1 = _value_and_slope(phi, u1)
+        value2, slope2 = _value_and_slope(phi, u2)
+        return value1 * value2, slope1 * slope2
+
+    return _expect_pair(integrand, q, c, points, points, order)
+
+
+# ----------------------------------------------------------------------------- fixed points
+
+_LOG_Q_LIMIT = math.log(_Q_CEILING)
+_SEARCH_STEPS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, _LOG_Q_LIMIT)
+_NEWTON_STEPS = 12
+_GUESS_STEPS, _ACCURATE_STEPS = 16, 3
+
+
+def _q_star_point(phi, sigma_w2, sigma_b2):
+    """q* of one point: the fixed point of the length map reached from q = 1.
+
+    In x = log q, G(x) = log(q_map(q)) - x is positive where the length grows. From x = 0
+    the search steps outward (by 1, 2, 4, ... in x) in the direction the length moves until
+    G changes sign, then safeguarded Newton steps (bisection where Newton leaves the
+    bracket) find the root. No sign change up to q = 1e20 (or down to 1e-20) means the
+    length grows without bound (q* = inf) or decays to 0 (q* = 0).
+    """
+
+    def residual(x):
+        q = jnp.exp(x)
+        second, slope = _moments(phi, q)
+        mapped = sigma_w2 * second + sigma_b2
+        # d/dx log(q_map(e^x)) - 1 = q q_map'(q) / q_map(q) - 1
+        return jnp.log(mapped) - x, q * sigma_w2 * slope / mapped - 1
+
+    dtype = jnp.result_type(sigma_w2, sigma_b2)
+    start, _ = residual(jnp.zeros((), dtype))
+    direction = jnp.where(start > 0, 1.0, -1.0).astype(dtype)
+
+    def search(carry, step):
+        lo, hi, found = carry
+        x = direction * step
+        value, _ = residual(x)
+        crossed = ~found & ((value > 0) != (start > 0))
+        lo = jnp.where(found | crossed, lo, x)
+        hi = jnp.where(crossed, x, hi)
+        return (lo, hi, found | crossed), None
+
+    zero = jnp.zeros((), dtype)
+    steps = jnp.asarray(_SEARCH_STEPS, dtype)
+    # q = 1 is itself a fixed point within rounding (a linear network with sigma_w2 = 1).
+    at_start = jnp.abs(start) <= 4 * jnp.finfo(dtype).eps
+    (lo, hi, found), _ = jax.lax.scan(search, (zero, zero, at_start), steps)
+    # lo: the last point on the side of the start, hi: the first across (both 0: G(0) = 0).
+    sign_lo = jnp.where(start > 0, 1.0, -1.0)
+
+    def newton(_, carry):
+        x, lo, hi = carry
+        value, slope = residual(x)
+        same = (value > 0) == (sign_lo > 0)
+        lo, hi = jnp.where(same, x, lo), jnp.where(same, hi, x)
+        candidate = x - value / slope
+        inside = (candidate - lo) * (candidate - hi) < 0
+        following = jnp.where(inside & jnp.isfinite(candidate), candidate, (lo + hi) / 2)
+        return jnp.where(value == 0, x, following), lo, hi
+
+    x, _, _ = jax.lax.fori_loop(0, _NEWTON_STEPS, newton, ((lo + hi) / 2, lo, hi))
+    q = jnp.exp(x)
+    # A last Newton step in q itself: log q resolves q only to eps * |log q| relative.
+    second, slope = _moments(phi, q)
+    polished = q - (sigma_w2 * second + sigma_b2 - q) / (sigma_w2 * slope - 1)
+    small = jnp.abs(polished - q) <= 1e-3 * q
+    q = jnp.where(small & jnp.isfinite(polished), polished, q)
+    unbounded = jnp.where(start > 0, jnp.inf, 0.0)
+    q = jnp.where(at_start, 1.0, jnp.where(found, q, unbounded))
+    return jnp.where(q >= _Q_CEILING, jnp.inf, jnp.where(q <= _Q_FLOOR, 0.0, q))
+
+
+_HERMITE_TERMS = 24  # terms of the Mehler series that gives c*'s first guess
+
+
+def _hermite_coefficients(phi, q):
+    """a_k = E[phi(sqrt(q) z) He_k(z)] / sqrt(k!), k = 0..24, and E[phi^2]: the c-map's
+    Mehler series is E[phi(u_1) phi(u_2)] = sum_k a_k^2 c^k (and sum_k a_k^2 = E[phi^2])."""
+    root = _sqrt_q(q)
+
+    def fn(u):
+        z = u / root
+        rows = [jnp.ones_like(z), z]
+        for k in range(1, _HERMITE_TERMS):
+            rows.append((z * rows[k] - math.sqrt(k) * rows[k - 1]) / math.sqrt(k + 1))
+        value = phi(u)
+        return value[None, :] * jnp.stack(rows), value**2
+
+    return _act._expect(fn, root, _act.breakpoints(phi))
+
+
+def _c_star_point(phi, sigma_w2, sigma_b2, q, chi):
+    """c* and chi_c of one point with q* = q and chi1 = chi: c* = 1 and chi_c = chi1 unless
+    the point is chaotic (chi1 > 1); then c* is the root in [0, 1) of S(c) = 1, where
+    S(c) = (1 - M(c)) / (1 - c) is the slope of the secant of the c-map M from c to 1
+    (S(0) = 1 - M(0) <= 1, S(1) = chi1; the root c = 1 of M(c) = c is divided out, so c*
+    stays a simple root however close to 1). A first guess comes from the first 25 terms of
+    M's Mehler series (one-dimensional integrals only), then safeguarded Newton steps on the
+    two-dimensional expectations."""
+    dtype = jnp.result_type(sigma_w2, sigma_b2, q)
+    eps = jnp.finfo(dtype).eps
+    chaotic = (chi > 1) & jnp.isfinite(q)
+    q_safe = jnp.where(jnp.isfinite(q), q, 1.0)
+    coefficients, second = _hermite_coefficients(phi, q_safe)
+    mapped = sigma_w2 * second + sigma_b2
+    powers = jnp.square(coefficients)
+    # The series' remainder put at the next power: exact at c = 1, and still convex.
+    powers = jnp.concatenate([powers, jnp.maximum(second - jnp.sum(powers), 0)[None]])
+    exponents = jnp.arange(_HERMITE_TERMS + 2, dtype=dtype)
+
+    def series(c):
+        value = jnp.sum(powers * c**exponents)
+        slope = jnp.sum(powers[1:] * exponents[1:] * c ** exponents[:-1]) / q_safe
+        return value, slope
+
+    def accurate(c):
+        return _kernel(phi, q_safe, c)
+
+    def secant(c, kernel):
+        value, slope = kernel(c)
+        correlation = (sigma_w2 * value + sigma_b2) / mapped
+        derivative = sigma_w2 * q_safe * slope / mapped
+        gap = jnp.maximum(1 - c, eps)
+        ratio = (1 - correlation) / gap
+        return ratio - 1, (ratio - derivative) / gap, derivative
+
+    def newton(kernel):
+        def step(_, carry):
+            c, lo, hi = carry
+            value, slope, _ = secant(c, kernel)
+            below = value < 0
+            lo, hi = jnp.where(below, c, lo), jnp.where(below, hi, c)
+            candidate = c - value / slope
+            inside = (candidate > lo) & (candidate < hi)
+            following = jnp.where(inside & jnp.isfinite(candidate), candidate, (lo + hi) / 2)
+            return jnp.where(value == 0, c, following), lo, hi
+
+        return step
+
+    zero, one = jnp.zeros((), dtype), jnp.ones((), dtype)
+    c, _, _ = jax.lax.fori_loop(0, _GUESS_STEPS, newton(series), (zero, zero, one))
+    carry = (c, zero, one)
+    carry = jax.lax.fori_loop(0, _ACCURATE_STEPS - 1, newton(accurate), carry)
+    # The last step's expectations give chi_c at its starting point, within rounding of c*.
+    c, lo, hi = carry
+    value, slope, chi_c = secant(c, accurate)
+    candidate = c - value / slope
+    inside = (candidate >= lo) & (candidate <= hi) & jnp.isfinite(candidate)
+    c = jnp.where(inside & (value != 0), candidate, c)
+    c = jnp.where(chaotic, c, jnp.where(jnp.isfinite(q), 1.0, jnp.nan))
+    chi_c = jnp.where(chaotic, chi_c, jnp.where(jnp.isfinite(q), chi, jnp.nan))
+    return c, chi_c
+
+
+def _depth_scale(slope, q):
+    # |gap_l| ~ |slope|^l: a depth -1 / log|slope| while |slope| < 1, inf from 1 on. A slope
+    # within rounding of 1 (4 eps, a depth scale beyond 1 / (4 eps)) counts as 1.
+    rate = jnp.abs(slope)
+    below = rate < 1 - 4 * jnp.finfo(rate.dtype).eps
+    scale = jnp.where(below, -1 / jnp.log(jnp.where(below, rate, 0.5)), jnp.inf)
+    return jnp.where(jnp.isfinite(q), scale, jnp.nan)  # no fixed point: no depth scale
+
+
+def _chi1_at(phi, sigma_w2, q):
+    square, _ = _slope_moments(phi, jnp.where(jnp.isfinite(q), q, _Q_CEILING))
+    return sigma_w2 * square
+
+
+def _everything(phi, sigma_w2, sigma_b2):
+    """(q*, c*, chi1, chi_q, chi_c) of one point."""
+    q = _q_star_point(phi, sigma_w2, sigma_b2)
+    q_safe = jnp.where(jnp.isfinite(q), q, _Q_CEILING)
+    chi = _chi1_at(phi, sigma_w2, q)
+    _, slope = _moments(phi, q_safe)
+    chi_q = sigma_w2 * slope
+    c, chi_c = _c_star_point(phi, sigma_w2, sigma_b2, q, chi)
+    return q, c, chi, chi_q, chi_c
+
+
+# Jitted kernels, keyed on the activation function (one compile per activation).
+_static_phi = functools.partial(jax.jit, static_argnums=0)
+
+
+@_static_phi
+def _q_star_all(phi, sigma_w2, sigma_b2):
+    return _pointwise(functools.partial(_q_star_point, phi), sigma_w2, sigma_b2)
+
+
+@_static_phi
+def _chi1_all(phi, sigma_w2, sigma_b2):
+    def point(w2, b2):
+        return _chi1_at(phi, w2, _q_star_point(phi, w2, b2))
+
+    return _pointwise(point, sigma_w2, sigma_b2)
+
+
+# c_star, chi_c, depth_scales and phase_diagram share one program per activation (c* and
+# chi_c, the costly part, come together), so each compiles once.
+@_static_phi
+def _everything_all(phi, sigma_w2, sigma_b2):
+    return _pointwise(functools.partial(_everything, phi), sigma_w2, sigma_b2)
+
+
+def _scales(q, chi_q, chi_c):
+    return DepthScales(_depth_scale(chi_q, q), _depth_scale(chi_c, q))
+
+
+@_static_phi
+def _q_map_all(phi, sigma_w2, sigma_b2, q):
+    return _pointwise(lambda w2, b2, q: w2 * _second_moment(phi, q) + b2, sigma_w2, sigma_b2, q)
+
+
+@_static_phi
+def _c_map_all(phi, sigma_w2, sigma_b2, c, q):
+    def point(w2, b2, c, q):
+        q = jnp.where(jnp.isnan(q), _q_star_point(phi, w2, b2), q)
+        value, _ = _kernel(phi, q, c)
+        return (w2 * value + b2) / (w2 * _second_moment(phi, q) + b2)
+
+    return _pointwise(point, sigma_w2, sigma_b2, c, q)
+
+
+# ----------------------------------------------------------------------------- public maps
+
+_BROADCASTING = """
+    Every argument but the activation may be an array: the arguments broadcast together
+    (NumPy rules) and the result has their shape, one independent computation per entry
+    (vmapped, so a point's value does not depend on the others). Jittable and vmappable."""
 
 
 def q_map(
     activation: str | _act.Activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike, q: ArrayLike
 ) -> jax.Array:
-    """One step of the length map: sigma_w2 * E[phi(sqrt(q) z)^2] + sigma_b2."""
+    """One step of the length map: sigma_w2 * E[phi(sqrt(q) z)^2] + sigma_b2.
+
+    Broadcasts over its array arguments (see the module docstring).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import theory
+        >>> theory.q_map("relu", 2.0, 0.0, jnp.array([0.5, 1.0, 2.0])).tolist()
+        [0.5, 1.0, 2.0]
+    """
     phi = _activation(activation)
     sigma_w2 = _check_variance("sigma_w2", sigma_w2)
     sigma_b2 = _check_variance("sigma_b2", sigma_b2)
-    return _q_map(phi, sigma_w2, sigma_b2, _check_variance("q", q))
+    return _q_map_all(phi, sigma_w2, sigma_b2, _check_variance("q", q))
 
 
 def q_star(
@@ -175,21 +494,31 @@ def q_star(
 ) -> jax.Array:
     """The fixed point of the length map reached from q = 1, as a network reaches it.
 
-    500 iterations of the map, then Newton steps on q_map(q) - q in s = sqrt(q) (accepted
-    only where they stay positive and reduce the residual). Where the map has no finite
-    fixed point (relu with sigma_w2 > 2) the result is inf, or the length after 500 layers
-    when it grows slowly; for sigma_b2 = 0 in the ordered phase q* = 0.
+    Found in log q by stepping out from q = 1 in the direction the length moves until the
+    map's residual changes sign, then safeguarded Newton steps: exact to float64 rounding
+    where the expectations are (see the module docstring). Where the length grows without
+    bound (relu with sigma_w2 >= 2 and sigma_b2 > 0, or sigma_w2 > 2) the result is inf;
+    where it decays to 0 (sigma_b2 = 0 in the ordered phase) it is 0.
+
+    Broadcasts over sigma_w2 and sigma_b2.
 
     Returns:
-        q*, a scalar array.
+        q*, an array of the broadcast shape.
 
     Raises:
         ValueError: a concrete sigma_w2 or sigma_b2 that is negative, non-finite or above
             `MAX_VARIANCE` (where q* would leave the quadrature's range and read inf).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import theory
+        >>> q = theory.q_star("linear", jnp.array([0.5, 0.75]), 0.25)  # sigma_b2 / (1 - w2)
+        >>> [round(v, 6) for v in q.tolist()]
+        [0.5, 1.0]
     """
     phi = _activation(activation)
     sigma_w2 = _check_variance("sigma_w2", sigma_w2)
-    return _q_star(phi, sigma_w2, _check_variance("sigma_b2", sigma_b2))
+    return _q_star_all(phi, sigma_w2, _check_variance("sigma_b2", sigma_b2))
 
 
 def c_map(
@@ -199,69 +528,137 @@ def c_map(
     c: ArrayLike,
     q: ArrayLike | None = None,
 ) -> jax.Array:
-    """One step of the correlation map at length q (default q*).
+    """The correlation of two signals after one layer, given their correlation c and their
+    common length q (default q*): the correlation map,
+
+        (sigma_w2 E[phi(u_1) phi(u_2)] + sigma_b2) / (sigma_w2 E[phi(u_1)^2] + sigma_b2),
+
+    with u_1, u_2 of length q and correlation c. It is a correlation for any q: c = 1 maps
+    to 1. (Before jaxgrad 0.2 this function divided by q instead of the output's length,
+    which is the same only at q = q*.) At q* its fixed points are the c* of `c_star`.
+
+    Broadcasts over sigma_w2, sigma_b2, c and q.
 
     Raises:
         ValueError: a concrete c outside [-1, 1] or nan, or a bad variance (see the module).
+
+    Example:
+        >>> import math
+        >>> from jaxgrad import theory
+        >>> round(float(theory.c_map("tanh", 1.0, 0.05, c=1.0, q=2.0)), 6)
+        1.0
+        >>> relu = theory.c_map("relu", 2.0, 0.0, c=0.0, q=1.0)  # the arc-cosine kernel
+        >>> round(float(relu), 6) == round(1 / math.pi, 6)
+        True
     """
     phi = _activation(activation)
     sigma_w2 = _check_variance("sigma_w2", sigma_w2)
     sigma_b2 = _check_variance("sigma_b2", sigma_b2)
     c = _check_correlation(c)
-    q = _q_star(phi, sigma_w2, sigma_b2) if q is None else _check_variance("q", q)
-    return _c_map(phi, sigma_w2, sigma_b2, c, q)
+    q = jnp.full((), jnp.nan, c.dtype) if q is None else _check_variance("q", q)
+    return _c_map_all(phi, sigma_w2, sigma_b2, c, q)
 
 
 def c_star(activation: str | _act.Activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike):
-    """The stable fixed point of the correlation map: 1 in the ordered phase, below 1 in the
-    chaotic phase. Found by iterating from c = 0.5 (the map's own dynamics), then Newton."""
+    """The stable fixed point of the correlation map at q*: 1 in the ordered phase (and on
+    the critical line), in [0, 1) in the chaotic phase; nan where q* is inf.
+
+    Found by safeguarded Newton on the secant slope of the map (see `_c_star_point`): exact
+    to float64 rounding where the expectations are. Broadcasts over sigma_w2 and sigma_b2.
+
+    Example:
+        >>> from jaxgrad import theory
+        >>> float(theory.c_star("tanh", 4.0, 0.0))  # odd, no bias: chaos decorrelates fully
+        0.0
+    """
     phi = _activation(activation)
     sigma_w2 = _check_variance("sigma_w2", sigma_w2)
-    sigma_b2 = _check_variance("sigma_b2", sigma_b2)
-    return _c_star(phi, sigma_w2, sigma_b2, _q_star(phi, sigma_w2, sigma_b2))
+    return _everything_all(phi, sigma_w2, _check_variance("sigma_b2", sigma_b2))[1]
 
 
 def chi1(activation: str | _act.Activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike) -> jax.Array:
     """sigma_w2 * E[phi'(sqrt(q*) z)^2]: the slope of the c-map at c = 1, and the per-layer
-    factor of the mean squared gradient (Schoenholz et al. 2017, eq. 5)."""
+    factor of the mean squared gradient (Schoenholz et al. 2017, eq. 5).
+
+    Broadcasts over sigma_w2 and sigma_b2.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import theory
+        >>> theory.chi1("relu", jnp.array([1.0, 2.0, 3.0]), 0.0).tolist()
+        [0.5, 1.0, 1.5]
+        >>> theory.chi1("tanh", jnp.array([[1.0], [2.0]]), jnp.array([0.0, 0.05])).shape
+        (2, 2)
+    """
     phi = _activation(activation)
     sigma_w2 = _check_variance("sigma_w2", sigma_w2)
-    sigma_b2 = _check_variance("sigma_b2", sigma_b2)
-    return _chi1(phi, sigma_w2, _q_star(phi, sigma_w2, sigma_b2))
+    return _chi1_all(phi, sigma_w2, _check_variance("sigma_b2", sigma_b2))
 
 
 def chi_c(activation: str | _act.Activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike) -> jax.Array:
     """sigma_w2 * E[phi'(u_1) phi'(u_2)] at c*: the slope of the c-map at its stable fixed
-    point, which sets the correlation depth scale (equal to chi1 in the ordered phase)."""
+    point, which sets the correlation depth scale (equal to chi1 in the ordered phase).
+    Broadcasts over sigma_w2 and sigma_b2."""
     phi = _activation(activation)
     sigma_w2 = _check_variance("sigma_w2", sigma_w2)
-    sigma_b2 = _check_variance("sigma_b2", sigma_b2)
-    q = _q_star(phi, sigma_w2, sigma_b2)
-    return _chi_c(phi, sigma_w2, q, _c_star(phi, sigma_w2, sigma_b2, q))
+    return _everything_all(phi, sigma_w2, _check_variance("sigma_b2", sigma_b2))[4]
+
+
+class DepthScales(NamedTuple):
+    """The depths over which signals approach their fixed points (see `depth_scales`).
+
+    Attributes:
+        xi_q: the length depth scale, |q_l - q*| ~ exp(-l / xi_q).
+        xi_c: the correlation depth scale, |c_l - c*| ~ exp(-l / xi_c).
+    """
+
+    xi_q: jax.Array
+    xi_c: jax.Array
+
+    def to_frame(self):
+        """A pandas DataFrame with columns `xi_q` and `xi_c`, one row per entry."""
+        return _frame(self)
+
+    def __repr__(self) -> str:
+        return _repr(self, "DepthScales")
 
 
 def depth_scales(
     activation: str | _act.Activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike
-) -> tuple[jax.Array, jax.Array]:
-    """(xi_q, xi_c): the depths over which the length and the correlation of signals approach
-    their fixed points, |q_l - q*| ~ exp(-l / xi_q), |c_l - c*| ~ exp(-l / xi_c).
+) -> DepthScales:
+    """The depths over which the length and the correlation of signals approach their fixed
+    points, |q_l - q*| ~ exp(-l / xi_q), |c_l - c*| ~ exp(-l / xi_c).
 
-    xi_q^-1 = -log(chi_q), chi_q = chi1 + sigma_w2 E[phi''(sqrt(q*) z) phi(sqrt(q*) z)], and
+    xi_q^-1 = -log(chi_q), where chi_q = sigma_w2 E[phi(u) phi'(u) u] / q* is the slope of the
+    length map at q* (Schoenholz et al.'s chi1 + sigma_w2 E[phi'' phi], integrated by parts,
+    which stays right where phi'' has delta functions, as at hard_tanh's kinks), and
     xi_c^-1 = -log(chi_c) (Schoenholz et al. 2017, eqs. 6 and 9). xi_c diverges on the
     critical line, which bounds the depth of trainable networks at about 6 xi_c.
 
     A slope chi >= 1 means the fixed point is not approached exponentially (on the critical
     line, or where every length is a fixed point, as for a linear network with
-    sigma_w2 = 1, sigma_b2 = 0): that depth scale is inf, where -1 / log(chi) would be
+    sigma_w2 = 1, sigma_b2 = 0): that depth scale is inf (so is one whose slope is within
+    4 eps of 1, a depth beyond what the dtype resolves), where -1 / log(chi) would be
     negative or -inf. Where the length map has no finite fixed point (q* = inf: relu with
     sigma_w2 > 2) the signal never settles, neither scale exists, and both are nan.
 
+    Broadcasts over sigma_w2 and sigma_b2.
+
     Returns:
-        (xi_q, xi_c), scalar arrays, each > 0, inf or nan as above.
+        A `DepthScales` (xi_q, xi_c) of arrays of the broadcast shape, each > 0, inf or nan
+        as above; it unpacks as a pair.
+
+    Example:
+        >>> import math
+        >>> from jaxgrad import theory
+        >>> scales = theory.depth_scales("relu", 1.0, 0.1)  # chi_q = chi1 = 1/2
+        >>> round(float(scales.xi_q) * math.log(2), 6)
+        1.0
     """
     phi = _activation(activation)
     sigma_w2 = _check_variance("sigma_w2", sigma_w2)
-    return _depth_scales(phi, sigma_w2, _check_variance("sigma_b2", sigma_b2))
+    q, _, _, chi_q, chi_c = _everything_all(phi, sigma_w2, _check_variance("sigma_b2", sigma_b2))
+    return _scales(q, chi_q, chi_c)
 
 
 def critical_sigma_w2(
@@ -273,119 +670,50 @@ def critical_sigma_w2(
     does not cross 1 in that interval. For tanh it is 1 at sigma_b2 = 0 and about 1.76 at
     sigma_b2 = 0.05; for relu it is 2 for every sigma_b2. `low=0` is allowed (chi1 = 0
     there): the search then steps down from `high` by factors of e^16 until chi1 < 1, and
-    bisects from there.
+    bisects from there. Broadcasts over sigma_b2.
 
     Raises:
         ValueError: a concrete sigma_b2, low or high that is negative, non-finite or above
             `MAX_VARIANCE`, or low >= high.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import theory
+        >>> [round(v, 5) for v in theory.critical_sigma_w2("relu", jnp.array([0.0, 0.1])).tolist()]
+        [2.0, 2.0]
     """
     phi = _activation(activation)
     sigma_b2 = _check_variance("sigma_b2", sigma_b2)
     concrete = not isinstance(low, jax.core.Tracer) and not isinstance(high, jax.core.Tracer)
     low, high = _check_variance("low", low), _check_variance("high", high)
-    if concrete and not float(low) < float(high):
+    if concrete and not np.all(np.asarray(low) < np.asarray(high)):
         raise ValueError(f"need low < high, got low={float(low)}, high={float(high)}")
     return _critical_sigma_w2(phi, sigma_b2, low, high)
 
 
-# Jitted kernels, keyed on the activation function; they share q* and c* between quantities.
 _LOG_DESCENT = 16.0  # critical_sigma_w2 with low = 0 steps down by e^16 (8.9e6) at a time
-_static_phi = functools.partial(jax.jit, static_argnums=0)
-
-
-@_static_phi
-def _q_map(phi, sigma_w2, sigma_b2, q):
-    return sigma_w2 * _expect(lambda u: phi(u) ** 2, q) + sigma_b2
-
-
-@_static_phi
-def _q_star(phi, sigma_w2, sigma_b2):
-    def step(q):
-        return _q_map(phi, sigma_w2, sigma_b2, q)
-
-    q = jax.lax.fori_loop(0, 500, lambda _, q: step(q), jnp.ones_like(sigma_w2))
-
-    def residual(s):
-        return step(s**2) - s**2
-
-    def newton(_, q):
-        s = jnp.sqrt(q)
-        value, slope = jax.value_and_grad(residual)(s)
-        candidate = (s - value / slope) ** 2
-        better = jnp.abs(residual(jnp.sqrt(candidate))) < jnp.abs(value)
-        ok = jnp.isfinite(candidate) & (candidate > 0) & better
-        return jnp.where(ok, candidate, q)
-
-    q = jax.lax.fori_loop(0, 8, newton, q)
-    return jnp.where(q >= _Q_CEILING, jnp.inf, q)  # the map ran off: no finite fixed point
-
-
-@_static_phi
-def _c_map(phi, sigma_w2, sigma_b2, c, q):
-    return (sigma_w2 * _expect_pair(phi, phi, q, c) + sigma_b2) / jnp.clip(q, _Q_FLOOR, None)
-
-
-@_static_phi
-def _c_star(phi, sigma_w2, sigma_b2, q):
-    def step(c):
-        return jnp.minimum(_c_map(phi, sigma_w2, sigma_b2, c, q), 1)
-
-    c = jax.lax.fori_loop(0, 200, lambda _, c: step(c), jnp.full_like(q, 0.5))
-
-    def newton(_, c):
-        value, slope = jax.value_and_grad(lambda c: step(c) - c)(c)
-        candidate = jnp.clip(c - value / slope, -1, 1)
-        better = jnp.abs(step(candidate) - candidate) < jnp.abs(value)
-        return jnp.where(jnp.isfinite(candidate) & better, candidate, c)
-
-    return jax.lax.fori_loop(0, 8, newton, c)
-
-
-@_static_phi
-def _chi1(phi, sigma_w2, q):
-    dphi = _act.derivative(phi)
-    return sigma_w2 * _expect(lambda u: dphi(u) ** 2, q)
-
-
-@_static_phi
-def _chi_c(phi, sigma_w2, q, c):
-    dphi = _act.derivative(phi)
-    return sigma_w2 * _expect_pair(dphi, dphi, q, c)
-
-
-@_static_phi
-def _depth_scales(phi, sigma_w2, sigma_b2):
-    q = _q_star(phi, sigma_w2, sigma_b2)
-    c = _c_star(phi, sigma_w2, sigma_b2, q)
-    d2phi = _act.derivative(_act.derivative(phi))
-    chi_q = _chi1(phi, sigma_w2, q) + sigma_w2 * _expect(lambda u: d2phi(u) * phi(u), q)
-
-    def depth_scale(slope):
-        # |gap_l| ~ |slope|^l: a depth -1 / log|slope| while |slope| < 1, inf from 1 on.
-        rate = jnp.abs(slope)
-        scale = jnp.where(rate < 1, -1 / jnp.log(jnp.where(rate < 1, rate, 0.5)), jnp.inf)
-        return jnp.where(jnp.isfinite(q), scale, jnp.nan)  # no fixed point: no depth scale
-
-    return depth_scale(chi_q), depth_scale(_chi_c(phi, sigma_w2, q, c))
 
 
 @_static_phi
 def _critical_sigma_w2(phi, sigma_b2, low, high):
-    def excess(log_w2):
-        w2 = jnp.exp(log_w2)
-        return _chi1(phi, w2, _q_star(phi, w2, sigma_b2)) - 1
+    def point(sigma_b2, low, high):
+        def excess(log_w2):
+            w2 = jnp.exp(log_w2)
+            return _chi1_at(phi, w2, _q_star_point(phi, w2, sigma_b2)) - 1
 
-    def bisect(_, bounds):
-        lo, hi = bounds
-        # With low = 0, lo = log(0) = -inf: step down from hi until chi1 < 1, then bisect.
-        mid = jnp.where(jnp.isfinite(lo), (lo + hi) / 2, hi - _LOG_DESCENT)
-        below = excess(mid) < 0
-        return jnp.where(below, mid, lo), jnp.where(below, hi, mid)
+        def bisect(_, bounds):
+            lo, hi = bounds
+            # With low = 0, lo = log(0) = -inf: step down from hi until chi1 < 1, then bisect.
+            mid = jnp.where(jnp.isfinite(lo), (lo + hi) / 2, hi - _LOG_DESCENT)
+            below = excess(mid) < 0
+            return jnp.where(below, mid, lo), jnp.where(below, hi, mid)
 
-    log_low, log_high = jnp.log(low), jnp.log(high)
-    lo, hi = jax.lax.fori_loop(0, 60, bisect, (log_low, log_high))
-    crosses = (excess(log_low) < 0) & (excess(log_high) > 0)
-    return jnp.where(crosses, jnp.exp((lo + hi) / 2), jnp.nan)
+        log_low, log_high = jnp.log(low), jnp.log(high)
+        lo, hi = jax.lax.fori_loop(0, 60, bisect, (log_low, log_high))
+        crosses = (excess(log_low) < 0) & (excess(log_high) > 0)
+        return jnp.where(crosses, jnp.exp((lo + hi) / 2), jnp.nan)
+
+    return _pointwise(point, sigma_b2, low, high)
 
 
 def phase(
@@ -440,10 +768,9 @@ def critical_point_for_q_star(
             f"q_star must be at most {MAX_VARIANCE:g} (jaxgrad.theory.MAX_VARIANCE), got {q_star!r}"
         )
     q_star = float(q_star)
-    dphi = _act.derivative(phi)
     q = jnp.asarray(q_star, jnp.result_type(float))
-    sigma_w2 = 1 / float(_expect(lambda u: dphi(u) ** 2, q))
-    sigma_b2 = q_star - sigma_w2 * float(_expect(lambda u: phi(u) ** 2, q))
+    sigma_w2 = 1 / float(_slope_moments(phi, q)[0])
+    sigma_b2 = q_star - sigma_w2 * float(_second_moment(phi, q))
     if sigma_b2 < -1e-6 * max(q_star, 1):
         raise ValueError(
             f"no critical point of {_act.name_of(activation)} has q* = {q_star}: it would need "
@@ -455,8 +782,67 @@ def critical_point_for_q_star(
 # ----------------------------------------------------------------------------- phase diagrams
 
 
+def _concrete(result: tuple) -> bool:
+    return all(
+        isinstance(leaf, jax.Array | np.ndarray | np.generic | int | float)
+        and not isinstance(leaf, jax.core.Tracer)
+        for leaf in result
+    )
+
+
+def _frame(result: tuple):
+    """A tidy pandas DataFrame of a result of same-shaped fields: one row per entry."""
+    import pandas as pd  # the pandas view lives at the edge, not in the numeric core
+
+    host = jax.device_get(result)
+    arrays = {name: np.asarray(value) for name, value in host._asdict().items()}
+    shape = np.broadcast_shapes(*(a.shape for a in arrays.values()))
+    return pd.DataFrame({n: np.broadcast_to(a, shape).reshape(-1) for n, a in arrays.items()})
+
+
+def _summary(values: np.ndarray) -> str:
+    """'0.5' or '0.12 .. 3.4 (2 nan, 1 inf)': the values of a field, for a repr."""
+    values = np.asarray(values, np.float64).reshape(-1)
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        text = "-"
+    else:
+        low, high = f"{finite.min():.4g}", f"{finite.max():.4g}"
+        text = low if low == high else f"{low} .. {high}"
+    notes = [
+        f"{count} {label}"
+        for count, label in ((int(np.isnan(values).sum()), "nan"),
+                             (int(np.isinf(values).sum()), "inf"))
+        if count
+    ]  # fmt: skip
+    return f"{text} ({', '.join(notes)})" if notes else text
+
+
+def _repr(result: tuple, name: str) -> str:
+    """A few lines: the shape, then each field's value (one entry) or range (several)."""
+    if not _concrete(result):  # inside a trace, or abstract: the fields as they are
+        fields = ", ".join(f"{key}={value!r}" for key, value in result._asdict().items())
+        return f"{name}({fields})"
+    host = jax.device_get(result)
+    shapes = [np.shape(value) for value in host]
+    shape = np.broadcast_shapes(*shapes)
+    head = f"{name} of shape {shape} (every value: .to_frame())" if shape else name
+    lines = [head]
+    for key, value in host._asdict().items():
+        lines.append(f"  {key}: {_summary(value)}")
+    return "\n".join(lines)
+
+
 class PhaseDiagram(NamedTuple):
-    """Mean-field quantities on a grid; every field has the grid's shape."""
+    """Mean-field quantities on a grid; every field has the grid's shape.
+
+    Attributes:
+        sigma_w2, sigma_b2: the grid's coordinates.
+        q_star: the fixed point of the length map (`q_star`).
+        c_star: the stable fixed point of the correlation map (`c_star`).
+        chi1: the slope of the correlation map at c = 1 (`chi1`).
+        xi_q, xi_c: the depth scales (`depth_scales`).
+    """
 
     sigma_w2: jax.Array
     sigma_b2: jax.Array
@@ -466,11 +852,23 @@ class PhaseDiagram(NamedTuple):
     xi_q: jax.Array
     xi_c: jax.Array
 
+    def to_frame(self):
+        """A tidy pandas DataFrame: one row per grid point, one column per field."""
+        return _frame(self)
+
+    def __repr__(self) -> str:
+        return _repr(self, "PhaseDiagram")
+
 
 def phase_diagram(
     activation: str | _act.Activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike
 ) -> PhaseDiagram:
     """q*, c*, chi1 and the depth scales on the grid of every (sigma_w2, sigma_b2) pair.
+
+    Each point is computed alone (vmapped), as `q_star`, `c_star`, `chi1` and
+    `depth_scales` compute it, to the same accuracy. On 2 CPU cores a 256 x 256 tanh grid
+    takes a few seconds (`benchmarks/theory_speed.py`); the correlation map's
+    two-dimensional expectations are computed only at chaotic points (chi1 > 1).
 
     Args:
         activation: a name or an elementwise callable.
@@ -478,8 +876,7 @@ def phase_diagram(
         sigma_b2: 1-D array of bias variances.
 
     Returns:
-        A `PhaseDiagram` of arrays of shape (len(sigma_w2), len(sigma_b2)), computed as one
-        vmapped, jitted program.
+        A `PhaseDiagram` of arrays of shape (len(sigma_w2), len(sigma_b2)).
 
     Example:
         >>> import jax.numpy as jnp
@@ -487,6 +884,8 @@ def phase_diagram(
         >>> grid = theory.phase_diagram("tanh", jnp.linspace(1, 4, 4), jnp.array([0.0, 0.05]))
         >>> grid.chi1.shape
         (4, 2)
+        >>> grid.to_frame().columns.tolist()[:3]
+        ['sigma_w2', 'sigma_b2', 'q_star']
     """
     phi = _activation(activation)
     sigma_w2 = _check_variance("sigma_w2", sigma_w2)
@@ -496,25 +895,29 @@ def phase_diagram(
             f"sigma_w2 and sigma_b2 must be 1-D grids, got shapes {sigma_w2.shape} and "
             f"{sigma_b2.shape}"
         )
-    return _phase_diagram_jit(phi, sigma_w2, sigma_b2)
-
-
-@_static_phi
-def _phase_diagram_jit(phi, sigma_w2, sigma_b2):
-    def point(w2, b2):
-        q = _q_star(phi, w2, b2)
-        xi_q, xi_c = _depth_scales(phi, w2, b2)
-        return PhaseDiagram(w2, b2, q, _c_star(phi, w2, b2, q), _chi1(phi, w2, q), xi_q, xi_c)
-
-    over_b2 = jax.vmap(point, in_axes=(None, 0))
-    return jax.vmap(over_b2, in_axes=(0, None))(sigma_w2, sigma_b2)
+    w2, b2 = jnp.meshgrid(sigma_w2, sigma_b2, indexing="ij")
+    q, c, chi, chi_q, chi_c = _everything_all(phi, w2, b2)
+    scales = _scales(q, chi_q, chi_c)
+    return PhaseDiagram(w2, b2, q, c, chi, scales.xi_q, scales.xi_c)
 
 
 class JacobianSpectrum(NamedTuple):
-    """Predicted moments of the squared singular values of the input-output Jacobian."""
+    """Predicted moments of the squared singular values of the input-output Jacobian.
+
+    Attributes:
+        mean_sq: the mean of the squared singular values, chi1^L.
+        var_sq: their variance.
+    """
 
     mean_sq: jax.Array
     var_sq: jax.Array
+
+    def to_frame(self):
+        """A pandas DataFrame with columns `mean_sq` and `var_sq`, one row per entry."""
+        return _frame(self)
+
+    def __repr__(self) -> str:
+        return _repr(self, "JacobianSpectrum")
 
 
 _S1 = {"gaussian": -1.0, "orthogonal": 0.0}
@@ -539,7 +942,14 @@ def jacobian_spectrum(
     which on the critical line is Pennington et al.'s L (mu_2 / mu_1^2 - 1 - s_1): it grows
     linearly with depth unless the weights are orthogonal and phi' is nearly constant over
     the inputs (small q*), the condition for dynamical isometry. ReLU has mu_2 / mu_1^2 = 2,
-    so even orthogonal weights give variance L.
+    so even orthogonal weights give variance L. Broadcasts over sigma_w2 and sigma_b2.
+
+    Example:
+        >>> from jaxgrad import theory
+        >>> theory.jacobian_spectrum("relu", 2.0, 0.0, depth=10, weights="orthogonal")
+        JacobianSpectrum
+          mean_sq: 1
+          var_sq: 10
 
     References: Pennington, Schoenholz and Ganguli 2017, sec. 4 (eqs. 13-17).
     """
@@ -550,13 +960,18 @@ def jacobian_spectrum(
     phi = _activation(activation)
     sigma_w2 = _check_variance("sigma_w2", sigma_w2)
     sigma_b2 = _check_variance("sigma_b2", sigma_b2)
-    q = _q_star(phi, sigma_w2, sigma_b2)
-    dphi = _act.derivative(phi)
-    mu1 = _expect(lambda u: dphi(u) ** 2, q)
-    mu2 = _expect(lambda u: dphi(u) ** 4, q)
-    chi = sigma_w2 * mu1
-    per_layer = mu2 / mu1**2 - 1 - _S1[weights]
-    return JacobianSpectrum(chi**depth, chi ** (2 * depth) * depth * per_layer)
+    return _jacobian_spectrum_all(phi, sigma_w2, sigma_b2, depth, _S1[weights])
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+def _jacobian_spectrum_all(phi, sigma_w2, sigma_b2, depth, s1):
+    def point(w2, b2):
+        q = _q_star_point(phi, w2, b2)
+        mu1, mu2 = _slope_moments(phi, jnp.where(jnp.isfinite(q), q, _Q_CEILING))
+        chi = w2 * mu1
+        return JacobianSpectrum(chi**depth, chi ** (2 * depth) * depth * (mu2 / mu1**2 - 1 - s1))
+
+    return _pointwise(point, sigma_w2, sigma_b2)
 
 
 def predicted_gradient_ratio(chi1_value: ArrayLike, depth: int) -> jax.Array:
