@@ -385,3 +385,29 @@ def test_diagnose_of_a_run_that_broke_says_where_and_when():
     assert result.verdict == "exploding"
     nonfinite = next(f for f in result.findings if f.rule == "nonfinite")
     assert nonfinite.message.startswith("at step 3 of the run")
+
+
+def test_without_per_step_checks_finite_steps_are_not_measured_again():
+    model, batch = CNN(nnx.Rngs(0)), image_batch()
+    optimizer = nnx.Optimizer(model, optax.sgd(0.01), wrt=nnx.Param)
+    recorder = recording.Recorder(model, cross_entropy, batch, every=10, check_every_step=False)
+    step = make_step(cross_entropy)
+    for index in range(4):
+        step(model, optimizer, recorder, image_batch(index))
+    history = recorder.history()
+    assert history.recorded_steps.tolist() == [0]
+    frame = history.steps_frame()
+    assert not frame["rerun"].any()
+    assert frame["grad_norm"].isna().tolist() == [False, True, True, True]  # measured at 0
+
+
+def test_debug_nans_hands_the_step_to_jax_debug_nans():
+    """The recorder names the module; jax.debug_nans names the operation (the log)."""
+    model = Chain(LogOf, nnx.Rngs(0))
+    x = jnp.abs(jax.random.normal(jax.random.key(0), (8, 4))) + 1.0
+    model.first.kernel.set_value(-jnp.eye(4))
+    model.first.bias.set_value(jnp.zeros(4))
+    error = recording.debug_nans(model, mean_square, x)
+    assert isinstance(error, FloatingPointError)
+    assert "log" in str(error)
+    assert recording.debug_nans(model, mean_square, -x) is None

@@ -17,6 +17,7 @@ from jaxgrad.recording.history import History as History
 from jaxgrad.recording.history import NonFinite as NonFinite
 from jaxgrad.recording.history import RunLog as RunLog
 from jaxgrad.recording.history import Spike as Spike
+from jaxgrad.recording.history import debug_nans as debug_nans
 from jaxgrad.recording.recorder import STEP_FIELDS as STEP_FIELDS
 from jaxgrad.recording.recorder import UPDATE_FIELDS as UPDATE_FIELDS
 from jaxgrad.recording.recorder import Recorder as Recorder

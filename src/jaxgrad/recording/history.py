@@ -12,7 +12,9 @@ the latest run.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import os
 import warnings
@@ -20,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import jax
 import numpy as np
 
 from jaxgrad.inspection import ModelReport, ModuleStats, ParamStats
@@ -498,4 +501,40 @@ def _atomic_parquet(path: Path, frame) -> None:
     os.replace(temporary, path)
 
 
-__all__ = ["MOVE_FACTOR", "History", "NonFinite", "RunLog", "Spike"]
+def debug_nans(model: Any, loss_fn: Any, batch: Any) -> FloatingPointError | None:
+    """The hand-off to `jax.debug_nans` for the step `History.first_nonfinite` names: the
+    loss and its gradient, run again de-optimized with `jax_debug_nans`, so JAX stops at
+    the primitive that made the first nan (a log, a division, a sqrt at zero), with its
+    traceback into your model's code.
+
+    The recorder finds the module and the step inside the compiled step; this drills into
+    that one step (give it the model and batch of that step) down to the operation. Slow:
+    every primitive runs on its own.
+
+    Returns:
+        The `FloatingPointError` JAX raised (its traceback points at the operation), or None
+        when no nan appeared.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> model = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
+        >>> error = debug_nans(model, lambda m, x: jnp.sum(jnp.log(m(x) - 100)), jnp.ones((1, 2)))
+        >>> type(error).__name__
+        'FloatingPointError'
+    """
+    from flax import nnx
+
+    def loss_of(params, rest):
+        return loss_fn(nnx.merge(graphdef, params, rest, copy=True), batch)
+
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    try:  # JAX announces its de-optimized rerun on stdout: the error says it all
+        with jax.debug_nans(True), contextlib.redirect_stdout(io.StringIO()):
+            jax.grad(loss_of)(params, rest)
+    except FloatingPointError as error:
+        return error
+    return None
+
+
+__all__ = ["MOVE_FACTOR", "History", "NonFinite", "RunLog", "Spike", "debug_nans"]

@@ -264,6 +264,9 @@ class Recorder(nnx.Module):
             return row
 
         row = jax.lax.cond(rerun, again, keep, params, rest)
+        if not self.check_every_step:  # the global norm of a recorded step, from its rows
+            global_norm = _stats.norm(row["params"].grad_norm).astype(jnp.float32)
+            grad_norm = jnp.where(now | rerun, global_norm, jnp.nan)
         nnx.update(model, new_rest)
         pending = dict(template)
         pending.update(row)
@@ -317,7 +320,9 @@ class Recorder(nnx.Module):
             return row["updates"]
 
         row["updates"] = jax.lax.cond(measured, measure, skip, None)
-        update_norm = jnp.full((), jnp.nan, jnp.float32)
+        update_norm = jnp.where(
+            measured, _stats.norm(row["updates"]["update_norm"]), jnp.nan
+        ).astype(jnp.float32)
         if self.check_every_step:
             update_norm = _stats.norm(
                 jnp.stack([_stats.norm(u, one_pass=True) for u in jax.tree.leaves(updates)])
