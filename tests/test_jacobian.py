@@ -9,6 +9,7 @@ spectrum.
 
 import itertools
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -463,3 +464,62 @@ def test_depth_profile_bad_input():
     batch_norm = nn.MLP(8, 16, 4, norm="batch", rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"model\.eval\(\)"):
         depth_profile(batch_norm, jnp.ones(8), key)
+
+
+# ----------------------------------------------------------------------------- result objects
+
+
+def test_spectrum_summary_frame_and_repr():
+    one = spectrum_summary(jnp.array([2.0, 1.05, 1.0, 0.5]))
+    assert repr(one) == (
+        "SpectrumSummary\n  mean_sq: 1.588\n  var_sq: 2.047\n  max: 2\n  min: 0.5\n"
+        "  condition_number: 4\n  isometry_score: 0.5"
+    )
+    frame = one.to_frame()
+    assert list(frame.columns) == list(SpectrumSummary._fields)
+    assert frame["condition_number"].tolist() == [4.0]
+    spectra = jnp.asarray([[1.0, 2.0], [0.5, 1.0], [1.0, 1.0]])
+    stacked = spectrum_summary(spectra.reshape(3, 1, 2))
+    frame = stacked.to_frame()
+    assert frame["index"].tolist() == ["(0, 0)", "(1, 0)", "(2, 0)"]
+    np.testing.assert_allclose(frame["max"], [2.0, 1.0, 1.0])
+    text = repr(stacked)
+    assert text.splitlines()[0] == (
+        "SpectrumSummary of 3 spectra (shape (3, 1); every one: .to_frame())"
+    )
+    assert "  condition_number: 1 .. 2" in text
+
+
+def test_result_reprs_survive_tracing():
+    texts = []
+
+    def run(s):
+        summary = spectrum_summary(s)
+        texts.append(repr(summary))
+        texts.append(repr(DepthProfile(jnp.arange(1, 2), jnp.square(s), s[None])))
+        return summary.mean_sq
+
+    jax.jit(run)(jnp.ones(3))
+    jax.vmap(run)(jnp.ones((2, 3)))
+    assert [t.split("(")[0] for t in texts] == ["SpectrumSummary", "DepthProfile"] * 2
+
+
+def test_depth_profile_frame_and_repr():
+    model = nn.MLP(16, 16, depth=6, activation="linear", kernel_init=init.orthogonal(),
+                   rngs=nnx.Rngs(0))  # fmt: skip
+    profile = depth_profile(model, jnp.ones(16), jax.random.key(0), spectra_at=(6, 2))
+    frame = profile.to_frame()
+    assert frame["depth"].tolist() == [1, 2, 3, 4, 5, 6]
+    np.testing.assert_allclose(frame["max_singular_value"].to_numpy()[[1, 5]], 1.0, rtol=1e-5)
+    assert frame["min_singular_value"].isna().tolist() == [True, False, True, True, True, False]
+    lines = repr(profile).splitlines()
+    assert lines[0] == "DepthProfile of 6 layers (every depth: .to_frame())"
+    assert lines[1].startswith("  mean_sq_singular_value: ")
+    assert lines[2] == "  spectrum at depth 6: 16 values, 1 .. 1"
+    assert lines[3] == "  spectrum at depth 2: 16 values, 1 .. 1"
+    batched = jax.vmap(lambda key: depth_profile(model, jnp.ones(16), key))(
+        jax.random.split(jax.random.key(1), 2)
+    )
+    assert repr(batched) == "DepthProfile of 2 profiles (leading axes (2,)) of 6 layers; index one"
+    with pytest.raises(ValueError, match=re.escape("index the vmapped axis first")):
+        batched.to_frame()

@@ -60,6 +60,21 @@ the bottom values are asked for); above it, the top `k` come from Lanczos."""
 # ----------------------------------------------------------------------------- validation
 
 
+def _concrete(result: tuple) -> bool:
+    return all(
+        isinstance(leaf, jax.Array | np.ndarray | np.generic | int | float)
+        and not isinstance(leaf, jax.core.Tracer)
+        for leaf in result
+    )
+
+
+def _span(values) -> str:
+    """'0.5' or '0.12 .. 3.4': a field's value or range of values, rounded, for a repr."""
+    values = np.asarray(values, np.float64).reshape(-1)
+    low, high = f"{np.min(values):.4g}", f"{np.max(values):.4g}"
+    return low if low == high else f"{low} .. {high}"
+
+
 def _check_x(x: ArrayLike) -> jax.Array:
     x = jnp.asarray(x)
     if x.ndim != 1:
@@ -338,13 +353,55 @@ class DepthProfile(NamedTuple):
     spectra: jax.Array
 
     def to_frame(self):
-        """A pandas DataFrame with one row per depth: `depth`, `mean_sq_singular_value`."""
+        """A pandas DataFrame with one row per depth: `depth`, `mean_sq_singular_value`, and
+        (at the depths in `spectra_at`) the extremes of the exact spectrum, `max_singular_value`
+        and `min_singular_value` (nan at the other depths)."""
         import pandas as pd
 
-        values = np.asarray(jax.device_get(self.mean_sq_singular_value))
+        host = jax.device_get(self)
+        values = np.asarray(host.mean_sq_singular_value)
+        if values.ndim != 1:
+            raise ValueError(
+                f"a frame is of one profile (mean_sq_singular_value of shape (depth,)), got "
+                f"shape {values.shape}; index the vmapped axis first"
+            )
+        largest, smallest = np.full(values.shape, np.nan), np.full(values.shape, np.nan)
+        spectra = np.asarray(host.spectra, np.float64)
+        for depth, spectrum in zip(np.asarray(host.depths), spectra, strict=True):
+            largest[depth - 1], smallest[depth - 1] = spectrum.max(), spectrum.min()
         return pd.DataFrame(
-            {"depth": np.arange(1, values.shape[-1] + 1), "mean_sq_singular_value": values}
+            {
+                "depth": np.arange(1, values.shape[-1] + 1),
+                "mean_sq_singular_value": values,
+                "max_singular_value": largest,
+                "min_singular_value": smallest,
+            }
         )
+
+    def __repr__(self) -> str:
+        if not _concrete(self):  # inside a trace, or abstract: the fields as they are
+            fields = ", ".join(f"{key}={value!r}" for key, value in self._asdict().items())
+            return f"DepthProfile({fields})"
+        host = jax.device_get(self)
+        values = np.asarray(host.mean_sq_singular_value, np.float64)
+        if values.ndim != 1:
+            return (
+                f"DepthProfile of {math.prod(values.shape[:-1])} profiles (leading axes "
+                f"{values.shape[:-1]}) of {values.shape[-1]} layers; index one"
+            )
+        depth = values.shape[0]
+        lines = [
+            f"DepthProfile of {depth} layers (every depth: .to_frame())",
+            f"  mean_sq_singular_value: {values[0]:.4g} (depth 1) .. {values[-1]:.4g} "
+            f"(depth {depth})",
+        ]
+        spectra = np.asarray(host.spectra, np.float64)
+        for at, spectrum in zip(np.asarray(host.depths), spectra, strict=True):
+            lines.append(
+                f"  spectrum at depth {at}: {spectrum.size} values, {spectrum.min():.4g} .. "
+                f"{spectrum.max():.4g}"
+            )
+        return "\n".join(lines)
 
 
 def _check_depths(spectra_at: object, depth: int) -> tuple[int, ...]:
@@ -493,6 +550,31 @@ class SpectrumSummary(NamedTuple):
     min: jax.Array
     condition_number: jax.Array
     isometry_score: jax.Array
+
+    def to_frame(self):
+        """A tidy pandas DataFrame: one row per spectrum (one for a single spectrum, one per
+        leading index of a stack, with its `index`), one column per field."""
+        import pandas as pd
+
+        host = jax.device_get(self)
+        arrays = {name: np.asarray(value) for name, value in host._asdict().items()}
+        shape = arrays["mean_sq"].shape
+        columns = {}
+        if shape:
+            columns["index"] = [str(i) if len(i) > 1 else i[0] for i in np.ndindex(shape)]
+        columns.update({name: value.reshape(-1) for name, value in arrays.items()})
+        return pd.DataFrame(columns)
+
+    def __repr__(self) -> str:
+        if not _concrete(self):  # inside a trace, or abstract: the fields as they are
+            fields = ", ".join(f"{key}={value!r}" for key, value in self._asdict().items())
+            return f"SpectrumSummary({fields})"
+        host = jax.device_get(self)
+        shape = np.shape(host.mean_sq)
+        head = "SpectrumSummary"
+        if shape:
+            head += f" of {math.prod(shape)} spectra (shape {shape}; every one: .to_frame())"
+        return "\n".join([head] + [f"  {k}: {_span(v)}" for k, v in host._asdict().items()])
 
 
 def spectrum_summary(singular_values: ArrayLike, eps: float = 0.1) -> SpectrumSummary:
