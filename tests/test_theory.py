@@ -837,3 +837,16 @@ def test_result_reprs_survive_traced_and_vmapped_values():
     assert repr(batched) == "JacobianSpectrum of shape (3,) (every value: .to_frame())\n" + (
         "  mean_sq: 0.25\n  var_sq: 0.25"
     )
+
+
+def test_phase_diagram_split_over_cores_keeps_float64_and_every_point():
+    """A grid of 256 points runs in one thread per core; a jax.enable_x64 context (which is
+    each thread's own) reaches them: it came out in float32, 4e-6 off."""
+    with jax.enable_x64(True):
+        grid = theory.phase_diagram("tanh", jnp.linspace(1.0, 4.0, 16), jnp.linspace(0, 0.3, 16))
+        assert grid.q_star.dtype == jnp.float64
+        for i, j in [(0, 0), (7, 3), (15, 15)]:
+            w2, b2 = grid.sigma_w2[i, j], grid.sigma_b2[i, j]
+            assert float(grid.q_star[i, j]) == float(theory.q_star("tanh", w2, b2))
+            assert float(grid.chi1[i, j]) == float(theory.chi1("tanh", w2, b2))
+            assert float(grid.c_star[i, j]) == float(theory.c_star("tanh", w2, b2))

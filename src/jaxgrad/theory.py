@@ -57,8 +57,10 @@ References:
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import math
+import os
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -158,21 +160,28 @@ def _value_and_slope(phi: Callable, u: jax.Array) -> tuple[jax.Array, jax.Array]
 
 
 def _pair_centers(points1, points2, sign):
-    """The outer (d) centers for activations with these breakpoints, g reflected by sign."""
+    """The outer (d) centers for activations with these breakpoints, g reflected by sign
+    (a static +-1, or an array: both sets are padded to one size and selected)."""
     first, second = _act._centers(points1), _act._centers(points2)
     options = []
     for s in (1.0, -1.0):
         reflected = [s * b for b in second]
         meets = {(b - r) / 2 for b in first for r in reflected}
         options.append(sorted(meets | set(first) | {-r for r in reflected} | {0.0}))
+    if isinstance(sign, float):
+        return np.asarray(options[0] if sign > 0 else options[1])
     size = max(len(o) for o in options)
     options = [o + [o[-1]] * (size - len(o)) for o in options]  # a repeat adds an empty gap
     return jnp.where(sign > 0, jnp.asarray(options[0]), jnp.asarray(options[1]))
 
 
-def _expect_pair(integrand, q, c, points1, points2, order=_act._RULE_ORDER):
+def _expect_pair(integrand, q, c, points1, points2, order=_act._RULE_ORDER, symmetric=False):
     """E[integrand(u_1, u_2)] for u_1, u_2 of length q and correlation c, where the
-    integrand's dependence on u_1 has kinks at points1 and on u_2 at points2 (see above)."""
+    integrand's dependence on u_1 has kinks at points1 and on u_2 at points2 (see above).
+
+    `symmetric=True` (for an integrand symmetric in u_1 and u_2, points1 == points2 and
+    c >= 0, which the caller guarantees) integrates the outer d >= 0 only: the inner
+    integral is even in d, so this halves the work."""
     dtype = jnp.result_type(q, c)
     tiny = jnp.finfo(dtype).tiny
     root = _sqrt_q(q)
@@ -180,11 +189,17 @@ def _expect_pair(integrand, q, c, points1, points2, order=_act._RULE_ORDER):
     rho = jnp.clip(jnp.abs(c), 0, 1)
     inner_std = root * jnp.sqrt((1 + rho) / 2)
     outer_std = jnp.maximum(root * jnp.sqrt((1 - rho) / 2), tiny)
-    outer_centers = _pair_centers(points1, points2, sign).astype(dtype)
+    if symmetric:
+        sign = jnp.ones((), dtype)
+        everywhere = _pair_centers(points1, points2, 1.0)
+        outer_centers = jnp.asarray([b for b in everywhere.tolist() if b >= 0], dtype)
+    else:
+        outer_centers = _pair_centers(points1, points2, sign).astype(dtype)
     outer_z, outer_w = _act.split_rule(
         outer_centers / outer_std,
         jnp.full(outer_centers.shape, 1.0, dtype) * jnp.minimum(1.0, 0.5 / outer_std),
         order=order,
+        right_only=symmetric,
     )
     first = jnp.asarray(_act._centers(points1), dtype)
     second = sign * jnp.asarray(_act._centers(points2), dtype)
@@ -232,8 +247,9 @@ def _slope_moments(phi, q):
     return _act._expect(fn, _sqrt_q(q), _act.breakpoints(phi))
 
 
-def _kernel(phi, q, c, order=_act._RULE_ORDER):
-    """E[phi(u_1) phi(u_2)] and E[phi'(u_1) phi'(u_2)] at length q, correlation c."""
+def _kernel(phi, q, c, order=_act._RULE_ORDER, symmetric=False):
+    """E[phi(u_1) phi(u_2)] and E[phi'(u_1) phi'(u_2)] at length q, correlation c
+    (`symmetric=True` for c >= 0 only, see `_expect_pair`)."""
     points = _act.breakpoints(phi)
 
     def integrand(u1, u2):
@@ -241,7 +257,7 @@ def _kernel(phi, q, c, order=_act._RULE_ORDER):
         value2, slope2 = _value_and_slope(phi, u2)
         return value1 * value2, slope1 * slope2
 
-    return _expect_pair(integrand, q, c, points, points, order)
+    return _expect_pair(integrand, q, c, points, points, order, symmetric)
 
 
 # ----------------------------------------------------------------------------- fixed points
@@ -249,7 +265,9 @@ def _kernel(phi, q, c, order=_act._RULE_ORDER):
 _LOG_Q_LIMIT = math.log(_Q_CEILING)
 _SEARCH_STEPS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, _LOG_Q_LIMIT)
 _NEWTON_STEPS = 12
-_GUESS_STEPS, _ACCURATE_STEPS = 16, 3
+_GUESS_STEPS, _ACCURATE_STEPS = 24, 6
+_STEP_TOLERANCE = 1e-13
+_MODERATE_Q = 100.0
 
 
 def _q_star_point(phi, sigma_w2, sigma_b2):
@@ -312,11 +330,11 @@ def _q_star_point(phi, sigma_w2, sigma_b2):
     return jnp.where(q >= _Q_CEILING, jnp.inf, jnp.where(q <= _Q_FLOOR, 0.0, q))
 
 
-_HERMITE_TERMS = 24  # terms of the Mehler series that gives c*'s first guess
+_HERMITE_TERMS = 48  # terms of the Mehler series that gives c*'s first guess
 
 
 def _hermite_coefficients(phi, q):
-    """a_k = E[phi(sqrt(q) z) He_k(z)] / sqrt(k!), k = 0..24, and E[phi^2]: the c-map's
+    """a_k = E[phi(sqrt(q) z) He_k(z)] / sqrt(k!), k = 0..48, and E[phi^2]: the c-map's
     Mehler series is E[phi(u_1) phi(u_2)] = sum_k a_k^2 c^k (and sum_k a_k^2 = E[phi^2])."""
     root = _sqrt_q(q)
 
@@ -336,7 +354,7 @@ def _c_star_point(phi, sigma_w2, sigma_b2, q, chi):
     the point is chaotic (chi1 > 1); then c* is the root in [0, 1) of S(c) = 1, where
     S(c) = (1 - M(c)) / (1 - c) is the slope of the secant of the c-map M from c to 1
     (S(0) = 1 - M(0) <= 1, S(1) = chi1; the root c = 1 of M(c) = c is divided out, so c*
-    stays a simple root however close to 1). A first guess comes from the first 25 terms of
+    stays a simple root however close to 1). A first guess comes from the first 49 terms of
     M's Mehler series (one-dimensional integrals only), then safeguarded Newton steps on the
     two-dimensional expectations."""
     dtype = jnp.result_type(sigma_w2, sigma_b2, q)
@@ -349,14 +367,20 @@ def _c_star_point(phi, sigma_w2, sigma_b2, q, chi):
     # The series' remainder put at the next power: exact at c = 1, and still convex.
     powers = jnp.concatenate([powers, jnp.maximum(second - jnp.sum(powers), 0)[None]])
     exponents = jnp.arange(_HERMITE_TERMS + 2, dtype=dtype)
+    derivative_powers = (powers * exponents)[1:]
 
-    def series(c):
-        value = jnp.sum(powers * c**exponents)
-        slope = jnp.sum(powers[1:] * exponents[1:] * c ** exponents[:-1]) / q_safe
-        return value, slope
+    def series(c):  # Horner's rule
+        return jnp.polyval(powers[::-1], c), jnp.polyval(derivative_powers[::-1], c) / q_safe
 
-    def accurate(c):
-        return _kernel(phi, q_safe, c)
+    def accurate(c):  # c stays in [0, 1): the outer integral's symmetry halves the work
+        # Order 12 is exact to 2e-12 up to q = 100 (where the grading is short), at 70% of
+        # the cost of order 16; beyond, order 16 (under vmap, cond computes both).
+        return jax.lax.cond(
+            q_safe <= _MODERATE_Q,
+            lambda c: _kernel(phi, q_safe, c, order=12, symmetric=True),
+            lambda c: _kernel(phi, q_safe, c, symmetric=True),
+            c,
+        )
 
     def secant(c, kernel):
         value, slope = kernel(c)
@@ -366,32 +390,49 @@ def _c_star_point(phi, sigma_w2, sigma_b2, q, chi):
         ratio = (1 - correlation) / gap
         return ratio - 1, (ratio - derivative) / gap, derivative
 
-    def newton(kernel):
-        def step(_, carry):
-            c, lo, hi = carry
-            value, slope, _ = secant(c, kernel)
-            below = value < 0
-            lo, hi = jnp.where(below, c, lo), jnp.where(below, hi, c)
-            candidate = c - value / slope
-            inside = (candidate > lo) & (candidate < hi)
-            following = jnp.where(inside & jnp.isfinite(candidate), candidate, (lo + hi) / 2)
-            return jnp.where(value == 0, c, following), lo, hi
+    def newton(value, slope, c, lo, hi):
+        below = value < 0
+        lo, hi = jnp.where(below, c, lo), jnp.where(below, hi, c)
+        candidate = c - value / slope
+        inside = (candidate > lo) & (candidate < hi)
+        following = jnp.where(inside & jnp.isfinite(candidate), candidate, (lo + hi) / 2)
+        return jnp.where(value == 0, c, following), lo, hi
 
-        return step
+    def guess_step(_, carry):
+        value, slope, _ = secant(carry[0], series)
+        return newton(value, slope, *carry)
 
     zero, one = jnp.zeros((), dtype), jnp.ones((), dtype)
-    c, _, _ = jax.lax.fori_loop(0, _GUESS_STEPS, newton(series), (zero, zero, one))
-    carry = (c, zero, one)
-    carry = jax.lax.fori_loop(0, _ACCURATE_STEPS - 1, newton(accurate), carry)
-    # The last step's expectations give chi_c at its starting point, within rounding of c*.
-    c, lo, hi = carry
-    value, slope, chi_c = secant(c, accurate)
-    candidate = c - value / slope
-    inside = (candidate >= lo) & (candidate <= hi) & jnp.isfinite(candidate)
-    c = jnp.where(inside & (value != 0), candidate, c)
-    c = jnp.where(chaotic, c, jnp.where(jnp.isfinite(q), 1.0, jnp.nan))
-    chi_c = jnp.where(chaotic, chi_c, jnp.where(jnp.isfinite(q), chi, jnp.nan))
-    return c, chi_c
+
+    def solve():
+        c, _, _ = jax.lax.fori_loop(0, _GUESS_STEPS, guess_step, (zero, zero, one))
+
+        # Accurate Newton steps until a step is below 1e-13 (at most 6; the c* after it is
+        # then exact to rounding, the step being quadratic); the last step's expectations
+        # give chi_c at its starting point, within 1e-13 of c*.
+        def unfinished(carry):
+            count, c, following = carry[:3]
+            tolerance = jnp.maximum(_STEP_TOLERANCE, 4 * eps)
+            return (count < _ACCURATE_STEPS) & (jnp.abs(following - c) > tolerance)
+
+        def accurate_step(carry):
+            count, _, c, lo, hi, _ = carry
+            value, slope, chi_c = secant(c, accurate)
+            following, lo, hi = newton(value, slope, c, lo, hi)
+            return count + 1, c, following, lo, hi, chi_c
+
+        start = (0, c + 1, c, zero, one, zero)  # (count, previous, current, lo, hi, chi_c)
+        _, _, c, _, _, chi_c = jax.lax.while_loop(unfinished, accurate_step, start)
+        return c, chi_c
+
+    def settled():
+        return jnp.where(jnp.isfinite(q), 1.0, jnp.nan).astype(dtype), jnp.where(
+            jnp.isfinite(q), chi, jnp.nan
+        ).astype(dtype)
+
+    # Only a chaotic point needs the two-dimensional expectations (under vmap, cond
+    # computes both branches and selects).
+    return jax.lax.cond(chaotic, solve, settled)
 
 
 def _depth_scale(slope, q):
@@ -865,10 +906,11 @@ def phase_diagram(
 ) -> PhaseDiagram:
     """q*, c*, chi1 and the depth scales on the grid of every (sigma_w2, sigma_b2) pair.
 
-    Each point is computed alone (vmapped), as `q_star`, `c_star`, `chi1` and
-    `depth_scales` compute it, to the same accuracy. On 2 CPU cores a 256 x 256 tanh grid
-    takes a few seconds (`benchmarks/theory_speed.py`); the correlation map's
-    two-dimensional expectations are computed only at chaotic points (chi1 > 1).
+    Each point is computed alone, as `q_star`, `c_star`, `chi1` and `depth_scales` compute
+    it, to the same accuracy (see the module docstring); the correlation map's
+    two-dimensional expectations are needed only at chaotic points (chi1 > 1). A concrete
+    grid is split over the CPU's cores, one thread each. `benchmarks/theory_speed.py` times
+    a 256 x 256 tanh grid (its results JSON has the figures).
 
     Args:
         activation: a name or an elementwise callable.
@@ -896,9 +938,45 @@ def phase_diagram(
             f"{sigma_b2.shape}"
         )
     w2, b2 = jnp.meshgrid(sigma_w2, sigma_b2, indexing="ij")
-    q, c, chi, chi_q, chi_c = _everything_all(phi, w2, b2)
+    if isinstance(w2, jax.core.Tracer):
+        q, c, chi, chi_q, chi_c = _everything_all(phi, w2, b2)
+    else:
+        q, c, chi, chi_q, chi_c = _on_every_core(phi, w2, b2)
     scales = _scales(q, chi_q, chi_c)
     return PhaseDiagram(w2, b2, q, c, chi, scales.xi_q, scales.xi_c)
+
+
+_POINTS_PER_CORE = 64  # a grid below this many points a core runs in one call
+
+
+def _on_every_core(phi, sigma_w2, sigma_b2):
+    """`_everything_all` on a concrete grid, split into equal chunks run by one thread per
+    CPU core: the program runs one point after another on one core, so this is what puts
+    a machine's other cores to work. Each point's value is the same as in one call."""
+    shape, size = sigma_w2.shape, sigma_w2.size
+    workers = min(os.cpu_count() or 1, _MAX_THREADS, max(size // _POINTS_PER_CORE, 1))
+    if workers == 1:
+        return _everything_all(phi, sigma_w2, sigma_b2)
+    chunk = -(-size // workers)
+    pad = chunk * workers - size  # equal chunks: one compile
+    w2 = jnp.concatenate([sigma_w2.reshape(-1), jnp.repeat(sigma_w2.reshape(-1)[-1:], pad)])
+    b2 = jnp.concatenate([sigma_b2.reshape(-1), jnp.repeat(sigma_b2.reshape(-1)[-1:], pad)])
+
+    x64 = bool(jax.config.jax_enable_x64)  # a `jax.enable_x64` context is the thread's own
+
+    def run(index):
+        part = slice(index * chunk, (index + 1) * chunk)
+        with jax.enable_x64(x64):
+            return jax.block_until_ready(_everything_all(phi, w2[part], b2[part]))
+
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        parts = list(pool.map(run, range(workers)))
+    return tuple(
+        jnp.concatenate([part[i] for part in parts])[:size].reshape(shape) for i in range(5)
+    )
+
+
+_MAX_THREADS = 8
 
 
 class JacobianSpectrum(NamedTuple):
