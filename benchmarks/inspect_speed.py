@@ -25,65 +25,11 @@ import argparse
 
 import jax
 import jax.numpy as jnp
-import optax
+from _models import CNN, Transformer, cross_entropy
 from _timing import interleaved, write
 from flax import nnx
 
 import jaxgrad
-
-
-class CNN(nnx.Module):
-    def __init__(self, depth: int, channels: int, rngs: nnx.Rngs):
-        self.stem = nnx.Conv(3, channels, (3, 3), rngs=rngs)
-        self.convs = nnx.List(
-            [nnx.Conv(channels, channels, (3, 3), rngs=rngs) for _ in range(depth - 1)]
-        )
-        self.head = nnx.Linear(channels, 10, rngs=rngs)
-
-    def __call__(self, x):
-        h = jax.nn.relu(self.stem(x))
-        for conv in self.convs:
-            h = jax.nn.relu(conv(h))
-        return self.head(h.mean(axis=(1, 2)))
-
-
-class Block(nnx.Module):
-    def __init__(self, width: int, heads: int, rngs: nnx.Rngs):
-        self.ln1 = nnx.LayerNorm(width, rngs=rngs)
-        self.attn = nnx.MultiHeadAttention(heads, width, decode=False, rngs=rngs)
-        self.ln2 = nnx.LayerNorm(width, rngs=rngs)
-        self.up = nnx.Linear(width, 4 * width, rngs=rngs)
-        self.down = nnx.Linear(4 * width, width, rngs=rngs)
-
-    def __call__(self, x):
-        x = x + self.attn(self.ln1(x))
-        return x + self.down(jax.nn.gelu(self.up(self.ln2(x))))
-
-
-class Transformer(nnx.Module):
-    def __init__(self, vocab: int, width: int, heads: int, depth: int, rngs: nnx.Rngs):
-        self.embed = nnx.Embed(vocab, width, rngs=rngs)
-
-        @nnx.split_rngs(splits=depth)
-        @nnx.vmap(in_axes=(0,), out_axes=0)
-        def make(rngs):
-            return Block(width, heads, rngs)
-
-        self.blocks = make(rngs)
-        self.head = nnx.Linear(width, vocab, rngs=rngs)
-
-    def __call__(self, tokens):
-        @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
-        def body(x, block):
-            return block(x)
-
-        return self.head(body(self.embed(tokens), self.blocks))
-
-
-def cross_entropy(model, batch):
-    x, y = batch
-    logits = model(x)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
 
 def cases(batch_size: int) -> dict[str, tuple[nnx.Module, tuple]]:
