@@ -264,9 +264,9 @@ def _kernel(phi, q, c, order=_act._RULE_ORDER, symmetric=False):
 
 _LOG_Q_LIMIT = math.log(_Q_CEILING)
 _SEARCH_STEPS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, _LOG_Q_LIMIT)
-_NEWTON_STEPS = 12
+_NEWTON_STEPS = 60
 _GUESS_STEPS, _ACCURATE_STEPS = 24, 6
-_STEP_TOLERANCE = 1e-13
+_STEP_TOLERANCE = 1e-12
 _MODERATE_Q = 100.0
 
 
@@ -291,34 +291,45 @@ def _q_star_point(phi, sigma_w2, sigma_b2):
     start, _ = residual(jnp.zeros((), dtype))
     direction = jnp.where(start > 0, 1.0, -1.0).astype(dtype)
 
-    def search(carry, step):
-        lo, hi, found = carry
-        x = direction * step
-        value, _ = residual(x)
-        crossed = ~found & ((value > 0) != (start > 0))
-        lo = jnp.where(found | crossed, lo, x)
-        hi = jnp.where(crossed, x, hi)
-        return (lo, hi, found | crossed), None
-
     zero = jnp.zeros((), dtype)
     steps = jnp.asarray(_SEARCH_STEPS, dtype)
     # q = 1 is itself a fixed point within rounding (a linear network with sigma_w2 = 1).
     at_start = jnp.abs(start) <= 4 * jnp.finfo(dtype).eps
-    (lo, hi, found), _ = jax.lax.scan(search, (zero, zero, at_start), steps)
+
+    def searching(carry):
+        index, _, _, found = carry
+        return (index < len(_SEARCH_STEPS)) & ~found
+
+    def search(carry):
+        index, lo, hi, _ = carry
+        x = direction * steps[index]
+        value, _ = residual(x)
+        crossed = (value > 0) != (start > 0)
+        return index + 1, jnp.where(crossed, lo, x), jnp.where(crossed, x, hi), crossed
+
+    _, lo, hi, found = jax.lax.while_loop(searching, search, (0, zero, zero, at_start))
     # lo: the last point on the side of the start, hi: the first across (both 0: G(0) = 0).
     sign_lo = jnp.where(start > 0, 1.0, -1.0)
 
-    def newton(_, carry):
-        x, lo, hi = carry
+    def unfinished(carry):
+        count, previous, x = carry[:3]
+        close = jnp.abs(x - previous) <= 4 * jnp.finfo(dtype).eps * (1 + jnp.abs(x))
+        return (count < _NEWTON_STEPS) & ~close
+
+    def newton(carry):
+        count, _, x, lo, hi = carry
         value, slope = residual(x)
         same = (value > 0) == (sign_lo > 0)
         lo, hi = jnp.where(same, x, lo), jnp.where(same, hi, x)
         candidate = x - value / slope
         inside = (candidate - lo) * (candidate - hi) < 0
         following = jnp.where(inside & jnp.isfinite(candidate), candidate, (lo + hi) / 2)
-        return jnp.where(value == 0, x, following), lo, hi
+        return count + 1, x, jnp.where(value == 0, x, following), lo, hi
 
-    x, _, _ = jax.lax.fori_loop(0, _NEWTON_STEPS, newton, ((lo + hi) / 2, lo, hi))
+    # Newton (bisection where it leaves the bracket) until a step is within rounding; at
+    # most 60 steps, enough for bisection alone to resolve float64.
+    middle = (lo + hi) / 2
+    _, _, x, _, _ = jax.lax.while_loop(unfinished, newton, (0, middle + 1, middle, lo, hi))
     q = jnp.exp(x)
     # A last Newton step in q itself: log q resolves q only to eps * |log q| relative.
     second, slope = _moments(phi, q)
@@ -361,16 +372,7 @@ def _c_star_point(phi, sigma_w2, sigma_b2, q, chi):
     eps = jnp.finfo(dtype).eps
     chaotic = (chi > 1) & jnp.isfinite(q)
     q_safe = jnp.where(jnp.isfinite(q), q, 1.0)
-    coefficients, second = _hermite_coefficients(phi, q_safe)
-    mapped = sigma_w2 * second + sigma_b2
-    powers = jnp.square(coefficients)
-    # The series' remainder put at the next power: exact at c = 1, and still convex.
-    powers = jnp.concatenate([powers, jnp.maximum(second - jnp.sum(powers), 0)[None]])
-    exponents = jnp.arange(_HERMITE_TERMS + 2, dtype=dtype)
-    derivative_powers = (powers * exponents)[1:]
-
-    def series(c):  # Horner's rule
-        return jnp.polyval(powers[::-1], c), jnp.polyval(derivative_powers[::-1], c) / q_safe
+    mapped = sigma_w2 * _second_moment(phi, q_safe) + sigma_b2
 
     def accurate(c):  # c stays in [0, 1): the outer integral's symmetry halves the work
         # Order 12 is exact to 2e-12 up to q = 100 (where the grading is short), at 70% of
@@ -398,18 +400,29 @@ def _c_star_point(phi, sigma_w2, sigma_b2, q, chi):
         following = jnp.where(inside & jnp.isfinite(candidate), candidate, (lo + hi) / 2)
         return jnp.where(value == 0, c, following), lo, hi
 
-    def guess_step(_, carry):
-        value, slope, _ = secant(carry[0], series)
-        return newton(value, slope, *carry)
-
     zero, one = jnp.zeros((), dtype), jnp.ones((), dtype)
 
     def solve():
+        coefficients, second = _hermite_coefficients(phi, q_safe)
+        powers = jnp.square(coefficients)
+        # The series' remainder put at the next power: exact at c = 1, and still convex.
+        powers = jnp.concatenate([powers, jnp.maximum(second - jnp.sum(powers), 0)[None]])
+        exponents = jnp.arange(_HERMITE_TERMS + 2, dtype=dtype)
+        derivative_powers = (powers * exponents)[1:]
+
+        def series(c):  # Horner's rule
+            slope = jnp.polyval(derivative_powers[::-1], c) / q_safe
+            return jnp.polyval(powers[::-1], c), slope
+
+        def guess_step(_, carry):
+            value, slope, _ = secant(carry[0], series)
+            return newton(value, slope, *carry)
+
         c, _, _ = jax.lax.fori_loop(0, _GUESS_STEPS, guess_step, (zero, zero, one))
 
-        # Accurate Newton steps until a step is below 1e-13 (at most 6; the c* after it is
+        # Accurate Newton steps until a step is below 1e-12 (at most 6; the c* after it is
         # then exact to rounding, the step being quadratic); the last step's expectations
-        # give chi_c at its starting point, within 1e-13 of c*.
+        # give chi_c at its starting point, within 1e-12 of c*.
         def unfinished(carry):
             count, c, following = carry[:3]
             tolerance = jnp.maximum(_STEP_TOLERANCE, 4 * eps)
