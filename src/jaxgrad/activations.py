@@ -5,6 +5,11 @@ and dtype. Hyperparameters are keyword arguments with PyTorch's defaults; `get` 
 once, validates them, and returns a one-argument function, which is the form the rest of
 jaxgrad takes (`MLP(activation=...)`, `empirical_gain`, the mean-field theory).
 
+At a kink `derivative` gives PyTorch's value (relu 0, leaky_relu its slope, elu and selu
+their left derivative alpha * scale, which is the derivative of elu with alpha = 1, hard_tanh
+0 at +-1). `breakpoints` says where each activation is not smooth, and
+`gaussian_expectation` splits its integrals there: exact to float64 rounding.
+
 Example:
     >>> import jax.numpy as jnp
     >>> from jaxgrad import activations
