@@ -971,10 +971,12 @@ def _on_every_core(phi, sigma_w2, sigma_b2):
     if workers == 1:
         return _everything_all(phi, sigma_w2, sigma_b2)
     chunk = -(-size // workers)
-    pad = chunk * workers - size  # equal chunks: one compile
-    w2 = jnp.concatenate([sigma_w2.reshape(-1), jnp.repeat(sigma_w2.reshape(-1)[-1:], pad)])
-    b2 = jnp.concatenate([sigma_b2.reshape(-1), jnp.repeat(sigma_b2.reshape(-1)[-1:], pad)])
-
+    # Thread k takes points k, k + workers, ...: chaotic points (the costly ones) gather on
+    # one side of a grid, so contiguous chunks would leave one core idle. The last chunk is
+    # padded with repeats of the last point, so that every chunk has one shape (one compile).
+    order = np.concatenate([np.arange(k, size, workers) for k in range(workers)])
+    order = np.concatenate([order, np.full(chunk * workers - size, order[-1])])
+    w2, b2 = sigma_w2.reshape(-1)[order], sigma_b2.reshape(-1)[order]
     x64 = bool(jax.config.jax_enable_x64)  # a `jax.enable_x64` context is the thread's own
 
     def run(index):
@@ -984,8 +986,10 @@ def _on_every_core(phi, sigma_w2, sigma_b2):
 
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         parts = list(pool.map(run, range(workers)))
+    place = np.empty(size, np.int64)
+    place[order[:size]] = np.arange(size)
     return tuple(
-        jnp.concatenate([part[i] for part in parts])[:size].reshape(shape) for i in range(5)
+        jnp.concatenate([part[i] for part in parts])[place].reshape(shape) for i in range(5)
     )
 
 
