@@ -17,8 +17,10 @@ points are reported (c* absolute, the others relative).
 (b) A sweep's theory columns: `sweep.run` of the tanh map of issue 17 (sigma_w2 32 values
 in [0.5, 4], sigma_b2 32 values in [0, 0.3], 4 seeds, depth 200, width 128, batch 16), with
 `theory=True` and with `theory=False`, in alternating rounds (the theory cache emptied
-before each), in the default float32; the overhead is their ratio. Beside them, the same
-four columns (q_star, chi1, xi_q, xi_c) for the 1024 points by the numpy/scipy reference.
+before each), in the default float32; the overhead is their ratio, and (less noisy) the
+time of the theory columns alone (`sweep.theory_of_point` at every point, the cache
+emptied) over the sweep's. Beside them, the same four columns (q_star, chi1, xi_q, xi_c)
+for the 1024 points by the numpy/scipy Gauss-Hermite reference.
 
 Usage: python benchmarks/theory_speed.py [--quick]
   --quick: a 64 x 64 grid, a 16 x 16 x 2-seed sweep of depth 50, fewer rounds.
@@ -232,6 +234,15 @@ def sweep_timing(points: int, seeds: int, depth: int, width: int, rounds: int) -
         without.append(timed(plain))
     ratios = [a / b for a, b in zip(with_theory, without, strict=True)]
     pairs = grid.points()
+    # The theory columns alone (what theory=True adds), less noisy than the difference of
+    # two 10-second runs on a shared machine.
+    alone = []
+    for _ in range(rounds):
+        sweep.theory_of_point.cache_clear()
+        start = time.perf_counter()
+        for point in pairs:
+            sweep.theory_of_point("tanh", *point)
+        alone.append(time.perf_counter() - start)
     start = time.perf_counter()
     reference(np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs]))
     reference_seconds = time.perf_counter() - start
@@ -240,11 +251,13 @@ def sweep_timing(points: int, seeds: int, depth: int, width: int, rounds: int) -
         "seconds": {
             "with_theory": statistics.median(with_theory),
             "without_theory": statistics.median(without),
+            "theory_columns_alone": statistics.median(alone),
             "reference_theory_columns_numpy_scipy": reference_seconds,
         },
         "with_theory_samples": with_theory,
         "without_theory_samples": without,
         "overhead": statistics.median(ratios) - 1,
+        "overhead_of_the_theory_alone": statistics.median(alone) / statistics.median(without),
     }
 
 
@@ -273,8 +286,9 @@ def main() -> None:
     )
     print(
         f"sweep: {o['with_theory']:.1f} s with theory, {o['without_theory']:.1f} s without "
-        f"(+{100 * overhead['overhead']:.1f}%); numpy/scipy theory columns "
-        f"{o['reference_theory_columns_numpy_scipy']:.1f} s"
+        f"({100 * overhead['overhead']:+.1f}%); the theory columns alone "
+        f"{o['theory_columns_alone']:.2f} s ({100 * overhead['overhead_of_the_theory_alone']:.1f}%)"
+        f", by numpy/scipy {o['reference_theory_columns_numpy_scipy']:.1f} s"
     )
     print(f"-> {path}")
 
