@@ -534,7 +534,8 @@ def q_map(
     Example:
         >>> import jax.numpy as jnp
         >>> from jaxgrad import theory
-        >>> theory.q_map("relu", 2.0, 0.0, jnp.array([0.5, 1.0, 2.0])).tolist()
+        >>> q = theory.q_map("relu", 2.0, 0.0, jnp.array([0.5, 1.0, 2.0]))  # q for relu, 2
+        >>> [round(v, 5) for v in q.tolist()]
         [0.5, 1.0, 2.0]
     """
     phi = _activation(activation)
@@ -639,7 +640,7 @@ def chi1(activation: str | _act.Activation, sigma_w2: ArrayLike, sigma_b2: Array
     Example:
         >>> import jax.numpy as jnp
         >>> from jaxgrad import theory
-        >>> theory.chi1("relu", jnp.array([1.0, 2.0, 3.0]), 0.0).tolist()
+        >>> [round(v, 5) for v in theory.chi1("relu", jnp.array([1.0, 2.0, 3.0]), 0.0).tolist()]
         [0.5, 1.0, 1.5]
         >>> theory.chi1("tanh", jnp.array([[1.0], [2.0]]), jnp.array([0.0, 0.05])).shape
         (2, 2)
