@@ -35,7 +35,7 @@ def phase_diagram(num_w2: int, num_b2: int) -> dict:
     sigma_w2 = jnp.linspace(1.0, 4.0, num_w2)
     sigma_b2 = jnp.linspace(0.0, 0.3, num_b2)
     grid = jax.device_get(theory.phase_diagram("tanh", sigma_w2, sigma_b2))
-    critical = jax.device_get(jax.vmap(lambda b2: theory.critical_sigma_w2("tanh", b2))(sigma_b2))
+    critical = jax.device_get(theory.critical_sigma_w2("tanh", sigma_b2))
     return {
         "sigma_w2": np.asarray(sigma_w2).tolist(),
         "sigma_b2": np.asarray(sigma_b2).tolist(),

@@ -460,7 +460,6 @@ def cmd_phase(args: argparse.Namespace) -> int:
             )
         out = _figure_path(args.out)
 
-    import jax
     import jax.numpy as jnp
     import numpy as np
 
@@ -478,7 +477,7 @@ def cmd_phase(args: argparse.Namespace) -> int:
         w2 = jnp.linspace(low, high, 25)
         b2 = jnp.linspace(0.0, max(args.sigma_b2), 11)
         diagram = theory.phase_diagram(args.activation, w2, b2)
-        critical = jax.vmap(lambda v: theory.critical_sigma_w2(args.activation, v))(b2)
+        critical = theory.critical_sigma_w2(args.activation, b2)
         plot.phase_diagram(diagram, out, critical_sigma_w2=np.asarray(critical))
         print(f"phase diagram -> {out}")
     return 0

@@ -102,7 +102,7 @@ def phase_section(out: Path) -> Section:
     sigma_w2 = jnp.linspace(1.0, 4.0, 13)
     sigma_b2 = jnp.linspace(0.0, 0.3, 7)
     diagram = theory.phase_diagram("tanh", sigma_w2, sigma_b2)
-    critical = jax.vmap(lambda b2: theory.critical_sigma_w2("tanh", b2))(sigma_b2)
+    critical = theory.critical_sigma_w2("tanh", sigma_b2)  # each point as a scalar call
     figure = "phase_diagram.png"
     plot.phase_diagram(diagram, out / figure, critical_sigma_w2=critical)
     rows = [
