@@ -518,11 +518,6 @@ def _c_map_all(phi, sigma_w2, sigma_b2, c, q):
 
 # ----------------------------------------------------------------------------- public maps
 
-_BROADCASTING = """
-    Every argument but the activation may be an array: the arguments broadcast together
-    (NumPy rules) and the result has their shape, one independent computation per entry
-    (vmapped, so a point's value does not depend on the others). Jittable and vmappable."""
-
 
 def q_map(
     activation: str | _act.Activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike, q: ArrayLike
