@@ -296,12 +296,15 @@ def test_report_of_a_recorded_run(recorded_run, capsys):
     assert np.flatnonzero(history.steps["skipped"]).tolist() == [7]
     assert [spike.step for spike in history.spikes()] == [5]
     diagnosis = jaxgrad.diagnose(history)
-    assert diagnosis.verdict == "vanishing"  # stalled: SGD at 1e-9 barely moves the weights
+    # judged at the first non-finite step (7: the nan input), where it broke; the stalled
+    # updates (SGD at 1e-9 barely moves the weights) are a finding beside it
+    assert diagnosis.verdict == "exploding"
+    assert diagnosis.message.startswith("exploding: at step 7 of the run")
 
     assert cli.main(["report", str(folder)]) == 0
     recorded = len(history.recorded_steps)
     assert capsys.readouterr().out == (
-        f"report of {folder} (10 steps, {recorded} recorded): vanishing -> "
+        f"report of {folder} (10 steps, {recorded} recorded): exploding -> "
         f"{folder / 'report.html'}\n"
     )
     page = (folder / "report.html").read_text()
@@ -309,7 +312,7 @@ def test_report_of_a_recorded_run(recorded_run, capsys):
     loss = history.steps["loss"]
     assert f"<td>{loss[0]:.4g} (step 0), {loss[-1]:.4g} (step 9)</td>" in page
     assert (
-        f"<p><b>vanishing</b>: {html.escape(diagnosis.message[len('vanishing: ') :])}</p>" in page
+        f"<p><b>exploding</b>: {html.escape(diagnosis.message[len('exploding: ') :])}</p>" in page
     )
     for finding in diagnosis.findings:
         cells = [finding.rule, finding.verdict, finding.message, finding.cure or "-"]

@@ -486,7 +486,8 @@ def make_history(rows=PARAMS, recorded=RECORDED, fill=None):
         "recorded": np.isin(step, recorded).astype(np.float32),
         "rerun": (step == SKIPPED).astype(np.float32),
         "skipped": (step == SKIPPED).astype(np.float32),
-        "spike": np.isin(step, [LOSS_SPIKE, UPDATE_SPIKE]).astype(np.float32),
+        # the recorder's bits: loss 1, gradient norm 2, update norm 4
+        "spike": np.where(step == LOSS_SPIKE, 3.0, np.where(step == UPDATE_SPIKE, 4.0, 0.0)),
     }
     steps["loss"][LOSS_SPIKE] = 40.0
     steps["grad_norm"][LOSS_SPIKE] = 30.0
