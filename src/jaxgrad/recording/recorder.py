@@ -57,6 +57,84 @@ UPDATE_FIELDS = ("update_norm", "update_ratio", "first_moment_norm", "second_mom
 """Per-parameter (per-layer) fields measured from the optimizer's updates and state."""
 
 
+def update_stats(param_rows: Any, updates: Any, weight_norm: jax.Array, opt_state: Any) -> dict:
+    """The `UPDATE_FIELDS` of a recorded row: each parameter row's update norm, its
+    update-to-weight ratio (nan where the weight is zero) and the norms of the Adam-family
+    moments found in `opt_state` (nan where it holds none). `Recorder.update` and
+    `jaxgrad.train` record them with this one function.
+
+    Args:
+        param_rows: the `jaxgrad.inspection.ParamRows` of the model.
+        updates: the optimizer's updates, shaped like the parameters.
+        weight_norm: (rows,) each row's weight norm (a recorded row's `params.weight_norm`).
+        opt_state: the optimizer's state, as plain arrays.
+    """
+    mu, nu = _moments(opt_state, len(param_rows.paths))
+    update_norm = param_rows.norms(updates).astype(jnp.float32)
+    weight = jnp.asarray(weight_norm).astype(jnp.float32)
+    nan = jnp.full(update_norm.shape, jnp.nan, jnp.float32)
+
+    def norms(tree):
+        return nan if tree is None else param_rows.norms(tree).astype(jnp.float32)
+
+    return {
+        "update_norm": update_norm,
+        "update_ratio": jnp.where(weight > 0, update_norm / weight, jnp.nan),
+        "first_moment_norm": norms(mu),
+        "second_moment_norm": norms(nu),
+    }
+
+
+def guard_skipped(opt_state: Any) -> jax.Array:
+    """Whether a `jaxgrad.optim.guard` in `opt_state` skipped the update just made."""
+    guards = [
+        node
+        for node in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, GuardState))
+        if isinstance(node, GuardState)
+    ]
+    skipped = jnp.zeros((), bool)
+    for guard in guards:
+        skipped = skipped | (guard.last_skipped == guard.count - 1)
+    return skipped
+
+
+def spike_onsets(
+    state: jax.Array,
+    step: jax.Array,
+    watched: jax.Array,
+    *,
+    factor: float,
+    decay: float,
+    warmup: int,
+) -> tuple[jax.Array, jax.Array]:
+    """Which watched values (loss, gradient norm, update norm) begin a spike, as bits 1,
+    2, 4: a value above `factor` times its debiased running average, at a step where it was
+    not already above (an excursion is flagged once, at its onset). The averages take every
+    finite value, capped at `factor` times the average, so that one outlier cannot hide the
+    next spike and a lasting new level is adopted within a few dozen steps.
+
+    Args:
+        state: (6,) the three running averages, then whether each was above (start: zeros).
+        step: the step (the debiasing and the warmup count from it).
+        watched: (3,) the step's loss, gradient norm and update norm.
+        factor, decay, warmup: as `Recorder`'s spike_factor, spike_decay, spike_warmup.
+
+    Returns:
+        (the bits, as a float; the new state).
+    """
+    averages, above_before = state[:3], state[3:] > 0
+    debiased = averages / (1 - decay ** jnp.maximum(step, 1).astype(jnp.float32))
+    magnitude = jnp.abs(watched)
+    finite = jnp.isfinite(magnitude)
+    warm = step >= warmup
+    above = finite & (magnitude > factor * debiased) & warm
+    onset = above & ~above_before
+    capped = jnp.where(warm, jnp.minimum(magnitude, factor * debiased), magnitude)
+    new = jnp.where(finite, decay * averages + (1 - decay) * capped, averages)
+    bits = jnp.sum(jnp.where(onset, jnp.array([1.0, 2.0, 4.0]), 0.0))
+    return bits, jnp.concatenate([new, above.astype(jnp.float32)])
+
+
 class RecorderState(nnx.Variable):
     """The recorder's buffers and counters: not parameters (`nnx.grad` and optimizers over
     `nnx.Param` leave them alone)."""
@@ -82,8 +160,18 @@ def _ring(capacity: int, template: Any) -> Any:
     )
 
 
-def _write(buffer: Any, slot: jax.Array, row: Any) -> Any:
-    return jax.tree.map(lambda buf, value: buf.at[slot].set(value.astype(buf.dtype)), buffer, row)
+def _write(buffer: Any, slot: jax.Array, row: Any, where: jax.Array | None = None) -> Any:
+    """`row` written at `slot` of the ring `buffer` (where `where`, else the slot is kept): a
+    dynamic update of one row, in place when the buffer is donated (a conditional around the
+    write would pass the whole ring through it)."""
+
+    def put(buf, value):
+        value = value.astype(buf.dtype)
+        if where is not None:
+            value = jnp.where(where, value, jax.lax.dynamic_index_in_dim(buf, slot, 0, False))
+        return jax.lax.dynamic_update_index_in_dim(buf, value, slot, 0)
+
+    return jax.tree.map(put, buffer, row)
 
 
 def _positive_int(name: str, value: object) -> int:
@@ -244,29 +332,43 @@ class Recorder(nnx.Module):
             empty = {key: template[key] for key in ("loss", "modules", "params")}
             return loss, grads, new_rest, empty
 
-        step = self.count[...]
-        now = step % self.every == 0
-        loss, grads, new_rest, row = jax.lax.cond(now, recorded, plain, params, rest)
-        grad_norm = jnp.full((), jnp.nan, jnp.float32)
-        if self.check_every_step:
-            grad_norm = _stats.norm(
+        check_every_step = self.check_every_step
+
+        def global_grad_norm(grads):
+            return _stats.norm(
                 jnp.stack([_stats.norm(g, one_pass=True) for g in jax.tree.leaves(grads)])
             ).astype(jnp.float32)
-        bad = ~jnp.isfinite(loss)
-        if self.check_every_step:
-            bad = bad | ~jnp.isfinite(grad_norm)
-        rerun = bad & ~now
 
-        def again(params, rest):
-            return recorded(params, rest)[3]
+        def measured(params, rest):
+            loss, grads, new_rest, row = recorded(params, rest)
+            if check_every_step:
+                grad_norm = global_grad_norm(grads)
+            else:  # the global norm of a recorded step, from its rows
+                grad_norm = _stats.norm(row["params"].grad_norm).astype(jnp.float32)
+            return loss, grads, new_rest, row, grad_norm, jnp.zeros((), bool)
 
-        def keep(params, rest):
-            return row
+        def unmeasured(params, rest):
+            loss, grads, new_rest, row = plain(params, rest)
+            bad = ~jnp.isfinite(loss)
+            grad_norm = jnp.full((), jnp.nan, jnp.float32)
+            if check_every_step:
+                grad_norm = global_grad_norm(grads)
+                bad = bad | ~jnp.isfinite(grad_norm)
+            # A step that is not finite is measured again here, inside this branch: the
+            # parameters are then read by one conditional only, which the optimizer's
+            # in-place update follows (a second conditional reading them beside the update
+            # made XLA copy every parameter on every step).
+            row = jax.lax.cond(bad, lambda: recorded(params, rest)[3], lambda: row)
+            if not check_every_step:
+                global_norm = _stats.norm(row["params"].grad_norm).astype(jnp.float32)
+                grad_norm = jnp.where(bad, global_norm, grad_norm)
+            return loss, grads, new_rest, row, grad_norm, bad
 
-        row = jax.lax.cond(rerun, again, keep, params, rest)
-        if not self.check_every_step:  # the global norm of a recorded step, from its rows
-            global_norm = _stats.norm(row["params"].grad_norm).astype(jnp.float32)
-            grad_norm = jnp.where(now | rerun, global_norm, jnp.nan)
+        step = self.count[...]
+        now = step % self.every == 0
+        loss, grads, new_rest, row, grad_norm, rerun = jax.lax.cond(
+            now, measured, unmeasured, params, rest
+        )
         nnx.update(model, new_rest)
         pending = dict(template)
         pending.update(row)
@@ -298,23 +400,9 @@ class Recorder(nnx.Module):
         measured = step_row["recorded"] > 0
         param_rows = self.param_rows
         opt_state = nnx.as_pure(optimizer.opt_state)
-        count = len(param_rows.paths)
-        mu, nu = _moments(opt_state, count)
 
         def measure(_):
-            update_norm = param_rows.norms(updates).astype(jnp.float32)
-            weight = row["params"].weight_norm.astype(jnp.float32)
-            nan = jnp.full(update_norm.shape, jnp.nan, jnp.float32)
-
-            def norms(tree):
-                return nan if tree is None else param_rows.norms(tree).astype(jnp.float32)
-
-            return {
-                "update_norm": update_norm,
-                "update_ratio": jnp.where(weight > 0, update_norm / weight, jnp.nan),
-                "first_moment_norm": norms(mu),
-                "second_moment_norm": norms(nu),
-            }
+            return update_stats(param_rows, updates, row["params"].weight_norm, opt_state)
 
         def skip(_):
             return row["updates"]
@@ -327,14 +415,7 @@ class Recorder(nnx.Module):
             update_norm = _stats.norm(
                 jnp.stack([_stats.norm(u, one_pass=True) for u in jax.tree.leaves(updates)])
             ).astype(jnp.float32)
-        guards = [
-            node
-            for node in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, GuardState))
-            if isinstance(node, GuardState)
-        ]
-        skipped = jnp.zeros((), bool)
-        for guard in guards:
-            skipped = skipped | (guard.last_skipped == guard.count - 1)
+        skipped = guard_skipped(opt_state)
         watched = jnp.stack([step_row["loss"], step_row["grad_norm"], update_norm])
         spike, averages = self._spike(step_row["step"], watched)
         step_row.update(update_norm=update_norm, skipped=skipped.astype(jnp.float32))
@@ -343,35 +424,20 @@ class Recorder(nnx.Module):
         slot = step_row["step"] % self.step_capacity
         self.steps.set_value(_write(self.steps.get_value(), slot, step_row))
 
-        def write(buffer):
-            return _write(buffer, self.recorded[...] % self.capacity, row)
-
-        self.rows.set_value(
-            jax.lax.cond(measured, write, lambda buffer: buffer, self.rows.get_value())
-        )
+        slot = self.recorded[...] % self.capacity
+        self.rows.set_value(_write(self.rows.get_value(), slot, row, where=measured))
         self.recorded[...] = self.recorded[...] + measured.astype(jnp.int32)
         self.count[...] = self.count[...] + 1
 
     def _spike(self, step: jax.Array, watched: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Which watched values (loss, gradient norm, update norm) begin a spike, as bits 1,
-        2, 4: a value above `spike_factor` times its debiased running average, at a step
-        where it was not already above (an excursion is flagged once, at its onset). The
-        averages take every finite value, capped at `spike_factor` times the average, so
-        that one outlier cannot hide the next spike and a lasting new level is adopted
-        within a few dozen steps."""
-        state = self.averages.get_value()
-        averages, above_before = state[:3], state[3:] > 0
-        decay = self.spike_decay
-        debiased = averages / (1 - decay ** jnp.maximum(step, 1).astype(jnp.float32))
-        magnitude = jnp.abs(watched)
-        finite = jnp.isfinite(magnitude)
-        warm = step >= self.spike_warmup
-        above = finite & (magnitude > self.spike_factor * debiased) & warm
-        onset = above & ~above_before
-        capped = jnp.where(warm, jnp.minimum(magnitude, self.spike_factor * debiased), magnitude)
-        new = jnp.where(finite, decay * averages + (1 - decay) * capped, averages)
-        bits = jnp.sum(jnp.where(onset, jnp.array([1.0, 2.0, 4.0]), 0.0))
-        return bits, jnp.concatenate([new, above.astype(jnp.float32)])
+        return spike_onsets(
+            self.averages.get_value(),
+            step,
+            watched,
+            factor=self.spike_factor,
+            decay=self.spike_decay,
+            warmup=self.spike_warmup,
+        )
 
     # ------------------------------------------------------------------ on the host
 
@@ -390,4 +456,12 @@ class Recorder(nnx.Module):
         )
 
 
-__all__ = ["STEP_FIELDS", "UPDATE_FIELDS", "Recorder", "RecorderState"]
+__all__ = [
+    "STEP_FIELDS",
+    "UPDATE_FIELDS",
+    "Recorder",
+    "RecorderState",
+    "guard_skipped",
+    "spike_onsets",
+    "update_stats",
+]
