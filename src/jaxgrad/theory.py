@@ -524,7 +524,22 @@ def q_map(
 ) -> jax.Array:
     """One step of the length map: sigma_w2 * E[phi(sqrt(q) z)^2] + sigma_b2.
 
-    Broadcasts over its array arguments (see the module docstring).
+    The length q of a layer's pre-activations, given the previous layer's length q, in an
+    infinitely wide network with N(0, sigma_w2 / N) weights and N(0, sigma_b2) biases.
+
+    Args:
+        activation: a registry name (`jaxgrad.activations.names()`) or an elementwise
+            callable.
+        sigma_w2: the weight variance (times the fan-in), >= 0.
+        sigma_b2: the bias variance, >= 0.
+        q: the previous layer's pre-activation length (mean square), >= 0.
+
+    Returns:
+        The next length, an array of the arguments' broadcast shape.
+
+    Raises:
+        ValueError: an unknown activation name, or a concrete variance that is negative,
+            non-finite or above `MAX_VARIANCE`.
 
     Example:
         >>> import jax.numpy as jnp
@@ -532,6 +547,10 @@ def q_map(
         >>> q = theory.q_map("relu", 2.0, 0.0, jnp.array([0.5, 1.0, 2.0]))  # q for relu, 2
         >>> [round(v, 5) for v in q.tolist()]
         [0.5, 1.0, 2.0]
+
+    References:
+        Poole, Lahiri, Raghu, Sohl-Dickstein and Ganguli 2016, "Exponential expressivity in
+        deep neural networks through transient chaos".
     """
     phi = _activation(activation)
     sigma_w2 = _check_variance("sigma_w2", sigma_w2)
@@ -544,13 +563,16 @@ def q_star(
 ) -> jax.Array:
     """The fixed point of the length map reached from q = 1, as a network reaches it.
 
-    Found in log q by stepping out from q = 1 in the direction the length moves until the
-    map's residual changes sign, then safeguarded Newton steps: exact to float64 rounding
-    where the expectations are (see the module docstring). Where the length grows without
-    bound (relu with sigma_w2 >= 2 and sigma_b2 > 0, or sigma_w2 > 2) the result is inf;
-    where it decays to 0 (sigma_b2 = 0 in the ordered phase) it is 0.
+    Exact to float64 rounding where the expectations are (see the module docstring). Where
+    the length grows without bound (relu with sigma_w2 >= 2 and sigma_b2 > 0, or
+    sigma_w2 > 2) the result is inf; where it decays to 0 (sigma_b2 = 0 in the ordered
+    phase) it is 0.
 
-    Broadcasts over sigma_w2 and sigma_b2.
+    Args:
+        activation: a registry name (`jaxgrad.activations.names()`) or an elementwise
+            callable.
+        sigma_w2: the weight variance (times the fan-in), >= 0; an array broadcasts.
+        sigma_b2: the bias variance, >= 0; an array broadcasts.
 
     Returns:
         q*, an array of the broadcast shape.
@@ -565,7 +587,13 @@ def q_star(
         >>> q = theory.q_star("linear", jnp.array([0.5, 0.75]), 0.25)  # sigma_b2 / (1 - w2)
         >>> [round(v, 6) for v in q.tolist()]
         [0.5, 1.0]
+
+    References:
+        Poole et al. 2016, "Exponential expressivity in deep neural networks through
+        transient chaos".
     """
+    # Found in log q by stepping out from q = 1 in the direction the length moves until the
+    # map's residual changes sign, then safeguarded Newton steps (`_q_star_point`).
     phi = _activation(activation)
     sigma_w2 = _check_variance("sigma_w2", sigma_w2)
     return _q_star_all(phi, sigma_w2, _check_variance("sigma_b2", sigma_b2))
@@ -587,10 +615,20 @@ def c_map(
     to 1. (Before jaxgrad 0.2 this function divided by q instead of the output's length,
     which is the same only at q = q*.) At q* its fixed points are the c* of `c_star`.
 
-    Broadcasts over sigma_w2, sigma_b2, c and q.
+    Args:
+        activation: a registry name (`jaxgrad.activations.names()`) or an elementwise
+            callable.
+        sigma_w2: the weight variance (times the fan-in), >= 0.
+        sigma_b2: the bias variance, >= 0.
+        c: the two signals' correlation, in [-1, 1].
+        q: their common pre-activation length, >= 0; None (the default) uses q*.
+
+    Returns:
+        The correlation after the layer, an array of the arguments' broadcast shape.
 
     Raises:
-        ValueError: a concrete c outside [-1, 1] or nan, or a bad variance (see the module).
+        ValueError: a concrete c outside [-1, 1] or nan, an unknown activation name, or a
+            concrete variance or q that is negative, non-finite or above `MAX_VARIANCE`.
 
     Example:
         >>> import math
@@ -600,6 +638,10 @@ def c_map(
         >>> relu = theory.c_map("relu", 2.0, 0.0, c=0.0, q=1.0)  # the arc-cosine kernel
         >>> round(float(relu), 6) == round(1 / math.pi, 6)
         True
+
+    References:
+        Poole et al. 2016 (the correlation map); Cho and Saul 2009, "Kernel Methods for
+        Deep Learning" (the arc-cosine kernel of relu).
     """
     phi = _activation(activation)
     sigma_w2 = _check_variance("sigma_w2", sigma_w2)
@@ -611,16 +653,33 @@ def c_map(
 
 def c_star(activation: str | _act.Activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike):
     """The stable fixed point of the correlation map at q*: 1 in the ordered phase (and on
-    the critical line), in [0, 1) in the chaotic phase; nan where q* is inf.
+    the critical line), in [0, 1) in the chaotic phase; nan where q* is inf. Exact to
+    float64 rounding where the expectations are.
 
-    Found by safeguarded Newton on the secant slope of the map (see `_c_star_point`): exact
-    to float64 rounding where the expectations are. Broadcasts over sigma_w2 and sigma_b2.
+    Args:
+        activation: a registry name (`jaxgrad.activations.names()`) or an elementwise
+            callable.
+        sigma_w2: the weight variance (times the fan-in), >= 0; an array broadcasts.
+        sigma_b2: the bias variance, >= 0; an array broadcasts.
+
+    Returns:
+        c*, an array of the broadcast shape of sigma_w2 and sigma_b2.
+
+    Raises:
+        ValueError: an unknown activation name, or a concrete variance that is negative,
+            non-finite or above `MAX_VARIANCE`.
 
     Example:
         >>> from jaxgrad import theory
         >>> float(theory.c_star("tanh", 4.0, 0.0))  # odd, no bias: chaos decorrelates fully
         0.0
+
+    References:
+        Poole et al. 2016; Schoenholz, Gilmer, Ganguli and Sohl-Dickstein 2017, "Deep
+        Information Propagation".
     """
+    # Safeguarded Newton on the secant slope of the map, from a Mehler-series guess
+    # (`_c_star_point`).
     phi = _activation(activation)
     sigma_w2 = _check_variance("sigma_w2", sigma_w2)
     return _everything_all(phi, sigma_w2, _check_variance("sigma_b2", sigma_b2))[1]
@@ -628,9 +687,21 @@ def c_star(activation: str | _act.Activation, sigma_w2: ArrayLike, sigma_b2: Arr
 
 def chi1(activation: str | _act.Activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike) -> jax.Array:
     """sigma_w2 * E[phi'(sqrt(q*) z)^2]: the slope of the c-map at c = 1, and the per-layer
-    factor of the mean squared gradient (Schoenholz et al. 2017, eq. 5).
+    factor of the mean squared gradient (Schoenholz et al. 2017, eq. 5). chi1 < 1 is the
+    ordered phase (gradients vanish), chi1 > 1 the chaotic phase (gradients explode).
 
-    Broadcasts over sigma_w2 and sigma_b2.
+    Args:
+        activation: a registry name (`jaxgrad.activations.names()`) or an elementwise
+            callable.
+        sigma_w2: the weight variance (times the fan-in), >= 0; an array broadcasts.
+        sigma_b2: the bias variance, >= 0; an array broadcasts.
+
+    Returns:
+        chi1, an array of the broadcast shape of sigma_w2 and sigma_b2.
+
+    Raises:
+        ValueError: an unknown activation name, or a concrete variance that is negative,
+            non-finite or above `MAX_VARIANCE`.
 
     Example:
         >>> import jax.numpy as jnp
@@ -639,6 +710,10 @@ def chi1(activation: str | _act.Activation, sigma_w2: ArrayLike, sigma_b2: Array
         [0.5, 1.0, 1.5]
         >>> theory.chi1("tanh", jnp.array([[1.0], [2.0]]), jnp.array([0.0, 0.05])).shape
         (2, 2)
+
+    References:
+        Poole et al. 2016; Schoenholz, Gilmer, Ganguli and Sohl-Dickstein 2017, "Deep
+        Information Propagation".
     """
     phi = _activation(activation)
     sigma_w2 = _check_variance("sigma_w2", sigma_w2)
@@ -647,8 +722,30 @@ def chi1(activation: str | _act.Activation, sigma_w2: ArrayLike, sigma_b2: Array
 
 def chi_c(activation: str | _act.Activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike) -> jax.Array:
     """sigma_w2 * E[phi'(u_1) phi'(u_2)] at c*: the slope of the c-map at its stable fixed
-    point, which sets the correlation depth scale (equal to chi1 in the ordered phase).
-    Broadcasts over sigma_w2 and sigma_b2."""
+    point, which sets the correlation depth scale xi_c = -1 / log(chi_c) (equal to chi1 in
+    the ordered phase, where c* = 1).
+
+    Args:
+        activation: a registry name (`jaxgrad.activations.names()`) or an elementwise
+            callable.
+        sigma_w2: the weight variance (times the fan-in), >= 0; an array broadcasts.
+        sigma_b2: the bias variance, >= 0; an array broadcasts.
+
+    Returns:
+        chi_c, an array of the broadcast shape of sigma_w2 and sigma_b2.
+
+    Raises:
+        ValueError: an unknown activation name, or a concrete variance that is negative,
+            non-finite or above `MAX_VARIANCE`.
+
+    Example:
+        >>> from jaxgrad import theory
+        >>> round(float(theory.chi_c("tanh", 0.5, 0.0)), 5)  # ordered: chi1 = 0.5 tanh'(0)^2
+        0.5
+
+    References:
+        Schoenholz, Gilmer, Ganguli and Sohl-Dickstein 2017, "Deep Information Propagation".
+    """
     phi = _activation(activation)
     sigma_w2 = _check_variance("sigma_w2", sigma_w2)
     return _everything_all(phi, sigma_w2, _check_variance("sigma_b2", sigma_b2))[4]
@@ -660,6 +757,12 @@ class DepthScales(NamedTuple):
     Attributes:
         xi_q: the length depth scale, |q_l - q*| ~ exp(-l / xi_q).
         xi_c: the correlation depth scale, |c_l - c*| ~ exp(-l / xi_c).
+
+    Example:
+        >>> from jaxgrad import theory
+        >>> xi_q, xi_c = theory.depth_scales("relu", 1.0, 0.1)  # both -1 / log(chi1 = 0.5)
+        >>> round(float(xi_c), 4)
+        1.4427
     """
 
     xi_q: jax.Array
@@ -692,7 +795,11 @@ def depth_scales(
     negative or -inf. Where the length map has no finite fixed point (q* = inf: relu with
     sigma_w2 > 2) the signal never settles, neither scale exists, and both are nan.
 
-    Broadcasts over sigma_w2 and sigma_b2.
+    Args:
+        activation: a registry name (`jaxgrad.activations.names()`) or an elementwise
+            callable.
+        sigma_w2: the weight variance (times the fan-in), >= 0; an array broadcasts.
+        sigma_b2: the bias variance, >= 0; an array broadcasts.
 
     Returns:
         A `DepthScales` (xi_q, xi_c) of arrays of the broadcast shape, each > 0, inf or nan
@@ -704,6 +811,13 @@ def depth_scales(
         >>> scales = theory.depth_scales("relu", 1.0, 0.1)  # chi_q = chi1 = 1/2
         >>> round(float(scales.xi_q) * math.log(2), 6)
         1.0
+
+    Raises:
+        ValueError: an unknown activation name, or a concrete variance that is negative,
+            non-finite or above `MAX_VARIANCE`.
+
+    References:
+        Schoenholz, Gilmer, Ganguli and Sohl-Dickstein 2017, "Deep Information Propagation".
     """
     phi = _activation(activation)
     sigma_w2 = _check_variance("sigma_w2", sigma_w2)
@@ -720,17 +834,32 @@ def critical_sigma_w2(
     does not cross 1 in that interval. For tanh it is 1 at sigma_b2 = 0 and about 1.76 at
     sigma_b2 = 0.05; for relu it is 2 for every sigma_b2. `low=0` is allowed (chi1 = 0
     there): the search then steps down from `high` by factors of e^16 until chi1 < 1, and
-    bisects from there. Broadcasts over sigma_b2.
+    bisects from there.
+
+    Args:
+        activation: a registry name (`jaxgrad.activations.names()`) or an elementwise
+            callable.
+        sigma_b2: the bias variance, >= 0; an array broadcasts.
+        low: the smallest sigma_w2 searched (keyword only), >= 0.
+        high: the largest sigma_w2 searched (keyword only), > low.
+
+    Returns:
+        The critical sigma_w2, an array of sigma_b2's shape (nan where there is none in
+        [low, high]).
 
     Raises:
         ValueError: a concrete sigma_b2, low or high that is negative, non-finite or above
-            `MAX_VARIANCE`, or low >= high.
+            `MAX_VARIANCE`, low >= high, or an unknown activation name.
 
     Example:
         >>> import jax.numpy as jnp
         >>> from jaxgrad import theory
         >>> [round(v, 5) for v in theory.critical_sigma_w2("relu", jnp.array([0.0, 0.1])).tolist()]
         [2.0, 2.0]
+
+    References:
+        Poole et al. 2016; Schoenholz, Gilmer, Ganguli and Sohl-Dickstein 2017, "Deep
+        Information Propagation" (the order-to-chaos transition line).
     """
     phi = _activation(activation)
     sigma_b2 = _check_variance("sigma_b2", sigma_b2)
@@ -773,7 +902,32 @@ def phase(
     *,
     tol: float = PHASE_TOLERANCE,
 ) -> str:
-    """ "ordered" (chi1 < 1 - tol), "chaotic" (chi1 > 1 + tol) or "critical"."""
+    """The phase of the point (sigma_w2, sigma_b2): where chi1 puts it against 1.
+
+    Args:
+        activation: a registry name (`jaxgrad.activations.names()`) or an elementwise
+            callable.
+        sigma_w2: the weight variance (times the fan-in), a number >= 0.
+        sigma_b2: the bias variance, a number >= 0.
+        tol: how far chi1 may be from 1 and still count as critical (keyword only).
+
+    Returns:
+        "ordered" (chi1 < 1 - tol: gradients vanish), "chaotic" (chi1 > 1 + tol: gradients
+        explode) or "critical".
+
+    Raises:
+        ValueError: an unknown activation name, or a concrete variance that is negative,
+            non-finite or above `MAX_VARIANCE`.
+
+    Example:
+        >>> from jaxgrad import theory
+        >>> theory.phase("tanh", 1.0, 0.0), theory.phase("tanh", 4.0, 0.0)
+        ('critical', 'chaotic')
+
+    References:
+        Poole et al. 2016; Schoenholz, Gilmer, Ganguli and Sohl-Dickstein 2017, "Deep
+        Information Propagation".
+    """
     value = float(chi1(activation, sigma_w2, sigma_b2))
     if value < 1 - tol:
         return "ordered"
@@ -803,6 +957,16 @@ def critical_point_for_q_star(
         TypeError: a q_star that is not a real number (bools are not).
         ValueError: a q_star that is not finite, <= 0 or above `MAX_VARIANCE`, or when no
             critical point with this q* has sigma_b2 >= 0.
+
+    Example:
+        >>> from jaxgrad import theory
+        >>> sigma_w2, sigma_b2 = theory.critical_point_for_q_star("tanh", 0.01)
+        >>> round(sigma_w2, 4), f"{sigma_b2:.2e}"
+        (1.0197, '1.26e-06')
+
+    References:
+        Pennington, Schoenholz and Ganguli 2017, "Resurrecting the sigmoid in deep learning
+        through dynamical isometry: theory and practice".
     """
     phi = _activation(activation)
     if isinstance(q_star, bool | np.bool_) or not isinstance(
@@ -892,6 +1056,13 @@ class PhaseDiagram(NamedTuple):
         c_star: the stable fixed point of the correlation map (`c_star`).
         chi1: the slope of the correlation map at c = 1 (`chi1`).
         xi_q, xi_c: the depth scales (`depth_scales`).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import theory
+        >>> grid = theory.phase_diagram("tanh", jnp.linspace(1, 4, 4), jnp.array([0.0, 0.05]))
+        >>> [round(v, 3) for v in grid.chi1[:, 0].tolist()]  # sigma_b2 = 0: critical at 1
+        [1.0, 1.106, 1.239, 1.363]
     """
 
     sigma_w2: jax.Array
@@ -917,9 +1088,7 @@ def phase_diagram(
 
     Each point is computed alone, as `q_star`, `c_star`, `chi1` and `depth_scales` compute
     it, to the same accuracy (see the module docstring); the correlation map's
-    two-dimensional expectations are needed only at chaotic points (chi1 > 1). A concrete
-    grid is split over the CPU's cores, one thread each. `benchmarks/theory_speed.py` times
-    a 256 x 256 tanh grid (its results JSON has the figures).
+    two-dimensional expectations are needed only at chaotic points (chi1 > 1).
 
     Args:
         activation: a name or an elementwise callable.
@@ -929,6 +1098,10 @@ def phase_diagram(
     Returns:
         A `PhaseDiagram` of arrays of shape (len(sigma_w2), len(sigma_b2)).
 
+    Raises:
+        ValueError: sigma_w2 or sigma_b2 not 1-D, a concrete variance that is negative,
+            non-finite or above `MAX_VARIANCE`, or an unknown activation name.
+
     Example:
         >>> import jax.numpy as jnp
         >>> from jaxgrad import theory
@@ -937,7 +1110,14 @@ def phase_diagram(
         (4, 2)
         >>> grid.to_frame().columns.tolist()[:3]
         ['sigma_w2', 'sigma_b2', 'q_star']
+
+    References:
+        Poole et al. 2016, "Exponential expressivity in deep neural networks through
+        transient chaos"; Schoenholz, Gilmer, Ganguli and Sohl-Dickstein 2017, "Deep
+        Information Propagation".
     """
+    # A concrete grid is split over the CPU's cores, one thread each (`_on_every_core`);
+    # `benchmarks/theory_speed.py` times a 256 x 256 tanh grid.
     phi = _activation(activation)
     sigma_w2 = _check_variance("sigma_w2", sigma_w2)
     sigma_b2 = _check_variance("sigma_b2", sigma_b2)
@@ -998,6 +1178,12 @@ class JacobianSpectrum(NamedTuple):
     Attributes:
         mean_sq: the mean of the squared singular values, chi1^L.
         var_sq: their variance.
+
+    Example:
+        >>> from jaxgrad import theory
+        >>> mean_sq, var_sq = theory.jacobian_spectrum("relu", 2.0, 0.0, depth=10)
+        >>> round(float(mean_sq), 3), round(float(var_sq), 3)  # Gaussian weights: var 2 L
+        (1.0, 20.0)
     """
 
     mean_sq: jax.Array
@@ -1033,7 +1219,24 @@ def jacobian_spectrum(
     which on the critical line is Pennington et al.'s L (mu_2 / mu_1^2 - 1 - s_1): it grows
     linearly with depth unless the weights are orthogonal and phi' is nearly constant over
     the inputs (small q*), the condition for dynamical isometry. ReLU has mu_2 / mu_1^2 = 2,
-    so even orthogonal weights give variance L. Broadcasts over sigma_w2 and sigma_b2.
+    so even orthogonal weights give variance L.
+
+    Args:
+        activation: a registry name (`jaxgrad.activations.names()`) or an elementwise
+            callable.
+        sigma_w2: the weight variance (times the fan-in), >= 0; an array broadcasts.
+        sigma_b2: the bias variance, >= 0; an array broadcasts.
+        depth: the number of layers L, an int >= 1.
+        weights: "gaussian" or "orthogonal", the weight matrices' distribution.
+
+    Returns:
+        A `JacobianSpectrum` (mean_sq, var_sq) of arrays of the broadcast shape of sigma_w2
+        and sigma_b2.
+
+    Raises:
+        ValueError: weights not "gaussian" or "orthogonal", depth not an int >= 1, an
+            unknown activation name, or a concrete variance that is negative, non-finite or
+            above `MAX_VARIANCE`.
 
     Example:
         >>> from jaxgrad import theory
@@ -1042,7 +1245,9 @@ def jacobian_spectrum(
           mean_sq: 1
           var_sq: 10
 
-    References: Pennington, Schoenholz and Ganguli 2017, sec. 4 (eqs. 13-17).
+    References:
+        Pennington, Schoenholz and Ganguli 2017, "Resurrecting the sigmoid in deep learning
+        through dynamical isometry: theory and practice", sec. 4 (eqs. 13-17).
     """
     if weights not in _S1:
         raise ValueError(f"weights must be 'gaussian' or 'orthogonal', got {weights!r}")
@@ -1067,5 +1272,21 @@ def _jacobian_spectrum_all(phi, sigma_w2, sigma_b2, depth, s1):
 
 def predicted_gradient_ratio(chi1_value: ArrayLike, depth: int) -> jax.Array:
     """The predicted ratio of the first layer's gradient norm to the last's, chi1^((L-1)/2):
-    the mean squared gradient changes by chi1 per layer (Schoenholz et al. 2017, eq. 5)."""
+    the mean squared gradient changes by chi1 per layer (Schoenholz et al. 2017, eq. 5).
+
+    Args:
+        chi1_value: chi1 (see `chi1`), a number or an array.
+        depth: the number of layers L.
+
+    Returns:
+        chi1_value ** ((depth - 1) / 2), an array of chi1_value's shape.
+
+    Example:
+        >>> from jaxgrad import theory
+        >>> float(theory.predicted_gradient_ratio(0.5, depth=11))  # ordered: vanishing
+        0.03125
+
+    References:
+        Schoenholz, Gilmer, Ganguli and Sohl-Dickstein 2017, "Deep Information Propagation".
+    """
     return jnp.asarray(chi1_value) ** ((depth - 1) / 2)
