@@ -18,7 +18,7 @@ import textwrap
 
 import pytest
 
-MODULES = ("jaxgrad.theory",)
+MODULES = ("jaxgrad.theory", "jaxgrad.init")
 """The modules whose docstrings are checked (the rest are listed in the test's history)."""
 
 SECTIONS = ("Args:", "Attributes:", "Returns:", "Yields:", "Raises:", "Example:", "Examples:")
@@ -48,7 +48,7 @@ def _parameters(obj) -> list[str]:
         if _is_namedtuple(obj):
             return list(obj._fields)
         target = obj.__dict__.get("__init__")  # an inherited constructor is documented there
-        if target is None:
+        if target is None or getattr(obj, "_is_protocol", False):
             return []
     try:
         signature = inspect.signature(target)
@@ -101,6 +101,8 @@ def _returns_something(obj) -> bool:
 def _raises(obj) -> bool:
     """Whether the function's own body has a `raise` that is not a bare re-raise."""
     if inspect.isclass(obj):
+        if getattr(obj, "_is_protocol", False):
+            return False
         obj = obj.__dict__.get("__init__")
         if obj is None:
             return False

@@ -52,12 +52,23 @@ from jaxgrad import prng as _prng
 
 
 class Initializer(Protocol):
-    """The `jax.nn.initializers` protocol.
+    """The `jax.nn.initializers` protocol: `init(key, shape, dtype=jnp.float32) -> jax.Array`.
+
+    Every factory of this module returns one, and any function of this form (`jax.nn.initializers`'
+    too) can be passed where jaxgrad asks for an initializer.
 
     An initializer may also carry a boolean `cheap_draw` attribute (jaxgrad's do): True when
-    each number is a few arithmetic operations on one random word, so that redrawing a
-    kernel costs less than storing it (see `_initializer` and `jaxgrad.propagate`). Without
-    it a draw counts as dear; set it on your own initializer to declare it cheap.
+    each number is a few arithmetic operations on one random word (a uniform draw, a
+    constant), so that `jaxgrad.propagate` may redraw a kernel where it is used instead of
+    storing it. Without it a draw counts as dear; set it on your own initializer to declare it
+    cheap.
+
+    Example:
+        >>> import jax
+        >>> from jaxgrad import init
+        >>> initializer: init.Initializer = init.uniform(-1.0, 1.0)
+        >>> initializer(jax.random.key(0), (3, 2)).shape, initializer.cheap_draw
+        ((3, 2), True)
     """
 
     def __call__(
@@ -259,6 +270,11 @@ def compute_fans(shape: Sequence[int], in_axis: int = -2, out_axis: int = -1) ->
 
     Raises:
         ValueError: for a shape with fewer than 2 dimensions, or axes out of range or equal.
+
+    Example:
+        >>> from jaxgrad import init
+        >>> init.compute_fans((3, 3, 16, 32))  # a 3 x 3 convolution from 16 to 32 channels
+        (144, 288)
     """
     dims = _shape(shape)
     if len(dims) < 2:
@@ -302,13 +318,24 @@ def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
         nonlinearity: a name from `GAIN_NAMES`.
         param: the negative slope of leaky_relu; ignored by the others.
 
+    Returns:
+        The gain as a Python float.
+
     Raises:
         ValueError: an unknown name (the message lists the valid ones), a non-finite `param`.
         TypeError: a `param` that is not a real number (NumPy numbers are; bools are not).
 
     Example:
+        >>> from jaxgrad.init import calculate_gain
         >>> round(calculate_gain("leaky_relu", 0.2), 6)
-        1.386750
+        1.38675
+        >>> round(calculate_gain("tanh"), 4)
+        1.6667
+
+    References:
+        He, Zhang, Ren and Sun 2015, "Delving Deep into Rectifiers" (relu, leaky_relu);
+        Klambauer et al. 2017, "Self-Normalizing Neural Networks" (selu's 3/4 is PyTorch's
+        choice for its self-normalizing fixed point, not a variance-preserving gain).
     """
     if nonlinearity in _UNIT_GAIN:
         return 1.0
@@ -360,8 +387,16 @@ def computed_gain(
             non-finite values at the quadrature nodes: no finite gain exists.
 
     Example:
+        >>> from jaxgrad.init import computed_gain
+        >>> round(computed_gain("relu"), 4)  # sqrt(2)
+        1.4142
         >>> round(computed_gain("softsign", "backward"), 4)  # Gauss-Hermite gave 2.1417
         2.0958
+
+    References:
+        Glorot and Bengio 2010, "Understanding the difficulty of training deep feedforward
+        neural networks" (the forward and backward criteria); He, Zhang, Ren and Sun 2015,
+        "Delving Deep into Rectifiers", sec. 2.2.
     """
     if criterion not in ("forward", "backward"):
         raise ValueError(f"criterion must be 'forward' or 'backward', got {criterion!r}")
@@ -418,6 +453,13 @@ def empirical_gain(
     Raises:
         ValueError: a bad `num_samples`; outside a trace, an undefined gain (see above).
         TypeError: a key that is not a PRNG key.
+
+    Example:
+        >>> import jax
+        >>> from jaxgrad import init
+        >>> gain = init.empirical_gain("tanh", jax.random.key(0), num_samples=10_000)
+        >>> round(float(gain), 1)  # PyTorch's table says 5/3
+        1.6
     """
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
         raise ValueError(f"num_samples must be an int >= 2, got {num_samples!r}")
@@ -452,7 +494,25 @@ def empirical_gain(
 
 
 def constant(value: float) -> Initializer:
-    """Every entry equal to `value` (refused at the call where the dtype cannot hold it)."""
+    """Every entry equal to `value`.
+
+    Args:
+        value: the entry, a real number (refused at the call where the dtype cannot hold it).
+
+    Returns:
+        An initializer `init(key, shape, dtype=jnp.float32) -> jax.Array` (the
+        `jax.nn.initializers` protocol).
+
+    Raises:
+        TypeError: a value that is not a real number.
+        ValueError: a non-finite value.
+
+    Example:
+        >>> import jax
+        >>> from jaxgrad import init
+        >>> init.constant(0.1)(jax.random.key(0), (2,)).tolist()
+        [0.10000000149011612, 0.10000000149011612]
+    """
     value = _real("value", value)
     return _initializer(
         lambda key, shape, dt: jnp.full(shape, value, dt),
@@ -463,12 +523,34 @@ def constant(value: float) -> Initializer:
 
 
 def zeros() -> Initializer:
-    """All zeros."""
+    """All zeros: `constant(0.0)`.
+
+    Returns:
+        An initializer `init(key, shape, dtype=jnp.float32) -> jax.Array` (the
+        `jax.nn.initializers` protocol).
+
+    Example:
+        >>> import jax
+        >>> from jaxgrad import init
+        >>> init.zeros()(jax.random.key(0), (2, 2)).tolist()
+        [[0.0, 0.0], [0.0, 0.0]]
+    """
     return constant(0.0)
 
 
 def ones() -> Initializer:
-    """All ones."""
+    """All ones: `constant(1.0)`.
+
+    Returns:
+        An initializer `init(key, shape, dtype=jnp.float32) -> jax.Array` (the
+        `jax.nn.initializers` protocol).
+
+    Example:
+        >>> import jax
+        >>> from jaxgrad import init
+        >>> init.ones()(jax.random.key(0), (3,)).tolist()
+        [1.0, 1.0, 1.0]
+    """
     return constant(1.0)
 
 
@@ -478,6 +560,27 @@ def normal(std: float = 1.0, mean: float = 0.0) -> Initializer:
     Refused where a draw could overflow: |mean| + 5.77 std beyond float32's 3.4e38 at a
     float32 call (5.77 bounds jax's float32 normal draws), |mean| + 8.57 std beyond float64's
     1.8e308 at once.
+
+    Args:
+        std: the standard deviation, >= 0.
+        mean: the mean.
+
+    Returns:
+        An initializer `init(key, shape, dtype=jnp.float32) -> jax.Array` (the
+        `jax.nn.initializers` protocol).
+
+    Raises:
+        TypeError: a hyperparameter that is not a real number.
+        ValueError: std < 0, a non-finite hyperparameter, or one whose draws overflow float64.
+        At the call, a key that is not a PRNG key, a non-integer dimension, or an array too large
+        for memory or whose draw would overflow the dtype raise ValueError or TypeError.
+
+    Example:
+        >>> import jax
+        >>> from jaxgrad import init
+        >>> kernel = init.normal(0.05)(jax.random.key(0), (256, 256))
+        >>> round(float(kernel.std()), 2)
+        0.05
     """
     std, mean = _nonnegative("std", std), _real("mean", mean)
 
@@ -499,6 +602,25 @@ def uniform(low: float = 0.0, high: float = 1.0) -> Initializer:
 
     The draw computes low + (high - low) u, so `high - low` must be finite: refused at once
     beyond float64 (`uniform(-1e308, 1e308)`), at a float32 call beyond float32's 3.4e38.
+
+    Args:
+        low: the lower bound.
+        high: the upper bound, > low.
+
+    Returns:
+        An initializer `init(key, shape, dtype=jnp.float32) -> jax.Array` (the
+        `jax.nn.initializers` protocol).
+
+    Raises:
+        TypeError: a bound that is not a real number.
+        ValueError: low >= high, a non-finite bound, or high - low beyond float64.
+
+    Example:
+        >>> import jax
+        >>> from jaxgrad import init
+        >>> kernel = init.uniform(-0.1, 0.1)(jax.random.key(0), (64, 64))
+        >>> bool(kernel.min() >= -0.1) and bool(kernel.max() < 0.1)
+        True
     """
     low, high = _interval("low", low, "high", high)
     _check_float64_magnitude("uniform", high - low, f"high - low with low={low}, high={high}")
@@ -534,12 +656,10 @@ def trunc_normal(
     Note that the resulting standard deviation is below `std` (see `variance_scaling` for the
     corrected truncated normal that jax uses).
 
-    An interval that contains the mean is sampled as PyTorch and `jax.random` do (inverse
-    error function of a uniform). One that lies wholly on one side of the mean is sampled
-    through the normal CDF of that tail, Phi(x) = `ndtr` and its inverse `ndtri` (reflected
-    for an upper tail), which stay far from 1: `trunc_normal(low=10, high=11)` has mean
-    10.098, where the error-function route put every draw at 10.999999. Such a tail is
-    refused where its probability Phi(-|near end in standard units|) is below what the
+    An interval that lies wholly on one side of the mean is sampled accurately:
+    `trunc_normal(low=10, high=11)` has mean 10.098, where the inverse-error-function route
+    of PyTorch and `jax.random` put every draw at 10.999999. Such a tail is refused
+    where its probability Phi(-|near end in standard units|) is below what the
     sampling dtype resolves (about 11.7 standard deviations from the mean in float32, 36.5
     in float64). Draws are clipped to [low, high].
 
@@ -548,11 +668,24 @@ def trunc_normal(
         mean: its mean.
         low, high: the absolute cut-offs, low < high.
 
+    Returns:
+        An initializer `init(key, shape, dtype=jnp.float32) -> jax.Array`.
+
     Raises:
         ValueError: std <= 0, low >= high, a tail beyond float64's reach (at once), beyond
             float32's (at a float32 call), or cut-offs that overflow the dtype.
         TypeError: a hyperparameter that is not a real number.
+
+    Example:
+        >>> import jax
+        >>> from jaxgrad import init
+        >>> kernel = init.trunc_normal(std=1.0, low=-1.0, high=1.0)(jax.random.key(0), (1000,))
+        >>> bool(abs(kernel).max() <= 1.0), round(float(kernel.std()), 1)  # below std
+        (True, 0.5)
     """
+    # An interval that contains the mean is drawn as PyTorch and `jax.random` do (inverse
+    # error function of a uniform); a one-sided tail through the normal CDF of that tail,
+    # ndtr and its inverse ndtri (reflected for an upper tail), which stay far from 1.
     std, mean = _positive("std", std), _real("mean", mean)
     low, high = _interval("low", low, "high", high)
     a, b = (low - mean) / std, (high - mean) / std
@@ -644,12 +777,29 @@ def variance_scaling(
         mode: "fan_in", "fan_out" or "fan_avg" ((fan_in + fan_out) / 2).
         distribution: "normal", "uniform" (bound sqrt(3 * variance)) or "truncated_normal"
             (cut at two standard deviations and rescaled to the variance, as in jax).
-        in_axis, out_axis: feature axes for `compute_fans`.
+        in_axis: the kernel's input-feature axis (keyword only), for `compute_fans`.
+        out_axis: the kernel's output-feature axis (keyword only), for `compute_fans`.
+
+    Returns:
+        An initializer `init(key, shape, dtype=jnp.float32) -> jax.Array` for shapes of at
+        least 2 dimensions.
 
     Raises:
         ValueError: a bad `mode` or `distribution`, a negative or non-finite `scale`; at the
             call, a shape whose draw could overflow the dtype (sqrt(3 scale / fan) beyond
             float32's 3.4e38 for a float32 kernel).
+
+    Example:
+        >>> import jax
+        >>> from jaxgrad import init
+        >>> he = init.variance_scaling(2.0, "fan_in", "normal")  # He et al.'s normal
+        >>> kernel = he(jax.random.key(0), (512, 256))
+        >>> round(float(kernel.var() * 512), 1)  # scale / fan_in times fan_in
+        2.0
+
+    References:
+        Glorot and Bengio 2010; He, Zhang, Ren and Sun 2015; LeCun, Bottou, Orr and Mueller
+        1998, "Efficient BackProp".
     """
     scale = _nonnegative("scale", scale)
     if mode not in _MODES:
@@ -708,8 +858,35 @@ def _gain(gain: object) -> float:
 def xavier_uniform(gain: float = 1.0, *, in_axis: int = -2, out_axis: int = -1) -> Initializer:
     """U(-b, b) with b = gain * sqrt(6 / (fan_in + fan_out)) (Glorot and Bengio 2010, eq. 16).
 
-    A gain above 1.34e154 (its square overflows float64) is refused at once; one whose bound
-    overflows the dtype, at the call.
+    The variance gain^2 * 2 / (fan_in + fan_out) is the compromise between keeping the forward
+    signal's variance (fan_in) and the backward gradient's (fan_out). `glorot_uniform` is the
+    same function.
+
+    Args:
+        gain: the multiplier, e.g. `calculate_gain("tanh")`; >= 0. A gain above 1.34e154 (its
+            square overflows float64) is refused at once; one whose bound overflows the dtype,
+            at the call.
+        in_axis: the kernel's input-feature axis (keyword only), for `compute_fans`.
+        out_axis: the kernel's output-feature axis (keyword only), for `compute_fans`.
+
+    Returns:
+        An initializer `init(key, shape, dtype=jnp.float32) -> jax.Array` (the
+        `jax.nn.initializers` protocol).
+
+    Raises:
+        TypeError: a gain that is not a real number.
+        ValueError: a negative, non-finite or too large gain.
+
+    Example:
+        >>> import jax
+        >>> from jaxgrad import init
+        >>> kernel = init.xavier_uniform()(jax.random.key(0), (200, 100))
+        >>> round(float(abs(kernel).max()), 2)  # b = sqrt(6 / 300)
+        0.14
+
+    References:
+        Glorot and Bengio 2010, "Understanding the difficulty of training deep feedforward
+        neural networks".
     """
     gain = _gain(gain)
     return variance_scaling(gain**2, "fan_avg", "uniform", in_axis=in_axis, out_axis=out_axis)
@@ -718,7 +895,31 @@ def xavier_uniform(gain: float = 1.0, *, in_axis: int = -2, out_axis: int = -1) 
 def xavier_normal(gain: float = 1.0, *, in_axis: int = -2, out_axis: int = -1) -> Initializer:
     """N(0, std^2) with std = gain * sqrt(2 / (fan_in + fan_out)) (Glorot and Bengio 2010).
 
-    Gains are refused as in `xavier_uniform`.
+    `glorot_normal` is the same function.
+
+    Args:
+        gain: the multiplier, >= 0 (refused as in `xavier_uniform`).
+        in_axis: the kernel's input-feature axis (keyword only), for `compute_fans`.
+        out_axis: the kernel's output-feature axis (keyword only), for `compute_fans`.
+
+    Returns:
+        An initializer `init(key, shape, dtype=jnp.float32) -> jax.Array` (the
+        `jax.nn.initializers` protocol).
+
+    Raises:
+        TypeError: a gain that is not a real number.
+        ValueError: a negative, non-finite or too large gain.
+
+    Example:
+        >>> import jax
+        >>> from jaxgrad import init
+        >>> kernel = init.xavier_normal()(jax.random.key(0), (300, 100))
+        >>> round(float(kernel.std()), 3)  # sqrt(2 / 400)
+        0.071
+
+    References:
+        Glorot and Bengio 2010, "Understanding the difficulty of training deep feedforward
+        neural networks".
     """
     gain = _gain(gain)
     return variance_scaling(gain**2, "fan_avg", "normal", in_axis=in_axis, out_axis=out_axis)
@@ -741,8 +942,37 @@ def kaiming_uniform(
 ) -> Initializer:
     """U(-b, b) with b = gain * sqrt(3 / fan), gain = calculate_gain(nonlinearity, a).
 
-    `mode="fan_in"` preserves the forward signal's variance, "fan_out" the backward
-    gradient's (He et al. 2015). With the defaults (leaky_relu, a=0) the gain is sqrt(2).
+    He initialization: the variance gain^2 / fan keeps the second moment of the signal
+    (`mode="fan_in"`) or of the gradient (`mode="fan_out"`) constant from layer to layer in a
+    rectifier network. With the defaults (leaky_relu with slope 0, i.e. relu) the gain is
+    sqrt(2). `he_uniform` is the same function; the arguments are PyTorch's
+    `kaiming_uniform_`'s.
+
+    Args:
+        a: the negative slope of leaky_relu (used by that nonlinearity only).
+        mode: "fan_in" (preserve the forward signal) or "fan_out" (the backward gradient).
+        nonlinearity: a name from `GAIN_NAMES`, passed to `calculate_gain`.
+        in_axis: the kernel's input-feature axis (keyword only), for `compute_fans`.
+        out_axis: the kernel's output-feature axis (keyword only), for `compute_fans`.
+
+    Returns:
+        An initializer `init(key, shape, dtype=jnp.float32) -> jax.Array` (the
+        `jax.nn.initializers` protocol).
+
+    Raises:
+        TypeError: an `a` that is not a real number.
+        ValueError: a bad mode or nonlinearity, a non-finite `a`.
+
+    Example:
+        >>> import jax
+        >>> from jaxgrad import init
+        >>> kernel = init.kaiming_uniform()(jax.random.key(0), (600, 100))
+        >>> round(float(abs(kernel).max()), 2)  # sqrt(2) * sqrt(3 / 600)
+        0.1
+
+    References:
+        He, Zhang, Ren and Sun 2015, "Delving Deep into Rectifiers: Surpassing Human-Level
+        Performance on ImageNet Classification", sec. 2.2.
     """
     scale = _kaiming_scale(a, mode, nonlinearity)
     return variance_scaling(scale, mode, "uniform", in_axis=in_axis, out_axis=out_axis)
@@ -758,19 +988,87 @@ def kaiming_normal(
 ) -> Initializer:
     """N(0, std^2) with std = gain / sqrt(fan), gain = calculate_gain(nonlinearity, a).
 
-    A plain normal where PyTorch's is also plain; see `kaiming_uniform` for the arguments.
+    He initialization with a plain (not truncated) normal, as PyTorch's `kaiming_normal_`:
+    the variance gain^2 / fan keeps the second moment of the signal (`mode="fan_in"`) or of
+    the gradient (`mode="fan_out"`) constant from layer to layer in a rectifier network.
+    `he_normal` is the same function.
+
+    Args:
+        a: the negative slope of leaky_relu (used by that nonlinearity only).
+        mode: "fan_in" (preserve the forward signal) or "fan_out" (the backward gradient).
+        nonlinearity: a name from `GAIN_NAMES`, passed to `calculate_gain`.
+        in_axis: the kernel's input-feature axis (keyword only), for `compute_fans`.
+        out_axis: the kernel's output-feature axis (keyword only), for `compute_fans`.
+
+    Returns:
+        An initializer `init(key, shape, dtype=jnp.float32) -> jax.Array` (the
+        `jax.nn.initializers` protocol).
+
+    Raises:
+        TypeError: an `a` that is not a real number.
+        ValueError: a bad mode or nonlinearity, a non-finite `a`.
+
+    Example:
+        >>> import jax
+        >>> from jaxgrad import init
+        >>> kernel = init.kaiming_normal()(jax.random.key(0), (800, 200))
+        >>> round(float(kernel.std()), 3)  # sqrt(2 / 800)
+        0.05
+
+    References:
+        He, Zhang, Ren and Sun 2015, "Delving Deep into Rectifiers: Surpassing Human-Level
+        Performance on ImageNet Classification", sec. 2.2.
     """
     scale = _kaiming_scale(a, mode, nonlinearity)
     return variance_scaling(scale, mode, "normal", in_axis=in_axis, out_axis=out_axis)
 
 
 def lecun_uniform(*, in_axis: int = -2, out_axis: int = -1) -> Initializer:
-    """U(-b, b) with b = sqrt(3 / fan_in): variance 1 / fan_in (LeCun et al. 1998)."""
+    """U(-b, b) with b = sqrt(3 / fan_in): variance 1 / fan_in (LeCun et al. 1998).
+
+    Args:
+        in_axis: the kernel's input-feature axis (keyword only), for `compute_fans`.
+        out_axis: the kernel's output-feature axis (keyword only), for `compute_fans`.
+
+    Returns:
+        An initializer `init(key, shape, dtype=jnp.float32) -> jax.Array` (the
+        `jax.nn.initializers` protocol).
+
+    Example:
+        >>> import jax
+        >>> from jaxgrad import init
+        >>> kernel = init.lecun_uniform()(jax.random.key(0), (300, 100))
+        >>> round(float(abs(kernel).max()), 2)  # sqrt(3 / 300)
+        0.1
+
+    References:
+        LeCun, Bottou, Orr and Mueller 1998, "Efficient BackProp".
+    """
     return variance_scaling(1.0, "fan_in", "uniform", in_axis=in_axis, out_axis=out_axis)
 
 
 def lecun_normal(*, in_axis: int = -2, out_axis: int = -1) -> Initializer:
-    """N(0, 1 / fan_in), a plain normal (LeCun et al. 1998; the SELU paper's choice)."""
+    """N(0, 1 / fan_in), a plain normal (LeCun et al. 1998; the SELU paper's choice).
+
+    Args:
+        in_axis: the kernel's input-feature axis (keyword only), for `compute_fans`.
+        out_axis: the kernel's output-feature axis (keyword only), for `compute_fans`.
+
+    Returns:
+        An initializer `init(key, shape, dtype=jnp.float32) -> jax.Array` (the
+        `jax.nn.initializers` protocol).
+
+    Example:
+        >>> import jax
+        >>> from jaxgrad import init
+        >>> kernel = init.lecun_normal()(jax.random.key(0), (400, 100))
+        >>> round(float(kernel.std()), 3)  # sqrt(1 / 400)
+        0.05
+
+    References:
+        LeCun, Bottou, Orr and Mueller 1998, "Efficient BackProp"; Klambauer, Unterthiner,
+        Mayr and Hochreiter 2017, "Self-Normalizing Neural Networks".
+    """
     return variance_scaling(1.0, "fan_in", "normal", in_axis=in_axis, out_axis=out_axis)
 
 
@@ -800,7 +1098,34 @@ def orthogonal(gain: float = 1.0) -> Initializer:
     """A Haar-random (semi-)orthogonal matrix times `gain` (Saxe et al. 2014).
 
     The last axis is the columns; every other axis is folded into the rows. Then
-    W^T W = gain^2 I when rows >= columns and W W^T = gain^2 I otherwise.
+    W^T W = gain^2 I when rows >= columns and W W^T = gain^2 I otherwise. Orthogonal weights
+    keep every singular value of a deep linear network's input-output map at gain^depth, the
+    route to dynamical isometry.
+
+    Args:
+        gain: the multiplier, >= 0.
+
+    Returns:
+        An initializer `init(key, shape, dtype=jnp.float32) -> jax.Array` (the
+        `jax.nn.initializers` protocol).
+
+    Raises:
+        TypeError: a gain that is not a real number.
+        ValueError: a negative or non-finite gain; at the call, a shape of fewer than 2
+            dimensions.
+
+    Example:
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import init
+        >>> w = init.orthogonal()(jax.random.key(0), (4, 4))
+        >>> bool(jnp.allclose(w.T @ w, jnp.eye(4), atol=1e-5))
+        True
+
+    References:
+        Saxe, McClelland and Ganguli 2014, "Exact solutions to the nonlinear dynamics of
+        learning in deep linear neural networks"; Mezzadri 2007, "How to generate random
+        matrices from the classical compact groups" (the Haar measure).
     """
     gain = _nonnegative("gain", gain)
 
@@ -817,7 +1142,26 @@ def orthogonal(gain: float = 1.0) -> Initializer:
 def identity(gain: float = 1.0) -> Initializer:
     """`gain` times the (possibly rectangular) identity, for 2-D shapes: residual-free passthrough.
 
-    References: Le et al. 2015, "A Simple Way to Initialize Recurrent Networks of ReLUs".
+    Args:
+        gain: the multiplier, >= 0.
+
+    Returns:
+        An initializer `init(key, shape, dtype=jnp.float32) -> jax.Array` (the
+        `jax.nn.initializers` protocol).
+
+    Raises:
+        TypeError: a gain that is not a real number.
+        ValueError: a negative or non-finite gain; at the call, a shape that is not 2-D.
+
+    Example:
+        >>> import jax
+        >>> from jaxgrad import init
+        >>> init.identity(0.5)(jax.random.key(0), (2, 3)).tolist()
+        [[0.5, 0.0, 0.0], [0.0, 0.5, 0.0]]
+
+    References:
+        Le, Jaitly and Hinton 2015, "A Simple Way to Initialize Recurrent Networks of
+        Rectified Linear Units".
     """
     gain = _nonnegative("gain", gain)
 
@@ -849,6 +1193,24 @@ def dirac(groups: int = 1) -> Initializer:
 
     Shape `(*spatial, in, out)` with `out` divisible by `groups`; channels beyond
     min(in, out / groups) get zero kernels.
+
+    Args:
+        groups: the number of channel groups, an int >= 1.
+
+    Returns:
+        An initializer `init(key, shape, dtype=jnp.float32) -> jax.Array` (the
+        `jax.nn.initializers` protocol).
+
+    Raises:
+        ValueError: groups not an int >= 1; at the call, a shape that is not a 1-3 D
+            convolution kernel, or out channels not divisible by groups.
+
+    Example:
+        >>> import jax
+        >>> from jaxgrad import init
+        >>> kernel = init.dirac()(jax.random.key(0), (3, 2, 2))  # width 3, 2 -> 2 channels
+        >>> kernel[1].tolist(), float(kernel.sum())
+        ([[1.0, 0.0], [0.0, 1.0]], 2.0)
     """
     if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
         raise ValueError(f"groups must be an int >= 1, got {groups!r}")
@@ -873,6 +1235,32 @@ def delta_orthogonal(gain: float = 1.0) -> Initializer:
     elsewhere (Xiao et al. 2018), so a deep CNN starts with an orthogonal input-output map.
 
     Needs `in <= out`, so that the centre tap has orthonormal rows (W W^T = gain^2 I).
+
+    Args:
+        gain: the multiplier, >= 0.
+
+    Returns:
+        An initializer `init(key, shape, dtype=jnp.float32) -> jax.Array` (the
+        `jax.nn.initializers` protocol).
+
+    Raises:
+        TypeError: a gain that is not a real number.
+        ValueError: a negative or non-finite gain; at the call, a shape that is not a 1-3 D
+            convolution kernel, or in channels > out channels.
+
+    Example:
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import init
+        >>> kernel = init.delta_orthogonal()(jax.random.key(0), (3, 3, 4, 4))
+        >>> centre = kernel[1, 1]
+        >>> bool(jnp.allclose(centre @ centre.T, jnp.eye(4), atol=1e-5)), float(kernel[0, 0].sum())
+        (True, 0.0)
+
+    References:
+        Xiao, Bahri, Sohl-Dickstein, Schoenholz and Pennington 2018, "Dynamical Isometry and a
+        Mean Field Theory of CNNs: How to Train 10,000-Layer Vanilla Convolutional Neural
+        Networks".
     """
     gain = _nonnegative("gain", gain)
 
@@ -896,13 +1284,27 @@ def sparse(sparsity: float, std: float = 0.01) -> Initializer:
     For a 2-D shape `(fan_in, fan_out)`, in every column exactly ceil(sparsity * fan_in)
     entries, at uniformly random rows, are zero; the rest are N(0, std^2).
 
-    References: Martens 2010, "Deep learning via Hessian-free optimization" (section 5);
-    Knuth, The Art of Computer Programming vol. 2, 3.4.2, Algorithm S (selection sampling,
-    how the zero rows are chosen).
-
     Args:
         sparsity: fraction of zeros per column, in [0, 1).
         std: standard deviation of the nonzero entries.
+
+    Returns:
+        An initializer `init(key, shape, dtype=jnp.float32) -> jax.Array` (the
+        `jax.nn.initializers` protocol).
+
+    Raises:
+        TypeError: a hyperparameter that is not a real number.
+        ValueError: sparsity outside [0, 1), std < 0; at the call, a shape that is not 2-D.
+
+    Example:
+        >>> import jax
+        >>> from jaxgrad import init
+        >>> kernel = init.sparse(0.75)(jax.random.key(0), (8, 3))
+        >>> (kernel == 0).sum(axis=0).tolist()  # ceil(0.75 * 8) zeros in every column
+        [6, 6, 6]
+
+    References:
+        Martens 2010, "Deep learning via Hessian-free optimization", sec. 5.
     """
     sparsity = _real("sparsity", sparsity)
     if not 0 <= sparsity < 1:
@@ -915,7 +1317,8 @@ def sparse(sparsity: float, std: float = 0.01) -> Initializer:
         fan_in, fan_out = shape
         num_zeros = math.ceil(sparsity * fan_in)
         key_values, key_rows = jax.random.split(key)
-        # Selection sampling (Knuth's Algorithm S), every column at once: row i is zeroed
+        # Selection sampling (Knuth, The Art of Computer Programming vol. 2, 3.4.2,
+        # Algorithm S), every column at once: row i is zeroed
         # with probability (zeros still to place) / (rows left), which places exactly
         # num_zeros zeros, each set of rows equally likely. One pass down the rows; sorting
         # each column for a random permutation was 30x slower on XLA's CPU backend.
