@@ -334,8 +334,9 @@ def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
 
     References:
         He, Zhang, Ren and Sun 2015, "Delving Deep into Rectifiers" (relu, leaky_relu);
-        Klambauer et al. 2017, "Self-Normalizing Neural Networks" (selu's 3/4 is PyTorch's
-        choice for its self-normalizing fixed point, not a variance-preserving gain).
+        Klambauer et al. 2017, "Self-Normalizing Neural Networks": their fixed point needs
+        gain 1 (`lecun_normal`); selu's 3/4 is PyTorch's choice, which gives up
+        self-normalization for a steadier gradient.
     """
     if nonlinearity in _UNIT_GAIN:
         return 1.0
