@@ -1,0 +1,490 @@
+"""The coordinate check: per-layer sizes of a few training steps, across widths and depths.
+
+`coord_check(make_model, optimizer, batches, widths=..., depths=..., seeds=..., loss_fn=...)`
+builds the model at every width (and depth), trains it `steps` steps with the given Optax
+chain on the given batches, and records, per layer in forward order and per step:
+
+- of each recorded module's output (`inspect`'s selection: every module that owns an
+  `nnx.Param`, attention, jaxgrad's blocks): its mean |x| (the statistic of mup's
+  `get_coord_data`), its rms, and `change`, the mean |x_t - x_0| of its output at step t
+  against the output of the initial model on the same batch;
+- of each parameter (each layer's slice of a stacked one): the rms of its gradient, the rms
+  of the update the optimizer made of it, and that update's rms relative to the weight's
+  (the relative change of the weight: under muP it stays of the same order at every width).
+
+Step t's numbers are those of the forward and backward pass at the parameters after t
+updates, on batch t (mup's convention: step 0 is the initialization), and the update made
+from them.
+
+Cost: one compiled program per (width, depth): the seeds are vmapped (each seed draws its own
+initialization; all see the same batches) and the steps run in a `jax.lax.scan`. A step costs
+two forward passes and one backward pass (the second forward pass, with the initial
+parameters, is the reference for `change`), plus a few passes over each recorded output. The
+outputs are kept whole inside the step (one copy per recorded call), so memory grows with
+batch x width x recorded calls: small batches are what a coordinate check needs. For one
+model at one width, `jaxgrad.inspect` is the cheaper view.
+
+References:
+    Yang and Hu 2021, "Tensor Programs IV: Feature Learning in Infinite-Width Neural
+    Networks"; Yang et al. 2022, "Tensor Programs V: Tuning Large Neural Networks via
+    Zero-Shot Hyperparameter Transfer", appendix D.1 (the coordinate check).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from jaxgrad import inspection as _inspection
+from jaxgrad import stats as _stats
+from jaxgrad.inspection import capture as _capture
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+MODULE_STATISTICS = ("mean_abs", "rms", "change")
+"""Per recorded call: mean |x| of its output, its rms, and mean |x_t - x_0|."""
+
+PARAM_STATISTICS = ("grad_rms", "update_rms", "update_ratio")
+"""Per parameter (layer slice): rms of the gradient, rms of the update, and the update's rms
+over the weight's (nan where the weight is zero, e.g. a zero-initialized bias)."""
+
+STATISTICS = MODULE_STATISTICS + PARAM_STATISTICS
+
+
+def mean_abs(values: jax.Array, axis: int | tuple[int, ...] | None = None) -> jax.Array:
+    """The mean of |values| over `axis`, accumulated in `stats.accumulation_dtype` (each term
+    divided by the count before the sum, so a finite mean never overflows).
+
+    mup's coordinate-check statistic (`x.abs().mean()`): for a vector with Theta(1)
+    coordinates it is Theta(1), whatever its length.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> float(mean_abs(jnp.array([1.0, -3.0], jnp.float16)))
+        2.0
+    """
+    values = jnp.asarray(values)
+    values = values.astype(_stats.accumulation_dtype(values.dtype))
+    axes = tuple(range(values.ndim)) if axis is None else axis
+    axes = (axes,) if isinstance(axes, int) else tuple(axes)
+    count = math.prod(values.shape[a] for a in axes)
+    return jnp.sum(jnp.abs(values) / max(count, 1), axis=axes)
+
+
+# ----------------------------------------------------------------------------- results
+
+
+class CoordPoint(NamedTuple):
+    """The coordinate check of one (width, depth): every seed, every step.
+
+    Attributes:
+        width, depth: the point (depth None where the check has no depths).
+        layers: the recorded calls' names, in forward order (`inspect`'s names).
+        params: the parameters' names (a stacked parameter has one per layer), in forward
+            order.
+        loss: (seeds, steps), the loss at each step, before its update.
+        modules: (seeds, steps, layers, len(MODULE_STATISTICS)).
+        param_values: (seeds, steps, params, len(PARAM_STATISTICS)).
+    """
+
+    width: int
+    depth: int | None
+    layers: tuple[str, ...]
+    params: tuple[str, ...]
+    loss: np.ndarray
+    modules: np.ndarray
+    param_values: np.ndarray
+
+    def statistic(self, name: str) -> tuple[tuple[str, ...], np.ndarray]:
+        """(names, values of shape (seeds, steps, names)) of one statistic."""
+        if name in MODULE_STATISTICS:
+            return self.layers, self.modules[..., MODULE_STATISTICS.index(name)]
+        if name in PARAM_STATISTICS:
+            return self.params, self.param_values[..., PARAM_STATISTICS.index(name)]
+        raise ValueError(f"unknown statistic {name!r}; the statistics are {list(STATISTICS)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class CoordCheck:
+    """The result of `coord_check`: one `CoordPoint` per (width, depth).
+
+    Attributes:
+        points: in the order of the widths, then the depths.
+        widths, depths: the grid (depths (None,) when no depth was given).
+        seeds: the seeds, in the order of the seed axis.
+        steps: the number of steps recorded.
+    """
+
+    points: tuple[CoordPoint, ...]
+    widths: tuple[int, ...]
+    depths: tuple[int | None, ...]
+    seeds: tuple[int, ...]
+    steps: int
+
+    def point(self, width: int, depth: int | None = None) -> CoordPoint:
+        """The point at (width, depth)."""
+        for point in self.points:
+            if point.width == width and point.depth == depth:
+                return point
+        raise KeyError(
+            f"no point at width {width}, depth {depth}; widths {list(self.widths)}, depths "
+            f"{list(self.depths)}"
+        )
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per (width, depth, seed, step, layer, statistic): columns `width`,
+        `depth`, `seed`, `step`, `layer` (a call's name for the module statistics, a
+        parameter's name for the others), `statistic`, `value`."""
+        import pandas as pd
+
+        frames = []
+        for point in self.points:
+            for statistic in STATISTICS:
+                names, values = point.statistic(statistic)
+                seeds, steps, count = values.shape
+                seed_index, step_index, name_index = np.meshgrid(
+                    np.arange(seeds), np.arange(steps), np.arange(count), indexing="ij"
+                )
+                frames.append(
+                    pd.DataFrame(
+                        {
+                            "width": point.width,
+                            "depth": point.depth,
+                            "seed": np.asarray(self.seeds)[seed_index.ravel()],
+                            "step": step_index.ravel(),
+                            "layer": np.asarray(names, dtype=object)[name_index.ravel()],
+                            "statistic": statistic,
+                            "value": values.ravel().astype(np.float64),
+                        }
+                    )
+                )
+        return pd.concat(frames, ignore_index=True)
+
+    def __repr__(self) -> str:
+        return (
+            f"CoordCheck: widths {list(self.widths)}, depths {list(self.depths)}, "
+            f"{len(self.seeds)} seeds, {self.steps} steps, "
+            f"{len(self.points[0].layers) if self.points else 0} calls at the first point"
+        )
+
+
+# ----------------------------------------------------------------------------- the program
+
+
+class _OutputCapture(_capture.Capture):
+    """`inspect`'s capture, keeping each recorded call's whole output (the coordinate check
+    reduces it itself, and compares it with the output of the initial model)."""
+
+    def _record(self, x, output, attention):
+        return output
+
+
+def _forward(graphdef, loss_fn, spec, params, rest, batch):
+    """loss_fn on a copy of the model: (loss, every recorded output, the new rest)."""
+    model = nnx.merge(graphdef, params, rest, copy=True)
+    capture = _OutputCapture(model, spec.select, None, None, spec.threshold)
+    with capture.active_on(set(spec.classes)):
+        loss = loss_fn(model, batch)
+    loss = jnp.asarray(loss)
+    if loss.shape != () or not jnp.issubdtype(loss.dtype, jnp.floating):
+        raise TypeError(
+            f"loss_fn must return a real scalar, got an array of shape {loss.shape} and dtype "
+            f"{loss.dtype}; reduce it, e.g. with .mean()"
+        )
+    return loss, capture.records, nnx.split(model, nnx.Param, ...)[2]
+
+
+def _row_order(layout, rows) -> tuple[list[tuple[tuple[str, ...], tuple[int, ...]]], np.ndarray]:
+    """The sites (keys, stacked leading shape) in layout order, and each row's index in
+    their values laid end to end."""
+    sites = _inspection._sites(layout)
+    offsets, total = {}, 0
+    for keys, leading in sites:
+        offsets[keys] = total
+        total += math.prod(leading)
+    leading_of = dict(sites)
+    order = [
+        offsets[row.keys]
+        + (int(np.ravel_multi_index(row.layer, leading_of[row.keys])) if row.layer else 0)
+        for row in rows
+    ]
+    return sites, np.asarray(order, dtype=np.int32)
+
+
+def _per_row(sites, order, records, reduce) -> jax.Array:
+    """`reduce(array, axes)` of every site's output (over all but its stacked axes), one
+    value per row in forward order: one reduction per site, however deep the stack."""
+    pieces = []
+    for keys, leading in sites:
+        value = _inspection._get(records, keys)
+        axes = tuple(range(len(leading), value.ndim))
+        pieces.append(jnp.reshape(reduce(value, axes), (-1,)))
+    if not pieces:
+        return jnp.zeros((0,), jnp.float32)
+    return jnp.concatenate(pieces)[order]
+
+
+class _Plan(NamedTuple):
+    """What one (width, depth) records (static, learned by tracing)."""
+
+    layers: tuple[str, ...]
+    params: tuple[str, ...]
+
+
+def _init_state(make_model, width, depth, key):
+    model = make_model(width, depth, nnx.Rngs(key))
+    return nnx.split(model, nnx.Param, ...)[1:]
+
+
+def _graphdef(make_model, width, depth):
+    model = nnx.eval_shape(lambda: make_model(width, depth, nnx.Rngs(0)))
+    if not isinstance(model, nnx.Module):
+        raise TypeError(
+            f"make_model(width, depth, rngs) must return an nnx.Module, got "
+            f"{type(model).__name__} at width {width}, depth {depth}"
+        )
+    return model, nnx.split(model, nnx.Param, ...)[0]
+
+
+def _layout(graphdef, loss_fn, spec, params, rest, batch):
+    layout = _inspection.learn_layout(graphdef, loss_fn, spec, params, rest, batch)
+    rows = _capture.rows(layout)
+    return layout, rows, _inspection.param_rows_of(layout, rows, params)
+
+
+def _plan(make_model, width, depth, loss_fn, spec, batch) -> _Plan:
+    """The names of the rows, from an abstract pass (no compute)."""
+    graphdef = _graphdef(make_model, width, depth)[1]
+    learned = {}
+
+    def trace(batch):
+        params, rest = _init_state(make_model, width, depth, jax.random.key(0))
+        _, rows, param_rows = _layout(graphdef, loss_fn, spec, params, rest, batch)
+        learned["plan"] = _Plan(tuple(row.name for row in rows), param_rows.names)
+        return 0
+
+    jax.eval_shape(trace, batch)
+    return learned["plan"]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5))
+def _program(make_model, width, depth, loss_fn, optimizer, spec, seeds, batches):
+    """Every seed (vmapped over `seeds`, int32) trained on `batches` (stacked on a leading step
+    axis): (loss (seeds, steps), module values, parameter values)."""
+    graphdef = _graphdef(make_model, width, depth)[1]
+
+    def one_seed(seed):
+        params0, rest0 = _init_state(make_model, width, depth, jax.random.key(seed))
+        first = jax.tree.map(lambda leaf: leaf[0], batches)
+        layout, rows, param_rows = _layout(graphdef, loss_fn, spec, params0, rest0, first)
+        sites, order = _row_order(layout, rows)
+        sizes = np.asarray([max(math.prod(shape), 1) for shape in param_rows.shapes], np.float32)
+        root_sizes = jnp.asarray(np.sqrt(sizes))
+
+        def loss_of(params, rest, batch):
+            loss, records, new_rest = _forward(graphdef, loss_fn, spec, params, rest, batch)
+            return loss, (records, new_rest)
+
+        def step(carry, batch):
+            params, rest, opt_state = carry
+            (loss, (records, new_rest)), grads = jax.value_and_grad(loss_of, has_aux=True)(
+                params, rest, batch
+            )
+            _, initial, _ = _forward(graphdef, loss_fn, spec, params0, rest0, batch)
+            change = jax.tree.map(lambda now, then: now - then, records, initial)
+            modules = jnp.stack(
+                [
+                    _per_row(sites, order, records, mean_abs),
+                    _per_row(sites, order, records, _stats.rms),
+                    _per_row(sites, order, change, mean_abs),
+                ],
+                axis=-1,
+            )
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            grad_rms = param_rows.norms(grads) / root_sizes
+            update_rms = param_rows.norms(updates) / root_sizes
+            weight_rms = param_rows.norms(params) / root_sizes
+            ratio = jnp.where(weight_rms == 0, jnp.nan, update_rms / weight_rms)
+            param_values = jnp.stack([grad_rms, update_rms, ratio], axis=-1)
+            params = optax.apply_updates(params, updates)
+            return (params, new_rest, opt_state), (loss, modules, param_values)
+
+        carry = (params0, rest0, optimizer.init(params0))
+        return jax.lax.scan(step, carry, batches)[1]
+
+    return jax.vmap(one_seed)(seeds)
+
+
+# ----------------------------------------------------------------------------- front end
+
+
+def _positive_ints(name: str, values: object, allow_none: bool = False) -> tuple:
+    if values is None and allow_none:
+        return (None,)
+    if isinstance(values, int | np.integer) and not isinstance(values, bool):
+        values = (values,)
+    if not isinstance(values, Sequence) or isinstance(values, str) or not values:
+        raise TypeError(f"{name} must be a non-empty sequence of positive ints, got {values!r}")
+    out = []
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+            raise ValueError(f"{name} must hold positive ints, got {value!r} in {list(values)}")
+        out.append(int(value))
+    if len(set(out)) != len(out):
+        raise ValueError(f"{name} must not repeat a value, got {out}")
+    return tuple(out)
+
+
+def _seeds(seeds: object) -> tuple[int, ...]:
+    if isinstance(seeds, int | np.integer) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise ValueError(f"seeds must be a count >= 1 or a sequence of ints, got {seeds}")
+        return tuple(range(int(seeds)))
+    if not isinstance(seeds, Sequence) or isinstance(seeds, str) or not seeds:
+        raise TypeError(f"seeds must be a count or a non-empty sequence of ints, got {seeds!r}")
+    if any(isinstance(s, bool) or not isinstance(s, int | np.integer) for s in seeds):
+        raise TypeError(f"seeds must be ints, got {list(seeds)}")
+    return tuple(int(s) for s in seeds)
+
+
+def _stacked_batches(batches: Any, steps: int) -> Any:
+    """The first `steps` batches stacked on a leading axis: a list of batches, a callable
+    `batches(step)`, or one batch (anything else) used at every step."""
+    if callable(batches):
+        chosen = [batches(step) for step in range(steps)]
+    elif isinstance(batches, list):
+        if len(batches) < steps:
+            raise ValueError(
+                f"batches holds {len(batches)} batches, fewer than steps={steps}; give at "
+                "least one batch per step (or one batch, not in a list, for every step)"
+            )
+        chosen = batches[:steps]
+    else:
+        chosen = [batches] * steps
+    shapes = [
+        jax.tree.map(lambda leaf: (jnp.shape(leaf), jnp.result_type(leaf)), b) for b in chosen
+    ]
+    if any(shape != shapes[0] for shape in shapes[1:]):
+        raise ValueError(
+            "every batch must have the same structure, shapes and dtypes (the steps run in "
+            f"one compiled scan); got {shapes[0]} and {next(s for s in shapes if s != shapes[0])}"
+        )
+    # stacked on the host: no small program compiled per leaf
+    return jax.tree.map(lambda *leaves: np.stack([np.asarray(x) for x in leaves]), *chosen)
+
+
+def coord_check(
+    make_model: Callable[[int, int | None, nnx.Rngs], nnx.Module],
+    optimizer: optax.GradientTransformation,
+    batches: Any,
+    *,
+    widths: Sequence[int],
+    depths: Sequence[int] | None = None,
+    seeds: int | Sequence[int] = 3,
+    steps: int = 3,
+    loss_fn: _inspection.LossFn,
+    modules: Sequence[str | type[nnx.Module]] | str | type[nnx.Module] | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
+) -> CoordCheck:
+    """The coordinate check of a model family: per width (and depth), seed, step and layer,
+    the sizes of the activations, their change, the gradients and the updates.
+
+    Args:
+        make_model: `make_model(width, depth, rngs) -> nnx.Module`; `depth` is None when
+            `depths` is None. It must be hashable (a function, not a fresh lambda per call,
+            for a second call to reuse the compiled programs).
+        optimizer: any `optax.GradientTransformation` (a chain, `jaxgrad.scaling.mup_adam`, ...).
+        batches: a list of at least `steps` batches (batch t is used at step t), a callable
+            `batches(step) -> batch`, or one batch (any pytree that is not a list) used at
+            every step. Every batch has the same shapes.
+        widths: the widths, positive ints.
+        depths: the depths, positive ints, or None (one depth, passed as None).
+        seeds: a count n (seeds 0..n-1) or the seeds; each draws the initialization from
+            `jax.random.key(seed)`. They are vmapped.
+        steps: the number of training steps recorded, >= 1.
+        loss_fn: `loss_fn(model, batch) -> scalar`, as for `jaxgrad.inspect`.
+        modules: which calls to record, as for `jaxgrad.inspect` (default: every module that
+            owns a parameter, attention and jaxgrad's blocks).
+        progress: called as `progress(width, depth)` after each point (a log, a progress bar).
+
+    Returns:
+        A `CoordCheck`. Inf and nan in a network's signal are recorded as values.
+
+    Raises:
+        TypeError, ValueError: on a bad width, depth, seed, step count or batch list, or a
+            `loss_fn` that does not return a scalar (raised while tracing, before any run).
+
+    Example:
+        >>> import jax.numpy as jnp, optax
+        >>> from flax import nnx
+        >>> def make(width, depth, rngs):
+        ...     return nnx.Sequential(nnx.Linear(4, width, rngs=rngs), nnx.relu,
+        ...                           nnx.Linear(width, 1, rngs=rngs))
+        >>> def loss_fn(model, batch):
+        ...     return jnp.mean((model(batch[0]) - batch[1]) ** 2)
+        >>> batch = (jnp.ones((8, 4)), jnp.zeros((8, 1)))
+        >>> check = coord_check(make, optax.sgd(0.1), batch, widths=[16, 32], seeds=2,
+        ...                     loss_fn=loss_fn)
+        >>> check.point(16).layers, check.point(16).modules.shape
+        (('layers.0', 'layers.2'), (2, 3, 2, 3))
+    """
+    widths = _positive_ints("widths", widths)
+    depths = _positive_ints("depths", depths, allow_none=True)
+    seed_values = _seeds(seeds)
+    if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 1:
+        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    if not callable(make_model):
+        raise TypeError(
+            f"make_model must be callable as make_model(width, depth, rngs), got {make_model!r}"
+        )
+    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+        raise TypeError(f"optimizer must be an optax.GradientTransformation, got {optimizer!r}")
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable as loss_fn(model, batch), got {loss_fn!r}")
+    stacked = _stacked_batches(batches, int(steps))
+    seed_array = np.asarray(seed_values, np.int32)
+    first = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype), stacked)
+    points = []
+    for width in widths:
+        for depth in depths:
+            abstract, _ = _graphdef(make_model, width, depth)
+            spec = _inspection._spec(abstract, modules, None, _stats.SATURATION_THRESHOLD)
+            plan = _plan(make_model, width, depth, loss_fn, spec, first)
+            loss, module_values, param_values = jax.device_get(
+                _program(make_model, width, depth, loss_fn, optimizer, spec, seed_array, stacked)
+            )
+            points.append(
+                CoordPoint(
+                    width,
+                    depth,
+                    plan.layers,
+                    plan.params,
+                    np.asarray(loss),
+                    np.asarray(module_values),
+                    np.asarray(param_values),
+                )
+            )
+            if progress is not None:
+                progress(width, depth)
+    return CoordCheck(tuple(points), widths, depths, seed_values, int(steps))
+
+
+__all__ = [
+    "MODULE_STATISTICS",
+    "PARAM_STATISTICS",
+    "STATISTICS",
+    "CoordCheck",
+    "CoordPoint",
+    "coord_check",
+    "mean_abs",
+]

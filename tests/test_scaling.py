@@ -1,0 +1,218 @@
+"""Tests of jaxgrad.scaling: the coordinate check against a hand-written training loop, the
+vmapped seeds against separate runs, slopes on constructed cases with known exponents, and the
+muP / depth-muP tables against the papers' formulas."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from jaxgrad import nn as jnn
+from jaxgrad import scaling
+from jaxgrad.scaling import coord as coord_module
+
+IN, OUT = 5, 3
+
+
+def make_mlp(width, depth, rngs):
+    """A 2-layer MLP: Linear -> relu -> Linear."""
+    return nnx.Sequential(
+        nnx.Linear(IN, width, rngs=rngs), nnx.relu, nnx.Linear(width, OUT, rngs=rngs)
+    )
+
+
+def mse(model, batch):
+    x, y = batch
+    return jnp.mean((model(x) - y) ** 2)
+
+
+def batch_list(steps, size=6, seed=1):
+    keys = jax.random.split(jax.random.key(seed), steps)
+    return [
+        (jax.random.normal(k, (size, IN)), jax.random.normal(jax.random.fold_in(k, 1), (size, OUT)))
+        for k in keys
+    ]
+
+
+def hand_loop(width, seed, optimizer, batches, steps):
+    """The statistics written out by hand: jax.grad and optax.update on a dict of arrays,
+    the statistics in float64 numpy."""
+    model = make_mlp(width, None, nnx.Rngs(jax.random.key(seed)))
+    params = {
+        "w1": model.layers[0].kernel.get_value(),
+        "b1": model.layers[0].bias.get_value(),
+        "w2": model.layers[2].kernel.get_value(),
+        "b2": model.layers[2].bias.get_value(),
+    }
+
+    def forward(params, x):
+        h = x @ params["w1"] + params["b1"][None, :]
+        return h, jax.nn.relu(h) @ params["w2"] + params["b2"][None, :]
+
+    def loss(params, batch):
+        return jnp.mean((forward(params, batch[0])[1] - batch[1]) ** 2)
+
+    initial = params
+    state = optimizer.init(params)
+    module_rows, param_rows, losses = [], [], []
+    for t in range(steps):
+        batch = batches[t]
+        losses.append(float(loss(params, batch)))
+        outputs = [np.asarray(o, np.float64) for o in forward(params, batch[0])]
+        outputs0 = [np.asarray(o, np.float64) for o in forward(initial, batch[0])]
+        module_rows.append(
+            [
+                [np.mean(np.abs(o)), np.sqrt(np.mean(o**2)), np.mean(np.abs(o - o0))]
+                for o, o0 in zip(outputs, outputs0, strict=True)
+            ]
+        )
+        grads = jax.grad(loss)(params, batch)
+        updates, state = optimizer.update(grads, state, params)
+        row = []
+        for name in ("b1", "w1", "b2", "w2"):  # forward order: a layer's bias, then kernel
+            g, u, w = (np.asarray(tree[name], np.float64) for tree in (grads, updates, params))
+            rms = lambda a: np.sqrt(np.mean(a**2))
+            ratio = rms(u) / rms(w) if rms(w) > 0 else np.nan
+            row.append([rms(g), rms(u), ratio])
+        param_rows.append(row)
+        params = optax.apply_updates(params, updates)
+    return np.array(losses), np.array(module_rows), np.array(param_rows)
+
+
+@pytest.mark.parametrize("optimizer", [optax.sgd(0.1), optax.adam(0.05)], ids=["sgd", "adam"])
+def test_statistics_match_a_hand_written_loop(optimizer):
+    steps, widths, seeds = 3, (8,), (0, 4)
+    batches = batch_list(steps)
+    check = scaling.coord_check(
+        make_mlp, optimizer, batches, widths=widths, seeds=seeds, steps=steps, loss_fn=mse
+    )
+    for width in widths:
+        point = check.point(width)
+        assert point.layers == ("layers.0", "layers.2")
+        assert point.params == (
+            "layers.0.bias",
+            "layers.0.kernel",
+            "layers.2.bias",
+            "layers.2.kernel",
+        )
+        for index, seed in enumerate(seeds):
+            loss, modules, params = hand_loop(width, seed, optimizer, batches, steps)
+            np.testing.assert_allclose(point.loss[index], loss, rtol=1e-5)
+            np.testing.assert_allclose(point.modules[index], modules, rtol=2e-5, atol=1e-7)
+            np.testing.assert_allclose(point.param_values[index], params, rtol=2e-5, atol=1e-9)
+    # step 0 is the initialization: no change yet; the biases start at zero (ratio nan)
+    assert np.all(check.point(8).modules[:, 0, :, 2] == 0)
+    assert np.all(np.isnan(check.point(8).param_values[:, :1, [0, 2], 2]))
+
+
+def test_vmapped_seeds_equal_separate_runs():
+    batches = batch_list(2)
+    together = scaling.coord_check(
+        make_mlp, optax.adam(0.01), batches, widths=[8], seeds=[3, 1, 2], steps=2, loss_fn=mse
+    )
+    for index, seed in enumerate([3, 1, 2]):
+        alone = scaling.coord_check(
+            make_mlp, optax.adam(0.01), batches, widths=[8], seeds=[seed], steps=2, loss_fn=mse
+        )
+        a, b = together.point(8), alone.point(8)
+        np.testing.assert_allclose(a.modules[index], b.modules[0], rtol=1e-6)
+        np.testing.assert_allclose(a.param_values[index], b.param_values[0], rtol=1e-6)
+        np.testing.assert_allclose(a.loss[index], b.loss[0], rtol=1e-6)
+
+
+def test_one_program_per_shape_and_no_recompile():
+    batch = batch_list(1)[0]
+    optimizer = optax.sgd(0.01)
+    before = coord_module._program._cache_size()
+    scaling.coord_check(make_mlp, optimizer, batch, widths=[4, 6], seeds=2, loss_fn=mse)
+    assert coord_module._program._cache_size() == before + 2
+    scaling.coord_check(make_mlp, optimizer, batch, widths=[4, 6], seeds=2, loss_fn=mse)
+    assert coord_module._program._cache_size() == before + 2
+
+
+def make_scanned(width, depth, rngs):
+    return jnn.MLP(IN, width, depth, OUT, activation="relu", residual=True, rngs=rngs)
+
+
+def test_stacked_layers_give_one_row_per_layer_and_a_frame():
+    check = scaling.coord_check(
+        make_scanned,
+        optax.sgd(0.01),
+        batch_list(1)[0],
+        widths=[8],
+        depths=[2, 3],
+        seeds=1,
+        steps=2,
+        loss_fn=mse,
+    )
+    assert check.point(8, 3).layers == (
+        "input_layer",
+        "blocks[0]",
+        "blocks[0].linear",
+        "blocks[1]",
+        "blocks[1].linear",
+        "blocks[2]",
+        "blocks[2].linear",
+        "readout",
+    )
+    # a block's output is its input plus the branch: the block rows differ from their linear
+    point = check.point(8, 3)
+    assert np.all(np.isfinite(point.modules))
+    frame = check.to_frame()
+    assert list(frame.columns) == ["width", "depth", "seed", "step", "layer", "statistic", "value"]
+    expected = sum(
+        2 * (len(p.layers) * 3 + len(p.params) * 3) for p in check.points
+    )  # steps x rows x statistics
+    assert len(frame) == expected
+    row = frame.query("depth == 3 and step == 1 and layer == 'readout' and statistic == 'rms'")
+    assert float(row.value.iloc[0]) == pytest.approx(float(point.modules[0, 1, 7, 1]))
+
+
+def test_nonfinite_signal_is_recorded_not_raised():
+    x, y = batch_list(1)[0]
+    x = x.at[0, 0].set(jnp.inf)
+    check = scaling.coord_check(
+        make_mlp, optax.sgd(0.1), (x, y), widths=[4], seeds=1, steps=2, loss_fn=mse
+    )
+    assert not np.all(np.isfinite(check.point(4).modules))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"widths": []}, TypeError, "widths"),
+        ({"widths": [0]}, ValueError, "positive"),
+        ({"widths": [4, 4]}, ValueError, "repeat"),
+        ({"widths": [4], "seeds": 0}, ValueError, "seeds"),
+        ({"widths": [4], "steps": 0}, ValueError, "steps"),
+        ({"widths": [4], "depths": [1.5]}, ValueError, "depths"),
+    ],
+)
+def test_bad_arguments_are_refused(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        scaling.coord_check(make_mlp, optax.sgd(0.1), batch_list(1)[0], loss_fn=mse, **kwargs)
+
+
+def test_too_few_batches_and_a_non_scalar_loss_are_refused():
+    with pytest.raises(ValueError, match="fewer than steps"):
+        scaling.coord_check(
+            make_mlp, optax.sgd(0.1), batch_list(2), widths=[4], steps=3, loss_fn=mse
+        )
+    with pytest.raises(TypeError, match="real scalar"):
+        scaling.coord_check(
+            make_mlp,
+            optax.sgd(0.1),
+            batch_list(1)[0],
+            widths=[4],
+            loss_fn=lambda model, batch: model(batch[0]),
+        )
+
+
+def test_mean_abs_is_accumulated_wide():
+    values = jnp.full((4096,), 60000.0, jnp.float16)
+    assert float(scaling.mean_abs(values)) == 60000.0
+    np.testing.assert_allclose(
+        scaling.mean_abs(jnp.arange(6.0).reshape(2, 3) - 2, axis=1), [1.0, 2.0]
+    )
