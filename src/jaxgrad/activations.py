@@ -41,28 +41,111 @@ SELU_SCALE = 1.0507009873554804934193349852946
 
 
 def linear(x: ArrayLike) -> jax.Array:
-    """The identity, phi(x) = x: a network without a nonlinearity."""
+    """The identity, phi(x) = x: a network without a nonlinearity.
+
+    Args:
+        x: the input array (or anything `jnp.asarray` takes).
+
+    Returns:
+        phi(x), an array of x's shape and dtype.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import activations
+        >>> activations.linear(jnp.array([-2.0, 3.0])).tolist()
+        [-2.0, 3.0]
+    """
     return jnp.asarray(x)
 
 
 def sigmoid(x: ArrayLike) -> jax.Array:
-    """The logistic function 1 / (1 + exp(-x)); its derivative is at most 1/4."""
+    """The logistic function 1 / (1 + exp(-x)); its derivative is at most 1/4.
+
+    Unless the weights make up that factor 4, gradients shrink layer by layer through a
+    deep sigmoid network; Glorot and Bengio 2010 also found that its mean of 1/2 drives the
+    top hidden layer into saturation.
+
+    Args:
+        x: the input array (or anything `jnp.asarray` takes).
+
+    Returns:
+        phi(x), an array of x's shape and dtype.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import activations
+        >>> activations.sigmoid(jnp.array([0.0])).tolist()
+        [0.5]
+
+    References:
+        Glorot and Bengio 2010, "Understanding the difficulty of training deep feedforward
+        neural networks".
+    """
     return jax.nn.sigmoid(x)
 
 
 def tanh(x: ArrayLike) -> jax.Array:
-    """The hyperbolic tangent; saturates at +-1, derivative 1 at the origin."""
+    """The hyperbolic tangent; saturates at +-1, derivative 1 at the origin.
+
+    Args:
+        x: the input array (or anything `jnp.asarray` takes).
+
+    Returns:
+        phi(x), an array of x's shape and dtype.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import activations
+        >>> [round(v, 4) for v in activations.tanh(jnp.array([0.0, 1.0])).tolist()]
+        [0.0, 0.7616]
+    """
     return jnp.tanh(x)
 
 
 def relu(x: ArrayLike) -> jax.Array:
-    """max(x, 0). The derivative at 0 is taken as 0, as in JAX and PyTorch. Kink at 0."""
+    """max(x, 0). The derivative at 0 is taken as 0, as in JAX and PyTorch. Kink at 0.
+
+    Args:
+        x: the input array (or anything `jnp.asarray` takes).
+
+    Returns:
+        phi(x), an array of x's shape and dtype.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import activations
+        >>> activations.relu(jnp.array([-1.0, 0.0, 2.0])).tolist()
+        [0.0, 0.0, 2.0]
+
+    References:
+        Nair and Hinton 2010, "Rectified Linear Units Improve Restricted Boltzmann Machines";
+        Glorot, Bordes and Bengio 2011, "Deep Sparse Rectifier Neural Networks".
+    """
     return jax.nn.relu(x)
 
 
 def leaky_relu(x: ArrayLike, negative_slope: float = 0.01) -> jax.Array:
-    """x for x > 0, negative_slope * x otherwise (Maas et al. 2013). Kink at 0, where the
-    derivative is taken as negative_slope, as in PyTorch."""
+    """x for x > 0, negative_slope * x otherwise (Maas et al. 2013).
+
+    Kink at 0, where the derivative is taken as negative_slope, as in PyTorch.
+
+    Args:
+        x: the input array (or anything `jnp.asarray` takes).
+        negative_slope: the slope for x <= 0 (PyTorch's default 0.01).
+
+    Returns:
+        phi(x), an array of x's shape and dtype.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import activations
+        >>> activations.leaky_relu(jnp.array([-2.0, 2.0]), negative_slope=0.5).tolist()
+        [-1.0, 2.0]
+
+    References:
+        Maas, Hannun and Ng 2013, "Rectifier Nonlinearities Improve Neural Network Acoustic
+        Models".
+    """
     x = jnp.asarray(x)
     return jnp.where(x > 0, x, negative_slope * x)
 
@@ -72,6 +155,23 @@ def elu(x: ArrayLike, alpha: float = 1.0) -> jax.Array:
 
     Kink at 0 unless alpha = 1 (then only the second derivative jumps). The derivative at 0
     is the left one, alpha, as in PyTorch: 1 for alpha = 1, where elu is differentiable.
+
+    Args:
+        x: the input array (or anything `jnp.asarray` takes).
+        alpha: the negative branch's scale (and its limit -alpha).
+
+    Returns:
+        phi(x), an array of x's shape and dtype.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import activations
+        >>> [round(v, 4) for v in activations.elu(jnp.array([-1.0, 2.0])).tolist()]
+        [-0.6321, 2.0]
+
+    References:
+        Clevert, Unterthiner and Hochreiter 2016, "Fast and Accurate Deep Network Learning by
+        Exponential Linear Units (ELUs)".
     """
     x = jnp.asarray(x)
     # where, not minimum: minimum splits its derivative at the tie x = 0 (alpha / 2).
@@ -81,8 +181,24 @@ def elu(x: ArrayLike, alpha: float = 1.0) -> jax.Array:
 def selu(x: ArrayLike) -> jax.Array:
     """Scaled ELU with the fixed point of mean 0 and variance 1 (Klambauer et al. 2017).
 
-    Kink at 0; the derivative there is the left one, SELU_SCALE * SELU_ALPHA = 1.7581, as in
-    PyTorch (the right one is SELU_SCALE = 1.0507).
+    SELU_SCALE * elu(x, SELU_ALPHA). Kink at 0; the derivative there is the left one,
+    SELU_SCALE * SELU_ALPHA = 1.7581, as in PyTorch (the right one is SELU_SCALE = 1.0507).
+    With `jaxgrad.init.lecun_normal` weights the activations approach mean 0, variance 1.
+
+    Args:
+        x: the input array (or anything `jnp.asarray` takes).
+
+    Returns:
+        phi(x), an array of x's shape and dtype.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import activations
+        >>> [round(v, 4) for v in activations.selu(jnp.array([-1.0, 1.0])).tolist()]
+        [-1.1113, 1.0507]
+
+    References:
+        Klambauer, Unterthiner, Mayr and Hochreiter 2017, "Self-Normalizing Neural Networks".
     """
     return SELU_SCALE * elu(x, SELU_ALPHA)
 
@@ -92,20 +208,67 @@ def gelu(x: ArrayLike, approximate: bool = False) -> jax.Array:
 
     The exact form is the default, as in PyTorch (JAX's own default is the approximation).
 
+    Args:
+        x: the input array (or anything `jnp.asarray` takes).
+        approximate: True for the tanh approximation, a bool.
+
+    Returns:
+        phi(x), an array of x's shape and dtype.
+
     Raises:
         TypeError: an `approximate` that is not a bool (a string such as "no" or "none",
             PyTorch's spelling, would otherwise count as true).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import activations
+        >>> [round(v, 4) for v in activations.gelu(jnp.array([-1.0, 1.0])).tolist()]
+        [-0.1587, 0.8413]
+
+    References:
+        Hendrycks and Gimpel 2016, "Gaussian Error Linear Units (GELUs)".
     """
     return jax.nn.gelu(x, approximate=_flag("approximate", "gelu", approximate))
 
 
 def silu(x: ArrayLike) -> jax.Array:
-    """x * sigmoid(x), also called swish (Ramachandran et al. 2017)."""
+    """x * sigmoid(x), also called swish (Ramachandran et al. 2017).
+
+    Args:
+        x: the input array (or anything `jnp.asarray` takes).
+
+    Returns:
+        phi(x), an array of x's shape and dtype.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import activations
+        >>> [round(v, 4) for v in activations.silu(jnp.array([-1.0, 1.0])).tolist()]
+        [-0.2689, 0.7311]
+
+    References:
+        Elfwing, Uchibe and Doya 2018, "Sigmoid-Weighted Linear Units for Neural Network
+        Function Approximation in Reinforcement Learning"; Ramachandran, Zoph and Le 2017,
+        "Searching for Activation Functions".
+    """
     return jax.nn.silu(x)
 
 
 def softplus(x: ArrayLike) -> jax.Array:
-    """log(1 + exp(x)), a smooth ReLU."""
+    """log(1 + exp(x)), a smooth ReLU.
+
+    Args:
+        x: the input array (or anything `jnp.asarray` takes).
+
+    Returns:
+        phi(x), an array of x's shape and dtype.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import activations
+        >>> [round(v, 4) for v in activations.softplus(jnp.array([0.0, 5.0])).tolist()]
+        [0.6931, 5.0067]
+    """
     return jax.nn.softplus(x)
 
 
@@ -113,25 +276,86 @@ def softsign(x: ArrayLike) -> jax.Array:
     """x / (1 + |x|): tanh-like with polynomial rather than exponential saturation.
 
     Its second derivative jumps at 0 (a breakpoint for quadrature); the derivative is 1 there.
+
+    Args:
+        x: the input array (or anything `jnp.asarray` takes).
+
+    Returns:
+        phi(x), an array of x's shape and dtype.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import activations
+        >>> activations.softsign(jnp.array([-1.0, 3.0])).tolist()
+        [-0.5, 0.75]
+
+    References:
+        Glorot and Bengio 2010, "Understanding the difficulty of training deep feedforward
+        neural networks" (softsign against tanh).
     """
     return jax.nn.soft_sign(x)
 
 
 def mish(x: ArrayLike) -> jax.Array:
-    """x * tanh(softplus(x)) (Misra 2019)."""
+    """x * tanh(softplus(x)) (Misra 2019).
+
+    Args:
+        x: the input array (or anything `jnp.asarray` takes).
+
+    Returns:
+        phi(x), an array of x's shape and dtype.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import activations
+        >>> [round(v, 4) for v in activations.mish(jnp.array([-1.0, 1.0])).tolist()]
+        [-0.3034, 0.8651]
+
+    References:
+        Misra 2019, "Mish: A Self Regularized Non-Monotonic Activation Function".
+    """
     x = jnp.asarray(x)
     return x * jnp.tanh(jax.nn.softplus(x))
 
 
 def hard_tanh(x: ArrayLike) -> jax.Array:
-    """clip(x, -1, 1). Kinks at -1 and 1, where the derivative is taken as 0, as in PyTorch."""
+    """clip(x, -1, 1). Kinks at -1 and 1, where the derivative is taken as 0, as in PyTorch.
+
+    Args:
+        x: the input array (or anything `jnp.asarray` takes).
+
+    Returns:
+        phi(x), an array of x's shape and dtype.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import activations
+        >>> activations.hard_tanh(jnp.array([-3.0, 0.5, 2.0])).tolist()
+        [-1.0, 0.5, 1.0]
+    """
     x = jnp.asarray(x)
     # where, not clip: clip splits its derivative at the ties x = +-1 (1/2).
     return jnp.where((x > -1) & (x < 1), x, jnp.sign(x))
 
 
 def erf(x: ArrayLike) -> jax.Array:
-    """The error function: tanh-like with closed-form Gaussian moments (Williams 1997)."""
+    """The error function: tanh-like with closed-form Gaussian moments (Williams 1997).
+
+    Args:
+        x: the input array (or anything `jnp.asarray` takes).
+
+    Returns:
+        phi(x), an array of x's shape and dtype.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import activations
+        >>> [round(v, 4) for v in activations.erf(jnp.array([0.0, 1.0])).tolist()]
+        [0.0, 0.8427]
+
+    References:
+        Williams 1997, "Computing with Infinite Networks".
+    """
     return jax.scipy.special.erf(x)
 
 
@@ -156,6 +380,16 @@ def rrelu(
     Raises:
         ValueError: no `key` while not `deterministic`.
         TypeError: a `deterministic` that is not a bool.
+
+    Example:
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import activations
+        >>> activations.rrelu(jnp.array([-1.0, 2.0]), deterministic=True).tolist()  # slope 11/48
+        [-0.2291666716337204, 2.0]
+        >>> y = activations.rrelu(-jnp.ones(1000), jax.random.key(0))
+        >>> bool(y.min() >= -1 / 3) and bool(y.max() <= -1 / 8)
+        True
     """
     x = jnp.asarray(x)
     if _flag("deterministic", "rrelu", deterministic):
@@ -210,7 +444,16 @@ def _flag(param: str, name: str, value: object) -> bool:
 
 
 def names() -> tuple[str, ...]:
-    """The canonical activation names that `get` accepts (aliases such as "swish" also work)."""
+    """The canonical activation names that `get` accepts (aliases such as "swish" also work).
+
+    Returns:
+        A tuple of names, in the registry's order.
+
+    Example:
+        >>> from jaxgrad import activations
+        >>> activations.names()[:4]
+        ('linear', 'sigmoid', 'tanh', 'relu')
+    """
     return tuple(_REGISTRY)
 
 
@@ -267,6 +510,15 @@ def get(name: str, **params: Any) -> Activation:
         ValueError: unknown name (the message lists the valid ones) or a bad value.
         TypeError: a parameter the activation does not have, a non-numeric value, or a
             flag that is not a bool.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import activations
+        >>> phi = activations.get("leaky_relu", negative_slope=0.5)
+        >>> phi.__name__, phi(jnp.array([-2.0])).tolist()
+        ('leaky_relu', [-1.0])
+        >>> activations.get("swish").__name__
+        'silu'
     """
     key = _canonical(name)
     fn = _REGISTRY[key]
@@ -289,12 +541,26 @@ def resolve(activation: str | Activation) -> Activation:
     This is how models, sweeps, the theory and the command line take an activation: the
     result is called as `phi(x)`, with nothing else.
 
+    Args:
+        activation: a name from `names()` (or an alias), or a callable.
+
+    Returns:
+        The activation as a function of one array.
+
     Raises:
         ValueError: an unknown name, or "rrelu": its random slope per element needs a fresh
             PRNG key at every call, which a name cannot carry. Use `jaxgrad.nn.RReLU` in a
             model, or `get("rrelu", deterministic=True)` (leaky_relu with slope
             (lower + upper) / 2) for its evaluation form.
         TypeError: neither a string nor a callable.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import activations
+        >>> activations.resolve("tanh") is activations.tanh
+        True
+        >>> activations.resolve(jnp.sin) is jnp.sin
+        True
     """
     if isinstance(activation, str):
         if _canonical(activation) == "rrelu":
@@ -316,7 +582,23 @@ def resolve(activation: str | Activation) -> Activation:
 
 
 def name_of(activation: str | Activation) -> str:
-    """A readable name for an activation given by name or as a function."""
+    """A readable name for an activation given by name or as a function.
+
+    Args:
+        activation: a name (aliases give the canonical name) or a callable.
+
+    Returns:
+        The canonical name, or the callable's `__name__` (its type's name if it has none).
+
+    Raises:
+        ValueError: an unknown activation name.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import activations
+        >>> activations.name_of("Swish"), activations.name_of(jnp.sin)
+        ('silu', 'sin')
+    """
     if isinstance(activation, str):
         return _canonical(activation)
     return getattr(activation, "__name__", type(activation).__name__)
@@ -390,7 +672,20 @@ def derivative(activation: str | Activation) -> Activation:
         activation: a name from `names()` or an elementwise callable.
 
     Returns:
-        A function `dphi(x)` with the shape and dtype of `x`.
+        A function `dphi(x)` with the shape and dtype of `x` (an integer x is taken as the
+        default float dtype); it carries the breakpoints of phi.
+
+    Raises:
+        ValueError: an unknown name, or "rrelu" (see `resolve`).
+        TypeError: neither a string nor a callable.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import activations
+        >>> activations.derivative("relu")(jnp.array([-1.0, 0.0, 2.0])).tolist()
+        [0.0, 0.0, 1.0]
+        >>> activations.derivative("sigmoid")(jnp.array([0.0])).tolist()  # at most 1/4
+        [0.25]
     """
     phi = resolve(activation)
 
@@ -453,6 +748,8 @@ def derivative_from_output(activation: str | Activation) -> Activation | None:
         >>> z = jnp.array([0.0, 1.0, 3.0])
         >>> bool(jnp.allclose(dtanh(tanh(z)), derivative("tanh")(z)))
         True
+        >>> derivative_from_output("gelu") is None
+        True
     """
     params: dict[str, Any] = {}
     if isinstance(activation, str):
@@ -492,10 +789,20 @@ def hermite_nodes(num_points: int) -> tuple[np.ndarray, np.ndarray]:
     Args:
         num_points: the number of nodes, an int in [2, MAX_QUADRATURE_POINTS].
 
+    Returns:
+        (nodes, weights), float64 NumPy arrays of shape (num_points,); the weights sum to 1.
+
     Raises:
         ValueError: a `num_points` that is not an int in that range.
 
-    References: Golub and Welsch 1969, "Calculation of Gauss quadrature rules".
+    Example:
+        >>> from jaxgrad import activations
+        >>> nodes, weights = activations.hermite_nodes(4)
+        >>> round(float((weights * nodes**2).sum()), 12)  # E[z^2] = 1
+        1.0
+
+    References:
+        Golub and Welsch 1969, "Calculation of Gauss quadrature rules".
     """
     if (
         isinstance(num_points, bool)
@@ -550,7 +857,20 @@ def _half_layout(order: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def rule_size(num_centers: int, *, order: int = _RULE_ORDER) -> int:
-    """The number of nodes of `split_rule` with `num_centers` centers."""
+    """The number of nodes of `split_rule` with `num_centers` centers.
+
+    Args:
+        num_centers: the number of centers (an activation's breakpoints and 0).
+        order: Gauss-Legendre points per panel (keyword only).
+
+    Returns:
+        The node count, an int.
+
+    Example:
+        >>> from jaxgrad import activations
+        >>> activations.rule_size(1), activations.rule_size(3, order=8)
+        (192, 288)
+    """
     return 2 * num_centers * order * (_RULE_GRADED + _RULE_LINEAR)
 
 
@@ -575,6 +895,13 @@ def split_rule(
     Returns:
         (z, w), each of shape (`rule_size(K, order=order)`,), less one half's nodes with
         `right_only`; the weights include the Gaussian density up to a constant factor.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import activations
+        >>> z, w = activations.split_rule(jnp.array([0.0]), jnp.array([1.0]))
+        >>> z.shape, round(float((w * jnp.abs(z)).sum() / w.sum()), 6)  # E|z| = sqrt(2 / pi)
+        ((192,), 0.797885)
     """
     dtype = jnp.result_type(centers, scales)
     if centers.shape[0] > 1:
