@@ -18,7 +18,7 @@ import textwrap
 
 import pytest
 
-MODULES = ("jaxgrad.theory", "jaxgrad.init", "jaxgrad.activations")
+MODULES = ("jaxgrad.theory", "jaxgrad.init", "jaxgrad.activations", "jaxgrad.stats.reductions")
 """The modules whose docstrings are checked (the rest are listed in the test's history)."""
 
 SECTIONS = ("Args:", "Attributes:", "Returns:", "Yields:", "Raises:", "Example:", "Examples:")

@@ -48,7 +48,20 @@ Axis = int | Sequence[int] | None
 
 def accumulation_dtype(dtype: DTypeLike) -> jnp.dtype:
     """The dtype statistics of `dtype` values are accumulated and returned in: float32 at
-    least, float64 for float64 values (and complex values' real counterpart)."""
+    least, float64 for float64 values (and complex values' real counterpart).
+
+    Args:
+        dtype: the values' dtype.
+
+    Returns:
+        The accumulation dtype, a `jnp.dtype`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import stats
+        >>> str(stats.accumulation_dtype(jnp.bfloat16)), str(stats.accumulation_dtype(jnp.int8))
+        ('float32', 'float32')
+    """
     dtype = jnp.dtype(dtype)
     if jnp.issubdtype(dtype, jnp.complexfloating):
         dtype = jnp.finfo(dtype).dtype
@@ -86,11 +99,8 @@ def root_sum_squares(
     scaled (in `accumulation_dtype`) by the power of two that brings that magnitude into
     [0.5, 1) (`pow2_exponent`, exact), whose root is scaled back with `jnp.ldexp`. No square
     can overflow, and what flushes to zero is below 2**-126 of the largest square:
-    negligible. (Three sums at three fixed scales, the form this replaced, cost three
-    passes: XLA's CPU backend runs sibling reductions one after the other; the two-pass
-    form made `jaxgrad.propagate` about 12% faster at the seed's shape.) With inf or nan
-    among the values the result is inf or nan. The result is inf only when the root itself
-    is beyond the dtype.
+    negligible. With inf or nan among the values the result is inf or nan. The result is
+    inf only when the root itself is beyond the dtype.
 
     Args:
         values: any real (or complex: their moduli) array.
@@ -107,11 +117,20 @@ def root_sum_squares(
     Returns:
         The root, in `accumulation_dtype(values.dtype)`.
 
+    Raises:
+        ValueError: an axis out of range.
+
     Example:
         >>> import jax.numpy as jnp
         >>> float(root_sum_squares(jnp.array([3.0, 4.0], jnp.float16)))
         5.0
+
+    References:
+        Blue 1978, "A Portable Fortran Program to Find the Euclidean Norm of a Vector".
     """
+    # Three sums at three fixed scales, the form this replaced, cost three passes: XLA's
+    # CPU backend runs sibling reductions one after the other; the two-pass form made
+    # `jaxgrad.propagate` about 12% faster at the seed's shape.
     values = _as_accumulated(values)
     axes = _axes(values.ndim, axis)
 
@@ -134,6 +153,18 @@ def norm(
 ) -> jax.Array:
     """The 2-norm (Frobenius for matrices) over `axis`: `root_sum_squares` with divisor 1.
 
+    Args:
+        values: any real (or complex: their moduli) array.
+        axis: the axes to reduce (an int, a sequence of ints); None for all.
+        keepdims: keep the reduced axes with size 1.
+        one_pass: try the plain sum of squares first (see `root_sum_squares`).
+
+    Returns:
+        The norm, in `accumulation_dtype(values.dtype)`; finite as long as the values are.
+
+    Raises:
+        ValueError: an axis out of range.
+
     Example:
         >>> import jax.numpy as jnp
         >>> norm(jnp.array([[3.0, 0.0], [4.0, 0.0]]), axis=0).tolist()
@@ -144,6 +175,17 @@ def norm(
 
 def rms(values: ArrayLike, axis: Axis = None, *, keepdims: bool = False) -> jax.Array:
     """The root mean square over `axis` (nan for no values).
+
+    Args:
+        values: any real (or complex: their moduli) array.
+        axis: the axes to reduce (an int, a sequence of ints); None for all.
+        keepdims: keep the reduced axes with size 1.
+
+    Returns:
+        The root mean square, in `accumulation_dtype(values.dtype)`.
+
+    Raises:
+        ValueError: an axis out of range.
 
     Example:
         >>> import jax.numpy as jnp
@@ -160,8 +202,13 @@ def mean_std(values: ArrayLike) -> tuple[jax.Array, jax.Array]:
 
     Two passes: the mean, each value divided by the count before the sum so that a finite
     sum cannot overflow, then `root_sum_squares` of the centred values. The mean is non-
-    finite exactly when some value is, which makes it a cheap finiteness test. Both are in
-    `accumulation_dtype(values.dtype)`.
+    finite exactly when some value is, which makes it a cheap finiteness test.
+
+    Args:
+        values: any real (or complex: their moduli) array.
+
+    Returns:
+        (mean, std), scalars in `accumulation_dtype(values.dtype)`.
 
     Example:
         >>> import jax.numpy as jnp
@@ -177,8 +224,13 @@ def global_norm(tree: Any) -> jax.Array:
     """The 2-norm of every leaf of a pytree together, finite as long as the leaves are.
 
     The per-leaf norms are combined with `norm` again (a norm of norms), so no square of a
-    large leaf is ever formed. The result is in the widest accumulation dtype of the leaves
-    (float32 for an empty tree).
+    large leaf is ever formed.
+
+    Args:
+        tree: a pytree of arrays (parameters, gradients, updates).
+
+    Returns:
+        A scalar in the widest accumulation dtype of the leaves (float32 for an empty tree).
 
     Example:
         >>> import jax.numpy as jnp
@@ -200,6 +252,23 @@ def pow2_exponent(values: ArrayLike, axis: Axis = None, *, keepdims: bool = Fals
     exponent is clamped so that 2**-e is a normal number of the accumulation dtype: to
     [-(maxexp - 1), -minexp], [-127, 126] for float32, so a largest magnitude among the
     subnormals scales to below 0.5 and one above 2**126 to below 4.
+
+    Args:
+        values: any real (or complex: their moduli) array.
+        axis: the axes to reduce (an int, a sequence of ints); None for all.
+        keepdims: keep the reduced axes with size 1.
+
+    Returns:
+        The exponent, an int32 array.
+
+    Raises:
+        ValueError: an axis out of range.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import stats
+        >>> int(stats.pow2_exponent(jnp.array([3.0, -5.0])))  # 5 in [4, 8)
+        3
     """
     values = _as_accumulated(values)
     axes = _axes(values.ndim, axis)
@@ -216,12 +285,26 @@ def pow2_exponent(values: ArrayLike, axis: Axis = None, *, keepdims: bool = Fals
 
 def scale_by_pow2(values: ArrayLike, exponent: ArrayLike) -> jax.Array:
     """values * 2**-exponent in the accumulation dtype: exact, for exponents from
-    `pow2_exponent` (2**-exponent is then a normal number, built from its bits: XLA's
-    `exp2` is an approximation on CPU)."""
+    `pow2_exponent` (2**-exponent is then a normal number).
+
+    Args:
+        values: any real (or complex: their moduli) array.
+        exponent: int exponents that broadcast against the values.
+
+    Returns:
+        The scaled values, in `accumulation_dtype(values.dtype)`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import stats
+        >>> stats.scale_by_pow2(jnp.array([3.0, -5.0]), 3).tolist()
+        [0.375, -0.625]
+    """
     values = _as_accumulated(values)
     info = jnp.finfo(values.dtype)
     bits = jnp.int64 if values.dtype.itemsize == 8 else jnp.int32
     biased = (info.maxexp - 1) - jnp.asarray(exponent).astype(bits)
+    # 2**-exponent built from its bits: XLA's `exp2` is an approximation on CPU.
     factor = jax.lax.bitcast_convert_type(biased << info.nmant, values.dtype)
     return values * factor
 
@@ -229,7 +312,21 @@ def scale_by_pow2(values: ArrayLike, exponent: ArrayLike) -> jax.Array:
 def scaled(values: ArrayLike) -> tuple[jax.Array, jax.Array]:
     """`(values * 2**-e, e)` with e = `pow2_exponent(values)`, in the accumulation dtype:
     the values with a largest magnitude in [0.5, 1) (exactly, a power-of-two scaling), and
-    the exponent that gives them back."""
+    the exponent that gives them back.
+
+    Args:
+        values: any real (or complex: their moduli) array.
+
+    Returns:
+        (scaled values, int32 exponent).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import stats
+        >>> mantissas, exponent = stats.scaled(jnp.array([3.0, -5.0]))
+        >>> mantissas.tolist(), int(exponent)
+        ([0.375, -0.625], 3)
+    """
     exponent = pow2_exponent(values)
     return scale_by_pow2(values, exponent), exponent
 
@@ -241,7 +338,15 @@ def product_norm(left: ArrayLike, right: ArrayLike) -> jax.Array:
     Computed as the norm of the product of the scaled operands (`scaled`), the exponents
     given back with `jnp.ldexp`. With n < min(a, b) it uses the identity
     ||L^T R||_F^2 = sum((L L^T) * (R R^T)): two n x n Gram matrices instead of an a x b
-    product.
+    product. With `left` a layer's inputs and `right` the gradient of the loss with respect
+    to its outputs, this is the norm of the weight gradient, without forming it.
+
+    Args:
+        left: an (n, a) array.
+        right: an (n, b) array.
+
+    Returns:
+        The Frobenius norm, a scalar in the accumulation dtype.
 
     Example:
         >>> import jax.numpy as jnp
@@ -255,7 +360,20 @@ def product_norm(left: ArrayLike, right: ArrayLike) -> jax.Array:
 
 
 def gram(values: jax.Array) -> jax.Array:
-    """values @ values.T of an already scaled (n, a) array, accumulated in its dtype."""
+    """values @ values.T of an already scaled (n, a) array, accumulated in its dtype.
+
+    Args:
+        values: an (n, a) array, scaled (see `scaled`) so that its products cannot overflow.
+
+    Returns:
+        The (n, n) Gram matrix.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import stats
+        >>> stats.gram(jnp.array([[1.0, 2.0], [0.0, 1.0]])).tolist()
+        [[5.0, 2.0], [2.0, 1.0]]
+    """
     return jnp.matmul(values, values.T, preferred_element_type=values.dtype)
 
 
@@ -278,6 +396,13 @@ class Moments(NamedTuple):
         nonfinite: whether some value is inf or nan (bool; read off the mean and the
             largest magnitude, which are non-finite exactly then: a count would cost a pass
             of its own).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import stats
+        >>> m = stats.moments(jnp.array([1.0, -1.0, 1.0, -1.0]))
+        >>> float(m.mean), float(m.std), float(m.rms), bool(m.nonfinite)
+        (0.0, 1.0, 1.0, False)
     """
 
     mean: jax.Array
@@ -305,11 +430,13 @@ def moments(values: ArrayLike) -> Moments:
     magnitude near 1, so no square overflows or flushes to zero (the scaling is exact).
     var = mean((x - s)^2) - (mean - s)^2 has a rounding error of about
     eps * (1 + (mean - s)^2 / var), and s is within about std / 16 of the mean unless the
-    first values are outliers; rms = hypot(mean, std). XLA on CPU runs each full reduction
-    as a pass of its own (it does not fuse sibling reductions), so `mean_std` (two passes
-    and a three-scale sum) and a count of non-finite values cost more: the count here is
-    taken only when the other numbers say that some value is not finite. Finite as long as
-    the values are.
+    first values are outliers; rms = hypot(mean, std). Finite as long as the values are.
+
+    Args:
+        values: any real (or complex: their moduli) array.
+
+    Returns:
+        `Moments` of scalars in `accumulation_dtype(values.dtype)`; nan for no values.
 
     Example:
         >>> import jax.numpy as jnp
@@ -317,11 +444,28 @@ def moments(values: ArrayLike) -> Moments:
         >>> float(m.max_abs), bool(m.nonfinite)
         (inf, True)
     """
+    # XLA on CPU runs each full reduction as a pass of its own (it does not fuse sibling
+    # reductions), so `mean_std` (two passes) and a count of non-finite values would cost
+    # more: `nonfinite` is read off the mean and the largest magnitude instead.
     return _moments(_as_accumulated(values))[0]
 
 
 def moments_and_dead_fraction(values: ArrayLike) -> tuple[Moments, jax.Array]:
-    """`moments` and `dead_fraction` of the same values, sharing their first pass."""
+    """`moments` and `dead_fraction` of the same values, sharing their first pass.
+
+    Args:
+        values: any real array whose last axis holds the units.
+
+    Returns:
+        (`Moments`, the dead fraction); the fraction is nan for no values.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import stats
+        >>> m, dead = stats.moments_and_dead_fraction(jnp.array([[0.0, 2.0], [0.0, -2.0]]))
+        >>> round(float(m.rms), 4), float(dead)
+        (1.4142, 0.5)
+    """
     moments, unit_max = _moments(_as_accumulated(values))
     dtype = moments.mean.dtype
     if unit_max is None:
@@ -355,12 +499,22 @@ def dead_fraction(values: ArrayLike) -> jax.Array:
     convolution's channels) that are exactly zero for every example and position.
 
     A ReLU unit that is zero on a whole batch passes no gradient to the weights before it:
-    a dead unit (Lu et al. 2020, "Dying ReLU and Initialization").
+    a dead unit.
+
+    Args:
+        values: a layer's outputs, units on the last axis (a scalar is one unit).
+
+    Returns:
+        The fraction, a scalar in the accumulation dtype.
 
     Example:
         >>> import jax.numpy as jnp
         >>> float(dead_fraction(jnp.array([[0.0, 1.0, 0.0, 0.0], [0.0, 2.0, 3.0, 0.0]])))
         0.5
+
+    References:
+        Lu, Shin, Su and Karniadakis 2020, "Dying ReLU and Initialization: Theory and
+        Numerical Examples".
     """
     values = jnp.asarray(values)
     dtype = accumulation_dtype(values.dtype)
@@ -371,10 +525,22 @@ def dead_fraction(values: ArrayLike) -> jax.Array:
 def saturated_fraction(derivatives: ArrayLike, threshold: float) -> jax.Array:
     """The fraction of values whose activation derivative |phi'| is below `threshold`.
 
+    Args:
+        derivatives: phi' at a layer's pre-activations.
+        threshold: the |phi'| below which a unit counts as saturated (jaxgrad uses
+            `SATURATION_THRESHOLD`, 0.01).
+
+    Returns:
+        The fraction, a scalar in the accumulation dtype.
+
     Example:
         >>> import jax.numpy as jnp
         >>> float(saturated_fraction(jnp.array([1.0, 0.001, 0.5, 0.0]), 0.01))
         0.5
+
+    References:
+        Glorot and Bengio 2010, "Understanding the difficulty of training deep feedforward
+        neural networks" (saturated sigmoid and tanh units).
     """
     derivatives = jnp.asarray(derivatives)
     dtype = accumulation_dtype(derivatives.dtype)
