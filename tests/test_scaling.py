@@ -2,6 +2,8 @@
 vmapped seeds against separate runs, slopes on constructed cases with known exponents, and the
 muP / depth-muP tables against the papers' formulas."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,9 +11,11 @@ import optax
 import pytest
 from flax import nnx
 
+from jaxgrad import init as jinit
 from jaxgrad import nn as jnn
 from jaxgrad import scaling
 from jaxgrad.scaling import coord as coord_module
+from jaxgrad.scaling.coord import CoordCheck, CoordPoint
 
 IN, OUT = 5, 3
 
@@ -216,3 +220,135 @@ def test_mean_abs_is_accumulated_wide():
     np.testing.assert_allclose(
         scaling.mean_abs(jnp.arange(6.0).reshape(2, 3) - 2, axis=1), [1.0, 2.0]
     )
+
+
+# ----------------------------------------------------------------------------- slopes
+
+
+def make_power_linear(exponent):
+    """A linear network 16 -> n -> n -> 16 without biases, every kernel's entries drawn with
+    std width**exponent: for a fixed input, the hidden outputs' coordinates have std
+    c * n**a (first layer) and c * n**(2a + 1/2) (second: a sum of n terms), the readout
+    c * n**(3a + 1), so mean |x| scales with those exponents."""
+
+    def make(width, depth, rngs):
+        kernel_init = jinit.normal(std=float(width) ** exponent)
+        return nnx.Sequential(
+            nnx.Linear(16, width, use_bias=False, kernel_init=kernel_init, rngs=rngs),
+            nnx.Linear(width, width, use_bias=False, kernel_init=kernel_init, rngs=rngs),
+            nnx.Linear(width, 16, use_bias=False, kernel_init=kernel_init, rngs=rngs),
+        )
+
+    return make
+
+
+def output_square(model, x):
+    return jnp.mean(model(x) ** 2)
+
+
+@pytest.mark.parametrize("exponent", [-0.5, 0.25])
+def test_slopes_of_a_linear_network_with_known_exponents(exponent):
+    x = jax.random.normal(jax.random.key(2), (16, 16))
+    check = scaling.coord_check(
+        make_power_linear(exponent),
+        optax.sgd(0.0),
+        x,
+        widths=[64, 256, 1024],
+        seeds=6,
+        steps=1,
+        loss_fn=output_square,
+    )
+    table = scaling.slopes(check)
+    expected = {"layers.0": exponent, "layers.1": 2 * exponent + 0.5, "layers.2": 3 * exponent + 1}
+    for layer, slope in expected.items():
+        for statistic in ("mean_abs", "rms"):
+            fitted, words = table.get(layer, statistic, step=0)
+            assert fitted == pytest.approx(slope, abs=0.06), (layer, statistic)
+            assert words == scaling.verdict(fitted)
+    assert table.get("layers.0", "change", 0)[1] == "zero"
+
+
+def test_slope_spread_over_seeds_and_noisy_verdicts():
+    widths = (64, 128, 256, 512)
+    exponents = np.array([0.6, 1.0, 1.4])  # per seed
+
+    def point(width):
+        values = np.zeros((3, 2, 1, 3))
+        values[:, :, 0, 0] = 2.0 * float(width) ** exponents[:, None]
+        values[:, :, 0, 1] = 5.0  # constant: stable, slope 0
+        values[:, 1, 0, 2] = np.nan  # undefined at step 1
+        return CoordPoint(
+            width, None, ("out",), (), np.zeros((3, 2)), values, np.zeros((3, 2, 0, 3))
+        )
+
+    check = CoordCheck(tuple(point(w) for w in widths), widths, (None,), (0, 1, 2), 2)
+    table = scaling.slopes(check)
+    frame = table.to_frame().set_index(["layer", "statistic", "step"])
+    row = frame.loc[("out", "mean_abs", 1)]
+    assert row.slope == pytest.approx(1.0)
+    assert row.spread == pytest.approx(0.4)  # sample std of 0.6, 1.0, 1.4
+    assert row.verdict == "grows as width^1.00 (noisy: spread 0.40)"
+    assert frame.loc[("out", "rms", 0)].verdict == "stable"
+    assert frame.loc[("out", "change", 0)].verdict == "zero"
+    assert frame.loc[("out", "change", 1)].verdict == "undefined"
+    assert frame.loc[("out", "change", 1)].seeds == 0
+
+
+@pytest.mark.parametrize(
+    ("slope", "against", "words"),
+    [
+        (0.98, "width", "grows as width^0.98"),
+        (-0.5, "depth", "shrinks as depth^-0.50"),
+        (0.25, "width", "stable"),
+        (-0.26, "width", "shrinks as width^-0.26"),
+        (math.nan, "width", "undefined"),
+    ],
+)
+def test_verdict_thresholds(slope, against, words):
+    assert scaling.verdict(slope, against=against) == words
+
+
+def test_verdict_and_slopes_refuse_bad_input():
+    with pytest.raises(ValueError, match="against"):
+        scaling.verdict(1.0, against="height")
+    point = CoordPoint(
+        4, None, ("a",), (), np.zeros((1, 1)), np.ones((1, 1, 1, 3)), np.zeros((1, 1, 0, 3))
+    )
+    with pytest.raises(ValueError, match="two widths"):
+        scaling.slopes(CoordCheck((point,), (4,), (None,), (0,), 1))
+
+
+def make_counting(width, depth, rngs):
+    """`depth` identity layers each adding 1 (bias 1): with a zero input, layer l's output
+    is l + 1 in every coordinate, so the last layer's mean |x| is the depth (slope 1 against
+    depth) and the first's is 1 (slope 0)."""
+    return nnx.Sequential(
+        *[
+            nnx.Linear(
+                width,
+                width,
+                kernel_init=jinit.identity(),
+                bias_init=jinit.ones(),
+                rngs=rngs,
+            )
+            for _ in range(depth)
+        ]
+    )
+
+
+def test_slopes_against_depth_match_layers_by_their_last_index():
+    check = scaling.coord_check(
+        make_counting,
+        optax.sgd(0.0),
+        jnp.zeros((2, 4)),
+        widths=[4],
+        depths=[2, 4, 8],
+        seeds=1,
+        steps=1,
+        loss_fn=output_square,
+    )
+    table = scaling.slopes(check, against="depth")
+    assert table.get("layers.-1", "mean_abs", 0) == (pytest.approx(1.0), "grows as depth^1.00")
+    assert table.get("layers.0", "mean_abs", 0) == (pytest.approx(0.0), "stable")
+    assert "layers.3" not in set(table.layer)  # not at every depth
+    assert table.to_frame().columns[0] == "width"

@@ -1,0 +1,280 @@
+"""Slopes and verdicts of a coordinate check: how each layer's statistic scales with width
+(or depth), in numbers and in words.
+
+For each layer, statistic and step, the least-squares slope of log(statistic) against
+log(width) is fitted per seed; the table gives their mean and their spread (the standard
+deviation over seeds). A statistic that scales as width^a has slope a. The verdict reads the
+mean slope:
+
+- "stable" when |slope| <= `STABLE_SLOPE` (0.25: under a factor 2^0.25 = 1.19 per doubling,
+  which a few seeds at small widths cannot tell from noise);
+- "grows as width^0.98" / "shrinks as width^-0.50" otherwise (the slope to two decimals);
+- "zero" when the statistic is exactly zero at every point (a change at step 0);
+- "undefined" when a value is non-finite or not positive for every seed (no logarithm).
+
+A verdict carries "(noisy: spread 0.41)" when the spread over seeds exceeds `NOISY_SPREAD`
+(0.25): more seeds, a larger batch or a wider range of widths will tell.
+
+Across depths, layers are matched by name; a name holding a stack index ("blocks[7].linear",
+"layers.7") also answers to its last layer as "-1" ("blocks[-1].linear", "layers.-1"), so the
+last block, the first and the layers outside the stack are compared at every depth.
+
+References:
+    Yang et al. 2022, "Tensor Programs V", appendix D.1 (coordinate checks: a correct
+    parametrization keeps every coordinate's size constant in width); Yang et al. 2023,
+    "Tensor Programs VI: Feature Learning in Infinite-Depth Neural Networks" (the same
+    across depth).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from jaxgrad.scaling.coord import STATISTICS, CoordCheck, CoordPoint
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+STABLE_SLOPE = 0.25
+"""|slope| at most this reads "stable"."""
+
+NOISY_SPREAD = 0.25
+"""A spread of the slope over seeds above this marks a verdict "noisy"."""
+
+AGAINST = ("width", "depth")
+
+_INDEX = re.compile(r"\[(\d+)\]|\.(\d+)(?=\.|$)")
+
+
+def verdict(slope: float, spread: float = math.nan, *, against: str = "width") -> str:
+    """The words for a slope of log(statistic) against log(`against`).
+
+    Args:
+        slope: the fitted exponent (nan: undefined).
+        spread: its standard deviation over seeds (nan where unknown: not read).
+        against: "width" or "depth", the word in the verdict.
+
+    Returns:
+        "stable", "grows as width^0.98", "shrinks as depth^-0.50" or "undefined", with
+        " (noisy: spread 0.41)" when the spread exceeds `NOISY_SPREAD`.
+
+    Example:
+        >>> verdict(0.98), verdict(-0.5, against="depth"), verdict(0.1)
+        ('grows as width^0.98', 'shrinks as depth^-0.50', 'stable')
+    """
+    if against not in AGAINST:
+        raise ValueError(f"against must be one of {AGAINST}, got {against!r}")
+    if not math.isfinite(slope):
+        return "undefined"
+    if abs(slope) <= STABLE_SLOPE:
+        words = "stable"
+    elif slope > 0:
+        words = f"grows as {against}^{slope:.2f}"
+    else:
+        words = f"shrinks as {against}^{slope:.2f}"
+    if math.isfinite(spread) and spread > NOISY_SPREAD:
+        words += f" (noisy: spread {spread:.2f})"
+    return words
+
+
+def fit_slope(sizes: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The least-squares slope of log(values) against log(sizes), per row of `values`
+    (shape (rows, len(sizes))); nan for a row with a value that is not finite and positive.
+
+    Example:
+        >>> import numpy as np
+        >>> fit_slope(np.array([64, 128, 256]), np.array([[1.0, 2.0, 4.0]])).round(6).tolist()
+        [1.0]
+    """
+    x = np.log(np.asarray(sizes, np.float64))
+    values = np.asarray(values, np.float64)
+    valid = np.all(np.isfinite(values) & (values > 0), axis=-1)
+    y = np.log(np.where(np.isfinite(values) & (values > 0), values, 1.0))
+    centred = x - x.mean()
+    slope = (y - y.mean(axis=-1, keepdims=True)) @ centred / np.sum(centred**2)
+    return np.where(valid, slope, np.nan)
+
+
+def _aliases(names: tuple[str, ...]) -> dict[str, int]:
+    """Every name's row, and its alias with the stack's last index written -1."""
+    largest: dict[str, int] = {}
+    for name in names:
+        for match in _INDEX.finditer(name):
+            prefix = name[: match.start()]
+            index = int(match.group(1) or match.group(2))
+            largest[prefix] = max(largest.get(prefix, -1), index)
+    out = {name: row for row, name in enumerate(names)}
+    for row, name in enumerate(names):
+        alias = name
+        for match in reversed(list(_INDEX.finditer(name))):
+            prefix = name[: match.start()]
+            index = int(match.group(1) or match.group(2))
+            if index == largest[prefix]:
+                text = "[-1]" if match.group(1) is not None else ".-1"
+                alias = alias[: match.start()] + text + alias[match.end() :]
+        out.setdefault(alias, row)
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Slopes:
+    """Slopes of a coordinate check: one entry per (fixed, layer, statistic, step), as
+    columns of equal length.
+
+    Attributes:
+        against: "width" or "depth".
+        fixed: the other coordinate of each entry (the depth, for slopes against width).
+        layer, statistic, step: which series.
+        slope: the mean over seeds of the per-seed slopes (nan where undefined).
+        spread: their standard deviation over seeds (0 for one seed).
+        seeds: the number of seeds with a defined slope.
+        verdict: the words (`verdict`).
+    """
+
+    against: str
+    fixed: np.ndarray
+    layer: np.ndarray
+    statistic: np.ndarray
+    step: np.ndarray
+    slope: np.ndarray
+    spread: np.ndarray
+    seeds: np.ndarray
+    verdict: np.ndarray
+
+    def to_frame(self) -> pd.DataFrame:
+        """The table: `fixed` is named `depth` (slopes against width) or `width`."""
+        import pandas as pd
+
+        other = "depth" if self.against == "width" else "width"
+        return pd.DataFrame(
+            {
+                other: self.fixed,
+                "layer": self.layer,
+                "statistic": self.statistic,
+                "step": self.step,
+                "slope": self.slope,
+                "spread": self.spread,
+                "seeds": self.seeds,
+                "verdict": self.verdict,
+            }
+        )
+
+    def get(self, layer: str, statistic: str, step: int = -1, fixed=None) -> tuple[float, str]:
+        """(slope, verdict) of one series (the last step by default; the only or first
+        fixed coordinate by default)."""
+        steps = np.unique(self.step)
+        step = int(steps[step]) if step < 0 else step
+        hits = (self.layer == layer) & (self.statistic == statistic) & (self.step == step)
+        if fixed is not None:
+            hits &= self.fixed == fixed
+        index = np.flatnonzero(hits)
+        if not index.size:
+            raise KeyError(
+                f"no slope for layer {layer!r}, statistic {statistic!r}, step {step}; layers "
+                f"{sorted(set(self.layer.tolist()))}, statistics {sorted(set(self.statistic))}"
+            )
+        return float(self.slope[index[0]]), str(self.verdict[index[0]])
+
+    def summary(self, step: int = -1) -> str:
+        """One line per (fixed, layer, statistic) at one step: slope, spread and verdict."""
+        steps = np.unique(self.step)
+        step = int(steps[step]) if step < 0 else step
+        lines = [f"slopes against log {self.against} at step {step}:"]
+        width = max([len(str(name)) for name in self.layer] + [5])
+        for index in np.flatnonzero(self.step == step):
+            lines.append(
+                f"  {self.fixed[index]!s:>5} {self.layer[index]:<{width}} "
+                f"{self.statistic[index]:<12} {self.slope[index]:+7.2f} "
+                f"+- {self.spread[index]:.2f}  {self.verdict[index]}"
+            )
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+
+def slopes(check: CoordCheck, against: str = "width") -> Slopes:
+    """Fit every layer's, statistic's and step's slope against log width (or log depth).
+
+    Args:
+        check: a `CoordCheck` with at least two widths (or depths).
+        against: "width" or "depth".
+
+    Returns:
+        `Slopes`, with the verdicts.
+
+    Raises:
+        ValueError: if `against` is unknown or the check has fewer than two sizes along it.
+
+    Example:
+        >>> import numpy as np
+        >>> from jaxgrad.scaling.coord import CoordCheck, CoordPoint
+        >>> def point(width):  # one seed, one step, one layer: mean |x| = width
+        ...     values = np.full((1, 1, 1, 3), float(width))
+        ...     return CoordPoint(width, None, ("out",), (), np.zeros((1, 1)), values,
+        ...                       np.zeros((1, 1, 0, 3)))
+        >>> check = CoordCheck((point(64), point(128)), (64, 128), (None,), (0,), 1)
+        >>> slopes(check).get("out", "mean_abs")
+        (1.0, 'grows as width^1.00')
+    """
+    if against not in AGAINST:
+        raise ValueError(f"against must be one of {AGAINST}, got {against!r}")
+    sizes = check.widths if against == "width" else check.depths
+    if len(sizes) < 2 or None in sizes:
+        raise ValueError(
+            f"a slope against {against} needs at least two {against}s, got {list(sizes)}"
+        )
+    others = check.depths if against == "width" else check.widths
+    columns: dict[str, list] = {key: [] for key in ("fixed", "layer", "statistic", "step")}
+    columns |= {"slope": [], "spread": [], "seeds": [], "verdict": []}
+    for other in others:
+        points: list[CoordPoint] = [
+            check.point(size, other) if against == "width" else check.point(other, size)
+            for size in sizes
+        ]
+        for statistic in STATISTICS:
+            tables = [point.statistic(statistic) for point in points]
+            maps = [_aliases(names) for names, _ in tables]
+            common = [name for name in maps[0] if all(name in m for m in maps[1:])]
+            for name in common:
+                # (seeds, steps, sizes)
+                series = np.stack(
+                    [values[:, :, m[name]] for (_, values), m in zip(tables, maps, strict=True)],
+                    axis=-1,
+                ).astype(np.float64)
+                seeds, steps, _ = series.shape
+                per_seed = fit_slope(np.asarray(sizes), series.reshape(-1, len(sizes)))
+                per_seed = per_seed.reshape(seeds, steps)
+                zero = np.all(series == 0, axis=(0, 2))
+                for step in range(steps):
+                    defined = per_seed[np.isfinite(per_seed[:, step]), step]
+                    slope = float(defined.mean()) if defined.size else math.nan
+                    spread = float(defined.std(ddof=1)) if defined.size > 1 else 0.0
+                    words = "zero" if zero[step] else verdict(slope, spread, against=against)
+                    columns["fixed"].append(other)
+                    columns["layer"].append(name)
+                    columns["statistic"].append(statistic)
+                    columns["step"].append(step)
+                    columns["slope"].append(slope)
+                    columns["spread"].append(spread if defined.size else math.nan)
+                    columns["seeds"].append(int(defined.size))
+                    columns["verdict"].append(words)
+    return Slopes(
+        against,
+        np.asarray(columns["fixed"], dtype=object),
+        np.asarray(columns["layer"], dtype=object),
+        np.asarray(columns["statistic"], dtype=object),
+        np.asarray(columns["step"], dtype=np.int64),
+        np.asarray(columns["slope"], dtype=np.float64),
+        np.asarray(columns["spread"], dtype=np.float64),
+        np.asarray(columns["seeds"], dtype=np.int64),
+        np.asarray(columns["verdict"], dtype=object),
+    )
+
+
+__all__ = ["AGAINST", "NOISY_SPREAD", "STABLE_SLOPE", "Slopes", "fit_slope", "slopes", "verdict"]
