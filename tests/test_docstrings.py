@@ -18,7 +18,13 @@ import textwrap
 
 import pytest
 
-MODULES = ("jaxgrad.theory", "jaxgrad.init", "jaxgrad.activations", "jaxgrad.stats.reductions")
+MODULES = (
+    "jaxgrad.theory",
+    "jaxgrad.init",
+    "jaxgrad.activations",
+    "jaxgrad.stats.reductions",
+    "jaxgrad.stats.diagnosis",
+)
 """The modules whose docstrings are checked (the rest are listed in the test's history)."""
 
 SECTIONS = ("Args:", "Attributes:", "Returns:", "Yields:", "Raises:", "Example:", "Examples:")

@@ -191,6 +191,17 @@ class Profile(NamedTuple):
             "died" rule; None outside a run.
         nonfinite_step: for a run, the step whose numbers the per-layer fields hold when it
             went non-finite there (its first non-finite step), for the message; else None.
+
+    Example:
+        >>> import numpy as np
+        >>> from jaxgrad import stats
+        >>> profile = stats.Profile(
+        ...     names=("layer 1", "layer 2", "layer 3"),
+        ...     grad_norm=np.array([1e-4, 1e-2, 1.0]),
+        ...     weight_norm=np.ones(3),
+        ... )
+        >>> profile.depth, stats.diagnose(profile).verdict
+        (3, 'vanishing')
     """
 
     names: tuple[str, ...]
@@ -280,7 +291,17 @@ _PER_LAYER = (
 
 class Profiled(Protocol):
     """Any result `diagnose` takes: `LayerStats`, `ModelReport`, a training history, or a
-    `Profile` itself."""
+    `Profile` itself: anything with a `profile()` method that returns a `Profile`.
+
+    Example:
+        >>> import numpy as np
+        >>> from jaxgrad import stats
+        >>> class TwoLayers:  # a front end of your own
+        ...     def profile(self):
+        ...         return stats.Profile(("a", "b"), np.array([1.0, 2.0]), np.ones(2))
+        >>> stats.diagnose(TwoLayers()).verdict
+        'stable'
+    """
 
     def profile(self) -> Profile: ...
 
@@ -298,6 +319,14 @@ class Finding(NamedTuple):
             two-sided rule that did not fire, the nearer one).
         message: the finding in plain words: the layers, the numbers, the rule.
         cure: the remedy with the call that applies it; "" when none is needed.
+
+    Example:
+        >>> import numpy as np
+        >>> from jaxgrad import stats
+        >>> profile = stats.Profile(("1", "2", "3"), np.array([1e-4, 1e-2, 1.0]), np.ones(3))
+        >>> finding = stats.diagnose(profile).findings[1]
+        >>> finding.rule, finding.verdict, finding.layers, finding.threshold
+        ('gradient_ratio', 'vanishing', (1,), 100.0)
     """
 
     rule: str
@@ -326,6 +355,16 @@ class Diagnosis(NamedTuple):
         first_nonfinite_layer: the first layer whose signal is not finite; -1 if none.
         message: the verdict in one sentence, quoting the finding it follows from.
         findings: every rule's `Finding`, in `RULES` order.
+
+    Example:
+        >>> import numpy as np
+        >>> from jaxgrad import stats
+        >>> profile = stats.Profile(("1", "2", "3"), np.array([1e-4, 1e-2, 1.0]), np.ones(3))
+        >>> result = stats.diagnose(profile)
+        >>> result.verdict, result.ratio, result.rate_per_layer, result.layers_at_fault
+        ('vanishing', 0.0001, 0.01, (1,))
+        >>> [finding.rule for finding in result.findings]
+        ['nonfinite', 'gradient_ratio', 'scale']
     """
 
     verdict: str
@@ -546,6 +585,11 @@ class Prescription(NamedTuple):
         sigma_b2: the bias variance it is critical at.
         changes_biases: True where the bias variance had to be raised (at the model's
             sigma_b2 the fixed point is q* = 0 and the signal decays as a power law).
+
+    Example:
+        >>> from jaxgrad import stats
+        >>> stats.prescribe_initialization("relu")
+        Prescription(sigma_w2=2.0, sigma_b2=0.0, changes_biases=False)
     """
 
     sigma_w2: float
@@ -562,11 +606,26 @@ def prescribe_initialization(
 
     This is what the cures of `diagnose` name and what `jaxgrad.model_init.cure` applies.
 
+    Args:
+        activation: the stack's activation, a name or an elementwise callable.
+        sigma_b2: the model's bias variance; None when unknown (taken as 0).
+
+    Returns:
+        A `Prescription`, or None where no critical point exists.
+
+    Raises:
+        ValueError: an unknown activation name, or (for any activation but relu, which is
+            not checked) a negative or non-finite sigma_b2.
+
     Example:
         >>> prescribe_initialization("relu").sigma_w2
         2.0
         >>> round(prescribe_initialization("tanh", 0.0).sigma_w2, 3)  # q* = 0 at sigma_b2 = 0
         1.761
+
+    References:
+        Schoenholz, Gilmer, Ganguli and Sohl-Dickstein 2017, "Deep Information Propagation";
+        He, Zhang, Ren and Sun 2015, "Delving Deep into Rectifiers" (sigma_w2 = 2 for relu).
     """
     from jaxgrad import theory  # the theory sits beside the front ends, right of stats
 
@@ -1076,6 +1135,13 @@ def diagnose(
         >>> result = diagnose(stats)
         >>> result.verdict, [f.rule for f in result.findings if f.verdict == "vanishing"]
         ('vanishing', ['signal', 'scale'])
+
+    References:
+        Glorot and Bengio 2010, "Understanding the difficulty of training deep feedforward
+        neural networks"; He, Zhang, Ren and Sun 2015, "Delving Deep into Rectifiers"; You,
+        Gitman and Ginsburg 2017, "Large Batch Training of Convolutional Networks" (the
+        gradient-to-weight ratio); Schoenholz, Gilmer, Ganguli and Sohl-Dickstein 2017,
+        "Deep Information Propagation" (the mean-field rule).
     """
     band = _band("band", band)
     signal_band = _band("signal_band", signal_band)
