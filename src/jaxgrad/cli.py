@@ -8,12 +8,17 @@
     jaxgrad phase ACTIVATION     the critical line and phase diagram of mean-field theory
     jaxgrad spectrum ACTIVATION  Jacobian spectra of a random network against depth
 
-Every subcommand has --help. A bad invocation is refused with exit status 2 and one line
-on stderr saying what is wrong and what would do, before any computation: bad arguments,
-an unusable --out (a file, under a file, not writable, a figure with an unknown suffix), a
-results folder that holds another sweep, a computation too large for the machine (the
-bytes needed and the limit are named). Ctrl-C stops with one line and exit status 130; an
-interrupted sweep keeps every chunk it wrote and resumes when the same command runs again.
+Every subcommand has --help, where every option says its default; `jaxgrad --version`
+names the versions of jaxgrad, jax and Python. A bad invocation is refused with exit status
+2 and one line on stderr saying what is wrong and what would do, before any computation:
+bad arguments, an unusable --out (a file, under a file, not writable, a figure with an
+unknown suffix), a results folder that holds another sweep, a computation too large for the
+machine (the bytes needed and the limit are named), a `plot` filter value the results lack,
+or more results than one figure holds (the values left are listed, to choose with filters).
+Ctrl-C stops with one line and exit status 130; an interrupted sweep keeps every chunk it
+wrote, says how many networks are saved, and resumes when the same command runs again
+(saying how many were already there). Without a terminal, sweep progress is written as
+plain lines (for a log file).
 
 Where the line is drawn: each command first turns its arguments into library objects and
 checks them (a `Sweep`, an activation, the output paths, the device count, the memory
@@ -30,6 +35,7 @@ import contextlib
 import math
 import sys
 import tempfile
+import textwrap
 from pathlib import Path
 
 from jaxgrad import activations, init
@@ -37,7 +43,7 @@ from jaxgrad import activations, init
 EXAMPLES = """examples:
   jaxgrad demo
   jaxgrad sweep sweep.toml --out runs/tanh
-  jaxgrad plot runs/tanh --kind heatmap
+  jaxgrad plot runs/tanh --kind heatmap --activation tanh
   jaxgrad report runs/train
   jaxgrad gain leaky_relu 0.2
   jaxgrad phase tanh --sigma-b2 0.05
@@ -46,6 +52,24 @@ EXAMPLES = """examples:
 SEED_MAX = 2**32 - 2
 """The largest --seed: jax.random.key tells apart seeds below 2**32, and spectrum also uses
 seed + 1."""
+
+
+PLOT_AXES = (
+    "activation",
+    "init",
+    "width",
+    "norm",
+    "residual",
+    "dtype",
+    "sigma_w2",
+    "sigma_b2",
+    "seed",
+    "depth",
+)
+"""The sweep axes `plot` filters on, each with its option (`--sigma-w2` for sigma_w2)."""
+
+MAX_CURVES = 10
+"""The most configurations one profiles figure draws (one colour each)."""
 
 
 class UsageError(Exception):
@@ -211,10 +235,79 @@ def _saved(config, out: Path, devices: int) -> str:
     )
 
 
-def cmd_plot(args: argparse.Namespace) -> int:
-    import numpy as np
+def _flag(column: str) -> str:
+    return "--" + column.replace("_", "-")
 
-    from jaxgrad import plot
+
+def _value_text(value) -> str:
+    """A sweep value as a user types it: 1.5, true, tanh."""
+    value = getattr(value, "item", lambda: value)()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _values_text(values) -> str:
+    return ", ".join(_value_text(value) for value in sorted(values))
+
+
+def _matches(value, text: str) -> bool:
+    """Whether the typed `text` names the stored `value`."""
+    value = getattr(value, "item", lambda: value)()
+    if isinstance(value, bool):
+        return text.lower() in (("true", "1", "yes") if value else ("false", "0", "no"))
+    if isinstance(value, int | float):
+        try:
+            number = float(text)
+        except ValueError:
+            return False
+        return math.isclose(float(value), number, rel_tol=1e-6, abs_tol=1e-12)
+    if text.lower() == str(value).lower():
+        return True
+    with contextlib.suppress(ValueError, TypeError):
+        return activations.name_of(text) == value
+    return False
+
+
+def _filtered(frame, args: argparse.Namespace):
+    """The rows the filters keep; a value the results lack is refused, naming what they hold."""
+    everything = frame
+    for column in PLOT_AXES:
+        wanted = getattr(args, column)
+        if wanted is None:
+            continue
+        present = frame[column].unique()
+        keep = []
+        for text in wanted:
+            found = [value for value in present if _matches(value, text)]
+            if found:
+                keep += found
+            elif any(_matches(value, text) for value in everything[column].unique()):
+                raise UsageError(
+                    f"{_flag(column)} {text}: no results have {column} {text} together with "
+                    f"the other filters (those leave {column} {_values_text(present)})"
+                )
+            else:
+                raise UsageError(
+                    f"{_flag(column)} {text}: the results hold no {column} {text}; they hold "
+                    f"{column} {_values_text(everything[column].unique())}"
+                )
+        frame = frame[frame[column].isin(keep)]
+    return frame
+
+
+def _varying(frame, columns) -> dict[str, list]:
+    """{column: its sorted values} for the columns holding more than one value."""
+    return {c: sorted(frame[c].unique()) for c in columns if frame[c].nunique() > 1}
+
+
+def _choose_hint(varying: dict[str, list]) -> str:
+    return "; ".join(f"{c} {_values_text(v)}" for c, v in varying.items())
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
     from jaxgrad.store import ResultStore
 
     results = Path(args.results)
@@ -231,41 +324,108 @@ def cmd_plot(args: argparse.Namespace) -> int:
             f"{results} holds {len(expected) - missing} of the {len(expected)} networks of its "
             "sweep; drawing those (run the sweep again to compute the rest)"
         )
-    configuration = [c for c in store.columns if c not in ("seed", "sigma_w2", "sigma_b2")]
-    if args.kind == "heatmap":
-        key = frame.iloc[0][[*configuration, "sigma_b2"]]
-        mask = np.ones(len(frame), bool)
-        for name, value in key.items():
-            mask &= (frame[name] == value).to_numpy()
-        chosen = frame[mask]
-        index = ["seed", "sigma_w2", "depth"]
-        first = chosen[chosen.layer == 1].set_index(index)["act_grad_norm"]
-        last = chosen[chosen.layer == chosen.depth].set_index(index)
-        ratio = (first / last["act_grad_norm"]).groupby(["sigma_w2", "depth"]).mean()
+    chosen = _filtered(frame, args)
+    if chosen.empty:
+        given = " ".join(
+            f"{_flag(c)} {' '.join(getattr(args, c))}" for c in PLOT_AXES if getattr(args, c)
+        )
+        raise UsageError(f"no results of {results} match {given} together")
+    draw = _plot_heatmap if args.kind == "heatmap" else _plot_profiles
+    return draw(chosen, out)
+
+
+def _seeds_text(frame) -> str:
+    seeds = sorted(frame.seed.unique())
+    return f"seed {seeds[0]}" if len(seeds) == 1 else f"{len(seeds)} seeds ({_values_text(seeds)})"
+
+
+def _fixed_text(frame, columns) -> str:
+    return ", ".join(f"{c} = {_value_text(frame[c].iloc[0])}" for c in columns
+                     if frame[c].nunique() == 1)  # fmt: skip
+
+
+def _title(text: str, width: int) -> str:
+    """A figure title wrapped at `width` characters, never inside "name = value"."""
+    return textwrap.fill(text.replace(" = ", "\u00a0=\u00a0"), width)
+
+
+def _plot_profiles(frame, out: Path) -> int:
+    from jaxgrad import plot
+
+    depths = sorted(frame.depth.unique())
+    depth = depths[-1]
+    frame = frame[frame.depth == depth]
+    axes = [c for c in PLOT_AXES if c not in ("seed", "depth")]
+    varying = _varying(frame, axes)
+    curves_count = len(frame[list(varying)].drop_duplicates()) if varying else 1
+    if curves_count > MAX_CURVES:
+        flags = " or ".join(_flag(c) for c in varying)
+        raise UsageError(
+            f"{curves_count} configurations remain, more than the {MAX_CURVES} curves one "
+            f"figure holds ({_choose_hint(varying)}); choose with {flags}"
+        )
+    fields = ["act_std", "act_grad_norm"]
+    curves = {}
+    groups = frame.groupby(list(varying)) if varying else [((), frame)]
+    for values, rows in groups:
+        values = values if isinstance(values, tuple) else (values,)
+        label = ", ".join(
+            f"{c} = {_value_text(v)}" for c, v in zip(varying, values, strict=True)
+        ) or _fixed_text(frame, ["sigma_w2"])
+        # the median over seeds, layer by layer (one seed: its own values)
+        curves[label] = rows.groupby("layer", as_index=False)[fields].median()
+    figure = plot.layer_profiles(curves, None, fields=fields, relative_to_last=("act_grad_norm",))
+    fixed = _fixed_text(frame, [c for c in axes if c not in varying])
+    seeds = _seeds_text(frame)
+    depth_note = f"depth {depth}" + (
+        f" (the deepest of {_values_text(depths)}; --depth chooses)" if len(depths) > 1 else ""
+    )
+    title = f"{fixed}; depth {depth}; median over {seeds} at each layer"
+    figure.suptitle(_title(title, 110), fontsize=9)
+    figure.savefig(out, dpi=plot.DPI)
+    drew = f"{len(curves)} configuration{'s' if len(curves) > 1 else ''}"
+    if varying:
+        drew += f" ({_choose_hint(varying)})"
+    print(f"layer profiles of {drew}, {fixed}, {depth_note}, median over {seeds} -> {out}")
+    return 0
+
+
+def _plot_heatmap(frame, out: Path) -> int:
+    import numpy as np
+
+    from jaxgrad import plot
+
+    axes = [c for c in PLOT_AXES if c not in ("seed", "depth", "sigma_w2")]
+    varying = _varying(frame, axes)
+    if varying:
+        flags = " or ".join(_flag(c) for c in varying)
+        raise UsageError(
+            f"a heatmap draws sigma_w2 against depth for one configuration, and "
+            f"{len(frame[list(varying)].drop_duplicates())} remain ({_choose_hint(varying)}); "
+            f"choose one with {flags}"
+        )
+    index = ["seed", "sigma_w2", "depth"]
+    first = frame[frame.layer == 1].set_index(index)["act_grad_norm"]
+    last = frame[frame.layer == frame.depth].set_index(index)
+    ratio = (first / last["act_grad_norm"]).groupby(["sigma_w2", "depth"]).mean()
+    with np.errstate(divide="ignore", invalid="ignore"):
         table = np.log10(ratio.unstack("sigma_w2"))
-        xi_c = last.groupby("sigma_w2")["xi_c"].first().loc[table.columns].to_numpy()
-        plot.gradient_heatmap(
-            table.columns.to_numpy(), table.index.to_numpy(), table.to_numpy(), out, xi_c=xi_c
-        )
-        described = ", ".join(
-            f"{name}={getattr(value, 'item', lambda v=value: v)()}" for name, value in key.items()
-        )
-        print(f"heatmap of {described} -> {out}")
-    else:
-        deepest = frame[frame.depth == frame.depth.max()]
-        keys = [*configuration, "sigma_w2", "sigma_b2"]
-        varying = [name for name in keys if deepest[name].nunique() > 1] or ["sigma_w2"]
-        curves = {}
-        for values, rows in deepest.groupby(keys):
-            if len(curves) == 8:
-                break
-            named = dict(zip(keys, values, strict=True))
-            label = ", ".join(f"{name}={named[name]}" for name in varying)
-            curves[label] = rows[rows.seed == rows.seed.min()]
-        plot.layer_profiles(
-            curves, out, fields=("act_std", "act_grad_norm"), relative_to_last=("act_grad_norm",)
-        )
-        print(f"layer profiles of {len(curves)} configurations -> {out}")
+    xi_c = last.groupby("sigma_w2")["xi_c"].first().loc[table.columns].to_numpy(np.float64)
+    figure = plot.gradient_heatmap(
+        table.columns.to_numpy(),
+        table.index.to_numpy(),
+        table.to_numpy(),
+        None,
+        xi_c=None if np.isnan(xi_c).all() else xi_c,
+        label="log10 ||dL/dh_1|| / ||dL/dh_L|| (mean over seeds)",
+    )
+    fixed = _fixed_text(frame, axes)
+    seeds = _seeds_text(frame)
+    title = f"{fixed}; mean over {seeds}"
+    figure.axes[0].set_title(_title(title, 70), fontsize=9)
+    figure.savefig(out, dpi=plot.DPI)
+    shape = f"sigma_w2 {_values_text(table.columns)} x depth {_values_text(table.index)}"
+    print(f"heatmap of {fixed} ({shape}; mean over {seeds}) -> {out}")
     return 0
 
 
@@ -484,6 +644,8 @@ def cmd_phase(args: argparse.Namespace) -> int:
 
 
 def cmd_spectrum(args: argparse.Namespace) -> int:
+    out = _figure_path(args.out) if args.out else None
+
     import jax
     from flax import nnx
 
@@ -542,34 +704,84 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
         f"sigma_b2 {sigma_b2:.3g} (q* = {q:.4g})"
     )
     print(_table(["depth", "mean s^2", "var s^2", "theory var", "max s", "isometry"], rows))
+    if out is not None:
+        from jaxgrad import plot
+
+        label = (
+            f"{args.activation}, {args.weights} weights, width {width}, "
+            f"sigma_w2 = {sigma_w2:.4g}, sigma_b2 = {sigma_b2:.3g}"
+        )
+        plot.spectra_histograms({label: jax.device_get(profile)}, out)
+        print(f"spectra at depth {', '.join(map(str, depths))} -> {out}")
     return 0
+
+
+GAIN_PARAMETERS = {"leaky_relu": "negative_slope", "elu": "alpha"}
+"""The activations `jaxgrad gain` takes a parameter for, and which parameter it is."""
 
 
 def cmd_gain(args: argparse.Namespace) -> int:
     import jax
 
-    name = args.name
-    if args.param is not None and activations.name_of(name) != "leaky_relu":
-        raise UsageError(
-            f"{name} takes no parameter (only leaky_relu does: its negative slope), got "
-            f"{args.param:g}"
-        )
+    name = activations.name_of(args.name)
+    parameter = GAIN_PARAMETERS.get(name)
+    if args.param is not None and parameter is None:
+        takes = " and ".join(f"{n} (its {p})" for n, p in GAIN_PARAMETERS.items())
+        raise UsageError(f"{name} takes no parameter, got {args.param:g}; only {takes} take one")
+    params = {parameter: args.param} if args.param is not None else {}
+    with _refusing():
+        phi = activations.get(name, **params)
     try:
         table = init.calculate_gain(name, args.param)
     except ValueError:
         table = None
-    params = {"negative_slope": args.param} if args.param is not None else {}
-    with _refusing():
-        phi = activations.get(name, **params)
     forward = init.computed_gain(phi, "forward")
     backward = init.computed_gain(phi, "backward")
     measured = float(init.empirical_gain(phi, jax.random.key(0)))
-    print(f"activation        {name}")
-    print(f"calculate_gain    {'not in the table' if table is None else f'{table:.6f}'}")
-    print(f"computed forward  {forward:.6f}   1/sqrt(E[phi(z)^2]), z ~ N(0, 1)")
-    print(f"computed backward {backward:.6f}   1/sqrt(E[phi'(z)^2])")
-    print(f"empirical         {measured:.6f}   std(x)/std(phi(x)), 100000 samples")
+    given = f" ({parameter} {args.param:g})" if args.param is not None else ""
+    if parameter is not None and args.param is None:
+        default = _default_of(name, parameter)
+        given = f" ({parameter} {default:g}, its default)"
+    rows = [
+        (
+            "forward gain",
+            f"{forward:.6f}",
+            "use this to initialize: it keeps the signal's second moment E[h^2] from layer "
+            "to layer (1/sqrt(E[phi(z)^2]), z ~ N(0, 1))",
+        ),
+        (
+            "backward gain",
+            f"{backward:.6f}",
+            "keeps the gradient's second moment instead, with std gain / sqrt(fan_out) "
+            "(1/sqrt(E[phi'(z)^2]))",
+        ),
+        (
+            "PyTorch table",
+            "-" if table is None else f"{table:.6f}",
+            ("not in torch.nn.init.calculate_gain's table" if table is None else
+             "torch.nn.init.calculate_gain, to match PyTorch")
+            + " (tanh's 5/3 and selu's 3/4 there are conventions, not moments)",
+        ),
+        (
+            "std ratio",
+            f"{measured:.6f}",
+            "a measurement, not an init gain: std(z)/std(phi(z)) over 100000 samples drops "
+            "phi's mean, which the next layer's variance still carries (it equals the "
+            "forward gain only when phi(z) has mean 0)",
+        ),
+    ]  # fmt: skip
+    print(f"gains of {name}{given}, for weights drawn with std gain / sqrt(fan_in):")
+    for label, value, text in rows:
+        head = f"  {label:<14} {value:<9} "
+        print(textwrap.fill(text, 92, initial_indent=head, subsequent_indent=" " * len(head)))
     return 0
+
+
+def _default_of(name: str, parameter: str) -> float:
+    """The default value of an activation's parameter (leaky_relu's slope: 0.01)."""
+    import inspect
+
+    return inspect.signature(activations.get(name)).parameters[parameter].default
 
 
 def _positive(text: str) -> int:
@@ -642,87 +854,180 @@ def _existing_file(text: str) -> str:
     return text
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and epilogs as written; every option's help ends with its default
+    (unless it states the default itself, or the option is a flag)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            "default" in text
+            or action.default is None
+            or action.default is False
+            or action.default == argparse.SUPPRESS
+            or not (action.option_strings or action.nargs in ("?", "*"))
+        ):
+            return text
+        default = action.default
+        if isinstance(default, list | tuple):
+            default = " ".join(str(value) for value in default)
+        return f"{text} (default: {str(default).replace('%', '%%')})"
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    import jaxgrad
+
+    try:
+        jax_version = metadata.version("jax")
+    except metadata.PackageNotFoundError:  # pragma: no cover - jax is a dependency
+        jax_version = "not installed"
+    return f"jaxgrad {jaxgrad.__version__} (jax {jax_version}, Python {sys.version.split()[0]})"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    raw = argparse.RawDescriptionHelpFormatter
     parser = _Parser(
         prog="jaxgrad",
         description="See, measure and cure vanishing and exploding gradients.",
-        formatter_class=raw,
+        formatter_class=_Formatter,
         epilog=EXAMPLES,
     )
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    demo = sub.add_parser(
-        "demo",
-        help="the main results on built-in defaults, as a report",
-        description="Seed experiment, phase diagram, gradient sweep and "
-        "Jacobian spectra; writes report.html and report.md.",
-        epilog="example:\n  jaxgrad demo --out jaxgrad-out",
-        formatter_class=raw,
+    parser.add_argument(
+        "--version", action="version", version=_version(), help="print the version and exit"
     )
-    demo.add_argument("--out", default="jaxgrad-out", help="report folder (default jaxgrad-out)")
+    sub = parser.add_subparsers(
+        dest="command", required=True, parser_class=_Parser, metavar="COMMAND"
+    )
+
+    def command(name: str, help: str, description: str, epilog: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            help=help,
+            description=textwrap.fill(description, 88),
+            epilog=epilog,
+            formatter_class=_Formatter,
+        )
+
+    demo = command(
+        "demo",
+        "the main results on built-in defaults, as a report",
+        "Seed experiment, phase diagram, gradient sweep, Jacobian spectra and remedies on "
+        "built-in defaults; writes report.html and report.md and prints each section.",
+        "example:\n  jaxgrad demo --out jaxgrad-out",
+    )
+    demo.add_argument("--out", default="jaxgrad-out", help="the report's folder")
     demo.set_defaults(run=cmd_demo)
 
-    sweep = sub.add_parser(
+    sweep = command(
         "sweep",
-        help="run a sweep from a TOML file",
-        description="Run a grid of random networks; resumable.",
-        epilog="example:\n  jaxgrad sweep sweep.toml --out runs/tanh --devices 2\n\n"
+        "run a sweep from a TOML file",
+        "Probe a grid of random networks and write one row per (network, depth, layer) to "
+        "a results folder, a chunk at a time. Ctrl-C keeps every chunk written; the same "
+        "command resumes.",
+        "example:\n  jaxgrad sweep sweep.toml --out runs/tanh --devices 2\n\n"
         'sweep.toml:\n  depth = [10, 50, 100]\n  activation = ["tanh"]\n'
         "  sigma_w2 = [1.0, 1.5, 2.0, 3.0]\n  sigma_b2 = 0.05\n  seed = [0, 1]\n"
         '  memory_budget = "1GB"\n\n'
         "A rerun into the same --out resumes; one that adds seeds or sigma values extends "
-        "it;\none with another batch_size, depth list or dtype is refused.",
-        formatter_class=raw,
+        "it;\none with another batch_size, depth list or dtype is refused. Without a "
+        "terminal\n(output to a log), progress is written as plain lines.",
     )
     sweep.add_argument("config", type=_existing_file, help="a TOML file of Sweep fields")
-    sweep.add_argument("--out", help="results folder (default: the config's name)")
+    sweep.add_argument(
+        "--out", help="the results folder (default: the config's path without .toml)"
+    )
     sweep.add_argument(
         "--devices",
         type=_positive,
         default=None,
-        help="local devices to shard over (default: all)",
+        help="local devices to shard each chunk over (default: all of them)",
     )
-    sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sweep.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar, or no progress lines without a terminal (default: shown)",
+    )
     sweep.set_defaults(run=cmd_sweep)
 
-    plot = sub.add_parser(
+    plot = command(
         "plot",
-        help="figures from a sweep's results",
-        description="Draw a sweep's results.",
-        epilog="examples:\n  jaxgrad plot runs/tanh\n"
-        "  jaxgrad plot runs/tanh --kind heatmap --out heat.png",
-        formatter_class=raw,
+        "figures from a sweep's results",
+        "Draw a sweep's results: layer profiles (activation std and output-gradient norm "
+        "against layer, one curve per configuration) or a heatmap (log10 of the gradient "
+        "ratio between the first and last layer, over sigma_w2 and depth, for one "
+        "configuration). Filters choose what to draw; the command says what it drew, and "
+        "refuses with the values left when more remains than one figure holds "
+        f"({MAX_CURVES} curves, or one heatmap).",
+        "examples:\n  jaxgrad plot runs/tanh\n"
+        "  jaxgrad plot runs/tanh --sigma-w2 1 1.5 2 --depth 50\n"
+        "  jaxgrad plot runs/grid --kind heatmap --activation relu --init orthogonal "
+        "--out heat.png",
     )
     plot.add_argument("results", help="a folder written by `jaxgrad sweep`")
-    plot.add_argument("--kind", choices=("profiles", "heatmap"), default="profiles")
     plot.add_argument(
-        "--out", help="figure path; .png is added when it has no suffix (default: RESULTS/KIND.png)"
+        "--kind",
+        choices=("profiles", "heatmap"),
+        default="profiles",
+        help="layer profiles of each configuration, or the gradient-ratio heatmap",
     )
+    plot.add_argument(
+        "--out", help="the figure; .png is added when it has no suffix (default: RESULTS/KIND.png)"
+    )
+    filters = plot.add_argument_group(
+        "filters", "keep only the results with these values (several values: any of them)"
+    )
+    filter_help = {
+        "activation": "activation names",
+        "init": "weight inits (gaussian, orthogonal)",
+        "width": "widths",
+        "norm": "normalizations (none, batch, layer)",
+        "residual": "residual or not (true, false)",
+        "dtype": "dtypes",
+        "sigma_w2": "weight variances",
+        "sigma_b2": "bias variances",
+        "seed": "seeds (default: all, profiles draw the median over seeds at each layer, "
+        "the heatmap the mean ratio)",
+        "depth": "depths (default: profiles draw the deepest, the heatmap all)",
+    }
+    for column in PLOT_AXES:
+        text = filter_help[column]
+        filters.add_argument(
+            _flag(column),
+            dest=column,
+            nargs="+",
+            metavar="VALUE",
+            default=None,
+            help=text if "default" in text else f"{text} (default: all)",
+        )
     plot.set_defaults(run=cmd_plot)
 
-    gain = sub.add_parser(
+    gain = command(
         "gain",
-        help="gains of an activation",
-        description="PyTorch's table gain, the Gauss-Hermite gains and the measured gain.",
-        epilog="examples:\n  jaxgrad gain tanh\n  jaxgrad gain leaky_relu 0.2",
-        formatter_class=raw,
+        "the gains of an activation, and which to use",
+        "The gains of an activation for initializing weights with std gain / sqrt(fan_in): "
+        "the forward gain (use this), the backward gain, PyTorch's table, and the measured "
+        "std ratio (a diagnostic, not an init gain).",
+        "examples:\n  jaxgrad gain tanh\n  jaxgrad gain leaky_relu 0.2\n  jaxgrad gain elu 0.5",
     )
     gain.add_argument("name", type=_activation_name, help="an activation name")
     gain.add_argument(
-        "param", type=_finite_float, nargs="?", default=None, help="leaky_relu's negative slope"
+        "param",
+        type=_finite_float,
+        nargs="?",
+        default=None,
+        help="leaky_relu's negative slope (default 0.01) or elu's alpha (default 1); the "
+        "other activations take none",
     )
     gain.set_defaults(run=cmd_gain)
 
-    report = sub.add_parser(
+    report = command(
         "report",
-        help="an HTML report of a recorded training run",
-        description="A self-contained HTML page of a run written by jaxgrad.recording.RunLog: "
-        "summary, verdict and findings with cures, the first non-finite value, spikes and "
-        "what moved first, and figures.",
-        epilog="examples:\n  jaxgrad report runs/train\n"
-        "  jaxgrad report runs/train --out train.html",
-        formatter_class=raw,
+        "an HTML report of a recorded training run",
+        "A self-contained HTML page of a run written by jaxgrad.recording.RunLog: summary, "
+        "verdict and findings with cures, the first non-finite value, spikes and what moved "
+        "first, and figures.",
+        "examples:\n  jaxgrad report runs/train\n  jaxgrad report runs/train --out train.html",
     )
     report.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by RunLog")
     report.add_argument(
@@ -731,17 +1036,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.set_defaults(run=cmd_report)
 
-    phase = sub.add_parser(
+    phase = command(
         "phase",
-        help="critical line and phase diagram",
-        description="Mean-field critical sigma_w2 for each sigma_b2.",
-        epilog="examples:\n  jaxgrad phase tanh\n"
+        "critical line and phase diagram",
+        "Mean-field theory (Poole et al. 2016, Schoenholz et al. 2017): the critical "
+        "sigma_w2 (chi1 = 1, the edge of chaos) for each sigma_b2, and with --out the phase "
+        "diagram over sigma_w2 and sigma_b2.",
+        "examples:\n  jaxgrad phase tanh\n"
         "  jaxgrad phase erf --sigma-b2 0 0.05 0.1 --out phase.png",
-        formatter_class=raw,
     )
-    phase.add_argument("activation", type=_activation_name)
+    phase.add_argument("activation", type=_activation_name, help="an activation name")
     phase.add_argument(
-        "--sigma-b2", type=_nonnegative_float, nargs="+", default=[0.0, 0.01, 0.05, 0.1, 0.2, 0.3]
+        "--sigma-b2",
+        type=_nonnegative_float,
+        nargs="+",
+        default=[0.0, 0.01, 0.05, 0.1, 0.2, 0.3],
+        help="bias variances of the critical line; the diagram spans 0 to the largest",
     )
     phase.add_argument(
         "--sigma-w2-range",
@@ -752,31 +1062,53 @@ def build_parser() -> argparse.ArgumentParser:
         help="the diagram's sigma_w2 axis (LOW < HIGH)",
     )
     phase.add_argument(
-        "--out", help="write the phase diagram here (.png added when the name has no suffix)"
+        "--out",
+        help="write the phase diagram here; .png is added when the name has no suffix "
+        "(default: no figure)",
     )
     phase.set_defaults(run=cmd_phase)
 
-    spectrum = sub.add_parser(
+    spectrum = command(
         "spectrum",
-        help="Jacobian spectra against depth",
-        description="Singular values of d h_L / d h_0 of a random MLP.",
-        epilog="examples:\n  jaxgrad spectrum tanh --q-star 0.015625\n"
-        "  jaxgrad spectrum relu --sigma-w2 2 --weights gaussian",
-        formatter_class=raw,
+        "Jacobian spectra against depth",
+        "Singular values of the input-output Jacobian d h_L / d h_0 of a random MLP at "
+        "each depth, beside free-probability theory's variance (Pennington, Schoenholz and "
+        "Ganguli 2017); with --out, their histograms.",
+        "examples:\n  jaxgrad spectrum tanh --q-star 0.015625\n"
+        "  jaxgrad spectrum relu --sigma-w2 2 --weights gaussian --out relu.png",
     )
-    spectrum.add_argument("activation", type=_activation_name)
-    spectrum.add_argument("--weights", choices=("orthogonal", "gaussian"), default="orthogonal")
-    spectrum.add_argument("--sigma-w2", type=_nonnegative_float, default=1.0)
-    spectrum.add_argument("--sigma-b2", type=_nonnegative_float, default=0.0)
+    spectrum.add_argument("activation", type=_activation_name, help="an activation name")
+    spectrum.add_argument(
+        "--weights",
+        choices=("orthogonal", "gaussian"),
+        default="orthogonal",
+        help="the weight matrices' distribution",
+    )
+    spectrum.add_argument(
+        "--sigma-w2", type=_nonnegative_float, default=1.0, help="the weight variance"
+    )
+    spectrum.add_argument(
+        "--sigma-b2", type=_nonnegative_float, default=0.0, help="the bias variance"
+    )
     spectrum.add_argument(
         "--q-star",
         type=_positive_float,
         default=None,
-        help="use the critical point with this q* (> 0) instead",
+        help="use instead the critical point (chi1 = 1) whose fixed-point length is this q* "
+        "(> 0) (default: --sigma-w2 and --sigma-b2 as given)",
     )
-    spectrum.add_argument("--width", type=_positive, default=200)
-    spectrum.add_argument("--depth", type=_positive, nargs="+", default=[2, 8, 32])
-    spectrum.add_argument("--seed", type=_seed, default=0, help=f"in [0, {SEED_MAX}]")
+    spectrum.add_argument("--width", type=_positive, default=200, help="the hidden width")
+    spectrum.add_argument(
+        "--depth", type=_positive, nargs="+", default=[2, 8, 32], help="the depths to measure"
+    )
+    spectrum.add_argument(
+        "--seed", type=_seed, default=0, help=f"the PRNG seed, in [0, {SEED_MAX}]"
+    )
+    spectrum.add_argument(
+        "--out",
+        help="write the spectra's histograms here; .png is added when the name has no "
+        "suffix (default: no figure)",
+    )
     spectrum.set_defaults(run=cmd_spectrum)
     return parser
 

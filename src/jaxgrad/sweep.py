@@ -797,12 +797,63 @@ def plan(sweep: Sweep, num_devices: int | None = None) -> list[Chunk]:
     return chunks
 
 
-def _progress(total: int, enabled: bool):
-    if not enabled or not sys.stderr.isatty():
+PROGRESS_SECONDS = 10.0
+"""Without a terminal, a progress line is written at most this often (and once at the end)."""
+
+
+class _ProgressLines:
+    """Progress as plain lines for a log file, where a progress bar would be one long line
+    of carriage returns: "sweep: 12 of 60 networks (20%), 30 s, about 2 min left". The time
+    left is estimated from the chunks after the first, whose time is mostly compilation."""
+
+    def __init__(self, total: int, initial: int, log: Callable[[str], None]):
+        self.total, self.initial, self.done, self.log = total, initial, initial, log
+        self.start = self.last = time.monotonic()
+        self.lines, self.reported = 0, initial
+        self.first: tuple[float, int] | None = None  # (time, done) at the first update
+
+    def update(self, count: int) -> None:
+        self.done += count
+        if self.first is None:
+            self.first = time.monotonic(), self.done
+        if time.monotonic() - self.last >= PROGRESS_SECONDS:
+            self._line()
+
+    def close(self) -> None:
+        if self.lines and self.reported != self.done:
+            self._line()
+
+    def _line(self) -> None:
+        now = time.monotonic()
+        elapsed, left = now - self.start, ""
+        if self.first is not None and self.done > self.first[1] and self.done < self.total:
+            rate = (self.done - self.first[1]) / max(now - self.first[0], 1e-9)
+            left = f", about {_duration((self.total - self.done) / rate)} left"
+        percent = 100 * self.done // max(self.total, 1)
+        self.log(
+            f"sweep: {self.done:,} of {self.total:,} networks ({percent}%), "
+            f"{_duration(elapsed)}{left}"
+        )
+        self.last, self.reported, self.lines = now, self.done, self.lines + 1
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _progress(total: int, initial: int, enabled: bool, log: Callable[[str], None]):
+    """A tqdm bar on a terminal, plain lines through `log` otherwise, or None."""
+    if not enabled:
         return None
+    if not sys.stderr.isatty():
+        return _ProgressLines(total, initial, log)
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="net", desc="sweep", dynamic_ncols=True)
+    return tqdm(total=total, initial=initial, unit="net", desc="sweep", dynamic_ncols=True)
 
 
 def check_devices(num_devices: Any) -> int:
@@ -875,13 +926,15 @@ def run(
         out: a results folder (see the module docstring): networks already there are
             skipped, and each new chunk is written as soon as it is computed. None keeps
             everything in memory.
-        progress: show a progress bar with an ETA (only on a terminal).
+        progress: show a progress bar with an ETA on a terminal; without one (a log file, a
+            notebook), write a plain line through `log` every `PROGRESS_SECONDS`.
         num_devices: local devices to shard each chunk over, an int in [1, local device
             count] (default: all).
         timeout: with several processes, seconds to wait for the others' chunks.
         load: False returns None instead of reading every row back (for a sweep larger than
             memory; needs `out`).
-        log: where one-line messages go (resuming, damaged or stray parts); default stderr.
+        log: where one-line messages go (resuming, damaged or stray parts, progress lines);
+            default stderr.
 
     Several processes (after `jax.distributed.initialize`) split the chunks between them,
     process i taking every process_count-th chunk from the i-th; each writes its parts to
@@ -908,7 +961,7 @@ def run(
     all_chunks = plan(sweep, num_devices)
     wanted = [network for chunk in all_chunks for network in chunk.networks]
     if store is None:
-        computed = _compute_chunks(sweep, all_chunks, {}, num_devices, progress)
+        computed = _compute_chunks(sweep, all_chunks, {}, num_devices, progress, log)
         return pd.concat([frame for _, frame in computed], ignore_index=True)
     for attempt in range(3):
         stored = store.stored()
@@ -916,7 +969,7 @@ def run(
         if attempt == 0 and 0 < done < len(wanted):
             log(f"resuming: {done} of {len(wanted)} networks already in {store.root}")
         mine = all_chunks[process_index::process_count]
-        for chunk, frame in _compute_chunks(sweep, mine, stored, num_devices, progress):
+        for chunk, frame in _compute_chunks(sweep, mine, stored, num_devices, progress, log):
             store.write(chunk.networks, frame)
         _wait_for_networks(store, wanted, timeout)
         if not load:
@@ -927,17 +980,17 @@ def run(
     raise RuntimeError(f"parts of {store.root} were damaged while being read, three times over")
 
 
-def _compute_chunks(sweep, chunks, stored, num_devices, progress):
+def _compute_chunks(sweep, chunks, stored, num_devices, progress, log):
     """Compute each chunk's networks that are not in `stored`, one chunk at a time: yields
     (the chunk cut to the networks computed, their rows)."""
     heads = tuple(sorted(sweep.depth))
-    bar = _progress(sum(len(c.points) for c in chunks), progress)
+    total = sum(len(c.points) for c in chunks)
+    already = sum(network_of(c.group, c.seed, p) in stored for c in chunks for p in c.points)
+    bar = _progress(total, already, progress, log)
     weights_of = None, None
     for chunk in chunks:
         points = tuple(p for p in chunk.points if network_of(chunk.group, chunk.seed, p)
                        not in stored)  # fmt: skip
-        if bar is not None:
-            bar.update(len(chunk.points) - len(points))
         if not points:
             continue
         key = jax.random.key(chunk.seed)
