@@ -24,6 +24,7 @@ MODULES = (
     "jaxgrad.activations",
     "jaxgrad.stats.reductions",
     "jaxgrad.stats.diagnosis",
+    "jaxgrad.inspection",
 )
 """The modules whose docstrings are checked (the rest are listed in the test's history)."""
 

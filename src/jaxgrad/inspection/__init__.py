@@ -99,6 +99,19 @@ class LossFn(Protocol):
     given to `inspect` (any pytree, e.g. `(x, y)`), under `jax.jit`: it must be traceable and
     return a real scalar array. Calling modules in it is all it takes for them to be
     recorded; it must not return or keep the model's arrays.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import optax
+        >>> from flax import nnx
+        >>> from jaxgrad import inspect
+        >>> def loss_fn(model, batch):  # a LossFn
+        ...     x, y = batch
+        ...     return optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
+        >>> batch = (jnp.ones((4, 3)), jnp.array([0, 1, 0, 1]))
+        >>> report = inspect(nnx.Linear(3, 2, rngs=nnx.Rngs(0)), loss_fn, batch)
+        >>> round(float(report.loss), 4)
+        0.7269
     """
 
     def __call__(self, model: Any, batch: Any) -> jax.Array: ...
@@ -125,6 +138,18 @@ class ModuleStats(NamedTuple):
             nan for the others.
         nonfinite_in, nonfinite_out, nonfinite_grad: whether the input, the output and
             dL/d(output) hold an inf or a nan (bool).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from jaxgrad import inspect
+        >>> model = nnx.Sequential(nnx.Linear(3, 4, rngs=nnx.Rngs(0)), nnx.relu,
+        ...                        nnx.Linear(4, 1, rngs=nnx.Rngs(1)))
+        >>> report = inspect(model, lambda m, x: jnp.mean(m(x) ** 2), jnp.ones((5, 3)))
+        >>> report.module_names, report.modules.in_std.shape
+        (('layers.0', 'layers.2'), (2,))
+        >>> float(report.modules.dead_frac[1])  # of layers.2's input, relu's output
+        0.75
     """
 
     in_mean: jax.Array
@@ -156,6 +181,22 @@ class ParamStats(NamedTuple):
             make (You et al. 2017); nan where the weight is zero (a zero-initialized bias),
             the documented marker for "no scale to compare with".
         nonfinite: whether the gradient or the weight holds an inf or a nan (bool).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from jaxgrad import inspect
+        >>> model = nnx.Sequential(nnx.Linear(3, 4, rngs=nnx.Rngs(0)), nnx.relu,
+        ...                        nnx.Linear(4, 1, rngs=nnx.Rngs(1)))
+        >>> report = inspect(model, lambda m, x: jnp.mean(m(x) ** 2), jnp.ones((5, 3)))
+        >>> report.param_names
+        ('layers.0.bias', 'layers.0.kernel', 'layers.2.bias', 'layers.2.kernel')
+        >>> bool(jnp.isnan(report.params.ratio[0]))  # a zero bias has no scale
+        True
+
+    References:
+        You, Gitman and Ginsburg 2017, "Large Batch Training of Convolutional Networks"
+        (the gradient-to-weight ratio).
     """
 
     grad_norm: jax.Array
@@ -184,6 +225,18 @@ class ModelReport:
             when its module was not recorded.
         param_shapes: each parameter's shape (a layer's slice for a stacked one).
         activation: the activation behind the saturated fractions, or None.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from jaxgrad import inspect
+        >>> model = nnx.Sequential(nnx.Linear(3, 4, rngs=nnx.Rngs(0)), nnx.relu,
+        ...                        nnx.Linear(4, 1, rngs=nnx.Rngs(1)))
+        >>> report = inspect(model, lambda m, x: jnp.mean(m(x) ** 2), jnp.ones((5, 3)))
+        >>> report.module_types, report.param_shapes[:2]
+        (('Linear', 'Linear'), ((4,), (3, 4)))
+        >>> len(report.to_frame())  # a row per module call and per parameter
+        6
     """
 
     loss: jax.Array
@@ -562,6 +615,19 @@ class ParamRows(NamedTuple):
         paths: the parameters' paths in the params' own order, with their stack length
             (None where not stacked).
         permutation: rows in forward order, from the parameters' rows laid end to end.
+
+    Example:
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from jaxgrad.inspection import ParamRows
+        >>> layer = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
+        >>> param_rows = ParamRows(
+        ...     names=("bias", "kernel"), owners=("", ""), shapes=((2,), (3, 2)),
+        ...     paths=((("bias",), None), (("kernel",), None)), permutation=(0, 1))
+        >>> ones = jax.tree.map(jnp.ones_like, nnx.state(layer, nnx.Param))
+        >>> [round(v, 4) for v in param_rows.norms(ones).tolist()]  # sqrt(2), sqrt(6)
+        [1.4142, 2.4495]
     """
 
     names: tuple[str, ...]
