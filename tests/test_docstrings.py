@@ -25,6 +25,7 @@ MODULES = (
     "jaxgrad.stats.reductions",
     "jaxgrad.stats.diagnosis",
     "jaxgrad.inspection",
+    "jaxgrad.inspection.capture",
 )
 """The modules whose docstrings are checked (the rest are listed in the test's history)."""
 

@@ -46,7 +46,19 @@ Path = tuple[Any, ...]
 
 
 def path_str(path: Path) -> str:
-    """A module or parameter path as text: its parts joined with "."."""
+    """A module or parameter path as text: its parts joined with ".".
+
+    Args:
+        path: the path's parts (strings and ints), as `nnx.iter_modules` gives them.
+
+    Returns:
+        The joined text.
+
+    Example:
+        >>> from jaxgrad.inspection import capture
+        >>> capture.path_str(("blocks", 3, "kernel"))
+        'blocks.3.kernel'
+    """
     return ".".join(str(part) for part in path)
 
 
@@ -65,6 +77,16 @@ class Record(NamedTuple):
             derivative, read off its output, is below the threshold; nan where unknown.
         attn_max_logit, attn_entropy: the largest attention logit and the mean entropy (in
             nats) of the attention rows, for attention modules; nan for the others.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import stats
+        >>> from jaxgrad.inspection import capture
+        >>> moments = stats.moments(jnp.array([1.0, -1.0]))
+        >>> nan = jnp.float32(jnp.nan)
+        >>> record = capture.Record(moments, moments, jnp.float32(0), nan, nan, nan)
+        >>> float(record.output.rms)
+        1.0
     """
 
     input: _stats.Moments
@@ -87,6 +109,15 @@ class Site:
         module_type: the module's class name.
         output: shape and dtype of the tapped output (one iteration's, inside a scan).
         start: the order in which the call started, within its level.
+
+    Example:
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad.inspection import capture
+        >>> output = jax.ShapeDtypeStruct((8, 4), jnp.float32)
+        >>> site = capture.Site("dense#0", "dense", 0, "Linear", output, 0)
+        >>> capture.rows((site,))
+        [Row(name='dense', path='dense', module_type='Linear', layer=(), keys=('dense#0',))]
     """
 
     key: str
@@ -110,6 +141,17 @@ class Scan:
         stacked: the model parameters it scanned over (stacked on their leading axis).
         layout: what its body recorded, in call order.
         start: the order in which it started, within its level.
+
+    Example:
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad.inspection import capture
+        >>> output = jax.ShapeDtypeStruct((8, 4), jnp.float32)
+        >>> site = capture.Site("blocks.linear#0", "blocks.linear", 0, "Linear", output, 0)
+        >>> scan = capture.Scan("scan0", 2, False, ("blocks",),
+        ...                     (("blocks", "linear", "kernel"),), (site,), 0)
+        >>> [row.name for row in capture.rows((scan,))]  # one row per layer
+        ['blocks[0].linear', 'blocks[1].linear']
     """
 
     key: str
@@ -181,6 +223,26 @@ class Capture:
         derivative_from_output: phi' as a function of the activation's value, for the
             saturated fraction of inputs, or None.
         threshold: the saturation threshold on |phi'|.
+
+    Example:
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from jaxgrad.inspection import capture
+        >>> model = nnx.Sequential(nnx.Linear(2, 4, rngs=nnx.Rngs(0)),
+        ...                        nnx.Linear(4, 1, rngs=nnx.Rngs(1)))
+        >>> graphdef, state = nnx.split(model)
+        >>> found = {}
+        >>> def traced(state, x):  # records are made while tracing, on a copy of the model
+        ...     copy = nnx.merge(graphdef, state, copy=True)
+        ...     linear = lambda module, path: isinstance(module, nnx.Linear)
+        ...     recorder = capture.Capture(copy, linear, None, None, 0.01)
+        ...     with recorder.active_on({nnx.Linear}):
+        ...         copy(x)
+        ...     found["layout"] = recorder.layout
+        >>> _ = jax.eval_shape(traced, state, jnp.ones((3, 2)))
+        >>> [row.name for row in capture.rows(found["layout"])]
+        ['layers.0', 'layers.1']
     """
 
     def __init__(
@@ -463,8 +525,31 @@ def _stack_root(stacked: tuple[Path, ...], layout: list[Site | Scan]) -> Path | 
 def attention_statistics(query, key, bias=None, mask=None, is_causal=False):
     """(weights, largest logit, mean row entropy) of dot-product attention, as flax computes
     it: logits q.k / sqrt(depth) plus the bias, masked (with the causal mask), softmax over
-    the keys. Shapes as flax's: query (..., q, heads, depth), key (..., k, kv_heads, depth),
-    weights (..., heads, q, k). Grouped-query attention repeats the key heads."""
+    the keys. Grouped-query attention repeats the key heads.
+
+    Args:
+        query: (..., q, heads, depth), as flax's.
+        key: (..., k, kv_heads, depth); heads must be a multiple of kv_heads.
+        bias: added to the logits (broadcasting to (..., heads, q, k)), or None.
+        mask: True where a query may attend to a key (broadcasting to the logits), or None.
+        is_causal: also mask every key after the query.
+
+    Returns:
+        (weights of shape (..., heads, q, k), the largest unmasked logit, the mean entropy of
+        the attention rows in nats), the last two in the accumulation dtype.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad.inspection import capture
+        >>> q = jnp.ones((1, 2, 1, 4))  # batch 1, 2 positions, 1 head, depth 4
+        >>> weights, max_logit, entropy = capture.attention_statistics(q, q)
+        >>> weights.shape, float(max_logit), round(float(entropy), 4)  # uniform: log 2
+        ((1, 1, 2, 2), 2.0, 0.6931)
+
+    References:
+        Wortsman et al. 2023, "Small-scale proxies for large-scale Transformer training
+        instabilities" (attention-logit growth).
+    """
     dtype = jnp.result_type(query.dtype, key.dtype)
     query, key = query.astype(dtype), key.astype(dtype)
     heads, kv_heads = query.shape[-2], key.shape[-2]
@@ -504,7 +589,26 @@ def _weighted_values(weights: jax.Array, value: jax.Array) -> jax.Array:
 
 def tap_structure(layout: tuple[Site | Scan, ...], leading: tuple[int, ...] = ()) -> dict:
     """Zero taps for a layout: a dict of zeros per site (stacked by the enclosing scans'
-    lengths) and a nested dict per scan."""
+    lengths) and a nested dict per scan.
+
+    Args:
+        layout: a `Capture`'s layout.
+        leading: the lengths of the enclosing scans (for the recursion).
+
+    Returns:
+        A dict of zero arrays, one per recorded call, shaped like its output.
+
+    Example:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from jaxgrad.inspection import capture
+    >>> output = jax.ShapeDtypeStruct((8, 4), jnp.float32)
+    >>> site = capture.Site("blocks.linear#0", "blocks.linear", 0, "Linear", output, 0)
+    >>> scan = capture.Scan("scan0", 2, False, ("blocks",),
+    ...                     (("blocks", "linear", "kernel"),), (site,), 0)
+    >>> jax.tree.map(jnp.shape, capture.tap_structure((scan,)))
+    {'scan0': {'blocks.linear#0': (2, 8, 4)}}
+    """
     taps: dict[str, Any] = {}
     for entry in layout:
         if isinstance(entry, Site):
@@ -528,6 +632,13 @@ class Row(NamedTuple):
         module_type: its class name.
         layer: its index in the enclosing scan(s), () at the top level.
         keys: where its record sits in the records tree.
+
+    Example:
+        >>> from jaxgrad.inspection import capture
+        >>> row = capture.Row("blocks[1].linear", "blocks.linear", "Linear", (1,),
+        ...                   ("scan0", "blocks.linear#0"))
+        >>> row.layer
+        (1,)
     """
 
     name: str
@@ -539,7 +650,25 @@ class Row(NamedTuple):
 
 def rows(layout: tuple[Site | Scan, ...]) -> list[Row]:
     """Every record of a layout as a row, in the order the calls started (forward order):
-    the iterations of a scan in the order they ran, each iteration's calls in order."""
+    the iterations of a scan in the order they ran, each iteration's calls in order.
+
+    Args:
+        layout: a `Capture`'s layout.
+
+    Returns:
+        A list of `Row`.
+
+    Example:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from jaxgrad.inspection import capture
+    >>> output = jax.ShapeDtypeStruct((8, 4), jnp.float32)
+    >>> site = capture.Site("blocks.linear#0", "blocks.linear", 0, "Linear", output, 0)
+    >>> scan = capture.Scan("scan0", 2, False, ("blocks",),
+    ...                     (("blocks", "linear", "kernel"),), (site,), 0)
+    >>> [(row.name, row.layer) for row in capture.rows((scan,))]
+    [('blocks[0].linear', (0,)), ('blocks[1].linear', (1,))]
+    """
     return _rows(layout, (), (), None)
 
 
@@ -578,7 +707,27 @@ def _namer(root: Path | None, index: int, outer: Callable[[str], str] | None):
 
 
 def take(records: dict[str, Any], row: Row) -> Any:
-    """The record of `row` (its leading scan axes indexed away)."""
+    """The record of `row` (its leading scan axes indexed away).
+
+    Args:
+        records: a `Capture`'s records (a nested dict, scans' entries stacked).
+        row: one of `rows(layout)`.
+
+    Returns:
+        The row's record (a pytree).
+
+    Example:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from jaxgrad.inspection import capture
+    >>> output = jax.ShapeDtypeStruct((8, 4), jnp.float32)
+    >>> site = capture.Site("blocks.linear#0", "blocks.linear", 0, "Linear", output, 0)
+    >>> scan = capture.Scan("scan0", 2, False, ("blocks",),
+    ...                     (("blocks", "linear", "kernel"),), (site,), 0)
+    >>> records = {"scan0": {"blocks.linear#0": jnp.array([10.0, 20.0])}}
+    >>> float(capture.take(records, capture.rows((scan,))[1]))
+    20.0
+    """
     value: Any = records
     for key in row.keys:
         value = value[key]
@@ -587,7 +736,26 @@ def take(records: dict[str, Any], row: Row) -> Any:
 
 def stacked_params(layout: tuple[Site | Scan, ...]) -> dict[Path, tuple[int, Path | None, bool]]:
     """Model parameters a top-level scan ran over: path -> (length, the stack's root,
-    reverse)."""
+    reverse).
+
+    Args:
+        layout: a `Capture`'s layout.
+
+    Returns:
+        A dict from parameter path to (number of layers, the stack's root path or None,
+        whether the scan ran in reverse).
+
+    Example:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from jaxgrad.inspection import capture
+    >>> output = jax.ShapeDtypeStruct((8, 4), jnp.float32)
+    >>> site = capture.Site("blocks.linear#0", "blocks.linear", 0, "Linear", output, 0)
+    >>> scan = capture.Scan("scan0", 2, False, ("blocks",),
+    ...                     (("blocks", "linear", "kernel"),), (site,), 0)
+    >>> capture.stacked_params((scan,))
+    {('blocks', 'linear', 'kernel'): (2, ('blocks',), False)}
+    """
     stacked = {}
     for entry in layout:
         if isinstance(entry, Scan):
@@ -610,6 +778,26 @@ def on_call_outputs(
     `__call__` is covered); other instances of those classes pass through untouched, and a
     target's nested `super().__call__()` records once. Not thread-safe: the classes are
     patched while the context is active.
+
+    Args:
+        targets: the modules to watch, id(module) -> (its path, the module).
+        record: called as `record(module, path, output)` after each watched call.
+
+    Yields:
+        Nothing; the watch lasts as long as the `with` block.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from jaxgrad.inspection import capture
+        >>> first, second = nnx.Linear(2, 4, rngs=nnx.Rngs(0)), nnx.Linear(4, 1, rngs=nnx.Rngs(1))
+        >>> seen = []
+        >>> with capture.on_call_outputs(
+        ...     {id(first): ("first", first)}, lambda module, path, out: seen.append(path)
+        ... ):
+        ...     _ = second(first(jnp.ones((3, 2))))
+        >>> seen
+        ['first']
     """
     classes = {type(module) for _, module in targets.values()}
     originals = {cls: (cls.__dict__.get("__call__"), cls.__call__) for cls in classes}
