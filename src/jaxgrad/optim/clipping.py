@@ -147,6 +147,16 @@ class ClipByGlobalNormState(NamedTuple):
     Attributes:
         global_norm: the global L2 norm of the incoming updates, before clipping.
         clipped: whether they were rescaled.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import optim
+        >>> tx = optim.clip_by_global_norm(1.0)
+        >>> params = {"w": jnp.ones(2)}
+        >>> updates, state = tx.update({"w": jnp.array([3.0, 4.0])}, tx.init(params))
+        >>> clipped = [round(u, 6) for u in updates["w"].tolist()]
+        >>> float(state.global_norm), bool(state.clipped), clipped
+        (5.0, True, [0.6, 0.8])
     """
 
     global_norm: jax.Array
