@@ -62,7 +62,20 @@ def add_l1(weight: float) -> optax.GradientTransformation:
 
 
 class L1ProximalState(NamedTuple):
-    """The step count, to evaluate a learning-rate schedule."""
+    """The step count, to evaluate a learning-rate schedule (see `l1_proximal`).
+
+    Attributes:
+        count: the number of updates seen, an int32 scalar.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import optim
+        >>> tx = optim.l1_proximal(0.1, learning_rate=0.5)
+        >>> params = jnp.ones(2)
+        >>> _, state = tx.update(jnp.zeros(2), tx.init(params), params)
+        >>> int(state.count)
+        1
+    """
 
     count: jax.Array
 
