@@ -85,8 +85,13 @@ def make_optimizer(
         [1.2, 1.2]
 
     References:
-        Pascanu et al. 2013 (clipping); Loshchilov and Hutter 2019, "Decoupled Weight Decay
-        Regularization" (adamw against coupled decay); Srivastava et al. 2014 (max-norm).
+        Polyak 1964, "Some methods of speeding up the convergence of iteration methods"
+        (momentum); Tieleman and Hinton 2012, "Lecture 6.5 - RMSProp", COURSERA: Neural
+        Networks for Machine Learning; Kingma and Ba 2015, "Adam: A Method for Stochastic
+        Optimization"; Pascanu, Mikolov and Bengio 2013, "On the difficulty of training
+        recurrent neural networks" (clipping); Loshchilov and Hutter 2019, "Decoupled Weight
+        Decay Regularization" (adamw against coupled decay); Srivastava et al. 2014,
+        "Dropout: A Simple Way to Prevent Neural Networks from Overfitting" (max-norm).
     """
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; valid names are: {', '.join(OPTIMIZERS)}")
