@@ -26,6 +26,11 @@ MODULES = (
     "jaxgrad.stats.diagnosis",
     "jaxgrad.inspection",
     "jaxgrad.inspection.capture",
+    "jaxgrad.optim",
+    "jaxgrad.optim.chains",
+    "jaxgrad.optim.clipping",
+    "jaxgrad.optim.monitoring",
+    "jaxgrad.optim.penalties",
 )
 """The modules whose docstrings are checked (the rest are listed in the test's history)."""
 

@@ -57,6 +57,17 @@ def leaf_names(tree: Any) -> list[str]:
     A `nnx.Variable` is one leaf, so the names of a model's `nnx.State` of Variables (what
     `nnx.Optimizer` initializes on) equal those of its arrays (what it updates with). Full
     paths are used where the short ones would collide.
+
+    Args:
+        tree: a pytree of parameters, gradients or updates (an `nnx.State` too).
+
+    Returns:
+        One name per leaf, in the tree's leaf order.
+
+    Example:
+        >>> from jaxgrad import optim
+        >>> optim.leaf_names({"layers": [{"kernel": 1.0, "bias": 0.0}]})
+        ['layers/0/bias', 'layers/0/kernel']
     """
     flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_variable)[0]
     paths = [path for path, _ in flat]
@@ -86,6 +97,16 @@ class MonitorState(NamedTuple):
         first_moment_norms, second_moment_norms: L2 norms of `inner`'s first and second
             moments (Adam's mu and nu, found in its state) after the update; nan without.
         inner_state: the wrapped transform's state (`optax.EmptyState()` when none).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import optim
+        >>> tx = optim.monitor()
+        >>> params = {"w": jnp.array([3.0, 4.0])}
+        >>> _, state = tx.update({"w": jnp.array([0.0, 1.0])}, tx.init(params), params)
+        >>> ratio = round(float(state.update_ratios["w"]), 6)
+        >>> int(state.count), float(state.weight_norms["w"]), ratio
+        (1, 5.0, 0.2)
     """
 
     count: jax.Array
@@ -179,6 +200,10 @@ def monitor(
     Returns:
         An `optax.GradientTransformationExtraArgs` (extra arguments are passed on to
         `inner`).
+
+    Raises:
+        ValueError: an int `every` below 1 (or not an int).
+        TypeError: a jax `every` that is not an integer scalar, a name that is not a str.
 
     Example:
         >>> import jax.numpy as jnp
@@ -309,6 +334,12 @@ def monitor_states(opt_state: optax.OptState) -> dict[str, MonitorState]:
     chain order, keyed by the monitor's `name` (or the name `optax.named_chain` gives its
     part), else by its path in the state ("[0]", "[3]").
 
+    Args:
+        opt_state: an optimizer state (a chain's, or an `nnx.Optimizer`'s `opt_state`).
+
+    Returns:
+        A dict from name to `MonitorState`, in chain order.
+
     Raises:
         ValueError: no monitor in the state.
 
@@ -331,6 +362,12 @@ def monitor_states(opt_state: optax.OptState) -> dict[str, MonitorState]:
 
 def monitor_state(opt_state: optax.OptState) -> MonitorState:
     """The first `MonitorState` of an optimizer state (see `monitor_states` for them all).
+
+    Args:
+        opt_state: an optimizer state (a chain's, or an `nnx.Optimizer`'s `opt_state`).
+
+    Returns:
+        The `MonitorState` of the first monitor in chain order.
 
     Raises:
         ValueError: no monitor in the state.
@@ -368,6 +405,16 @@ class GuardState(NamedTuple):
         average_norm: the debiased running average of the global norm over accepted
             updates (the spike reference).
         inner_state: the wrapped transform's state, untouched by a skipped update.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import optax
+        >>> from jaxgrad import optim
+        >>> tx = optim.guard(optax.sgd(1.0))
+        >>> params = {"w": jnp.ones(2)}
+        >>> _, state = tx.update({"w": jnp.array([jnp.inf, 1.0])}, tx.init(params), params)
+        >>> int(state.skipped), int(state.reason) == optim.SKIP_NONFINITE, int(state.last_skipped)
+        (1, True, 0)
     """
 
     count: jax.Array
@@ -411,6 +458,11 @@ def guard(
     Returns:
         An `optax.GradientTransformationExtraArgs` with a `GuardState`.
 
+    Raises:
+        ValueError: spike_factor <= 1, decay outside (0, 1), warmup not an int >= 0,
+            max_consecutive not an int >= 1 or None.
+        TypeError: a spike_factor or decay that is not a real number.
+
     Example:
         >>> import jax.numpy as jnp
         >>> import optax
@@ -422,7 +474,10 @@ def guard(
         ([0.0, 0.0], 1, True)
 
     References:
-        optax.apply_if_finite; Wortsman et al. 2023 (skipping steps at loss spikes).
+        optax.apply_if_finite; Chowdhery et al. 2022, "PaLM: Scaling Language Modeling
+        with Pathways" (restarting before a loss spike and skipping the batches around
+        it); Wortsman et al. 2023,
+        "Small-scale proxies for large-scale Transformer training instabilities".
     """
     inner = optax.with_extra_args_support(inner)
     if spike_factor is not None:
@@ -506,8 +561,23 @@ def guard(
 def guard_states(opt_state: optax.OptState) -> dict[str, GuardState]:
     """Every `GuardState` in an optimizer state, keyed as `monitor_states` keys monitors.
 
+    Args:
+        opt_state: an optimizer state (a chain's, or an `nnx.Optimizer`'s `opt_state`).
+
+    Returns:
+        A dict from name (or path in the state) to `GuardState`.
+
     Raises:
         ValueError: no guard in the state.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import optax
+        >>> from jaxgrad import optim
+        >>> tx = optim.guard(optax.sgd(0.1))
+        >>> states = optim.guard_states(tx.init({"w": jnp.ones(2)}))
+        >>> [int(state.skipped) for state in states.values()]
+        [0]
     """
     found = _found(opt_state, GuardState, "guard")
     if not found:
