@@ -15,6 +15,7 @@ from jaxgrad import init as jinit
 from jaxgrad import nn as jnn
 from jaxgrad import scaling
 from jaxgrad.scaling import coord as coord_module
+from jaxgrad.scaling import mup as mup_module
 from jaxgrad.scaling.coord import CoordCheck, CoordPoint
 
 IN, OUT = 5, 3
@@ -352,3 +353,188 @@ def test_slopes_against_depth_match_layers_by_their_last_index():
     assert table.get("layers.0", "mean_abs", 0) == (pytest.approx(0.0), "stable")
     assert "layers.3" not in set(table.layer)  # not at every depth
     assert table.to_frame().columns[0] == "width"
+
+
+# ----------------------------------------------------------------------------- muP
+
+BASE = 16
+
+
+def make_mup_mlp(width, depth, rngs):
+    """in -> n -> n -> out with muP's readout (SP initialization elsewhere, as Table 8)."""
+    return nnx.Sequential(
+        nnx.Linear(IN, width, rngs=rngs),
+        nnx.relu,
+        nnx.Linear(width, width, rngs=rngs),
+        nnx.relu,
+        scaling.MuReadout(width, OUT, base_in_features=BASE, rngs=rngs),
+    )
+
+
+def table8(role, fan_in, fan_out, base_fan_in, base_fan_out, optimizer):
+    """TP-V Table 8 relative to the base, written out: (init std, multiplier, lr factor)."""
+    m_in, m_out = fan_in / base_fan_in, fan_out / base_fan_out
+    if role == "input":
+        return 1 / math.sqrt(fan_in), 1.0, {"sgd": m_out, "adam": 1.0}[optimizer]
+    if role == "hidden":
+        return 1 / math.sqrt(fan_in), 1.0, {"sgd": 1.0, "adam": 1 / m_in}[optimizer]
+    if role == "output":
+        return 1 / math.sqrt(base_fan_in), 1 / m_in, {"sgd": m_in, "adam": 1.0}[optimizer]
+    return math.nan, 1.0, {"sgd": m_out, "adam": 1.0}[optimizer]  # a bias: fan_in 1
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("width", [16, 64, 48])
+def test_mup_table_follows_tensor_programs_v_table_8(optimizer, width):
+    base = scaling.base_shapes(make_mup_mlp, BASE)
+    params = nnx.state(make_mup_mlp(width, None, nnx.Rngs(0)), nnx.Param)
+    table = scaling.mup_table(params, base, optimizer)
+    layers = {  # path: (role, fan_in, fan_out, base fan_in, base fan_out)
+        "layers.0.kernel": ("input", IN, width, IN, BASE),
+        "layers.0.bias": ("vector", 1, width, 1, BASE),
+        "layers.2.kernel": ("hidden", width, width, BASE, BASE),
+        "layers.2.bias": ("vector", 1, width, 1, BASE),
+        "layers.4.kernel": ("output", width, OUT, BASE, OUT),
+        "layers.4.bias": ("vector", 1, OUT, 1, OUT),
+    }
+    assert set(table) == set(layers)
+    for path, (role, *fans) in layers.items():
+        entry = table[path]
+        assert entry.role == role, path
+        std, multiplier, lr = table8(role, *fans, optimizer)
+        np.testing.assert_allclose(
+            [entry.init_std, entry.multiplier, entry.lr], [std, multiplier, lr], rtol=1e-12
+        )
+        assert entry.depth_ratio == 1.0
+    readout = make_mup_mlp(width, None, nnx.Rngs(0)).layers[4]
+    assert readout.multiplier == pytest.approx(table["layers.4.kernel"].multiplier)
+
+
+def test_mup_initialization_is_what_the_table_says():
+    model = make_mup_mlp(512, None, nnx.Rngs(3))
+    table = scaling.mup_table(nnx.state(model, nnx.Param), scaling.base_shapes(make_mup_mlp, BASE))
+    for path, layer in (("layers.2.kernel", 2), ("layers.4.kernel", 4)):
+        drawn = np.asarray(model.layers[layer].kernel[...], np.float64)
+        assert drawn.std() == pytest.approx(table[path].init_std, rel=0.08), path
+    zero = scaling.MuReadout(8, 2, base_in_features=4, zero_init=True, rngs=nnx.Rngs(0))
+    assert np.all(np.asarray(zero.kernel[...]) == 0)
+    np.testing.assert_allclose(
+        zero(jnp.ones((3, 8))), np.zeros((3, 2))
+    )  # zero kernel and bias: zero logits
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_scale_by_mup_multiplies_each_update_by_its_factor(optimizer):
+    base = scaling.base_shapes(make_mup_mlp, BASE)
+    params = nnx.state(make_mup_mlp(64, None, nnx.Rngs(0)), nnx.Param)
+    table = scaling.mup_table(params, base, optimizer)
+    grads = jax.tree.map(jnp.ones_like, params)
+    transform = scaling.mup_sgd(0.5, base) if optimizer == "sgd" else scaling.mup_adam(0.5, base)
+    updates, _ = jax.jit(transform.update)(grads, transform.init(params), params)
+    flat = jax.tree_util.tree_flatten_with_path(updates)[0]
+    for path, update in flat:
+        key = mup_module._path_key(path)
+        # SGD: -lr * factor * 1; Adam's first step is sign-like: -lr * factor * 1/(1 + eps)
+        np.testing.assert_allclose(update, -0.5 * table[key].lr, rtol=1e-4)
+
+
+def make_deep(width, depth, rngs):
+    return jnn.MLP(
+        IN,
+        width,
+        depth,
+        OUT,
+        activation="relu",
+        residual=True,
+        residual_scale=scaling.depth_multiplier(depth, 2),
+        rngs=rngs,
+    )
+
+
+def test_depth_mup_table_and_branch_multiplier():
+    base = scaling.base_shapes(make_deep, BASE, base_depth=2)
+    assert base.depth_axes["blocks.linear.kernel"] == (0,)
+    assert base.width_axes["blocks.linear.kernel"] == (1, 2)
+    params = nnx.state(make_deep(64, 8, nnx.Rngs(0)), nnx.Param)
+    adam = scaling.mup_table(params, base, "adam")
+    sgd = scaling.mup_table(params, base, "sgd")
+    entry = adam["blocks.linear.kernel"]
+    assert (entry.role, entry.depth_ratio) == ("hidden", 4.0)
+    assert entry.lr == pytest.approx((BASE / 64) / math.sqrt(4.0))  # 1/m_in and 1/sqrt(L/L0)
+    assert sgd["blocks.linear.kernel"].lr == 1.0
+    assert adam["blocks.linear.bias"].lr == pytest.approx(0.5)
+    assert adam["input_layer.kernel"].lr == 1.0
+    assert scaling.depth_multiplier(8, 2) == 0.5
+    with pytest.raises(ValueError, match="depth"):
+        scaling.depth_multiplier(0)
+
+
+def test_mup_attention_is_one_over_d_and_standard_at_the_base():
+    q, k, v = (
+        jax.random.normal(jax.random.fold_in(jax.random.key(0), i), (2, 5, 3, 32)) for i in range(3)
+    )
+    at_base = scaling.mup_dot_product_attention(32)(q, k, v)
+    np.testing.assert_allclose(at_base, nnx.dot_product_attention(q, k, v), rtol=1e-6)
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) * math.sqrt(8) / 32  # sqrt(base) / d
+    expected = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(logits, axis=-1), v)
+    np.testing.assert_allclose(
+        scaling.mup_dot_product_attention(8)(q, k, v), expected, rtol=1e-5, atol=1e-6
+    )
+
+
+def test_bad_mup_arguments_are_refused():
+    base = scaling.base_shapes(make_mup_mlp, BASE)
+    with pytest.raises(ValueError, match="optimizer"):
+        scaling.scale_by_mup(base, "lion")
+    with pytest.raises(ValueError, match="base_width"):
+        scaling.base_shapes(make_mup_mlp, 0)
+    with pytest.raises(ValueError, match="not in the base"):
+        scaling.mup_table({"other": jnp.ones(3)}, base)
+    with pytest.raises(ValueError, match="in_features"):
+        scaling.MuReadout(0, 2, base_in_features=4, rngs=nnx.Rngs(0))
+
+
+def make_sp_mlp(width, depth, rngs):
+    return nnx.Sequential(
+        nnx.Linear(IN, width, rngs=rngs),
+        nnx.relu,
+        nnx.Linear(width, width, rngs=rngs),
+        nnx.relu,
+        nnx.Linear(width, OUT, rngs=rngs),
+    )
+
+
+def make_mup_mlp64(width, depth, rngs):
+    return nnx.Sequential(
+        nnx.Linear(IN, width, rngs=rngs),
+        nnx.relu,
+        nnx.Linear(width, width, rngs=rngs),
+        nnx.relu,
+        scaling.MuReadout(width, OUT, base_in_features=64, zero_init=True, rngs=rngs),
+    )
+
+
+def test_adam_under_sp_grows_with_width_and_under_mup_does_not():
+    """Tensor Programs V's coordinate check at small scale: with Adam, the standard
+    parametrization's hidden and output changes grow about as width^1 from the first update;
+    under muP (zero-initialized readout, as TP-V recommends) every layer's output and its
+    change are flat."""
+    widths, batch = [64, 128, 512], batch_list(3, size=4)
+    kwargs = {"widths": widths, "seeds": 2, "steps": 3, "loss_fn": mse}
+    sp = scaling.slopes(scaling.coord_check(make_sp_mlp, optax.adam(0.01), batch, **kwargs))
+    base = scaling.base_shapes(make_mup_mlp64, 64)
+    mup = scaling.slopes(
+        scaling.coord_check(make_mup_mlp64, scaling.mup_adam(0.01, base), batch, **kwargs)
+    )
+    for layer in ("layers.2", "layers.4"):
+        slope, words = sp.get(layer, "change", step=1)
+        assert slope > 0.75, (layer, slope)
+        assert words.startswith("grows as width^")
+    assert sp.get("layers.4.kernel", "update_ratio", step=1)[0] > 0.4  # as 1/sqrt(1/n)
+    for layer in ("layers.0", "layers.2", "layers.4"):
+        for statistic in ("mean_abs", "change"):
+            slope, words = mup.get(layer, statistic, step=2)
+            assert abs(slope) < 0.25, (layer, statistic, slope)
+            assert words == "stable"
+    assert mup.get("layers.4", "change", step=1)[1] == "stable"
+    assert mup.get("layers.2", "change", step=1)[1] == "zero"  # no gradient through a 0 readout

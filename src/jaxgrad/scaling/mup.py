@@ -1,0 +1,404 @@
+"""Parametrizations that keep every layer's updates of the same size at every width and
+depth: muP (Yang et al. 2022) and depth-muP (Yang et al. 2023, Bordelon et al. 2023).
+
+muP is written here as TP-V's Table 8 (the form the `mup` package implements), relative to
+a base model: at the base width every factor is 1 and the model is the standard one, and a
+width n multiplies a weight's size or learning rate by a power of the width ratio
+m = n / n_base of its fan-in or fan-out. A parameter's role comes from which of its axes
+grow with width (read off the base model and a model of twice its width, as `mup`'s
+`set_base_shapes` does with its delta model):
+
+=====================  =================  ===============  ========================
+role                   init std           SGD lr           Adam lr
+=====================  =================  ===============  ========================
+input (finite fan-in)  1 / sqrt(fan_in)   x m_out          x 1
+hidden (both grow)     1 / sqrt(fan_in)   x 1              x 1 / m_in
+output (finite out)    1 / sqrt(base in)  x m_in           x 1
+vector (bias, scale)   unchanged          x m_out          x 1
+=====================  =================  ===============  ========================
+
+and the output layer's forward pass is multiplied by 1 / m_in (`MuReadout`). Input and
+hidden initializations are the standard 1/fan_in variance (`jaxgrad.init.lecun_normal`).
+Attention logits are q.k * sqrt(d_base) / d instead of q.k / sqrt(d)
+(`mup_dot_product_attention`).
+
+Depth-muP: a residual block's branch is multiplied by sqrt(L_base / L) (`depth_multiplier`;
+`jaxgrad.nn.MLP(residual=True, residual_scale=...)`), and with Adam the learning rate of the
+blocks' parameters by sqrt(L_base / L) too; with SGD it is unchanged. Blocks are recognized
+as parameters with an axis that grows with depth (stacked layers, `nnx.vmap` + scan).
+
+Kernels are in Flax's layout: the last axis is fan-out, the others fan-in (`nnx.Linear`,
+`nnx.Conv`, `nnx.Embed`'s (vocabulary, features) embedding is an input weight). Attention
+written with `nnx.Linear` projections fits this; `nnx.MultiHeadAttention`'s
+`LinearGeneral` kernels (in, heads, head_dim) do not (their fan-out spans two axes).
+
+References:
+    Yang and Hu 2021, "Tensor Programs IV: Feature Learning in Infinite-Width Neural
+    Networks" (the maximal-update parametrization). Yang et al. 2022, "Tensor Programs V:
+    Tuning Large Neural Networks via Zero-Shot Hyperparameter Transfer", Tables 3 and 8
+    (initialization, multipliers and learning rates for SGD and Adam; 1/d attention).
+    Yang, Yu, Zhu and Hayou 2023, "Tensor Programs VI: Feature Learning in Infinite-Depth
+    Neural Networks" (Depth-muP: branch multiplier 1/sqrt(L); Adam learning rate
+    1/sqrt(L)). Bordelon, Noci, Li, Hanin and Pehlevan 2023, "Depthwise Hyperparameter
+    Transfer in Residual Networks: Dynamics and Scaling Limit" (1/sqrt(L) branches).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from jaxgrad import init as _init
+
+OPTIMIZERS = ("sgd", "adam")
+ROLES = ("input", "hidden", "output", "vector")
+
+
+def _path_key(path) -> str:
+    """A parameter's path as "layers.0.kernel" (a Variable's trailing `.value` dropped)."""
+    parts = []
+    for entry in path:
+        if isinstance(entry, jax.tree_util.DictKey):
+            parts.append(str(entry.key))
+        elif isinstance(entry, jax.tree_util.SequenceKey):
+            parts.append(str(entry.idx))
+        elif isinstance(entry, jax.tree_util.GetAttrKey):
+            parts.append(entry.name)
+        else:
+            parts.append(str(entry))
+    if parts and parts[-1] == "value":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _param_shapes(model: nnx.Module) -> dict[str, tuple[int, ...]]:
+    """Every `nnx.Param`'s shape by its path (the paths `jax.tree_util` gives the state)."""
+    state = nnx.state(model, nnx.Param)
+    flat = jax.tree_util.tree_flatten_with_path(state)[0]
+    return {_path_key(path): tuple(leaf.shape) for path, leaf in flat}
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseShapes:
+    """The base model's parameter shapes and which of their axes grow with width and depth.
+
+    Attributes:
+        shapes: path -> shape at the base width and depth.
+        width_axes: path -> the axes that grow with width.
+        depth_axes: path -> the axes that grow with depth (stacked blocks).
+        base_width, base_depth: the base.
+    """
+
+    shapes: dict[str, tuple[int, ...]]
+    width_axes: dict[str, tuple[int, ...]]
+    depth_axes: dict[str, tuple[int, ...]]
+    base_width: int
+    base_depth: int | None
+
+    def __hash__(self) -> int:
+        return hash((tuple(sorted(self.shapes.items())), self.base_width, self.base_depth))
+
+
+def base_shapes(
+    make_model: Callable[[int, int | None, nnx.Rngs], nnx.Module],
+    base_width: int,
+    base_depth: int | None = None,
+) -> BaseShapes:
+    """The base of a model family: its parameter shapes at `base_width` (and `base_depth`),
+    and the axes that grow, found by building (abstractly, no compute) the model at twice
+    the base width (and twice the base depth).
+
+    Example:
+        >>> from flax import nnx
+        >>> def make(width, depth, rngs):
+        ...     return nnx.Sequential(nnx.Linear(3, width, rngs=rngs),
+        ...                           nnx.Linear(width, 2, rngs=rngs))
+        >>> base = base_shapes(make, 16)
+        >>> base.width_axes["layers.0.kernel"], base.width_axes["layers.1.kernel"]
+        ((1,), (0,))
+    """
+    for name, value in (("base_width", base_width), ("base_depth", base_depth)):
+        if value is None and name == "base_depth":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+    def shapes_at(width, depth):
+        return _param_shapes(nnx.eval_shape(lambda: make_model(width, depth, nnx.Rngs(0))))
+
+    base = shapes_at(base_width, base_depth)
+    wider = shapes_at(2 * base_width, base_depth)
+    deeper = shapes_at(base_width, 2 * base_depth) if base_depth is not None else base
+    if set(wider) != set(base) or set(deeper) != set(base):
+        raise ValueError(
+            "the model's parameters must be the same at every width and depth (stack the "
+            "blocks on a leading axis, nnx.vmap, rather than a list whose length is the depth)"
+        )
+
+    def grown(other):
+        return {
+            path: tuple(
+                a for a, (s, t) in enumerate(zip(shape, other[path], strict=True)) if s != t
+            )
+            for path, shape in base.items()
+        }
+
+    return BaseShapes(base, grown(wider), grown(deeper), base_width, base_depth)
+
+
+class MupEntry(NamedTuple):
+    """How muP treats one parameter at its current shape.
+
+    Attributes:
+        role: "input", "hidden", "output" or "vector".
+        fan_in_ratio, fan_out_ratio: m_in and m_out, the width ratios of its fans (1 where
+            the fan does not grow).
+        depth_ratio: L / L_base for a stacked block's parameter, else 1.
+        init_std: the standard deviation of its initialization, relative to 1: 1/sqrt(fan_in)
+            for input and hidden kernels, 1/sqrt(base fan_in) for the output kernel, nan for
+            vectors (left to the model).
+        multiplier: the factor on its forward contribution (1/m_in for the output kernel).
+        lr: its learning-rate multiplier under the optimizer.
+    """
+
+    role: str
+    fan_in_ratio: float
+    fan_out_ratio: float
+    depth_ratio: float
+    init_std: float
+    multiplier: float
+    lr: float
+
+
+def _entry(path: str, shape: tuple[int, ...], base: BaseShapes, optimizer: str) -> MupEntry:
+    if path not in base.shapes:
+        raise ValueError(
+            f"parameter {path} is not in the base model; its parameters are {sorted(base.shapes)}"
+        )
+    base_shape = base.shapes[path]
+    if len(shape) != len(base_shape):
+        raise ValueError(f"parameter {path} has shape {shape}, the base {base_shape}")
+    depth_axes = base.depth_axes[path]
+    ratios = [
+        shape[a] / base_shape[a] if a in base.width_axes[path] else 1.0 for a in range(len(shape))
+    ]
+    core = [a for a in range(len(shape)) if a not in depth_axes]
+    depth_ratio = math.prod(shape[a] / base_shape[a] for a in depth_axes) if depth_axes else 1.0
+    if len(core) <= 1:
+        fan_in_ratio, fan_out_ratio = 1.0, ratios[core[-1]] if core else 1.0
+        role = "vector"
+    else:
+        fan_in_ratio = math.prod(ratios[a] for a in core[:-1])
+        fan_out_ratio = ratios[core[-1]]
+        grows_in = any(a in base.width_axes[path] for a in core[:-1])
+        grows_out = core[-1] in base.width_axes[path]
+        role = "hidden" if grows_in and grows_out else "output" if grows_in else "input"
+    if role == "vector":
+        init_std = math.nan
+    else:
+        fan_in = math.prod(shape[a] for a in core[:-1])
+        base_fan_in = math.prod(base_shape[a] for a in core[:-1])
+        init_std = 1 / math.sqrt(base_fan_in if role == "output" else fan_in)
+    multiplier = 1 / fan_in_ratio if role == "output" else 1.0
+    if optimizer == "adam":
+        lr = 1 / fan_in_ratio if role == "hidden" else 1.0
+        lr /= math.sqrt(depth_ratio)
+    else:
+        lr = {"input": fan_out_ratio, "vector": fan_out_ratio, "output": fan_in_ratio}.get(
+            role, 1.0
+        )
+    return MupEntry(role, fan_in_ratio, fan_out_ratio, depth_ratio, init_std, multiplier, lr)
+
+
+def _check_optimizer(optimizer: str) -> str:
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(
+            f"optimizer must be one of {OPTIMIZERS} (muP's learning-rate rules differ between "
+            f"SGD-like and Adam-like updates), got {optimizer!r}"
+        )
+    return optimizer
+
+
+def mup_table(params: Any, base: BaseShapes, optimizer: str = "adam") -> dict[str, MupEntry]:
+    """muP's treatment of every parameter of `params` (a model's `nnx.State` of `nnx.Param`,
+    or any pytree of arrays with the base's structure): path -> `MupEntry`.
+
+    Example:
+        >>> from flax import nnx
+        >>> def make(width, depth, rngs):
+        ...     return nnx.Sequential(nnx.Linear(3, width, rngs=rngs),
+        ...                           nnx.Linear(width, width, rngs=rngs),
+        ...                           MuReadout(width, 2, base_in_features=16, rngs=rngs))
+        >>> base = base_shapes(make, 16)
+        >>> table = mup_table(nnx.state(make(64, None, nnx.Rngs(0)), nnx.Param), base)
+        >>> entry = table["layers.1.kernel"]
+        >>> entry.role, entry.lr
+        ('hidden', 0.25)
+    """
+    optimizer = _check_optimizer(optimizer)
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    return {
+        _path_key(path): _entry(_path_key(path), tuple(jnp.shape(leaf)), base, optimizer)
+        for path, leaf in flat
+    }
+
+
+class ScaleByMupState(NamedTuple):
+    """`scale_by_mup` keeps no state."""
+
+
+def scale_by_mup(base: BaseShapes, optimizer: str = "adam") -> optax.GradientTransformation:
+    """Multiply each parameter's update by its muP learning-rate factor (`mup_table`'s
+    `lr`): place it after the optimizer's scaling (`optax.scale_by_adam`) and before the
+    learning rate (`optax.scale(-lr)`), or use `mup_adam` / `mup_sgd`.
+
+    The factors are read off the updates' shapes against the base (static: nothing is
+    traced and jit does not retrace).
+    """
+    optimizer = _check_optimizer(optimizer)
+    if not isinstance(base, BaseShapes):
+        raise TypeError(f"base must be a BaseShapes (from base_shapes), got {type(base).__name__}")
+
+    def init(params):
+        del params
+        return ScaleByMupState()
+
+    def update(updates, state, params=None):
+        del params
+
+        def scale(path, update):
+            if update is None:
+                return None
+            key = _path_key(path)
+            factor = _entry(key, tuple(jnp.shape(update)), base, optimizer).lr
+            return update * jnp.asarray(factor, update.dtype)
+
+        return jax.tree_util.tree_map_with_path(scale, updates), state
+
+    return optax.GradientTransformation(init, update)
+
+
+def mup_adam(
+    learning_rate: float, base: BaseShapes, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
+) -> optax.GradientTransformation:
+    """Adam under muP (and depth-muP, where the base has a depth): `optax.scale_by_adam`,
+    `scale_by_mup(base, "adam")`, then the learning rate."""
+    return optax.chain(
+        optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+        scale_by_mup(base, "adam"),
+        optax.scale(-learning_rate),
+    )
+
+
+def mup_sgd(learning_rate: float, base: BaseShapes) -> optax.GradientTransformation:
+    """SGD under muP: `scale_by_mup(base, "sgd")`, then the learning rate."""
+    return optax.chain(scale_by_mup(base, "sgd"), optax.scale(-learning_rate))
+
+
+class MuReadout(nnx.Module):
+    """muP's output layer: y = (x W) * base_in / in + b, with W drawn with the base's std
+    1/sqrt(base_in) (or zero), so the logits' update stays of the same size at every width
+    (TP-V, Table 8; the `mup` package's `MuReadout`).
+
+    Args:
+        in_features, out_features: sizes.
+        base_in_features: the base model's `in_features` (the multiplier is 1 there).
+        use_bias: add a bias (zero-initialized).
+        zero_init: start W at zero (TP-V, appendix D.2: removes the logits' initial
+            randomness, which shrinks as 1/sqrt(width) anyway).
+        scale: multiplies the initialization's std.
+        dtype: parameter and computation dtype.
+        rngs: `nnx.Rngs`.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        base_in_features: int,
+        use_bias: bool = True,
+        zero_init: bool = False,
+        scale: float = 1.0,
+        dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        for name, value in (
+            ("in_features", in_features),
+            ("out_features", out_features),
+            ("base_in_features", base_in_features),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        std = 0.0 if zero_init else scale / math.sqrt(base_in_features)
+        init = _init.zeros() if zero_init else _init.normal(std=std)
+        self.kernel = nnx.Param(init(rngs.params(), (in_features, out_features), dtype))
+        self.bias = nnx.Param(jnp.zeros((out_features,), dtype)) if use_bias else None
+        self.multiplier = base_in_features / in_features
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = (x @ self.kernel[...]) * jnp.asarray(self.multiplier, x.dtype)
+        return y if self.bias is None else y + jnp.broadcast_to(self.bias[...], y.shape)
+
+
+def depth_multiplier(depth: int, base_depth: int = 1) -> float:
+    """Depth-muP's branch multiplier sqrt(base_depth / depth): a residual network
+    h_l = h_{l-1} + multiplier * f_l(h_{l-1}) keeps its output and its updates of the same
+    size at every depth (Yang et al. 2023; Bordelon et al. 2023).
+
+    Example:
+        >>> depth_multiplier(16, base_depth=4)
+        0.5
+    """
+    for name, value in (("depth", depth), ("base_depth", base_depth)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return math.sqrt(base_depth / depth)
+
+
+def mup_dot_product_attention(base_head_dim: int) -> Callable[..., jax.Array]:
+    """An `attention_fn` for `nnx.MultiHeadAttention` (or a function of the same signature)
+    with muP's logits q.k * sqrt(base_head_dim) / head_dim: 1/d instead of 1/sqrt(d),
+    equal to the standard scaling at the base (TP-V, section 4 and appendix J: q and k
+    become correlated during training, so q.k grows as d).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> q = k = v = jnp.ones((1, 2, 1, 64))  # (batch, length, heads, head_dim)
+        >>> mup_dot_product_attention(base_head_dim=16)(q, k, v).shape
+        (1, 2, 1, 64)
+    """
+    if isinstance(base_head_dim, bool) or not isinstance(base_head_dim, int) or base_head_dim < 1:
+        raise ValueError(f"base_head_dim must be a positive int, got {base_head_dim!r}")
+
+    def attention(query, key, value, *args, **kwargs):
+        head_dim = query.shape[-1]
+        # flax divides by sqrt(d); one more factor sqrt(base / d) makes it sqrt(base) / d
+        query = query * jnp.asarray(math.sqrt(base_head_dim / head_dim), query.dtype)
+        return nnx.dot_product_attention(query, key, value, *args, **kwargs)
+
+    return attention
+
+
+__all__ = [
+    "OPTIMIZERS",
+    "ROLES",
+    "BaseShapes",
+    "MuReadout",
+    "MupEntry",
+    "ScaleByMupState",
+    "base_shapes",
+    "depth_multiplier",
+    "mup_adam",
+    "mup_dot_product_attention",
+    "mup_sgd",
+    "mup_table",
+    "scale_by_mup",
+]
