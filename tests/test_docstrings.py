@@ -31,6 +31,7 @@ MODULES = (
     "jaxgrad.optim.clipping",
     "jaxgrad.optim.monitoring",
     "jaxgrad.optim.penalties",
+    "jaxgrad.propagation",
 )
 """The modules whose docstrings are checked (the rest are listed in the test's history)."""
 

@@ -58,6 +58,16 @@ class LayerStats(NamedTuple):
         weight_norm: Frobenius norm of W_l.
         first_nonfinite_layer: the first layer (1-based) whose pre-activation or output holds
             an inf or a nan; -1 when every value is finite.
+
+    Example:
+        >>> import jax
+        >>> from jaxgrad import init, propagate
+        >>> stats = propagate(jax.random.key(0), depth=6, width=32, batch_size=4,
+        ...                   activation="tanh", kernel_init=init.xavier_uniform())
+        >>> stats.act_std.shape, int(stats.first_nonfinite_layer)
+        ((6,), -1)
+        >>> list(stats.to_frame().columns[:3])
+        ['layer', 'pre_mean', 'pre_std']
     """
 
     pre_mean: jax.Array
@@ -201,6 +211,21 @@ def mean_square_loss(output: jax.Array, y: Any = None) -> jax.Array:
 
     Its gradient is proportional to the output, so it vanishes when the output collapses
     to zero (the ordered phase); `random_projection_loss` does not.
+
+    Args:
+        output: the network's output.
+        y: targets of the output's shape, or None.
+
+    Returns:
+        The loss, a scalar.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import mean_square_loss
+        >>> float(mean_square_loss(jnp.array([1.0, 3.0])))
+        2.5
+        >>> float(mean_square_loss(jnp.ones(2), y=jnp.ones(2)))
+        0.0
     """
     residual = output if y is None else output - y
     return 0.5 * jnp.mean(jnp.square(residual))
@@ -212,6 +237,27 @@ def random_projection_loss(key: jax.Array) -> LossFn:
     dL/doutput = G / sqrt(size) whatever the output is, so the backward pass sees an
     i.i.d. Gaussian error signal of fixed size, as mean-field theory assumes (Schoenholz
     et al. 2017), even when the forward signal has collapsed. Targets are ignored.
+
+    Args:
+        key: PRNG key for G (drawn at the output's shape when the loss is called).
+
+    Returns:
+        `loss(output, y=None) -> scalar`, a `LossFn` for `probe` and `propagate`.
+
+    Raises:
+        TypeError: a key that is not a jax PRNG key array.
+
+    Example:
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import random_projection_loss
+        >>> loss = random_projection_loss(jax.random.key(0))
+        >>> grad = jax.grad(loss)(jnp.zeros(4))  # the same for any output
+        >>> bool(jnp.all(grad == jax.grad(loss)(jnp.ones(4))))
+        True
+
+    References:
+        Schoenholz, Gilmer, Ganguli and Sohl-Dickstein 2017, "Deep Information Propagation".
     """
     if not isinstance(key, jax.Array):
         raise TypeError(f"key must be a jax PRNG key array, got {type(key).__name__}")
@@ -241,17 +287,32 @@ def _forward_stats(activation, z, out, a, threshold: float):
 
 
 def times_transpose(rows: jax.Array, kernel: jax.Array) -> jax.Array:
-    """`rows @ kernel.T` for a kernel (width_in, width_out), fastest on XLA's CPU backend.
+    """`rows @ kernel.T` for a kernel (width_in, width_out), as fast as XLA's CPU backend allows.
 
-    With a few rows (2 to 32) XLA's CPU matrix product ran up to 1.5x slower when its right
-    operand is transposed than `(kernel @ rows.T).T` did (`benchmarks/transpose_product.py`);
-    with one row, or 64 and more, the plain form was as fast or faster. Left to itself XLA
-    folds explicit transposes back into the product, so optimization barriers materialize
-    `rows.T` and the product before it is transposed back (copies width times cheaper than
-    the product).
-    Leading axes of `rows` are flattened into the product's rows; under `jax.vmap` the rule
-    sees one member's rows only.
+    The reverse scan's product of the error signal with a transposed kernel. Leading axes of
+    `rows` are flattened into the product's rows.
+
+    Args:
+        rows: (..., width_out).
+        kernel: (width_in, width_out).
+
+    Returns:
+        (..., width_in), equal to `rows @ kernel.T`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import propagation
+        >>> rows, kernel = jnp.ones((3, 2)), jnp.arange(6.0).reshape(3, 2)
+        >>> bool(jnp.array_equal(propagation.times_transpose(rows, kernel), rows @ kernel.T))
+        True
     """
+    # With a few rows (2 to 32) XLA's CPU matrix product ran up to 1.5x slower when its right
+    # operand is transposed than `(kernel @ rows.T).T` did (`benchmarks/transpose_product.py`,
+    # benchmarks/README.md); with one row, or 64 and more, the plain form was as fast or
+    # faster. Left to itself XLA folds explicit transposes back into the product, so
+    # optimization barriers materialize `rows.T` and the product before it is transposed
+    # back (copies width times cheaper than the product). Under `jax.vmap` the rule sees one
+    # member's rows only.
     flat = rows.reshape(-1, rows.shape[-1])
     if not 2 <= flat.shape[0] <= 32:
         return rows @ kernel.T
@@ -314,22 +375,38 @@ def reverse_scan_probe(
             `times_transpose`).
         activation: the elementwise activation (for the saturation statistic).
         loss_of_output: `loss(h) -> scalar`, applied at each head.
-        kernel: `kernel(layer) -> W`, whose Frobenius norm is the `weight_norm`; taken in
-            the forward step that multiplies by W, while W is in cache (a separate pass
-            over the stacked kernels would read them from memory a third time).
+        kernel: `kernel(layer) -> W`, whose Frobenius norm is the `weight_norm`.
         threshold: the saturation threshold.
         heads: static tuple of 1-based depths; default (depth,), the whole stack.
         build: `build(seed) -> layer`, with `layers` the stacked seeds (keys) of the layers
             rather than the layers: each scan step builds its layer from its seed where it
             uses it, the forward and the reverse scan each once, so the stack of weights is
-            never stored. Worth it where the stack does not fit in memory, or where a draw
-            is cheap: on a 2-core CPU, drawing uniform kernels twice cost less than writing
-            the stack to fresh memory (a page fault every 4 KiB) and reading it back.
+            never stored (see `propagate`'s `redraw`).
 
     Returns:
         `LayerStats`; with `heads`, the gradient fields have a trailing axis of one column
         per head, zero below the head's depth.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import activations, propagation
+        >>> layers = {"kernel": jnp.stack([jnp.eye(2)] * 3)}  # three identity layers
+        >>> stats = propagation.reverse_scan_probe(
+        ...     jnp.ones((4, 2)), layers,
+        ...     affine=lambda layer, h: h @ layer["kernel"],
+        ...     post=lambda layer, pre, h: (pre, pre, pre),  # no activation
+        ...     transpose=lambda layer, dpre: propagation.times_transpose(dpre, layer["kernel"]),
+        ...     activation=activations.linear,
+        ...     loss_of_output=propagation.mean_square_loss,
+        ...     kernel=lambda layer: layer["kernel"])
+        >>> stats.grad_norm.tolist()  # ||h^T dL/dz|| = ||(2 x 4 ones) (1/8)|| in every layer
+        [1.0, 1.0, 1.0]
     """
+    # The weight norm is taken in the forward step that multiplies by W, while W is in
+    # cache (a separate pass over the stacked kernels would read them from memory a third
+    # time). `build` is worth it where the stack does not fit in memory, or where a draw is
+    # cheap: on a 2-core CPU, drawing uniform kernels twice cost less than writing the stack
+    # to fresh memory (a page fault every 4 KiB) and reading it back (benchmarks/README.md).
     depth = jax.tree.leaves(layers)[0].shape[0]
     build = (lambda layer: layer) if build is None else build
     head_depths = jnp.asarray((depth,) if heads is None else heads, jnp.int32)
@@ -503,6 +580,11 @@ def probe(
     Returns:
         `LayerStats`, each field of shape (depth,).
 
+    Raises:
+        TypeError: a model that is not a `jaxgrad.nn.MLP` (use `jaxgrad.inspect` for any
+            other Flax model), a loss_fn that is not callable.
+        ValueError: an unknown method.
+
     Example:
         >>> import jax
         >>> from flax import nnx
@@ -511,6 +593,10 @@ def probe(
         >>> stats = probe(model, jax.random.normal(jax.random.key(0), (16, 32)))
         >>> stats.grad_norm.shape
         (10,)
+
+    References:
+        Glorot and Bengio 2010, "Understanding the difficulty of training deep feedforward
+        neural networks" (per-layer activation and gradient statistics).
     """
     if not isinstance(model, _nn.MLP):
         raise TypeError(
@@ -569,15 +655,20 @@ def propagate(
             key's weights when the stack would not fit `default_memory_budget()` (one
             key's stack: under `jax.vmap` over keys pass True to bound the memory), and on
             CPU when the kernel initializer's draw is cheap (its `cheap_draw` attribute:
-            uniform draws, constants). There writing the stack to fresh memory costs a
-            page fault every 4 KiB: at the seed's shape (depth 100, width 400, Xavier
-            uniform, 2 cores) the redrawn pass ran 1.14x faster than the stored one
-            (`benchmarks/probe_speed.py`), while normal, orthogonal and sparse draws cost
-            more to redraw than to store. `method="autodiff"` always stores. With a
-            threefry key (JAX's default) both ways give the same numbers, up to the
-            rounding of a draw that is not elementwise (a batched QR); with an rbg key
-            the redrawn weights are other draws of the same distribution, since rbg draws
-            differ vmapped over keys.
+            uniform draws, constants), where redrawing is the faster of the two.
+            `method="autodiff"` always stores. With a threefry key (JAX's default) both ways
+            give the same numbers, up to the rounding of a draw that is not elementwise (a
+            batched QR); with an rbg key the redrawn weights are other draws of the same
+            distribution.
+
+    Returns:
+        `LayerStats`, each field of shape (depth,) (after the leading axes of a vmap).
+
+    Raises:
+        TypeError: a redraw that is not True, False or None, a loss_fn that is not
+            callable, or a bad initializer or activation (as `jaxgrad.nn.MLP` refuses them).
+        ValueError: redraw=True with method="autodiff", an unknown method, norm or
+            activation name, or sizes below 1.
 
     Example:
         >>> import jax
@@ -586,7 +677,16 @@ def propagate(
         ...                   activation="relu", kernel_init=init.kaiming_normal())
         >>> bool(0.5 < stats.act_std[-1] < 2.0)
         True
+
+    References:
+        He, Zhang, Ren and Sun 2015, "Delving Deep into Rectifiers" (the relu network whose
+        signal Kaiming initialization keeps); Glorot and Bengio 2010.
     """
+    # Why redraw on CPU: writing a stored stack to fresh memory costs a page fault every
+    # 4 KiB; at the seed's shape (depth 100, width 400, Xavier uniform, 2 cores) the
+    # redrawn pass ran 1.14x faster than the stored one (`benchmarks/probe_speed.py`, see
+    # benchmarks/README.md), while normal, orthogonal and sparse draws cost more to redraw
+    # than to store. rbg draws differ vmapped over keys, hence other draws when redrawn.
     key = _prng.check_key(key, single=True)
     for name, value in (("depth", depth), ("width", width), ("batch_size", batch_size)):
         _nn._positive_int(name, value)
@@ -636,7 +736,18 @@ def propagate(
 
 
 def default_memory_budget() -> int:
-    """A quarter of the first device's memory when it reports one, else 4 GiB."""
+    """A quarter of the first device's memory when it reports one, else 4 GiB.
+
+    The stack size above which `propagate(redraw=None)` redraws weights instead of storing them.
+
+    Returns:
+        The budget in bytes.
+
+    Example:
+        >>> from jaxgrad import propagation
+        >>> propagation.default_memory_budget() > 0
+        True
+    """
     stats = jax.local_devices()[0].memory_stats() or {}
     limit = stats.get("bytes_limit")
     return int(limit // 4) if limit else 4 * 2**30
@@ -723,7 +834,20 @@ diagnose = _stats.diagnose
 
 
 class SeedConfig(NamedTuple):
-    """One network of the seed experiment."""
+    """One network of the seed experiment.
+
+    Attributes:
+        label: "a" to "f".
+        description: the network in a few words ("tanh, Xavier uniform gain 5/3").
+        activation: the activation's name.
+        kernel_init: the hidden kernels' initializer.
+
+    Example:
+        >>> from jaxgrad import propagation
+        >>> config = propagation.seed_configs(width=64)[0]
+        >>> config.label, config.description, config.activation
+        ('a', 'linear, N(0, 1)', 'linear')
+    """
 
     label: str
     description: str
@@ -738,6 +862,22 @@ def seed_configs(width: int = 400) -> tuple[SeedConfig, ...]:
     (b) no activation, std sqrt(1/width): the std holds; (c) tanh with (b)'s weights: it
     shrinks; (d) tanh, Xavier uniform with gain 5/3: it holds; (e) relu, Xavier uniform: it
     shrinks by about sqrt(2) a layer; (f) relu, Kaiming normal: it holds.
+
+    Args:
+        width: the hidden width (sets the std of (b) and (c), sqrt(1 / width)).
+
+    Returns:
+        Six `SeedConfig`, (a) to (f).
+
+    Example:
+        >>> from jaxgrad import seed_configs
+        >>> [(config.label, config.activation) for config in seed_configs()]
+        [('a', 'linear'), ('b', 'linear'), ('c', 'tanh'), ('d', 'tanh'), ('e', 'relu'),
+         ('f', 'relu')]
+
+    References:
+        Glorot and Bengio 2010 (Xavier initialization); He, Zhang, Ren and Sun 2015
+        (Kaiming initialization).
     """
     std = 1 / math.sqrt(width)
     return (
@@ -763,8 +903,24 @@ def seed_experiment(
     The gradients come from `random_projection_loss`, so that the gradient view is not
     zero where the forward signal has collapsed.
 
+    Args:
+        key: PRNG key, shared by the six networks.
+        depth: hidden layers of each network.
+        width: their width.
+        batch_size: rows of the N(0, 1) input batch.
+
     Returns:
         A dict from the label ("a" to "f") to that network's `LayerStats`.
+
+    Example:
+        >>> import jax
+        >>> from jaxgrad import seed_experiment
+        >>> results = seed_experiment(jax.random.key(0), depth=2, width=8, batch_size=2)
+        >>> sorted(results), results["f"].act_std.shape
+        (['a', 'b', 'c', 'd', 'e', 'f'], (2,))
+
+    References:
+        Glorot and Bengio 2010; He, Zhang, Ren and Sun 2015.
     """
     loss_fn = random_projection_loss(jax.random.fold_in(key, 1))
     return {
