@@ -538,3 +538,34 @@ def test_adam_under_sp_grows_with_width_and_under_mup_does_not():
             assert words == "stable"
     assert mup.get("layers.4", "change", step=1)[1] == "stable"
     assert mup.get("layers.2", "change", step=1)[1] == "zero"  # no gradient through a 0 readout
+
+
+# ----------------------------------------------------------------------------- figure
+
+
+def test_coord_figure_draws_the_seed_mean_per_layer_and_step(tmp_path):
+    from jaxgrad import plot
+
+    widths = (64, 128, 256)
+
+    def point(width):
+        values = np.ones((2, 2, 2, 3))
+        values[0, :, 0, 0] = float(width)  # layer "a": seeds width and 3 width
+        values[1, :, 0, 0] = 3.0 * width
+        values[:, 1, 1, 0] = -1.0  # layer "b" at step 1: not drawable on a log axis
+        return CoordPoint(
+            width, None, ("a", "b"), (), np.zeros((2, 2)), values, np.zeros((2, 2, 0, 3))
+        )
+
+    check = CoordCheck(tuple(point(w) for w in widths), widths, (None,), (0, 1), 2)
+    figure = plot.coord_check(check, "mean_abs", path=tmp_path / "coord.png")
+    assert (tmp_path / "coord.png").stat().st_size > 0
+    assert len(figure.axes) == 2
+    first, second = figure.axes
+    np.testing.assert_allclose(first.lines[0].get_xdata(), widths)
+    np.testing.assert_allclose(first.lines[0].get_ydata(), 2.0 * np.array(widths))
+    assert first.lines[0].get_label() == "a: grows as width^1.00"
+    assert first.lines[1].get_label() == "b: stable"
+    assert [line.get_label() for line in second.lines] == ["a: grows as width^1.00"]
+    with pytest.raises(ValueError, match="statistic"):
+        plot.coord_check(check, "std")

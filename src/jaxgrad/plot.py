@@ -1211,3 +1211,94 @@ def run_norms(history: History, path: str | os.PathLike[str] | None = None) -> F
         )
     figure.legend(handles=marks, loc="outside upper center", ncols=len(marks), fontsize=9)
     return _finish(figure, path)
+
+
+# ----------------------------------------------------------------------------- coordinate checks
+
+
+def coord_check(
+    check: Any,
+    statistic: str = "mean_abs",
+    *,
+    against: str = "width",
+    fixed: int | None = None,
+    layers: Sequence[str] | None = None,
+    path: str | os.PathLike[str] | None = None,
+) -> Figure:
+    """A coordinate check as mup draws it: width (or depth) against a statistic, log-log,
+    one curve per layer and one panel per step (Yang et al. 2022, "Tensor Programs V",
+    figure 5).
+
+    Each curve is the mean over seeds (the data its `Line2D` holds), with the seeds' range
+    shaded; the legend gives each layer's slope and verdict from `jaxgrad.scaling.slopes`
+    at that step. Values that are not finite and positive are left out (a log axis cannot
+    show them).
+
+    Args:
+        check: a `jaxgrad.scaling.CoordCheck`.
+        statistic: one of `jaxgrad.scaling.STATISTICS`.
+        against: "width" or "depth".
+        fixed: the depth (against width) or width (against depth) to draw; default the first.
+        layers: the layers to draw (names as in the check; "[-1]" aliases across depths);
+            default every layer of the statistic.
+        path: where to write the image, if given.
+
+    Returns:
+        The Figure.
+    """
+    from jaxgrad.scaling import STATISTICS, slopes  # the numeric core, imported at the edge
+
+    if statistic not in STATISTICS:
+        raise ValueError(f"statistic must be one of {list(STATISTICS)}, got {statistic!r}")
+    table = slopes(check, against)
+    others = check.depths if against == "width" else check.widths
+    fixed = others[0] if fixed is None else fixed
+    if fixed not in others:
+        raise ValueError(f"fixed must be one of {list(others)}, got {fixed!r}")
+    sizes = np.asarray(check.widths if against == "width" else check.depths, np.float64)
+    chosen = (table.fixed == fixed) & (table.statistic == statistic)
+    names = list(dict.fromkeys(table.layer[chosen].tolist()))
+    if layers is not None:
+        unknown = [name for name in layers if name not in names]
+        if unknown:
+            raise ValueError(f"unknown layers {unknown}; the layers are {names}")
+        names = list(layers)
+    from jaxgrad.scaling.slopes import name_map  # the names matched across the sizes
+
+    points = [
+        check.point(int(size), fixed) if against == "width" else check.point(fixed, int(size))
+        for size in sizes
+    ]
+    tables = [point.statistic(statistic) for point in points]
+    maps = [name_map(point_names, against) for point_names, _ in tables]
+    steps = check.steps
+    figure = _new_figure(steps, panel_size=(4.2, 3.6))
+    colors = _colormaps["viridis"](np.linspace(0, 0.92, max(len(names), 1)))
+    for step, ax in enumerate(figure.axes):
+        for color, name in zip(colors, names, strict=False):
+            values = np.stack(
+                [values[:, step, m[name]] for (_, values), m in zip(tables, maps, strict=True)],
+                axis=-1,
+            ).astype(np.float64)  # (seeds, sizes)
+            usable = np.all(np.isfinite(values) & (values > 0), axis=0)
+            if not usable.any():
+                continue
+            mean = values[:, usable].mean(axis=0)
+            words = table.get(name, statistic, step, fixed)[1]
+            ax.plot(sizes[usable], mean, "o-", color=color, ms=3, label=f"{name}: {words}")
+            ax.fill_between(
+                sizes[usable],
+                values[:, usable].min(axis=0),
+                values[:, usable].max(axis=0),
+                color=color,
+                alpha=0.15,
+                lw=0,
+            )
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(f"step {step}")
+        ax.set_xlabel(against)
+        if ax.lines:
+            ax.legend(fontsize=6, loc="best")
+    figure.axes[0].set_ylabel(statistic)
+    return _finish(figure, path)

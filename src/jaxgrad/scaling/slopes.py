@@ -100,6 +100,14 @@ def fit_slope(sizes: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.where(valid, slope, np.nan)
 
 
+def name_map(names: tuple[str, ...], against: str) -> dict[str, int]:
+    """Each name's row: the names themselves across widths, and with the stacks' last
+    layers also as "-1" across depths (`_aliases`)."""
+    if against == "depth":
+        return _aliases(names)
+    return {name: row for row, name in enumerate(names)}
+
+
 def _aliases(names: tuple[str, ...]) -> dict[str, int]:
     """Every name's row, and its alias with the stack's last index written -1."""
     largest: dict[str, int] = {}
@@ -239,7 +247,7 @@ def slopes(check: CoordCheck, against: str = "width") -> Slopes:
         ]
         for statistic in STATISTICS:
             tables = [point.statistic(statistic) for point in points]
-            maps = [_aliases(names) for names, _ in tables]
+            maps = [name_map(names, against) for names, _ in tables]
             common = [name for name in maps[0] if all(name in m for m in maps[1:])]
             for name in common:
                 # (seeds, steps, sizes)
@@ -277,4 +285,13 @@ def slopes(check: CoordCheck, against: str = "width") -> Slopes:
     )
 
 
-__all__ = ["AGAINST", "NOISY_SPREAD", "STABLE_SLOPE", "Slopes", "fit_slope", "slopes", "verdict"]
+__all__ = [
+    "AGAINST",
+    "NOISY_SPREAD",
+    "STABLE_SLOPE",
+    "Slopes",
+    "fit_slope",
+    "name_map",
+    "slopes",
+    "verdict",
+]
