@@ -32,6 +32,7 @@ MODULES = (
     "jaxgrad.optim.monitoring",
     "jaxgrad.optim.penalties",
     "jaxgrad.propagation",
+    "jaxgrad.jacobian",
 )
 """The modules whose docstrings are checked (the rest are listed in the test's history)."""
 

@@ -130,6 +130,26 @@ def default_num_iterations(k: int, n: int, m: int, which: str = "top") -> int:
     separated relative to the whole spread: for a deep random tanh map of width 200, the
     bottom values are still off by orders of magnitude after 150 of 200 steps. With fewer
     steps the bottom values are upper bounds (Cauchy interlacing), not estimates.
+
+    Args:
+        k: how many singular values are asked for.
+        n: the Jacobian's input size.
+        m: its output size.
+        which: "top", "bottom" or "both", the end of the spectrum asked for.
+
+    Returns:
+        The number of Lanczos steps, an int.
+
+    Example:
+        >>> from jaxgrad import jacobian
+        >>> jacobian.default_num_iterations(5, n=400, m=300)
+        50
+        >>> jacobian.default_num_iterations(5, n=400, m=300, which="bottom")
+        300
+
+    References:
+        Golub and Kahan 1965, "Calculating the singular values and pseudo-inverse of a
+        matrix" (Lanczos bidiagonalization).
     """
     rank = min(n, m)
     return min(rank, 2 * k + 40) if which == "top" else rank
@@ -346,6 +366,18 @@ class DepthProfile(NamedTuple):
             shape (depth,) (index i is depth i + 1).
         spectra: exact singular values of J_l at each requested depth, descending, shape
             (len(spectra_at), width).
+
+    Example:
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from jaxgrad import init, jacobian, nn
+        >>> model = nn.MLP(8, 8, depth=4, activation="linear",
+        ...                kernel_init=init.orthogonal(), rngs=nnx.Rngs(0))
+        >>> key = jax.random.key(0)
+        >>> profile = jacobian.depth_profile(model, jnp.ones(8), key, spectra_at=(2, 4))
+        >>> profile.depths.tolist(), profile.spectra.shape
+        ([2, 4], (2, 8))
     """
 
     depths: jax.Array
@@ -542,6 +574,13 @@ class SpectrumSummary(NamedTuple):
         min: smallest singular value.
         condition_number: max / min, inf when min == 0.
         isometry_score: fraction of values with 1 / (1 + eps) <= s <= 1 + eps.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import jacobian
+        >>> summary = jacobian.spectrum_summary(jnp.array([[1.0, 1.0], [2.0, 0.5]]))
+        >>> summary.mean_sq.tolist(), summary.max.tolist()  # one summary per row
+        ([1.0, 2.125], [1.0, 2.0])
     """
 
     mean_sq: jax.Array
@@ -591,6 +630,10 @@ def spectrum_summary(singular_values: ArrayLike, eps: float = 0.1) -> SpectrumSu
     Returns:
         `SpectrumSummary`, each field of shape `singular_values.shape[:-1]`.
 
+    Raises:
+        ValueError: singular values of shape (..., 0) or a scalar; an eps <= 0 or not finite.
+        TypeError: an eps that is not a real number.
+
     Example:
         >>> import jax.numpy as jnp
         >>> summary = spectrum_summary(jnp.array([2.0, 1.05, 1.0, 0.5]))
@@ -598,7 +641,8 @@ def spectrum_summary(singular_values: ArrayLike, eps: float = 0.1) -> SpectrumSu
         (4.0, 0.5)
 
     References:
-        Pennington, Schoenholz and Ganguli 2017 (the isometry of the Jacobian spectrum).
+        Pennington, Schoenholz and Ganguli 2017, "Resurrecting the sigmoid in deep learning
+        through dynamical isometry: theory and practice".
     """
     eps = _init._positive("eps", eps)
     s = jnp.asarray(singular_values)
