@@ -20,6 +20,17 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -q
 
+# For contributors, between edits: the suite without the tests marked slow (subprocesses,
+# whole sweeps and the demo report), in under 2 minutes on 2 cores. `make test` runs them all.
+.PHONY: test-fast wheel-check
+test-fast: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q -m "not slow"
+
+# The package as a user gets it: its wheel in a fresh virtual environment runs the demo.
+wheel-check:
+	PYTHON=$(PYTHON) .ci/wheel-check
+
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
