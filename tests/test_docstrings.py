@@ -33,6 +33,7 @@ MODULES = (
     "jaxgrad.optim.penalties",
     "jaxgrad.propagation",
     "jaxgrad.jacobian",
+    "jaxgrad.model_init",
 )
 """The modules whose docstrings are checked (the rest are listed in the test's history)."""
 

@@ -81,6 +81,18 @@ class LSUVReport(NamedTuple):
         initial_variance: the same variance before the first rescaling (with the orthogonal
             kernel when a key was given), the layers before it already rescaled: what LSUV
             corrected.
+
+    Example:
+        >>> import jax
+        >>> from flax import nnx
+        >>> from jaxgrad import nn
+        >>> from jaxgrad.model_init import lsuv
+        >>> model = nn.MLP(4, 16, depth=3, out_features=2, activation="tanh", rngs=nnx.Rngs(0))
+        >>> report = lsuv(model, jax.random.normal(jax.random.key(0), (64, 4)), jax.random.key(1))
+        >>> report.converged["blocks.linear.kernel"].tolist()
+        [True, True, True]
+        >>> round(float(report.variance["readout.kernel"]), 4)
+        1.0
     """
 
     variance: dict[str, jax.Array]
@@ -634,6 +646,17 @@ class CureResult(NamedTuple):
         before, after: `jaxgrad.diagnose` of the model and of the cured copy on the batch.
         report_before, report_after: their `jaxgrad.inspect` reports.
         detail: the prescription (`stats.Prescription`) or the `LSUVReport`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from jaxgrad import init, nn
+        >>> from jaxgrad.model_init import cure
+        >>> model = nn.MLP(8, 16, depth=6, out_features=2, activation="tanh",
+        ...                kernel_init=init.normal(0.01), rngs=nnx.Rngs(0))
+        >>> result = cure(model, lambda m, x: jnp.mean(m(x) ** 2), jnp.ones((8, 8)))
+        >>> result.before.verdict, result.after.verdict, round(result.detail.sigma_w2, 3)
+        ('vanishing', 'stable', 1.761)
     """
 
     model: nnx.Module
@@ -751,6 +774,11 @@ def cure(
         >>> result = cure(model, lambda m, x: jnp.mean(m(x) ** 2), x)
         >>> result.method, result.before.verdict, result.after.verdict
         ('critical', 'vanishing', 'stable')
+
+    References:
+        Schoenholz, Gilmer, Ganguli and Sohl-Dickstein 2017, "Deep Information Propagation"
+        (the critical initialization); Mishkin and Matas 2015, "All you need is a good
+        init" (LSUV).
     """
     from jaxgrad import inspection, stats
 
