@@ -569,3 +569,45 @@ def test_coord_figure_draws_the_seed_mean_per_layer_and_step(tmp_path):
     assert [line.get_label() for line in second.lines] == ["a: grows as width^1.00"]
     with pytest.raises(ValueError, match="statistic"):
         plot.coord_check(check, "std")
+
+
+# ----------------------------------------------------------------------------- configs
+
+
+def test_config_from_toml_and_its_refusals(tmp_path):
+    from jaxgrad.scaling.config import CoordConfig
+
+    path = tmp_path / "coord.toml"
+    path.write_text('parametrization = "sp"\nwidths = [128, 64]\ndepths = [3]\nseeds = 2\n')
+    config = CoordConfig.from_toml(path)
+    assert (config.parametrization, config.widths, config.depths, config.seeds) == (
+        "sp",
+        (64, 128),
+        (3,),
+        2,
+    )
+    assert config.base_width == 64
+    for text, match in (
+        ("widht = [1]", "unknown key"),
+        ('parametrization = "ntk"', "parametrization"),
+        ("learning_rate = -1.0", "learning_rate"),
+        ('activation = "nope"', "nope"),
+        ("widths = [", "not valid TOML"),
+    ):
+        path.write_text(text)
+        with pytest.raises(ValueError, match=match):
+            CoordConfig.from_toml(path)
+
+
+def test_residual_outputs_grow_with_depth_unless_branches_are_scaled():
+    """Tensor Programs VI / Bordelon et al. at small scale: residual blocks with branch
+    multiplier 1 make the last block's output and the logits grow with depth; depth-muP's
+    sqrt(L_base / L) keeps them flat."""
+    from jaxgrad.scaling.config import CoordConfig, run
+
+    common = {"widths": (32,), "depths": (2, 16), "residual": True, "seeds": 2, "steps": 2}
+    sp = scaling.slopes(run(CoordConfig(parametrization="sp", **common)), against="depth")
+    deep = scaling.slopes(run(CoordConfig(parametrization="depth_mup", **common)), "depth")
+    for layer in ("body.blocks[-1].outer", "readout"):
+        assert sp.get(layer, "mean_abs", step=1)[0] > 0.75, layer
+        assert deep.get(layer, "mean_abs", step=1)[1] == "stable", layer

@@ -41,6 +41,7 @@ References:
     Pehlevan 2023, "Depthwise Hyperparameter Transfer in Residual Networks".
 """
 
+from jaxgrad.scaling.config import CoordConfig as CoordConfig
 from jaxgrad.scaling.coord import MODULE_STATISTICS as MODULE_STATISTICS
 from jaxgrad.scaling.coord import PARAM_STATISTICS as PARAM_STATISTICS
 from jaxgrad.scaling.coord import STATISTICS as STATISTICS

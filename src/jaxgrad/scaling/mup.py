@@ -136,11 +136,17 @@ def base_shapes(
     base = shapes_at(base_width, base_depth)
     wider = shapes_at(2 * base_width, base_depth)
     deeper = shapes_at(base_width, 2 * base_depth) if base_depth is not None else base
-    if set(wider) != set(base) or set(deeper) != set(base):
-        raise ValueError(
-            "the model's parameters must be the same at every width and depth (stack the "
-            "blocks on a leading axis, nnx.vmap, rather than a list whose length is the depth)"
-        )
+    for other, at in (
+        (wider, f"width {2 * base_width}"),
+        (deeper, f"depth {2 * (base_depth or 0)}"),
+    ):
+        if set(other) != set(base):
+            raise ValueError(
+                f"the model must have the same parameters at every width and depth; at {at} "
+                f"it gains {sorted(set(other) - set(base))} and loses "
+                f"{sorted(set(base) - set(other))} against the base (stack blocks on a "
+                "leading axis, nnx.vmap, rather than in a list whose length is the depth)"
+            )
 
     def grown(other):
         return {

@@ -1,0 +1,342 @@
+"""A coordinate check described by a TOML file: what `jaxgrad coord CONFIG.toml` runs.
+
+Example file (every key optional; these are the defaults but for `widths`):
+
+    parametrization = "mup"      # "sp", "mup" or "depth_mup"
+    optimizer = "adam"           # "adam" or "sgd"
+    learning_rate = 0.01
+    widths = [64, 128, 256, 512]
+    depths = [2]                 # several depths: slopes against depth as well
+    residual = false             # residual blocks (depth_mup implies them)
+    activation = "relu"
+    data = "gaussian"            # "gaussian" (regression on N(0, 1) targets) or "digits"
+    batch_size = 32
+    seeds = 3
+    steps = 3
+
+The model is an input layer, `depth` stacked blocks of `width` units (`jaxgrad.nn.MLP`'s,
+or residual blocks h + multiplier * W2 phi(W1 h)) and a readout: `nnx.Linear` under "sp",
+`MuReadout` (zero initialized) under "mup" and "depth_mup"; the optimizer is Optax's under
+"sp", `mup_adam` / `mup_sgd` relative to the smallest width (and depth) otherwise;
+"depth_mup" multiplies the residual branches by sqrt(L_base / L).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from jaxgrad import activations as _act
+from jaxgrad import nn as _nn
+from jaxgrad.scaling import mup as _mup
+from jaxgrad.scaling.coord import CoordCheck, coord_check
+
+PARAMETRIZATIONS = ("sp", "mup", "depth_mup")
+DATA = ("gaussian", "digits")
+GAUSSIAN_FEATURES = 16
+"""Inputs and targets of the "gaussian" data: 16 features each."""
+
+
+class Branch(nnx.Module):
+    """A residual block h + multiplier * W2 phi(W1 h) (a branch that ends in a linear layer,
+    whose output has mean zero, as Tensor Programs VI's blocks)."""
+
+    def __init__(self, width: int, multiplier: float, activation: str, rngs: nnx.Rngs):
+        self.inner = nnx.Linear(width, width, rngs=rngs)
+        self.outer = nnx.Linear(width, width, rngs=rngs)
+        self.multiplier = multiplier
+        self.activation = _act.resolve(activation)
+
+    def __call__(self, h: jax.Array) -> jax.Array:
+        branch = self.outer(self.activation(self.inner(h)))
+        return h + jnp.asarray(self.multiplier, h.dtype) * branch
+
+
+class ResidualStack(nnx.Module):
+    """`depth` `Branch` blocks stacked on a leading axis (`nnx.vmap`) and applied with
+    `jax.lax.scan`: one row per block in a coordinate check, compile time flat in depth."""
+
+    def __init__(self, width, depth, multiplier, activation, rngs: nnx.Rngs):
+        keys = jax.random.split(rngs.params(), depth)
+        self.blocks = nnx.vmap(
+            lambda key: Branch(width, multiplier, activation, nnx.Rngs(key)), in_axes=0
+        )(keys)
+
+    def __call__(self, h: jax.Array) -> jax.Array:
+        graphdef, state = nnx.split(self.blocks)
+
+        def body(h, layer_state):
+            return nnx.merge(graphdef, layer_state)(h), None
+
+        return jax.lax.scan(body, h, state)[0]
+
+
+class CoordMLP(nnx.Module):
+    """An input layer, jaxgrad's MLP body and a readout: what a `CoordConfig` checks.
+
+    Args:
+        in_features, width, depth, out_features: sizes.
+        parametrization: "sp" (an `nnx.Linear` readout) or "mup" / "depth_mup" (a zero
+            initialized `MuReadout` relative to `base_width`).
+        base_width: the muP base.
+        activation: the activation's name.
+        residual: `ResidualStack` blocks h + residual_scale * W2 phi(W1 h); otherwise
+            `jaxgrad.nn.MLP`'s blocks phi(h W + b).
+        residual_scale: the branch multiplier.
+        rngs: `nnx.Rngs`.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        width: int,
+        depth: int,
+        out_features: int,
+        *,
+        parametrization: str = "sp",
+        base_width: int = 64,
+        activation: str = "relu",
+        residual: bool = False,
+        residual_scale: float = 1.0,
+        rngs: nnx.Rngs,
+    ):
+        self.embed = nnx.Linear(in_features, width, rngs=rngs)  # at every width, even = in
+        if residual:
+            self.body = ResidualStack(width, depth, residual_scale, activation, rngs)
+        else:
+            self.body = _nn.MLP(width, width, depth, None, activation=activation, rngs=rngs)
+        if parametrization == "sp":
+            self.readout = nnx.Linear(width, out_features, rngs=rngs)
+        else:
+            self.readout = _mup.MuReadout(
+                width, out_features, base_in_features=base_width, zero_init=True, rngs=rngs
+            )
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.readout(self.body(self.embed(x)))
+
+
+def mse_loss(model: nnx.Module, batch: tuple[jax.Array, jax.Array]) -> jax.Array:
+    """Mean squared error of `model(x)` against float targets."""
+    x, y = batch
+    return jnp.mean((model(x) - y) ** 2)
+
+
+def cross_entropy_loss(model: nnx.Module, batch: tuple[jax.Array, jax.Array]) -> jax.Array:
+    """Softmax cross-entropy of `model(x)` against integer labels."""
+    x, y = batch
+    return optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
+
+
+@dataclasses.dataclass(frozen=True)
+class CoordConfig:
+    """A coordinate check's settings (see the module docstring for each key)."""
+
+    parametrization: str = "mup"
+    optimizer: str = "adam"
+    learning_rate: float = 0.01
+    widths: tuple[int, ...] = (64, 128, 256, 512)
+    depths: tuple[int, ...] = (2,)
+    residual: bool = False
+    activation: str = "relu"
+    data: str = "gaussian"
+    batch_size: int = 32
+    seeds: int = 3
+    steps: int = 3
+
+    def __post_init__(self):
+        def positive_ints(name, value):
+            if not isinstance(value, list | tuple) or not value:
+                raise TypeError(f"{name} must be a non-empty list of ints, got {value!r}")
+            if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
+                raise ValueError(f"{name} must hold positive ints, got {list(value)}")
+            object.__setattr__(self, name, tuple(sorted(set(value))))
+
+        positive_ints("widths", self.widths)
+        positive_ints("depths", self.depths)
+        for name, choices in (
+            ("parametrization", PARAMETRIZATIONS),
+            ("optimizer", _mup.OPTIMIZERS),
+            ("data", DATA),
+        ):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
+        for name in ("batch_size", "seeds", "steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        rate = self.learning_rate
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not rate > 0:
+            raise ValueError(f"learning_rate must be a number > 0, got {rate!r}")
+        if not math.isfinite(rate):
+            raise ValueError(f"learning_rate must be finite, got {rate!r}")
+        if not isinstance(self.residual, bool):
+            raise TypeError(f"residual must be true or false, got {self.residual!r}")
+        _act.resolve(self.activation)  # an unknown name is refused here
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> CoordConfig:
+        """From a dict of fields; an unknown key is refused with the known ones."""
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown key(s) {unknown}; the keys are {sorted(known)}")
+        return cls(**values)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> CoordConfig:
+        """From a TOML file of top-level keys."""
+        path = Path(path)
+        try:
+            values = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as error:
+            raise ValueError(f"{path} is not valid TOML: {error}") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise ValueError(f"cannot read {path}: {error}") from None
+        return cls.from_dict(values)
+
+    @property
+    def base_width(self) -> int:
+        return self.widths[0]
+
+    @property
+    def base_depth(self) -> int:
+        return self.depths[0]
+
+
+@functools.cache
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    from jaxgrad import data
+
+    digits = data.digits()
+    return np.asarray(digits.x_train), np.asarray(digits.y_train)
+
+
+def batches(config: CoordConfig) -> tuple[list, int, int, Callable]:
+    """(one batch per step, in_features, out_features, loss_fn) of a config (seeded by
+    step: the same at every width, depth and seed)."""
+    steps, size = config.steps, config.batch_size
+    if config.data == "digits":
+        x, y = _digits()
+        rng = np.random.default_rng(0)
+        chosen = [rng.choice(len(x), size, replace=False) for _ in range(steps)]
+        return [(x[i], y[i]) for i in chosen], x.shape[1], 10, cross_entropy_loss
+    rng = np.random.default_rng(0)
+    out = [
+        (
+            rng.standard_normal((size, GAUSSIAN_FEATURES)).astype(np.float32),
+            rng.standard_normal((size, GAUSSIAN_FEATURES)).astype(np.float32),
+        )
+        for _ in range(steps)
+    ]
+    return out, GAUSSIAN_FEATURES, GAUSSIAN_FEATURES, mse_loss
+
+
+@functools.cache
+def model_factory(
+    in_features: int,
+    out_features: int,
+    parametrization: str,
+    base_width: int,
+    base_depth: int,
+    activation: str,
+    residual: bool,
+) -> Callable[[int, int, nnx.Rngs], CoordMLP]:
+    """The `make_model(width, depth, rngs)` of these settings (cached: the same function for
+    the same settings, so compiled programs are reused)."""
+
+    def make_model(width: int, depth: int, rngs: nnx.Rngs) -> CoordMLP:
+        scale = 1.0
+        if parametrization == "depth_mup":
+            scale = _mup.depth_multiplier(depth, base_depth)
+        return CoordMLP(
+            in_features,
+            width,
+            depth,
+            out_features,
+            parametrization=parametrization,
+            base_width=base_width,
+            activation=activation,
+            residual=residual or parametrization == "depth_mup",
+            residual_scale=scale,
+            rngs=rngs,
+        )
+
+    return make_model
+
+
+def _at_depth(make_model, depth, width, _depth, rngs):
+    return make_model(width, depth, rngs)
+
+
+def optimizer(config: CoordConfig, make_model) -> optax.GradientTransformation:
+    """The config's Optax chain: plain under "sp", muP's (relative to the base) otherwise."""
+    if config.parametrization == "sp":
+        factory = optax.adam if config.optimizer == "adam" else optax.sgd
+        return factory(config.learning_rate)
+    if config.parametrization == "depth_mup":
+        base = _mup.base_shapes(make_model, config.base_width, config.base_depth)
+    else:  # muP in width only: the stacked axis is not read as depth
+        at_base_depth = functools.partial(_at_depth, make_model, config.base_depth)
+        base = _mup.base_shapes(at_base_depth, config.base_width)
+    if config.optimizer == "adam":
+        return _mup.mup_adam(config.learning_rate, base)
+    return _mup.mup_sgd(config.learning_rate, base)
+
+
+def run(
+    config: CoordConfig, progress: Callable[[int, int | None], None] | None = None
+) -> CoordCheck:
+    """The coordinate check a `CoordConfig` describes.
+
+    Example:
+        >>> check = run(CoordConfig(widths=(8, 16), depths=(1,), seeds=1, steps=1))
+        >>> check.point(8, 1).layers
+        ('embed', 'body.blocks[0]', 'body.blocks[0].linear', 'readout')
+    """
+    stream, in_features, out_features, loss_fn = batches(config)
+    make_model = model_factory(
+        in_features,
+        out_features,
+        config.parametrization,
+        config.base_width,
+        config.base_depth,
+        config.activation,
+        config.residual,
+    )
+    return coord_check(
+        make_model,
+        optimizer(config, make_model),
+        stream,
+        widths=config.widths,
+        depths=config.depths,
+        seeds=config.seeds,
+        steps=config.steps,
+        loss_fn=loss_fn,
+        progress=progress,
+    )
+
+
+__all__ = [
+    "DATA",
+    "PARAMETRIZATIONS",
+    "CoordConfig",
+    "CoordMLP",
+    "batches",
+    "cross_entropy_loss",
+    "model_factory",
+    "mse_loss",
+    "optimizer",
+    "run",
+]
