@@ -34,6 +34,7 @@ MODULES = (
     "jaxgrad.propagation",
     "jaxgrad.jacobian",
     "jaxgrad.model_init",
+    "jaxgrad.nn",
 )
 """The modules whose docstrings are checked (the rest are listed in the test's history)."""
 

@@ -42,7 +42,24 @@ def _positive_int(name: str, value: object) -> int:
 
 def float_dtype(dtype: object, name: str = "dtype") -> jnp.dtype:
     """`dtype` as a floating-point `jnp.dtype`, or a TypeError (a ValueError for float64
-    without `jax_enable_x64`, which JAX would silently turn into float32)."""
+    without `jax_enable_x64`, which JAX would silently turn into float32).
+
+    Args:
+        dtype: anything `jnp.dtype` takes.
+        name: the argument's name, for the message.
+
+    Returns:
+        The `jnp.dtype`.
+
+    Raises:
+        TypeError: not a dtype, or not a floating-point one.
+        ValueError: float64 while `jax_enable_x64` is off.
+
+    Example:
+        >>> from jaxgrad import nn
+        >>> nn.float_dtype("bfloat16")
+        dtype(bfloat16)
+    """
     valid = "a floating-point dtype: float32, float64, bfloat16 or float16"
     try:
         result = jnp.dtype(dtype)
@@ -65,6 +82,24 @@ def check_initializer(name: str, value: object, shape: tuple[int, ...], dtype) -
     An uncalled jaxgrad factory (`init.xavier_uniform` for `init.xavier_uniform()`) gets a
     message saying so; an initializer's own ValueError for this shape is passed on with the
     argument's name in front.
+
+    Args:
+        name: the argument's name, for the message ("kernel_init").
+        value: the initializer to check.
+        shape: the shape it will be asked for.
+        dtype: the dtype it will be asked for.
+
+    Raises:
+        TypeError: `value` is not such an initializer.
+        ValueError: the initializer refuses this shape or dtype.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import init, nn
+        >>> nn.check_initializer("kernel_init", init.xavier_uniform(), (4, 4), jnp.float32)
+        >>> nn.check_initializer("kernel_init", init.xavier_uniform, (4, 4), jnp.float32)
+        Traceback (most recent call last):
+        TypeError: kernel_init is the factory jaxgrad.init.xavier_uniform, not an initializer: ...
     """
     factory = getattr(_init, getattr(value, "__name__", ""), None)
     if factory is value and getattr(value, "__module__", "") == _init.__name__:
@@ -102,7 +137,23 @@ def _drawn_shape(initializer, shape: tuple[int, ...], dtype: jnp.dtype):
 
 
 def check_bool(name: str, value: object) -> bool:
-    """`value` if it is a bool (numpy's too), else a TypeError."""
+    """`value` if it is a bool (numpy's too), else a TypeError.
+
+    Args:
+        name: the argument's name, for the message.
+        value: the value to check.
+
+    Returns:
+        `value` as a Python bool.
+
+    Raises:
+        TypeError: anything but a Python or NumPy bool.
+
+    Example:
+        >>> from jaxgrad import nn
+        >>> nn.check_bool("residual", True)
+        True
+    """
     if not isinstance(value, bool | np.bool_):
         raise TypeError(f"{name} must be True or False, got {value!r}")
     return bool(value)
@@ -110,7 +161,25 @@ def check_bool(name: str, value: object) -> bool:
 
 def as_input(model: str, x: object, dtype: jnp.dtype) -> jax.Array:
     """`x` as a jax array of the model's `dtype` (integer and other float inputs are cast, as
-    a first `nnx.Linear` in that dtype would), or a TypeError for what is not an array."""
+    a first `nnx.Linear` in that dtype would), or a TypeError for what is not an array.
+
+    Args:
+        model: the model's name, for the message.
+        x: the input (anything `jnp.asarray` takes).
+        dtype: the model's dtype.
+
+    Returns:
+        `x` as a jax array of `dtype`.
+
+    Raises:
+        TypeError: an input that is not numeric or not array-like.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import nn
+        >>> nn.as_input("MLP", [1, 2], jnp.float32)
+        Array([1., 2.], dtype=float32)
+    """
     try:
         x = jnp.asarray(x)
     except TypeError:
@@ -138,6 +207,22 @@ class PReLU(nnx.Module):
             slope per channel; channels are the last axis, JAX's layout).
         init: the initial slope.
         rngs: accepted for the NNX constructor convention; the initial value is deterministic.
+
+    Raises:
+        ValueError: a num_parameters that is not an int >= 1, a non-finite init; at the
+            call, an input whose channels do not match num_parameters.
+        TypeError: an init that is not a real number.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from jaxgrad import nn
+        >>> nn.PReLU(rngs=nnx.Rngs(0))(jnp.array([-2.0, 2.0])).tolist()
+        [-0.5, 2.0]
+
+    References:
+        He, Zhang, Ren and Sun 2015, "Delving Deep into Rectifiers: Surpassing Human-Level
+        Performance on ImageNet Classification".
     """
 
     def __init__(self, num_parameters: int = 1, init: float = 0.25, *, rngs: nnx.Rngs):
@@ -164,6 +249,22 @@ class RReLU(nnx.Module):
         lower, upper: range of the random negative slope, 0 <= lower <= upper.
         deterministic: start in evaluation mode.
         rngs: the `rrelu` stream (or the default stream) supplies the slopes.
+
+    Raises:
+        ValueError: not 0 <= lower <= upper, or a non-finite bound.
+        TypeError: a bound that is not a real number.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from jaxgrad import nn
+        >>> layer = nn.RReLU(deterministic=True, rngs=nnx.Rngs(0))  # slope (1/8 + 1/3) / 2
+        >>> [round(v, 4) for v in layer(jnp.array([-1.0, 1.0])).tolist()]
+        [-0.2292, 1.0]
+
+    References:
+        Xu, Wang, Chen and Li 2015, "Empirical Evaluation of Rectified Activations in
+        Convolutional Network".
     """
 
     def __init__(
@@ -192,7 +293,29 @@ class Block(nnx.Module):
 
     N is the identity, `nnx.BatchNorm` or `nnx.LayerNorm`; the normalized value N(h W + b) is
     what jaxgrad calls the pre-activation. `post` is the part after the matrix product, split
-    out so that the probe can differentiate it on its own.
+    out so that the probe can differentiate it on its own. Build one with `block_maker`,
+    which validates the options.
+
+    Args:
+        width: the layer's input and output size.
+        activation: the elementwise activation (a callable).
+        kernel_init: the kernel's initializer.
+        bias_init: the bias's initializer.
+        norm: None, "batch" or "layer".
+        residual: add the input to the output.
+        residual_scale: the factor on the residual branch.
+        dtype: parameter and computation dtype.
+        rngs: `nnx.Rngs` for the parameters.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from jaxgrad import activations, init, nn
+        >>> block = nn.Block(4, activation=activations.relu, kernel_init=init.identity(),
+        ...                  bias_init=init.zeros(), norm=None, residual=True,
+        ...                  residual_scale=1.0, dtype=jnp.float32, rngs=nnx.Rngs(0))
+        >>> block(jnp.array([[1.0, -1.0, 2.0, 0.0]])).tolist()  # h + relu(h)
+        [[2.0, -1.0, 4.0, 0.0]]
     """
 
     def __init__(
@@ -258,7 +381,33 @@ def block_maker(
     """`key -> Block`: one hidden block of an `MLP` with these options (the same defaults)
     drawn from its key. `MLP` vmaps it over `block_keys`; `jaxgrad.propagate` calls it inside
     its scans to rebuild each block where it is used instead of storing the stack (for
-    threefry keys the same numbers: their vmapped draw equals the draws one key at a time)."""
+    threefry keys the same numbers: their vmapped draw equals the draws one key at a time).
+
+    Args:
+        width: the block's width.
+        activation: a name or an elementwise callable.
+        kernel_init: the kernel's initializer; default `init.lecun_normal()`.
+        bias_init: the bias's initializer; default zeros.
+        norm: None, "batch" or "layer".
+        residual: add each block's input to its output.
+        residual_scale: the factor on the residual branch.
+        dtype: parameter and computation dtype.
+
+    Returns:
+        A function `make(key) -> Block`.
+
+    Raises:
+        ValueError: a width below 1, an unknown norm or activation name.
+        TypeError: a bad initializer, flag or dtype.
+
+    Example:
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import nn
+        >>> make = nn.block_maker(4, activation="relu")
+        >>> make(jax.random.key(0))(jnp.ones((2, 4))).shape
+        (2, 4)
+    """
     width = _positive_int("width", width)
     kernel_init, bias_init = _default_inits(kernel_init, bias_init)
     phi = _act.resolve(activation)
@@ -288,7 +437,21 @@ def block_maker(
 
 def block_keys(rngs: nnx.Rngs, depth: int) -> jax.Array:
     """The `depth` keys of an `MLP`'s hidden blocks, drawn from `rngs` after the input
-    projection's parameters."""
+    projection's parameters.
+
+    Args:
+        rngs: the model's `nnx.Rngs` (its `params` stream is advanced once).
+        depth: the number of blocks.
+
+    Returns:
+        A key array of shape (depth,).
+
+    Example:
+        >>> from flax import nnx
+        >>> from jaxgrad import nn
+        >>> nn.block_keys(nnx.Rngs(0), 3).shape
+        (3,)
+    """
     return jax.random.split(rngs.params(), depth)
 
 
@@ -369,6 +532,24 @@ class MLP(_Stack):
 
     Raises:
         ValueError: on depth < 1, a non-positive size, or an unknown norm or activation.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from jaxgrad import nn
+        >>> model = nn.MLP(3, 16, depth=5, out_features=2, activation="relu", norm="layer",
+        ...                rngs=nnx.Rngs(0))
+        >>> model.blocks.linear.kernel.shape  # the hidden kernels, stacked on depth
+        (5, 16, 16)
+        >>> model(jnp.ones((4, 3))).shape
+        (4, 2)
+
+    References:
+        LeCun, Bottou, Orr and Mueller 1998, "Efficient BackProp" (the default
+        initialization); Ioffe and Szegedy 2015, "Batch Normalization: Accelerating Deep
+        Network Training by Reducing Internal Covariate Shift"; Ba, Kiros and Hinton 2016,
+        "Layer Normalization"; He, Zhang, Ren and Sun 2016, "Deep Residual Learning for
+        Image Recognition".
     """
 
     def __init__(
@@ -445,6 +626,32 @@ class ResidualBlock(nnx.Module):
     with z_0 = h. The m kernels are stored stacked, `kernel` of shape (m, width, width),
     `bias` (m, width); `scalar_bias_in` (a_i) and `scalar_bias_out` (c_i) have shape (m,),
     `multiplier` (s) is a scalar. At construction a = c = 0 and s = 1, so they change nothing.
+    `ResidualMLP` builds and validates these blocks.
+
+    Args:
+        width: the block's width.
+        branch_layers: m, the layers of the branch.
+        activation: the elementwise activation (a callable).
+        kernel_init: the kernels' initializer.
+        bias_init: the biases' initializer.
+        post_activation: apply the activation after the sum (the original ResNet).
+        dtype: parameter and computation dtype.
+        rngs: `nnx.Rngs` for the parameters.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from jaxgrad import activations, init, nn
+        >>> block = nn.ResidualBlock(4, branch_layers=2, activation=activations.relu,
+        ...                          kernel_init=init.zeros(), bias_init=init.zeros(),
+        ...                          post_activation=False, dtype=jnp.float32, rngs=nnx.Rngs(0))
+        >>> block.kernel.shape, block(jnp.ones((1, 4))).tolist()  # a zero branch: identity
+        ((2, 4, 4), [[1.0, 1.0, 1.0, 1.0]])
+
+    References:
+        Zhang, Dauphin and Ma 2019, "Fixup Initialization: Residual Learning Without
+        Normalization"; He, Zhang, Ren and Sun 2016, "Deep Residual Learning for Image
+        Recognition".
     """
 
     def __init__(
