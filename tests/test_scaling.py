@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pandas as pd
 import pytest
 from flax import nnx
 
@@ -611,3 +612,21 @@ def test_residual_outputs_grow_with_depth_unless_branches_are_scaled():
     for layer in ("body.blocks[-1].outer", "readout"):
         assert sp.get(layer, "mean_abs", step=1)[0] > 0.75, layer
         assert deep.get(layer, "mean_abs", step=1)[1] == "stable", layer
+
+
+def test_jaxgrad_coord_command_writes_tables_and_figures(tmp_path, capsys):
+    from jaxgrad import cli
+
+    config = tmp_path / "coord.toml"
+    config.write_text('parametrization = "mup"\nwidths = [8, 16]\ndepths = [1]\nseeds = 1\n')
+    assert cli.main(["coord", str(config), "--out", str(tmp_path / "out")]) == 0
+    frame = pd.read_csv(tmp_path / "out" / "coord.csv")
+    assert set(frame.width) == {8, 16}
+    assert set(frame.statistic) == set(scaling.STATISTICS)
+    table = pd.read_csv(tmp_path / "out" / "slopes_width.csv")
+    assert {"layer", "statistic", "step", "slope", "spread", "verdict"} <= set(table.columns)
+    assert (tmp_path / "out" / "width_mean_abs.png").stat().st_size > 0
+    assert "slopes against log width" in capsys.readouterr().out
+    config.write_text('parametrization = "ntk"\n')
+    assert cli.main(["coord", str(config)]) == 2
+    assert "bad coord configuration" in capsys.readouterr().err

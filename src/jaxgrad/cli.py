@@ -7,6 +7,7 @@
     jaxgrad gain NAME            the gains of an activation: PyTorch's table, computed, measured
     jaxgrad phase ACTIVATION     the critical line and phase diagram of mean-field theory
     jaxgrad spectrum ACTIVATION  Jacobian spectra of a random network against depth
+    jaxgrad coord CONFIG.toml    a coordinate check over width and depth (muP, depth-muP)
 
 Every subcommand has --help, where every option says its default; `jaxgrad --version`
 names the versions of jaxgrad, jax and Python. A bad invocation is refused with exit status
@@ -643,6 +644,38 @@ def cmd_phase(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_coord(args: argparse.Namespace) -> int:
+    from jaxgrad import plot, scaling
+    from jaxgrad.scaling import config as coord_config
+
+    with _refusing("bad coord configuration: "):
+        config = coord_config.CoordConfig.from_toml(args.config)
+    out = Path(args.out) if args.out else Path(args.config).with_suffix("")
+    _writable_folder(out)
+    print(
+        f"coord: {config.parametrization}, {config.optimizer} at {config.learning_rate}, "
+        f"widths {list(config.widths)}, depths {list(config.depths)}, {config.seeds} seeds, "
+        f"{config.steps} steps -> {out}",
+        flush=True,
+    )
+    check = coord_config.run(config, progress=lambda w, d: _note(f"  width {w}, depth {d}"))
+    check.to_frame().to_csv(out / "coord.csv", index=False)
+    for against, sizes in (("width", config.widths), ("depth", config.depths)):
+        if len(sizes) < 2:
+            continue
+        table = scaling.slopes(check, against)
+        table.to_frame().to_csv(out / f"slopes_{against}.csv", index=False)
+        for statistic in ("mean_abs", "change"):
+            plot.coord_check(
+                check, statistic, against=against, path=out / f"{against}_{statistic}.png"
+            )
+        lines = table.summary().splitlines()
+        print(lines[0])
+        print("\n".join(line for line in lines[1:] if " mean_abs " in line or " change " in line))
+    print(f"wrote coord.csv, the slope tables and figures to {out}")
+    return 0
+
+
 def cmd_spectrum(args: argparse.Namespace) -> int:
     out = _figure_path(args.out) if args.out else None
 
@@ -1110,6 +1143,20 @@ def build_parser() -> argparse.ArgumentParser:
         "suffix (default: no figure)",
     )
     spectrum.set_defaults(run=cmd_spectrum)
+
+    coord = command(
+        "coord",
+        "a coordinate check over width and depth",
+        "Train a model family a few steps at each width (and depth) and seed, and record each "
+        "layer's output size, its change and its updates; write coord.csv, the slopes against "
+        "log width (and log depth) with verdicts, and figures as mup draws them.",
+        "example:\n  jaxgrad coord coord.toml --out runs/coord\n\ncoord.toml:\n"
+        '  parametrization = "mup"   # sp, mup, depth_mup\n  optimizer = "adam"\n'
+        "  widths = [64, 128, 256, 512]\n  depths = [2]\n  seeds = 3\n  steps = 3",
+    )
+    coord.add_argument("config", type=_existing_file, help="a TOML file of CoordConfig fields")
+    coord.add_argument("--out", help="the output folder (default: the config's path without .toml)")
+    coord.set_defaults(run=cmd_coord)
     return parser
 
 
