@@ -33,8 +33,9 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -153,13 +154,6 @@ def _nan_like(tree: Any) -> Any:
     return jax.tree.map(fill, tree)
 
 
-def _ring(capacity: int, template: Any) -> Any:
-    """A ring buffer of `capacity` rows of `template` (a pytree of arrays), nan-filled."""
-    return jax.tree.map(
-        lambda leaf: _nan_like(jnp.zeros((capacity, *leaf.shape), leaf.dtype)), template
-    )
-
-
 def _write(buffer: Any, slot: jax.Array, row: Any, where: jax.Array | None = None) -> Any:
     """`row` written at `slot` of the ring `buffer` (where `where`, else the slot is kept): a
     dynamic update of one row, in place when the buffer is donated (a conditional around the
@@ -172,6 +166,57 @@ def _write(buffer: Any, slot: jax.Array, row: Any, where: jax.Array | None = Non
         return jax.lax.dynamic_update_index_in_dim(buf, value, slot, 0)
 
     return jax.tree.map(put, buffer, row)
+
+
+class _Packing(NamedTuple):
+    """How a row (a pytree of small arrays) is laid out as one vector per dtype, so that a
+    ring of rows is one array per dtype (static).
+
+    Every array the recorder keeps is an input and an output of the jitted step, and every
+    write to one is an operation of its own: a row of a few dozen fields kept field by field
+    cost about 0.1 ms a step on a CPU (2% of the step of an MLP of 20 layers x 256); packed,
+    a handful of arrays and writes.
+
+    Attributes:
+        treedef: the row's structure.
+        leaves: per leaf, (its dtype's name, offset in that dtype's vector, shape).
+        widths: per dtype name, the vector's length.
+    """
+
+    treedef: Any
+    leaves: tuple[tuple[str, int, tuple[int, ...]], ...]
+    widths: tuple[tuple[str, int], ...]
+
+    @classmethod
+    def of(cls, template: Any) -> _Packing:
+        flat, treedef = jax.tree.flatten(template)
+        widths: dict[str, int] = {}
+        leaves = []
+        for leaf in flat:
+            name = jnp.dtype(leaf.dtype).name
+            leaves.append((name, widths.get(name, 0), tuple(leaf.shape)))
+            widths[name] = widths.get(name, 0) + math.prod(leaf.shape)
+        return cls(treedef, tuple(leaves), tuple(widths.items()))
+
+    def pack(self, row: Any) -> dict[str, jax.Array]:
+        """The row as {dtype name: vector} (its leaves cast to their template's dtype)."""
+        pieces: dict[str, list[jax.Array]] = {name: [] for name, _ in self.widths}
+        for (name, _, _), leaf in zip(self.leaves, self.treedef.flatten_up_to(row), strict=True):
+            pieces[name].append(jnp.ravel(jnp.asarray(leaf).astype(name)))
+        return {name: jnp.concatenate(pieces[name]) for name, _ in self.widths}
+
+    def unpack(self, packed: Mapping[str, Any]) -> Any:
+        """The row (or rows: any leading axes) from `pack`'s vectors, numpy or jax."""
+        leaves = []
+        for name, offset, shape in self.leaves:
+            vector = packed[name]
+            lead = vector.shape[:-1]
+            leaves.append(vector[..., offset : offset + math.prod(shape)].reshape(*lead, *shape))
+        return self.treedef.unflatten(leaves)
+
+    def empty(self, *lead: int) -> dict[str, jax.Array]:
+        """Vectors (with leading axes `lead`) of empty rows: see `_nan_like`."""
+        return {name: _nan_like(jnp.zeros((*lead, width), name)) for name, width in self.widths}
 
 
 def _positive_int(name: str, value: object) -> int:
@@ -284,12 +329,15 @@ class Recorder(nnx.Module):
         row = {"step": jnp.zeros((), jnp.int32), **template, "updates": update_row}
         step_row = {"step": jnp.zeros((), jnp.int32)}
         step_row |= {name: jnp.zeros((), jnp.float32) for name in STEP_FIELDS}
+        # rows are packed, one vector per dtype (`_Packing`): a ring is an array per dtype
+        self.row_packing = _Packing.of(row)
+        self.step_packing = _Packing.of(step_row)
         self.count = RecorderState(jnp.zeros((), jnp.int32))
         self.recorded = RecorderState(jnp.zeros((), jnp.int32))
-        self.rows = RecorderState(_ring(self.capacity, row))
-        self.steps = RecorderState(_ring(self.step_capacity, step_row))
-        self.pending = RecorderState(_nan_like(row))
-        self.pending_step = RecorderState(_nan_like(step_row))
+        self.rows = RecorderState(self.row_packing.empty(self.capacity))
+        self.steps = RecorderState(self.step_packing.empty(self.step_capacity))
+        self.pending = RecorderState(self.row_packing.empty())
+        self.pending_step = RecorderState(self.step_packing.empty())
         self.averages = RecorderState(jnp.zeros((6,), jnp.float32))  # averages, above
 
     # ------------------------------------------------------------------ in the step
@@ -313,7 +361,7 @@ class Recorder(nnx.Module):
         """
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         loss_fn, spec, layout = self.loss_fn, self.spec, self.layout
-        template = self.pending.get_value()
+        template = self.row_packing.unpack(self.row_packing.empty())  # constants
 
         def recorded(params, rest):
             loss, grads, new_rest, report = _inspection.measure(
@@ -341,10 +389,9 @@ class Recorder(nnx.Module):
 
         def measured(params, rest):
             loss, grads, new_rest, row = recorded(params, rest)
-            if check_every_step:
-                grad_norm = global_grad_norm(grads)
-            else:  # the global norm of a recorded step, from its rows
-                grad_norm = _stats.norm(row["params"].grad_norm).astype(jnp.float32)
+            # the global norm of a recorded step from its rows (a norm of the rows' norms,
+            # equal up to rounding): no second pass over the gradients
+            grad_norm = _stats.norm(row["params"].grad_norm).astype(jnp.float32)
             return loss, grads, new_rest, row, grad_norm, jnp.zeros((), bool)
 
         def unmeasured(params, rest):
@@ -373,8 +420,8 @@ class Recorder(nnx.Module):
         pending = dict(template)
         pending.update(row)
         pending["step"] = step
-        self.pending.set_value(pending)
-        step_row = dict(self.pending_step.get_value())
+        self.pending.set_value(self.row_packing.pack(pending))
+        step_row = self.step_packing.unpack(self.step_packing.empty())
         step_row.update(
             step=step,
             loss=loss.astype(jnp.float32),
@@ -382,7 +429,7 @@ class Recorder(nnx.Module):
             recorded=(now | rerun).astype(jnp.float32),
             rerun=rerun.astype(jnp.float32),
         )
-        self.pending_step.set_value(step_row)
+        self.pending_step.set_value(self.step_packing.pack(step_row))
         return loss, grads
 
     def update(self, model: nnx.Module, optimizer: nnx.Optimizer, updates: Any) -> None:
@@ -395,26 +442,28 @@ class Recorder(nnx.Module):
                 and for `jaxgrad.optim.guard` states).
             updates: what `optimizer.update` returned.
         """
-        row = dict(self.pending.get_value())
-        step_row = dict(self.pending_step.get_value())
+        row = dict(self.row_packing.unpack(self.pending.get_value()))
+        step_row = dict(self.step_packing.unpack(self.pending_step.get_value()))
         measured = step_row["recorded"] > 0
         param_rows = self.param_rows
         opt_state = nnx.as_pure(optimizer.opt_state)
 
+        check_every_step = self.check_every_step
+
         def measure(_):
-            return update_stats(param_rows, updates, row["params"].weight_norm, opt_state)
+            stats = update_stats(param_rows, updates, row["params"].weight_norm, opt_state)
+            # the global norm from the rows' norms (equal up to rounding): no second pass
+            return stats, _stats.norm(stats["update_norm"]).astype(jnp.float32)
 
         def skip(_):
-            return row["updates"]
+            update_norm = jnp.full((), jnp.nan, jnp.float32)
+            if check_every_step:
+                update_norm = _stats.norm(
+                    jnp.stack([_stats.norm(u, one_pass=True) for u in jax.tree.leaves(updates)])
+                ).astype(jnp.float32)
+            return row["updates"], update_norm
 
-        row["updates"] = jax.lax.cond(measured, measure, skip, None)
-        update_norm = jnp.where(
-            measured, _stats.norm(row["updates"]["update_norm"]), jnp.nan
-        ).astype(jnp.float32)
-        if self.check_every_step:
-            update_norm = _stats.norm(
-                jnp.stack([_stats.norm(u, one_pass=True) for u in jax.tree.leaves(updates)])
-            ).astype(jnp.float32)
+        row["updates"], update_norm = jax.lax.cond(measured, measure, skip, None)
         skipped = guard_skipped(opt_state)
         watched = jnp.stack([step_row["loss"], step_row["grad_norm"], update_norm])
         spike, averages = self._spike(step_row["step"], watched)
@@ -422,10 +471,12 @@ class Recorder(nnx.Module):
         step_row["spike"] = spike
         self.averages.set_value(averages)
         slot = step_row["step"] % self.step_capacity
-        self.steps.set_value(_write(self.steps.get_value(), slot, step_row))
+        self.steps.set_value(_write(self.steps.get_value(), slot, self.step_packing.pack(step_row)))
 
         slot = self.recorded[...] % self.capacity
-        self.rows.set_value(_write(self.rows.get_value(), slot, row, where=measured))
+        self.rows.set_value(
+            _write(self.rows.get_value(), slot, self.row_packing.pack(row), where=measured)
+        )
         self.recorded[...] = self.recorded[...] + measured.astype(jnp.int32)
         self.count[...] = self.count[...] + 1
 
@@ -446,8 +497,10 @@ class Recorder(nnx.Module):
         synchronization; call it between steps, not in them)."""
         from jaxgrad.recording.history import History
 
-        return History.from_buffers(self, jax.device_get(self.rows.get_value()),
-                                    jax.device_get(self.steps.get_value()))  # fmt: skip
+        rows, steps = jax.device_get((self.rows.get_value(), self.steps.get_value()))
+        return History.from_buffers(
+            self, self.row_packing.unpack(rows), self.step_packing.unpack(steps)
+        )
 
     def __repr__(self) -> str:
         return (
