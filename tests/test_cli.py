@@ -193,6 +193,7 @@ def test_bad_invocation_exits_2_with_one_line(argv, message, files, capsys, tmp_
     assert not (tmp_path / "p.png").exists()
 
 
+@pytest.mark.slow
 def test_sweep_then_plot(tmp_path, capsys):
     config = tmp_path / "run.toml"
     config.write_text(SWEEP_TOML)
@@ -216,6 +217,7 @@ def test_sweep_then_plot(tmp_path, capsys):
     assert (tmp_path / "vector.svg").read_text().lstrip().startswith("<?xml")
 
 
+@pytest.mark.slow
 def test_plot_draws_each_configuration_of_an_extended_folder(tmp_path, capsys):
     """Two runs into one folder: the second adds a width and a seed. Plot reads the
     manifest's networks, one curve per configuration (it used to crash on repeated layers)."""
@@ -303,6 +305,7 @@ PLOT_REFUSALS = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("argv", "message"), PLOT_REFUSALS)
 def test_plot_refuses_more_than_a_figure_and_unknown_values(plot_results, capsys, argv, message):
     out, _ = plot_results
@@ -311,6 +314,7 @@ def test_plot_refuses_more_than_a_figure_and_unknown_values(plot_results, capsys
     assert not (out / "never.png").exists()
 
 
+@pytest.mark.slow
 def test_plot_profiles_draw_the_median_over_seeds_and_say_so(plot_results, capsys, monkeypatch):
     out, frame = plot_results
     drawn = capture(monkeypatch, "layer_profiles")
@@ -348,6 +352,7 @@ def test_plot_profiles_draw_the_median_over_seeds_and_say_so(plot_results, capsy
     np.testing.assert_allclose(line.get_ydata(), rows[rows.depth == 2].act_std, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_plot_heatmap_of_one_configuration(plot_results, capsys, monkeypatch):
     out, frame = plot_results
     drawn = capture(monkeypatch, "gradient_heatmap")
@@ -468,6 +473,7 @@ def recorded_run(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_report_of_a_recorded_run(recorded_run, capsys):
     folder = recorded_run
     history = recording.History.read(folder)
@@ -520,6 +526,7 @@ def test_phase_prints_the_critical_line(capsys):
     assert float(row[1]) == pytest.approx(float(theory.critical_sigma_w2("tanh", 0.05)), 1e-4)
 
 
+@pytest.mark.slow
 def test_phase_figure_gets_a_suffix(tmp_path, capsys):
     argv = ["phase", "tanh", "--sigma-b2", "0", "0.1", "--out", str(tmp_path / "diagram")]
     assert cli.main(argv) == 0
@@ -527,6 +534,7 @@ def test_phase_figure_gets_a_suffix(tmp_path, capsys):
     assert (tmp_path / "diagram.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_spectrum_orthogonal_tanh_near_isometry(capsys):
     argv = ["spectrum", "tanh", "--q-star", "0.015625", "--width", "64", "--depth", "2", "4"]
     assert cli.main(argv) == 0
@@ -550,6 +558,7 @@ def gains(argv, capsys):
     return head, {label: (value, words) for label, (value, words) in rows.items()}
 
 
+@pytest.mark.slow
 def test_spectrum_writes_a_figure(tmp_path, capsys, monkeypatch):
     drawn = capture(monkeypatch, "spectra_histograms")
     argv = ["spectrum", "tanh", "--q-star", "0.015625", "--width", "32", "--depth", "2", "6"]
@@ -671,6 +680,7 @@ def run_command(args, **kwargs):
     )
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_a_sweep_with_one_line_and_the_rerun_resumes(tmp_path):
     config = tmp_path / "long.toml"
     # One network per chunk (memory_budget = 1), 300 of them: seconds of work.
@@ -711,6 +721,7 @@ def test_ctrl_c_stops_a_sweep_with_one_line_and_the_rerun_resumes(tmp_path):
     assert len(ResultStore(out).read()) == 300 * (4 + 8)
 
 
+@pytest.mark.slow
 def test_sweep_over_two_host_devices_in_a_subprocess(tmp_path):
     """--devices chooses the device count; orthogonal weights over two host devices used to
     deadlock (a batched QR in the sharded program): a timeout turns a hang into a failure."""

@@ -77,6 +77,7 @@ def mlp_of_point(config: sweep.Sweep):
     return model, x, loss_key
 
 
+@pytest.mark.slow
 def test_sweep_point_equals_probe_of_the_same_mlp():
     """The sweep's network is jaxgrad's MLP: rebuild one point as an nn.MLP with the same
     weights (sqrt(sigma_w2) W0, sqrt(sigma_b2) b0) and probe it with the same loss."""
@@ -96,6 +97,7 @@ def test_sweep_point_equals_probe_of_the_same_mlp():
         np.testing.assert_allclose(frame[name], getattr(stats, name), rtol=2e-5, err_msg=name)
 
 
+@pytest.mark.slow
 def test_one_program_per_group():
     config = sweep.Sweep(**{**SMALL, "activation": ("tanh", "relu"), "norm": (None, "layer")})
     assert len(config.groups()) == 4
@@ -107,6 +109,7 @@ def test_one_program_per_group():
     assert not frame.duplicated(KEYS).any()
 
 
+@pytest.mark.slow
 def test_shallower_depths_equal_separate_runs():
     """Depth 3's rows come from the depth-7 network's prefix (forward) and its extra
     backward head; they equal a sweep of depth 3 alone."""
@@ -157,6 +160,7 @@ def assert_equal_to_float32_rounding(left, right):
     np.testing.assert_array_equal(left["first_nonfinite_layer"], right["first_nonfinite_layer"])
 
 
+@pytest.mark.slow
 def test_numbers_do_not_depend_on_the_chunk_size():
     """One point per chunk against all 21 points in one: the theory columns (computed one
     point at a time) are equal (vmapped over the chunk, xi_c differed by 0.6% for tanh and
@@ -176,6 +180,7 @@ def test_numbers_do_not_depend_on_the_chunk_size():
     assert whole["xi_c"].notna().any()
 
 
+@pytest.mark.slow
 def test_theory_columns_match_theory():
     frame = sweep.run(sweep.Sweep(**SMALL), progress=False)
     for (w2, b2), rows in frame.groupby(["sigma_w2", "sigma_b2"]):
@@ -193,6 +198,7 @@ def test_rows_record_their_configuration_and_provenance():
     assert (frame["layer"] <= frame["depth"]).all()
 
 
+@pytest.mark.slow
 def test_nonfinite_networks_are_recorded_per_depth():
     config = sweep.Sweep(
         depth=(5, 60),
@@ -233,6 +239,7 @@ def test_store_is_append_only_and_resumes(tmp_path):
     assert_frames_close(narrow, first[first.seed == 1], rtol=0)
 
 
+@pytest.mark.slow
 def test_another_chunking_neither_duplicates_nor_recomputes(tmp_path):
     """Stored with one point per chunk, then rerun with one chunk per seed (and the other
     way): every network is found, none is computed twice, none is stored twice."""
@@ -308,6 +315,7 @@ KILL_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_leaves_no_gap_and_no_duplicate(tmp_path):
     script = tmp_path / "kill_me.py"
     script.write_text(KILL_SCRIPT)
@@ -350,6 +358,7 @@ SHARD_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("init", ["gaussian", "orthogonal"])
 def test_sharded_over_two_host_devices_equals_one_device(tmp_path, init):
     """Two host devices against one, in a subprocess. Orthogonal weights need a batched QR,
@@ -513,6 +522,7 @@ TWO_PROCESS_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_two_processes_on_loopback_equal_one_process(tmp_path):
     import socket
 
@@ -540,6 +550,7 @@ def test_two_processes_on_loopback_equal_one_process(tmp_path):
     assert_frames_close(ResultStore(out).read(), sweep.run(config, progress=False))
 
 
+@pytest.mark.slow
 def test_jacobian_column_matches_depth_profile():
     """The sweep's Hutchinson column against jaxgrad.jacobian on the same MLP and input
     (exact mean squared singular value from the exact spectrum), within 5 standard errors."""
