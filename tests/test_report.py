@@ -10,6 +10,8 @@ from flax import nnx
 from jaxgrad import data, init, nn, report, theory, train
 from jaxgrad.propagation import seed_experiment
 
+pytestmark = pytest.mark.slow  # the module's fixture builds the whole demo report (a minute)
+
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
