@@ -35,6 +35,7 @@ MODULES = (
     "jaxgrad.jacobian",
     "jaxgrad.model_init",
     "jaxgrad.nn",
+    "jaxgrad.sweep",
 )
 """The modules whose docstrings are checked (the rest are listed in the test's history)."""
 

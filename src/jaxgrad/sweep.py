@@ -146,6 +146,16 @@ def parse_bytes(value: Any) -> int:
     Decimal units (KB, MB, GB, TB) are powers of 1000, binary ones (KiB, MiB, GiB, TiB)
     powers of 1024; case does not matter.
 
+    Args:
+        value: an int number of bytes, or a string: a number and a unit.
+
+    Returns:
+        The size in bytes, an int.
+
+    Raises:
+        ValueError: a string that is not a size.
+        TypeError: neither an int nor a string.
+
     Example:
         >>> parse_bytes("1.5GiB"), parse_bytes(4096)
         (1610612736, 4096)
@@ -200,6 +210,18 @@ class Sweep:
     Raises:
         TypeError: a value of the wrong type (e.g. theory = "no", a float depth).
         ValueError: a value out of range, unknown, or given twice, when the Sweep is built.
+
+    Example:
+        >>> from jaxgrad import sweep
+        >>> grid = sweep.Sweep(depth=(2, 4), width=(8,), activation=("tanh", "relu"),
+        ...                    sigma_w2=(1.0, 2.0), seed=(0, 1), memory_budget="1MB")
+        >>> grid.size, len(grid.groups()), grid.rows  # 2 x 2 x 2 networks, 6 layers each
+        (8, 2, 48)
+
+    References:
+        Schoenholz, Gilmer, Ganguli and Sohl-Dickstein 2017, "Deep Information Propagation"
+        (the theory columns); Hutchinson 1990, "A stochastic estimator of the trace of the
+        influence matrix for Laplacian smoothing splines" (jacobian_probes).
     """
 
     depth: tuple[int, ...] = (10, 50, 100)
@@ -425,7 +447,22 @@ def _activation_name(value: Any) -> str:
 
 
 class Group(NamedTuple):
-    """What changes the compiled program."""
+    """What changes the compiled program: one group, one program (`Sweep.groups`).
+
+    Attributes:
+        activation: the activation's canonical name.
+        init: "gaussian" or "orthogonal".
+        width: the hidden width.
+        norm: None, "batch" or "layer".
+        residual: residual blocks or not.
+        dtype: "float32", "float64" or "bfloat16".
+
+    Example:
+        >>> from jaxgrad import sweep
+        >>> group = sweep.Sweep(activation=("tanh", "relu")).groups()[1]
+        >>> group.activation, group.width, group.norm, group.dtype
+        ('relu', 256, None, 'float32')
+    """
 
     activation: str
     init: str
@@ -436,7 +473,21 @@ class Group(NamedTuple):
 
 
 def network_of(group: Group, seed: int, point: tuple[float, float]) -> tuple:
-    """The network's values of `NETWORK_COLUMNS` (its key in a results folder)."""
+    """The network's values of `NETWORK_COLUMNS` (its key in a results folder).
+
+    Args:
+        group: the network's `Group`.
+        seed: its seed.
+        point: its (sigma_w2, sigma_b2).
+
+    Returns:
+        A tuple of the values, in `NETWORK_COLUMNS` order.
+
+    Example:
+        >>> from jaxgrad import sweep
+        >>> sweep.network_of(sweep.Group("tanh", "gaussian", 8, None, False), 0, (1.0, 0.0))
+        ('tanh', 'gaussian', 8, 'none', False, 'float32', 0, 1.0, 0.0)
+    """
     norm = "none" if group.norm is None else group.norm
     return (group.activation, group.init, group.width, norm, group.residual, group.dtype,
             seed, *point)  # fmt: skip
@@ -500,7 +551,34 @@ def _layer_functions(group: Group, sigma_w2, sigma_b2, dtype):
 def probe_point(
     group: Group, heads: tuple[int, ...], sigma_w2, sigma_b2, kernels, biases, x, loss_fn
 ) -> _prop.LayerStats:
-    """Probe one (sigma_w2, sigma_b2) network built from shared unit weights."""
+    """Probe one (sigma_w2, sigma_b2) network built from shared unit weights.
+
+    The network's kernels are sqrt(sigma_w2) times `kernels`, its biases sqrt(sigma_b2)
+    times `biases`: every point of a chunk shares the same unit draws.
+
+    Args:
+        group: the network's `Group` (activation, norm, residual).
+        heads: static tuple of 1-based depths at which to read the gradients.
+        sigma_w2: the weight variance.
+        sigma_b2: the bias variance.
+        kernels: unit kernels stacked on depth, (depth, width, width).
+        biases: unit biases, (depth, width).
+        x: the input batch, (batch, width).
+        loss_fn: `loss(output) -> scalar`.
+
+    Returns:
+        `LayerStats` as `jaxgrad.propagation.reverse_scan_probe` gives them.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import propagation, sweep
+        >>> group = sweep.Group("linear", "gaussian", 2, None, False)
+        >>> kernels, biases = jnp.stack([jnp.eye(2)] * 3), jnp.zeros((3, 2))
+        >>> stats = sweep.probe_point(group, (3,), 1.0, 0.0, kernels, biases,
+        ...                           jnp.ones((4, 2)), propagation.mean_square_loss)
+        >>> stats.act_mean.tolist(), stats.grad_norm[:, 0].tolist()
+        ([1.0, 1.0, 1.0], [1.0, 1.0, 1.0])
+    """
     affine, post, scale_w = _layer_functions(group, sigma_w2, sigma_b2, x.dtype)
     stats = _prop.reverse_scan_probe(
         x,
@@ -520,7 +598,34 @@ def jacobian_point(group: Group, sigma_w2, sigma_b2, kernels, biases, x0, probes
     """Hutchinson's mean squared singular value of d h_l / d h_0 at the input x0 (1, width),
     for every layer l, from one forward scan that carries the probe tangents (P, 1, width).
 
-    E ||J v||^2 / n = tr(J^T J) / n for v ~ N(0, I_n) (Hutchinson 1990)."""
+    E ||J v||^2 / n = tr(J^T J) / n for v ~ N(0, I_n) (Hutchinson 1990).
+
+    Args:
+        group: the network's `Group`.
+        sigma_w2: the weight variance.
+        sigma_b2: the bias variance.
+        kernels: unit kernels stacked on depth, (depth, width, width).
+        biases: unit biases, (depth, width).
+        x0: the input, (1, width).
+        probes: the probe vectors, (P, 1, width).
+
+    Returns:
+        The estimate at every layer, shape (depth,).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import sweep
+        >>> group = sweep.Group("linear", "gaussian", 2, None, False)
+        >>> kernels, biases = jnp.stack([jnp.eye(2)] * 3), jnp.zeros((3, 2))
+        >>> probes = jnp.ones((1, 1, 2))  # |v|^2 = n: the estimate is exact for J = 2^l I
+        >>> x0 = jnp.ones((1, 2))
+        >>> sweep.jacobian_point(group, 4.0, 0.0, kernels, biases, x0, probes).tolist()
+        [4.0, 16.0, 64.0]
+
+    References:
+        Hutchinson 1990, "A stochastic estimator of the trace of the influence matrix for
+        Laplacian smoothing splines".
+    """
     affine, post, _ = _layer_functions(group, sigma_w2, sigma_b2, x0.dtype)
 
     def body(carry, layer):
@@ -599,7 +704,22 @@ default_memory_budget = _prop.default_memory_budget
 
 
 def bytes_per_point(sweep: Sweep, group: Group) -> int:
-    """Memory one vmapped point needs: the stacked per-layer arrays of both scans."""
+    """Memory one vmapped point needs: the stacked per-layer arrays of both scans.
+
+    Args:
+        sweep: the sweep.
+        group: one of its groups.
+
+    Returns:
+        Bytes, an int.
+
+    Example:
+        >>> from jaxgrad import sweep
+        >>> grid = sweep.Sweep(depth=(2, 4), width=(8,), activation=("tanh", "relu"),
+        ...                    sigma_w2=(1.0, 2.0), seed=(0, 1), memory_budget="1MB")
+        >>> sweep.bytes_per_point(grid, grid.groups()[0])
+        20480
+    """
     itemsize = jnp.dtype(group.dtype).itemsize
     activations = sweep.max_depth * sweep.batch_size * group.width * itemsize
     heads = len(sweep.depth) * sweep.batch_size * group.width * itemsize
@@ -608,13 +728,45 @@ def bytes_per_point(sweep: Sweep, group: Group) -> int:
 
 
 def weight_bytes(sweep: Sweep, group: Group) -> int:
-    """Memory of one seed's shared unit weights and biases."""
+    """Memory of one seed's shared unit weights and biases.
+
+    Args:
+        sweep: the sweep.
+        group: one of its groups.
+
+    Returns:
+        Bytes, an int.
+
+    Example:
+        >>> from jaxgrad import sweep
+        >>> grid = sweep.Sweep(depth=(2, 4), width=(8,), activation=("tanh", "relu"),
+        ...                    sigma_w2=(1.0, 2.0), seed=(0, 1), memory_budget="1MB")
+        >>> sweep.weight_bytes(grid, grid.groups()[0])  # 4 layers of 8 x 8 + 8 float32
+        1152
+    """
     return sweep.max_depth * group.width * (group.width + 1) * jnp.dtype(group.dtype).itemsize
 
 
 def chunk_size(sweep: Sweep, group: Group, num_points: int, num_devices: int) -> int:
     """Points per chunk: as many as the budget allows (after the shared weights), a multiple
-    of the device count, at most the number of points rounded up to that multiple."""
+    of the device count, at most the number of points rounded up to that multiple.
+
+    Args:
+        sweep: the sweep (its memory budget).
+        group: one of its groups.
+        num_points: the (sigma_w2, sigma_b2) points to split.
+        num_devices: the devices a chunk is sharded over.
+
+    Returns:
+        The chunk size, an int >= num_devices.
+
+    Example:
+        >>> from jaxgrad import sweep
+        >>> grid = sweep.Sweep(depth=(2, 4), width=(8,), activation=("tanh", "relu"),
+        ...                    sigma_w2=(1.0, 2.0), seed=(0, 1), memory_budget="1MB")
+        >>> sweep.chunk_size(grid, grid.groups()[0], num_points=2, num_devices=1)
+        2
+    """
     budget = sweep.memory_budget or default_memory_budget()
     fit = max(1, (budget - 2 * weight_bytes(sweep, group)) // bytes_per_point(sweep, group))
     fit = max(num_devices, fit // num_devices * num_devices)
@@ -624,7 +776,17 @@ def chunk_size(sweep: Sweep, group: Group, num_points: int, num_devices: int) ->
 
 def machine_memory() -> tuple[int, str]:
     """(bytes, what they are): the first device's memory limit where it reports one (GPU,
-    TPU), else the host's physical memory."""
+    TPU), else the host's physical memory.
+
+    Returns:
+        (bytes, a few words saying what they are, for messages).
+
+    Example:
+        >>> from jaxgrad import sweep
+        >>> size, what = sweep.machine_memory()
+        >>> size > 0, isinstance(what, str)
+        (True, True)
+    """
     stats = jax.local_devices()[0].memory_stats() or {}
     if stats.get("bytes_limit"):
         return int(stats["bytes_limit"]), f"the memory of {jax.local_devices()[0].device_kind}"
@@ -642,8 +804,18 @@ def check_size(sweep: Sweep, *, load: bool = True) -> None:
     (`weight_bytes` + `bytes_per_point`, the smallest chunk there is); with `load`, the
     result rows are held in memory too.
 
+    Args:
+        sweep: the sweep.
+        load: whether the result rows will be held in memory (keyword only).
+
     Raises:
         ValueError: naming the bytes needed and the limit.
+
+    Example:
+        >>> from jaxgrad import sweep
+        >>> grid = sweep.Sweep(depth=(2, 4), width=(8,), activation=("tanh", "relu"),
+        ...                    sigma_w2=(1.0, 2.0), seed=(0, 1), memory_budget="1MB")
+        >>> sweep.check_size(grid)  # fits: nothing to say
     """
     limit, what = machine_memory()
     for group in sweep.groups():
@@ -664,7 +836,22 @@ def check_size(sweep: Sweep, *, load: bool = True) -> None:
 
 
 def describe(sweep: Sweep, num_devices: int) -> str:
-    """One line: how many networks, programs, chunks, rows and bytes the sweep makes."""
+    """One line: how many networks, programs, chunks, rows and bytes the sweep makes.
+
+    Args:
+        sweep: the sweep.
+        num_devices: the devices its chunks are sharded over.
+
+    Returns:
+        The line.
+
+    Example:
+        >>> from jaxgrad import sweep
+        >>> grid = sweep.Sweep(depth=(2, 4), width=(8,), activation=("tanh", "relu"),
+        ...                    sigma_w2=(1.0, 2.0), seed=(0, 1), memory_budget="1MB")
+        >>> print(sweep.describe(grid, 1))
+        8 networks in 2 programs, 4 chunks on 1 device; ...
+    """
     chunks = plan(sweep, num_devices)
     in_memory = sweep.rows * len(sweep.columns()) * _ROW_BYTES
     programs = len(sweep.groups())
@@ -740,7 +927,25 @@ def theory_of_point(activation: str, sigma_w2: float, sigma_b2: float) -> tuple[
     """(q_star, chi1, xi_q, xi_c) of one point, computed alone (never vmapped with others:
     a batch's vectorization would change its rounding, so a point's value would depend on
     its chunk), cached by point. One jitted program per activation (about 3 ms a chaotic
-    point, 0.3 ms an ordered one, on one CPU core)."""
+    point, 0.3 ms an ordered one, on one CPU core).
+
+    Args:
+        activation: the activation's name.
+        sigma_w2: the weight variance.
+        sigma_b2: the bias variance.
+
+    Returns:
+        (q_star, chi1, xi_q, xi_c) as Python floats.
+
+    Example:
+        >>> from jaxgrad import sweep
+        >>> q_star, chi1, xi_q, xi_c = sweep.theory_of_point("tanh", 1.0, 0.0)  # critical
+        >>> q_star, round(chi1, 4), xi_c
+        (0.0, 1.0, inf)
+
+    References:
+        Schoenholz, Gilmer, Ganguli and Sohl-Dickstein 2017, "Deep Information Propagation".
+    """
     values = _theory_program(activation)(jnp.asarray(sigma_w2), jnp.asarray(sigma_b2))
     return tuple(float(v) for v in jax.device_get(values))
 
@@ -770,7 +975,22 @@ def _provenance(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 class Chunk(NamedTuple):
-    """The points of one group and seed that one call of the compiled program computes."""
+    """The points of one group and seed that one call of the compiled program computes.
+
+    Attributes:
+        group: the chunk's `Group`.
+        seed: its seed.
+        points: its (sigma_w2, sigma_b2) points.
+        size: the vmapped size: the points padded to a multiple of the device count.
+
+    Example:
+        >>> from jaxgrad import sweep
+        >>> grid = sweep.Sweep(depth=(2, 4), width=(8,), activation=("tanh", "relu"),
+        ...                    sigma_w2=(1.0, 2.0), seed=(0, 1), memory_budget="1MB")
+        >>> chunk = sweep.plan(grid, num_devices=1)[0]
+        >>> chunk.group.activation, chunk.seed, chunk.points, chunk.size
+        ('tanh', 0, ((1.0, 0.0), (2.0, 0.0)), 2)
+    """
 
     group: Group
     seed: int
@@ -785,7 +1005,22 @@ class Chunk(NamedTuple):
 
 def plan(sweep: Sweep, num_devices: int | None = None) -> list[Chunk]:
     """Every chunk of the sweep, in run order. The chunking depends on the memory budget and
-    the device count; the numbers and the stored parts do not (see the module docstring)."""
+    the device count; the numbers and the stored parts do not (see the module docstring).
+
+    Args:
+        sweep: the sweep.
+        num_devices: the devices a chunk is sharded over; None for every local device.
+
+    Returns:
+        A list of `Chunk`: groups in order, then seeds, then points.
+
+    Example:
+        >>> from jaxgrad import sweep
+        >>> grid = sweep.Sweep(depth=(2, 4), width=(8,), activation=("tanh", "relu"),
+        ...                    sigma_w2=(1.0, 2.0), seed=(0, 1), memory_budget="1MB")
+        >>> [(chunk.group.activation, chunk.seed) for chunk in sweep.plan(grid, 1)]
+        [('tanh', 0), ('tanh', 1), ('relu', 0), ('relu', 1)]
+    """
     num_devices = num_devices or jax.local_device_count()
     points = sweep.points()
     chunks = []
@@ -859,9 +1094,21 @@ def _progress(total: int, initial: int, enabled: bool, log: Callable[[str], None
 def check_devices(num_devices: Any) -> int:
     """The device count to shard over: None means every local device.
 
+    Args:
+        num_devices: an int, or None.
+
+    Returns:
+        The device count, an int.
+
     Raises:
         TypeError: not an int.
         ValueError: outside [1, local device count].
+
+    Example:
+        >>> import jax
+        >>> from jaxgrad import sweep
+        >>> sweep.check_devices(None) == jax.local_device_count()
+        True
     """
     available = jax.local_device_count()
     if num_devices is None:
@@ -886,12 +1133,25 @@ def prepare(
     """Every check of a run, before any compute: the device count, the memory a network
     needs, and the results folder (created, or joined when it holds the same sweep).
 
+    Args:
+        sweep: the sweep.
+        out: the results folder, or None.
+        num_devices: the devices to shard over; None for every local device.
+        load: whether the result rows will be held in memory (keyword only).
+        log: where one-line messages go; default stderr.
+
     Returns:
         (num_devices, the ResultStore or None without `out`).
 
     Raises:
         TypeError / ValueError: a bad device count, a sweep too large for the machine, or a
             folder that holds another sweep (the message says what differs).
+
+    Example:
+        >>> import jax
+        >>> from jaxgrad import sweep
+        >>> sweep.prepare(sweep.Sweep(depth=(2,), width=(8,))) == (jax.local_device_count(), None)
+        True
     """
     if not isinstance(sweep, Sweep):
         raise TypeError(f"sweep must be a jaxgrad.sweep.Sweep, got {type(sweep).__name__}")
@@ -950,6 +1210,16 @@ def run(
     Raises:
         TypeError / ValueError: before any compute (see `prepare`).
         TimeoutError: other processes' networks did not appear within `timeout`.
+
+    Example:
+        >>> from jaxgrad import sweep
+        >>> grid = sweep.Sweep(depth=(3,), width=(8,), batch_size=4, theory=False)
+        >>> frame = sweep.run(grid, progress=False)
+        >>> frame[["depth", "layer"]].values.tolist(), round(float(frame.act_std.iloc[0]), 3)
+        ([[3, 1], [3, 2], [3, 3]], 0.611)
+
+    References:
+        Schoenholz, Gilmer, Ganguli and Sohl-Dickstein 2017, "Deep Information Propagation".
     """
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
         raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
