@@ -58,7 +58,22 @@ Network = tuple
 
 
 def content_id(payload: Any) -> str:
-    """A stable 20-hex-digit id for a JSON-serializable payload (keys sorted)."""
+    """A stable 20-hex-digit id for a JSON-serializable payload (keys sorted).
+
+    Args:
+        payload: anything `json.dumps` takes.
+
+    Returns:
+        20 hexadecimal digits of the payload's hash; equal payloads give equal ids, whatever
+        their keys' order.
+
+    Example:
+        >>> from jaxgrad.store import content_id
+        >>> content_id({"b": 1, "a": [1, 2]}) == content_id({"a": [1, 2], "b": 1})
+        True
+        >>> len(content_id({"a": 1}))
+        20
+    """
     text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
