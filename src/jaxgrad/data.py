@@ -59,6 +59,15 @@ class Dataset(NamedTuple):
             `(n_train, outputs)` (regression).
         x_test: float32 inputs, `(n_test, *feature_shape)`.
         y_test: targets of the test inputs, like `y_train`.
+
+    Example:
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad import data
+        >>> split = data.Dataset(jnp.zeros((3, 2)), jnp.zeros(3, jnp.int32),
+        ...                      jnp.zeros((1, 2)), jnp.zeros(1, jnp.int32))
+        >>> jax.tree.map(jnp.shape, split)  # a pytree of four arrays
+        Dataset(x_train=(3, 2), y_train=(3,), x_test=(1, 2), y_test=(1,))
     """
 
     x_train: jax.Array
