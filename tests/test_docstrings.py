@@ -36,6 +36,9 @@ MODULES = (
     "jaxgrad.model_init",
     "jaxgrad.nn",
     "jaxgrad.sweep",
+    "jaxgrad.store",
+    "jaxgrad.data",
+    "jaxgrad.prng",
 )
 """The modules whose docstrings are checked (the rest are listed in the test's history)."""
 
