@@ -398,7 +398,12 @@ def test_progress_goes_to_a_log_as_plain_lines(tmp_path, capsys, monkeypatch):
 
     config.write_text(toml + "seed = [0, 1]\n")
     assert cli.main(["sweep", str(config), "--out", str(out)]) == 0
-    lines = capsys.readouterr().err.splitlines()
+    printed = capsys.readouterr()
+    # the summary counts networks, and says how many this run computed
+    assert printed.out.splitlines()[-1] == (
+        f"6 networks (3 computed now, 3 already there), {6 * (3 + 6)} rows in {out}"
+    )
+    lines = printed.err.splitlines()
     assert lines[0] == f"resuming: 3 of 6 networks already in {out}"
     assert re.fullmatch(pattern.format(4, 6, 66, ""), lines[1]), lines
     assert re.fullmatch(pattern.format(5, 6, 83, left), lines[2]), lines

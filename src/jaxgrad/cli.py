@@ -208,6 +208,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     with _refusing():
         sweep.prepare(config, out, devices, load=False, log=_note)
     print(f"sweep: {sweep.describe(config, devices)} -> {out}", flush=True)
+    before = _stored_count(config, out, devices)
     try:
         sweep.run(
             config,
@@ -219,19 +220,27 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         )
     except KeyboardInterrupt:
         raise Interrupted(_saved(config, out, devices)) from None
-    print(f"{config.size:,} networks, {config.rows:,} rows in {out}")
+    already = (
+        f" ({config.size - before:,} computed now, {before:,} already there)" if before else ""
+    )
+    print(f"{config.size:,} networks{already}, {config.rows:,} rows in {out}")
     return 0
 
 
-def _saved(config, out: Path, devices: int) -> str:
-    """The interrupted sweep's one line: how much is on disk."""
+def _stored_count(config, out: Path, devices: int) -> int:
+    """How many of the sweep's networks the results folder holds."""
     from jaxgrad import sweep
     from jaxgrad.store import ResultStore
 
     networks = {n for chunk in sweep.plan(config, devices) for n in chunk.networks}
-    done = len(networks & ResultStore(out, log=lambda _: None).stored().keys())
+    return len(networks & ResultStore(out, log=lambda _: None).stored().keys())
+
+
+def _saved(config, out: Path, devices: int) -> str:
+    """The interrupted sweep's one line: how much is on disk."""
+    done = _stored_count(config, out, devices)
     return (
-        f"interrupted: {done} of {len(networks)} networks saved in {out}; run the same command "
+        f"interrupted: {done} of {config.size} networks saved in {out}; run the same command "
         "again to resume"
     )
 
