@@ -735,7 +735,7 @@ def main() -> None:
     started = time.perf_counter()
     data = datasets.digits()
     names = train.layer_names(nnx.eval_shape(lambda: baseline_model(jax.random.key(0))))
-    first, last = names.index("blocks[0]"), names.index(f"blocks[{DEPTH - 1}]")
+    first, last = names.index("blocks[0].linear"), names.index(f"blocks[{DEPTH - 1}].linear")
     rows = []
     for group in groups():
         history = run_group(group, data, seeds, steps)

@@ -1,5 +1,6 @@
 """jaxgrad.train: the jitted loop against a hand-written Python loop, per-layer gradient norms
-against jax.grad, non-finite losses recorded, train_many against separate runs, pre-training."""
+and the recorded per-layer view against jax.grad, layers in forward order, non-finite losses
+recorded and located, train_many against separate runs, pre-training."""
 
 import jax
 import jax.numpy as jnp
@@ -8,6 +9,7 @@ import optax
 import pytest
 from flax import nnx
 
+import jaxgrad
 from jaxgrad import data, nn, train
 
 
@@ -25,12 +27,15 @@ def small_mlp(seed=0, **kw):
     return nn.MLP(16, 24, 3, 4, rngs=nnx.Rngs(seed), **options)
 
 
-def reference_loop(model, tx, dataset, steps, batch_size, key):
-    """Plain Python: one jax.grad per step on the documented minibatches."""
+def reference_loop(model, tx, dataset, steps, batch_size, key, seen=None):
+    """Plain Python: one jax.grad per step on the documented minibatches. `seen`, a dict,
+    collects each step's parameters (before the update), updates and logits."""
     graphdef, params = nnx.split(model)
     opt_state = tx.init(params)
     n = dataset.x_train.shape[0]
     losses, grads_seen = [], []
+    seen = {} if seen is None else seen
+    seen.update(params=[], updates=[], logits=[])
 
     @jax.jit
     def loss_and_grad(params, xb, yb):
@@ -43,6 +48,9 @@ def reference_loop(model, tx, dataset, steps, batch_size, key):
     for batch in train.minibatches(key, steps, n, batch_size):
         loss, grads = loss_and_grad(params, dataset.x_train[batch], dataset.y_train[batch])
         updates, opt_state = jax.jit(tx.update)(grads, opt_state, params)
+        seen["params"].append(params)
+        seen["updates"].append(updates)
+        seen["logits"].append(nnx.merge(graphdef, params)(dataset.x_train[batch]))
         params = optax.apply_updates(params, updates)
         losses.append(float(loss))
         grads_seen.append(grads)
@@ -110,10 +118,19 @@ def test_trainer_learns_an_easy_task(task, key):
 
 def test_nonfinite_loss_is_recorded_not_raised(task, key):
     model = small_mlp(activation="relu", kernel_init=None)
-    history = train.train(model, optax.sgd(1e4), task, steps=30, key=key, eval_every=10)
+    history = train.train(
+        model, optax.sgd(1e4), task, steps=30, key=key, eval_every=10, record_every=10
+    )
     bad = np.flatnonzero(~np.isfinite(np.asarray(history.loss)) | ~np.isfinite(history.grad_norm))
     assert bad.size > 0
     assert int(history.first_nonfinite_step) == bad[0]
+    # the first non-finite step is measured whatever the schedule, and located
+    first = history.recording().first_nonfinite()
+    assert first is not None
+    assert first.step == bad[0]
+    assert history.recorded[bad[0]]
+    assert history.rerun[bad[0]] == (bad[0] % 10 != 0)
+    assert first.name in history.recording().module_names + history.recording().param_names
     # predictions that are nan count as wrong
     assert float(history.test_accuracy[-1]) == 0.0
 
@@ -152,7 +169,8 @@ def test_randomized_activation_advances_its_stream(task, key):
     history = train.train(model, optax.sgd(0.05), task, steps=5, key=key)
     assert np.isfinite(history.loss).all()
     assert int(model.layers[1].rngs.count[...]) == int(count) + 5 + 0
-    assert train.layer_names(model) == ["layers/0", "layers/2"]
+    assert train.layer_names(model, task.x_train[:1]) == ["layers.0", "layers.2"]
+    assert history.layer_names == ("layers.0", "layers.2")
 
 
 def test_second_call_does_not_recompile(task, key):
@@ -166,13 +184,131 @@ def test_second_call_does_not_recompile(task, key):
 def test_layer_names(task):
     assert train.layer_names(small_mlp()) == [
         "input_layer",
-        "blocks[0]",
-        "blocks[1]",
-        "blocks[2]",
+        "blocks[0].linear",
+        "blocks[1].linear",
+        "blocks[2].linear",
         "readout",
     ]
     linear = nnx.Linear(16, 4, rngs=nnx.Rngs(0))
-    assert train.layer_names(linear) == ["kernel"]
+    assert train.layer_names(linear, jnp.ones((1, 16))) == ["kernel"]
+    with pytest.raises(TypeError, match="layer_names needs x, an example input batch"):
+        train.layer_names(linear)
+    # jaxgrad's RNN uses its recurrent kernel without calling its module: it comes last
+    rnn = nn.RNN(2, 8, out_features=1, rngs=nnx.Rngs(0))
+    assert train.layer_names(rnn) == ["input_layer", "readout", "recurrent"]
+
+
+class StemConvsHead(nnx.Module):
+    """Attributes whose names sort unlike the calls: alphabetically `convs.10` comes before
+    `convs.2`, and `head` before `stem`."""
+
+    def __init__(self, rngs):
+        self.stem = nnx.Linear(16, 8, rngs=rngs)
+        self.convs = nnx.List([nnx.Linear(8, 8, rngs=rngs) for _ in range(11)])
+        self.head = nnx.Linear(8, 4, rngs=rngs)
+
+    def __call__(self, x):
+        x = jnp.tanh(self.stem(x))
+        for conv in self.convs:
+            x = jnp.tanh(conv(x))
+        return self.head(x)
+
+
+def test_layers_are_in_forward_order(task, key):
+    forward = ["stem", *[f"convs.{i}" for i in range(11)], "head"]
+    assert sorted(forward) != forward
+    assert train.layer_names(StemConvsHead(nnx.Rngs(0)), task.x_train[:3]) == forward
+    model, twin = StemConvsHead(nnx.Rngs(0)), StemConvsHead(nnx.Rngs(0))
+    tx = optax.sgd(0.1)
+    history = train.train(model, tx, task, steps=3, batch_size=32, key=key, record_every=2)
+    assert history.layer_names == tuple(forward)
+    _, grads, _ = reference_loop(twin, tx, task, 3, 32, key)
+    for step in range(3):
+        g = grads[step]
+        expected = [
+            jnp.linalg.norm(g["stem"]["kernel"][...]),
+            *[jnp.linalg.norm(g["convs"][i]["kernel"][...]) for i in range(11)],
+            jnp.linalg.norm(g["head"]["kernel"][...]),
+        ]
+        np.testing.assert_allclose(history.layer_grad_norms[step], expected, rtol=1e-4)
+    frame = history.to_frame()
+    kernels = frame[(frame.statistic == "grad_norm") & frame.name.str.endswith(".kernel")]
+    kernels = kernels[kernels.step == 2].sort_values("order")
+    assert [name.removesuffix(".kernel") for name in kernels.name] == forward
+    np.testing.assert_allclose(kernels.value, history.layer_grad_norms[2], rtol=1e-6)
+
+
+def _reference_slice(tree, name):
+    """The entry of a parameter-shaped tree for a row name such as "blocks[1].linear.kernel"
+    (layer 1 of the stacked blocks)."""
+    node, layer = tree, None
+    for part in name.split("."):
+        if part.endswith("]"):
+            part, layer = part[:-1].split("[")
+        node = node[part]
+    value = node[...] if isinstance(node, nnx.Variable) else node
+    return value if layer is None else value[int(layer)]
+
+
+@pytest.fixture(scope="module")
+def recorded_run(task):
+    """12 steps of SGD with momentum, the per-layer view recorded at steps 0, 4 and 8, and
+    the same training unrolled in Python."""
+    tx = optax.sgd(0.05, momentum=0.9)
+    key = jax.random.key(3)
+    history = train.train(
+        small_mlp(), tx, task, steps=12, batch_size=32, key=key, eval_every=4, record_every=4
+    )
+    seen = {}
+    losses, grads, _ = reference_loop(small_mlp(), tx, task, 12, 32, key, seen)
+    return history, losses, grads, seen
+
+
+def test_recorded_view_equals_an_unrolled_loop(recorded_run):
+    """The rows train records (with the Recorder's functions) against jax.grad, the updates
+    and the logits of a Python loop, at the recorded steps."""
+    history, losses, grads, seen = recorded_run
+    np.testing.assert_array_equal(np.flatnonzero(history.recorded), [0, 4, 8])
+    run = history.recording()
+    np.testing.assert_array_equal(run.recorded_steps, [0, 4, 8])
+    np.testing.assert_allclose(run.loss, losses[[0, 4, 8]], rtol=2e-5)
+    assert run.param_names[:2] == ("input_layer.bias", "input_layer.kernel")
+    assert run.param_names[-1] == "readout.kernel"
+    for row, step in enumerate((0, 4, 8)):
+        for column, name in enumerate(run.param_names):
+            grad = _reference_slice(grads[step], name)
+            weight = _reference_slice(seen["params"][step], name)
+            update = _reference_slice(seen["updates"][step], name)
+            expected = {
+                "grad_norm": jnp.linalg.norm(grad),
+                "weight_norm": jnp.linalg.norm(weight),
+                "update_norm": jnp.linalg.norm(update),
+            }
+            for statistic, value in expected.items():
+                np.testing.assert_allclose(
+                    run.params[statistic][row, column], value, rtol=1e-4, atol=1e-7,
+                    err_msg=f"{statistic} of {name} at step {step}",
+                )  # fmt: skip
+        readout = run.module_names.index("readout")
+        logits = seen["logits"][step]
+        np.testing.assert_allclose(run.modules["out_std"][row, readout], jnp.std(logits), rtol=1e-4)
+        np.testing.assert_allclose(
+            history.layer_grad_norms[step],
+            run.params["grad_norm"][row, list(history.layers.layers)],
+            rtol=1e-6,
+        )
+    # the per-step global update norm, every step
+    for step in range(12):
+        norm = np.sqrt(sum(np.sum(np.square(u)) for u in jax.tree.leaves(seen["updates"][step])))
+        np.testing.assert_allclose(history.update_norm[step], norm, rtol=1e-4)
+
+
+def test_diagnose_reads_the_training_history(recorded_run):
+    history = recorded_run[0]
+    verdict = jaxgrad.diagnose(history)
+    assert str(verdict) == str(jaxgrad.diagnose(history.recording()))
+    assert history.profile().names == history.layer_names
+    assert {"stalled", "died"} <= {finding.rule for finding in verdict.findings}
 
 
 def scaled_mlp(key, sigma_w2):
@@ -199,6 +335,9 @@ def test_train_many_equals_separate_runs(task, many):
     assert grid.shape == (2, 2, 2)
     assert history.loss.shape == (2, 2, 2, 16)
     assert history.layer_grad_norms.shape == (2, 2, 2, 16, 5)
+    assert history.grid_shape == (2, 2, 2)
+    with pytest.raises(ValueError, match=r"grid of runs with leading axes \(2, 2, 2\)"):
+        history.recording()
     optimizers = {lr: momentum(lr) for lr in GRID["learning_rate"]}
     for i, seed in enumerate(MANY["seeds"]):
         for j, sigma_w2 in enumerate(GRID["sigma_w2"]):
@@ -216,7 +355,7 @@ def test_train_many_equals_separate_runs(task, many):
                     eval_every=8,
                     key=jax.random.fold_in(seed_key, 1),
                 )
-                for field in ("loss", "layer_grad_norms", "test_accuracy"):
+                for field in ("loss", "layer_grad_norms", "update_norm", "test_accuracy"):
                     np.testing.assert_allclose(
                         getattr(history, field)[i, j, k],
                         getattr(alone, field),
@@ -224,6 +363,16 @@ def test_train_many_equals_separate_runs(task, many):
                         atol=1e-6,
                         err_msg=field,
                     )
+                # the recorded per-layer view, one run of the grid against the run alone
+                one, single = history[i, j, k].recording(), alone.recording()
+                np.testing.assert_array_equal(one.recorded_steps, single.recorded_steps)
+                for field in ("grad_norm", "update_ratio"):
+                    np.testing.assert_allclose(
+                        one.params[field], single.params[field], rtol=1e-4, atol=1e-7
+                    )
+                np.testing.assert_allclose(
+                    one.modules["out_std"], single.modules["out_std"], rtol=1e-4
+                )
 
 
 def test_train_many_chunked_equals_unchunked(task, many):

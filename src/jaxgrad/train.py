@@ -3,9 +3,20 @@ gradient of every layer.
 
 `train(model, tx, data, steps=...)` runs the whole training, every step and every evaluation,
 as one jitted `jax.lax.scan`, updates the model in place and returns a `History`: loss,
-accuracy, the global gradient norm and the gradient norm of each layer at every step, and
-test loss and accuracy at every evaluation. A loss that turns inf or nan is a result, not an
-error: training goes on and `History.first_nonfinite_step` says when it happened.
+accuracy, the global gradient and update norms and the gradient norm of each layer (in
+forward order) at every step, test loss and accuracy at every evaluation, and every
+`record_every` steps the whole per-layer view of `jaxgrad.recording`: what
+`jaxgrad.inspect` reports of the step's batch (module inputs, outputs and dL/d(output),
+parameter gradients and weights) and each layer's update norm and update-to-weight ratio,
+measured by the same functions as a `recording.Recorder` in your own train step, so
+`History.recording()`, `History.to_frame()` and `jaxgrad.diagnose(history)` read it as a
+recorded run. A loss that turns inf or nan is a result, not an error: training goes on,
+`History.first_nonfinite_step` says when it happened, and the first non-finite step is
+measured whatever the schedule, so `history.recording().first_nonfinite()` names the module.
+
+Cost: a recorded step costs about what `jaxgrad.inspect` does (an instrumented forward and
+backward pass, and a forward pass for the accuracy); the others a plain step and one pass
+over the gradients and one over the updates for their norms.
 
 `train_many(model_fn, optimizer_fn, data, seeds=..., hyperparams=...)` trains a whole grid of
 seeds and continuous hyperparameters (sigma_w2, learning rate, ...) as one vmapped program; its
@@ -33,6 +44,7 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import itertools
@@ -48,39 +60,143 @@ from flax import nnx
 
 from jaxgrad import data as _data
 from jaxgrad import init as _init
+from jaxgrad import inspection as _inspection
 from jaxgrad import nn as _nn
 from jaxgrad import prng as _prng
+from jaxgrad import recording as _recording
 from jaxgrad import stats as _stats
+from jaxgrad.inspection import capture as _capture
 from jaxgrad.nn import _positive_int
+from jaxgrad.recording import recorder as _recorder
 
 # ----------------------------------------------------------------------------- results
 
 
-class History(NamedTuple):
-    """What happened during training. With `train_many`, every field has the grid's leading
-    axes in front.
+class Layers(NamedTuple):
+    """The names behind a `History`'s per-layer arrays (static: known before training).
+
+    Attributes:
+        module_names, module_types: the recorded module calls, in forward order (as
+            `jaxgrad.inspect` names them).
+        param_rows: the `jaxgrad.inspection.ParamRows`: one row per parameter, or per layer
+            of a stacked one, in forward order.
+        activation: the activation behind the saturated fractions, or None.
+        layers: the parameter rows that are layers (kernels and embeddings), in forward
+            order: the columns of `History.layer_grad_norms`.
+        names: their names (the parameter's path without ".kernel").
+    """
+
+    module_names: tuple[str, ...]
+    module_types: tuple[str, ...]
+    param_rows: _inspection.ParamRows
+    activation: str | None
+    layers: tuple[int, ...]
+    names: tuple[str, ...]
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class History:
+    """What happened during training (a pytree of arrays: it jits, vmaps and `device_get`s).
+    With `train_many`, every array has the grid's leading axes in front; `history[i, j]` is
+    one run.
 
     Attributes:
         loss: (steps,) training loss of each step's batch, before that step's update.
         accuracy: (steps,) accuracy on that batch (nan for regression).
         grad_norm: (steps,) global norm of the gradient of all parameters.
+        update_norm: (steps,) global norm of the optimizer's update.
         layer_grad_norms: (steps, layers) Frobenius norm of the gradient of each layer's
-            kernel, in the order of `layer_names(model)`.
+            kernel (a stacked kernel: each layer's slice), in the order of
+            `layer_names(model)`, forward order.
         eval_step: (evals,) the step after which each evaluation was taken (0: at init).
         test_loss: (evals,) loss on the whole test set.
         test_accuracy: (evals,) accuracy on the whole test set (nan for regression).
         first_nonfinite_step: () the first step whose loss or gradient was inf or nan, -1 if
             none was.
+        recorded: (steps,) whether the step's per-layer view was recorded (every
+            `record_every` steps, and the first non-finite step).
+        rerun: (steps,) whether it was recorded because it was not finite.
+        skipped: (steps,) whether a `jaxgrad.optim.guard` in the chain skipped the step.
+        spike: (steps,) which of the loss (1), gradient norm (2) and update norm (4) began a
+            spike there (their sum), by the rule and defaults of `recording.Recorder`.
+        rows: the recorded rows, as a `Recorder` buffers them: "step" (-1 for a row not
+            written), "loss", "modules" (`ModuleStats`), "params" (`ParamStats`), "updates"
+            (each of `recording.UPDATE_FIELDS`); read them with `recording()`.
+        layers: their names (`Layers`).
     """
 
     loss: jax.Array
     accuracy: jax.Array
     grad_norm: jax.Array
+    update_norm: jax.Array
     layer_grad_norms: jax.Array
     eval_step: jax.Array
     test_loss: jax.Array
     test_accuracy: jax.Array
     first_nonfinite_step: jax.Array
+    recorded: jax.Array
+    rerun: jax.Array
+    skipped: jax.Array
+    spike: jax.Array
+    rows: dict
+    layers: Layers = dataclasses.field(metadata={"static": True})
+
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        """The names of the columns of `layer_grad_norms`, in forward order."""
+        return self.layers.names
+
+    @property
+    def grid_shape(self) -> tuple[int, ...]:
+        """The leading axes of a `train_many` grid; () for one run."""
+        return tuple(self.loss.shape[:-1])
+
+    def __getitem__(self, index: Any) -> History:
+        """One run (or a slice of runs) of a `train_many` grid: every array indexed."""
+        if not self.grid_shape:
+            raise IndexError("this History holds one run; index the runs of a train_many grid")
+        return jax.tree.map(lambda array: array[index], self)
+
+    def recording(self) -> _recording.History:
+        """This run as a `jaxgrad.recording.History`, on the host: `to_frame()`,
+        `first_nonfinite()`, `spikes()`, `profile()` and the `plot.run_*` figures read it as
+        they read a run recorded by a `Recorder`.
+
+        Raises:
+            ValueError: for a `train_many` grid (pick one run first: `history[i, j]`).
+        """
+        if self.grid_shape:
+            raise ValueError(
+                f"this History holds a grid of runs with leading axes {self.grid_shape}; "
+                "pick one run first, e.g. history[0] or history[i, j]"
+            )
+        host = jax.device_get(self)
+        steps = {
+            "step": np.arange(host.loss.shape[0], dtype=np.int32),
+            "loss": host.loss,
+            "grad_norm": host.grad_norm,
+            "update_norm": host.update_norm,
+            "recorded": host.recorded,
+            "rerun": host.rerun,
+            "skipped": host.skipped,
+            "spike": host.spike,
+        }
+        steps = {name: np.asarray(steps[name], np.float32) for name in _recorder.STEP_FIELDS}
+        steps["step"] = np.arange(host.loss.shape[0], dtype=np.int32)
+        # from_buffers reads the names off the Layers as off a Recorder
+        return _recording.History.from_buffers(self.layers, host.rows, steps)
+
+    def to_frame(self) -> Any:
+        """The recorded rows as a tidy table: step, kind, name, order (forward), statistic,
+        value (`recording.History.to_frame`)."""
+        return self.recording().to_frame()
+
+    def profile(self, step: int | None = None, **known: Any) -> _stats.Profile:
+        """The `jaxgrad.stats.Profile` of a recorded step, for `jaxgrad.diagnose(history)`
+        (`recording.History.profile`: by default the first non-finite recorded step, else
+        the last)."""
+        return self.recording().profile(step, **known)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -194,59 +310,89 @@ def _check_schedule(steps: int, batch_size: int, eval_every: int | None, n_train
 # ----------------------------------------------------------------------------- layers
 
 
-def _is_stacked(model: nnx.Module) -> bool:
-    return hasattr(model, "blocks") and hasattr(model, "depth")
+def _example_input(model: nnx.Module) -> jax.ShapeDtypeStruct:
+    """An input batch of one example for jaxgrad's own models, which know their input size."""
+    if isinstance(model, _nn.RNN):
+        return jax.ShapeDtypeStruct((1, 1, model.in_features), jnp.float32)
+    if isinstance(model, _nn.MLP | _nn.ResidualMLP):
+        return jax.ShapeDtypeStruct((1, model.in_features), jnp.float32)
+    raise TypeError(
+        f"layer_names needs x, an example input batch, for a {type(model).__name__}: the "
+        "layers are ordered as the model calls them, which only a forward pass shows"
+    )
 
 
-def _order(path: tuple) -> tuple[int, tuple]:
-    first = str(path[0])
-    rank = {"input_layer": 0, "blocks": 1, "readout": 3}.get(first, 2)
-    return rank, tuple(str(p) for p in path)
+def _mean_output(model: nnx.Module, x: jax.Array) -> jax.Array:
+    return jnp.mean(jnp.asarray(model(x), jnp.float32))
 
 
-def _kernel_paths(model: nnx.Module, params: nnx.State) -> list[tuple]:
-    paths = [path for path, _ in nnx.to_flat_state(params) if str(path[-1]) == "kernel"]
-    if not paths:
-        raise ValueError(f"{type(model).__name__} has no parameter named 'kernel' to watch")
-    return sorted(paths, key=_order)
+def _learn_layers(model: nnx.Module, loss_fn: Callable, batch: Any) -> tuple[Any, Any, Layers]:
+    """What `loss_fn(model, batch)` calls, from an abstract pass (no compute; the model and
+    the batch may be abstract): (inspection spec, capture layout, `Layers`)."""
+    spec = _inspection._spec(model, None, None, _stats.SATURATION_THRESHOLD)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    learned = {}
+
+    def plan(params, rest, batch):
+        learned["layout"] = _inspection.learn_layout(graphdef, loss_fn, spec, params, rest, batch)
+        return jnp.zeros(())
+
+    jax.eval_shape(plan, params, rest, batch)
+    layout = learned["layout"]
+    rows = _capture.rows(layout)
+    param_rows = _inspection.param_rows_of(layout, rows, params)
+    layers, names = [], []
+    for index, name in enumerate(param_rows.names):
+        prefix, _, last = name.rpartition(".")
+        if last in ("kernel", "embedding"):
+            layers.append(index)
+            names.append(prefix or name)
+    if not layers:
+        raise ValueError(
+            f"{type(model).__name__} has no parameter named 'kernel' or 'embedding' to watch"
+        )
+    activation = None if spec.activation is None else _inspection._act.name_of(spec.activation)
+    return (
+        spec,
+        layout,
+        Layers(
+            module_names=tuple(row.name for row in rows),
+            module_types=tuple(row.module_type for row in rows),
+            param_rows=param_rows,
+            activation=activation,
+            layers=tuple(layers),
+            names=tuple(names),
+        ),
+    )
 
 
-def layer_names(model: nnx.Module) -> list[str]:
-    """The names of the layers whose gradient norms `History.layer_grad_norms` holds.
+def layer_names(model: nnx.Module, x: Any = None) -> list[str]:
+    """The names of the layers whose gradient norms `History.layer_grad_norms` holds, in
+    forward order.
 
-    A layer is a parameter named `kernel` (the weights of `nnx.Linear` and `nnx.Conv`);
-    kernels under the stacked `blocks` of `jaxgrad.nn.MLP` and `jaxgrad.nn.ResidualMLP` count
-    as one layer per block ("blocks[3]"; all of a block's kernels together). Order: the input
-    projection, the blocks from first to last, other kernels by path, the readout.
+    A layer is a parameter named `kernel` (the weights of `nnx.Linear` and `nnx.Conv`) or
+    `embedding`, one per layer of a stack applied with `jax.lax.scan` or `nnx.scan`
+    ("blocks[3].linear"), named by its path without ".kernel". Forward order is the order in
+    which the model first calls the layers' modules (learned as `jaxgrad.inspect` learns it,
+    from an abstract pass: nothing is computed); kernels the model uses without calling
+    their module come last, in the model's order.
+
+    Args:
+        model: any Flax NNX model (an abstract one from `nnx.eval_shape` will do).
+        x: an example input batch (only its shape and dtype are read); may be omitted for
+            jaxgrad's own `MLP`, `ResidualMLP` and `RNN`, which know their input size.
+
+    Example:
+        >>> from flax import nnx
+        >>> from jaxgrad import nn, train
+        >>> train.layer_names(nn.MLP(4, 8, depth=2, out_features=3, rngs=nnx.Rngs(0)))
+        ['input_layer', 'blocks[0].linear', 'blocks[1].linear', 'readout']
     """
-    _, params, _ = nnx.split(model, nnx.Param, ...)
-    names = []
-    blocks_seen = False
-    for path in _kernel_paths(model, params):
-        if _is_stacked(model) and str(path[0]) == "blocks":
-            if not blocks_seen:
-                names += [f"blocks[{i}]" for i in range(model.depth)]
-                blocks_seen = True
-        else:
-            names.append("/".join(str(p) for p in path[:-1]) or "kernel")
-    return names
-
-
-def _layer_grad_norms(grads: nnx.State, paths: list[tuple], stacked: bool) -> jax.Array:
-    flat = dict(nnx.to_flat_state(grads))
-    norms, block_norms = [], []
-    for path in paths:
-        g = jnp.asarray(flat[path][...], jnp.float32)
-        if stacked and str(path[0]) == "blocks":
-            if not block_norms:
-                norms.append(None)  # placeholder: all block kernels land at the first one
-            block_norms.append(_stats.norm(g.reshape(g.shape[0], -1), axis=1))
-        else:
-            norms.append(_stats.norm(g).reshape(1))
-    if block_norms:
-        # a block's norm over all its kernels: the norm of their norms
-        norms[norms.index(None)] = _stats.norm(jnp.stack(block_norms), axis=0)
-    return jnp.concatenate(norms)
+    if not isinstance(model, nnx.Module):
+        raise TypeError(f"model must be a Flax NNX module, got {type(model).__name__}")
+    x = _example_input(model) if x is None else x
+    shaped = jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x))
+    return list(_learn_layers(model, _mean_output, shaped)[2].names)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -263,39 +409,80 @@ def _loss_and_accuracy(output: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.
     return jnp.mean(jnp.square(output - target)), jnp.array(jnp.nan, jnp.float32)
 
 
+def _loss(model: nnx.Module, batch: tuple[jax.Array, jax.Array]) -> jax.Array:
+    """The training loss of a batch (x, y), as `jaxgrad.inspect` differentiates it."""
+    return _loss_and_accuracy(model(batch[0]), batch[1])[0]
+
+
+# a spike is flagged as `recording.Recorder` flags it, with its defaults
+_SPIKE = {
+    name: inspect.signature(_recording.Recorder.__init__).parameters[f"spike_{name}"].default
+    for name in ("factor", "decay", "warmup")
+}
+
+
 class _Program(NamedTuple):
     """Everything static about one training run (hashable, a jit static argument)."""
 
     graphdef: Any
     eval_graphdef: Any
     tx: Any
-    kernel_paths: tuple
-    stacked: bool
     steps: int
     batch_size: int
     eval_every: int
+    record_every: int
+    rerun: bool  # measure the first non-finite step off the schedule (not under vmap)
+    spec: Any
+    layout: Any
+    layers: Layers
 
 
-def _program(model: nnx.Module, tx: optax.GradientTransformation, steps, batch_size, eval_every):
-    graphdef, params, _ = nnx.split(model, nnx.Param, ...)
+def _program(model, tx, arrays, steps, batch_size, eval_every, record_every, rerun):
+    graphdef, _, _ = nnx.split(model, nnx.Param, ...)
     evaluator = nnx.clone(model)
     evaluator.eval()
     eval_graphdef = nnx.split(evaluator, nnx.Param, ...)[0]
+    batch = tuple(
+        jax.ShapeDtypeStruct((batch_size, *array.shape[1:]), array.dtype)
+        for array in (arrays.x_train, arrays.y_train)
+    )
+    spec, layout, layers = _learn_layers(model, _loss, batch)
     return _Program(
         graphdef,
         eval_graphdef,
         tx,
-        tuple(_kernel_paths(model, params)),
-        _is_stacked(model),
         steps,
         batch_size,
         eval_every,
+        record_every,
+        rerun,
+        spec,
+        layout,
+        layers,
     )
 
 
 def _evaluate(program: _Program, params, rest, x, y):
     model = nnx.merge(program.eval_graphdef, params, rest)
     return _loss_and_accuracy(model(x), y)
+
+
+def _record_every(record_every: int | None, steps: int) -> int:
+    """The default: about 100 recorded steps."""
+    if record_every is None:
+        return max(1, steps // 100)
+    return _positive_int("record_every", record_every)
+
+
+def _put(buffer: Any, slot: jax.Array, row: Any, where: jax.Array) -> Any:
+    """`row` written at `slot` of `buffer` where `where` (one row's dynamic update)."""
+
+    def put(buf, value):
+        kept = jax.lax.dynamic_index_in_dim(buf, slot, 0, keepdims=False)
+        value = jnp.where(where, value.astype(buf.dtype), kept)
+        return jax.lax.dynamic_update_index_in_dim(buf, value, slot, 0)
+
+    return jax.tree.map(put, buffer, row)
 
 
 def minibatches(key: jax.Array, steps: int, n_train: int, batch_size: int) -> jax.Array:
@@ -314,27 +501,83 @@ def minibatches(key: jax.Array, steps: int, n_train: int, batch_size: int) -> ja
 
 
 def _fit(program: _Program, params, rest, opt_state, data: _data.Dataset, key):
-    """The whole training as nested scans: evaluations outside, steps inside."""
+    """The whole training as nested scans: evaluations outside, steps inside; every
+    `record_every` steps (a `lax.cond` on the step, which `vmap` leaves a branch) the
+    per-layer view of `jaxgrad.recording`, into a buffer of the recorded rows."""
     n_train = data.x_train.shape[0]
+    graphdef, spec, layout = program.graphdef, program.spec, program.layout
+    param_rows = program.layers.param_rows
+    layers = np.asarray(program.layers.layers, np.int32)
 
-    def step(carry, batch):
-        params, rest, opt_state, index = carry
-        xb, yb = data.x_train[batch], data.y_train[batch]
+    def measured(params, rest, batch):
+        # the Recorder's recorded pass: inspect's instrumented forward and backward
+        loss, grads, new_rest, report = _inspection.measure(
+            graphdef, _loss, spec, params, rest, batch, layout
+        )
+        model = nnx.merge(graphdef, params, rest, copy=True)  # the accuracy: a forward pass
+        accuracy = _loss_and_accuracy(model(batch[0]), batch[1])[1]
+        row = {"loss": report.loss, "modules": report.modules, "params": report.params}
+        return loss, accuracy, grads, new_rest, row
 
-        def loss_fn(params):
-            # fresh Variables at this trace level, so batch norm may update its statistics
-            model = nnx.merge(program.graphdef, params, jax.tree.map(jnp.asarray, rest))
-            loss, accuracy = _loss_and_accuracy(model(xb), yb)
+    first_batch = (data.x_train[: program.batch_size], data.y_train[: program.batch_size])
+    template = jax.eval_shape(lambda: measured(params, rest, first_batch)[4])
+    empty = _recorder._nan_like(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), template))
+
+    def plain(params, rest, batch):
+        def loss_of(params):
+            model = nnx.merge(graphdef, params, rest, copy=True)
+            loss, accuracy = _loss_and_accuracy(model(batch[0]), batch[1])
             return loss, (accuracy, nnx.split(model, nnx.Param, ...)[2])
 
-        (loss, (accuracy, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        (loss, (accuracy, new_rest)), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
+        return loss, accuracy, grads, new_rest, empty
+
+    count = len(param_rows.names)
+    no_updates = {
+        name: jnp.full((count,), jnp.nan, jnp.float32) for name in _recorder.UPDATE_FIELDS
+    }
+    capacity = -(-program.steps // program.record_every) + int(program.rerun)
+    record = {"step": jnp.zeros((), jnp.int32), **empty, "updates": no_updates}
+    rows = jax.tree.map(lambda leaf: jnp.stack([leaf] * capacity), _recorder._nan_like(record))
+
+    def step(carry, batch):
+        params, rest, opt_state, index, rows, averages, rerun_done = carry
+        batch = (data.x_train[batch], data.y_train[batch])
+        if program.record_every == 1:  # every step measured: no branch to compile
+            now = jnp.ones((), bool)
+            loss, accuracy, grads, rest_after, row = measured(params, rest, batch)
+        else:
+            now = index % program.record_every == 0
+            loss, accuracy, grads, rest_after, row = jax.lax.cond(
+                now, measured, plain, params, rest, batch
+            )
+        row_grad_norms = param_rows.norms(grads).astype(jnp.float32)
+        grad_norm = _stats.norm(row_grad_norms)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        rerun = jnp.zeros((), bool)
+        if program.rerun and program.record_every > 1:  # the first non-finite step is
+            # measured, whatever the schedule
+            rerun = ~finite & ~now & ~rerun_done
+            row = jax.lax.cond(rerun, lambda: measured(params, rest, batch)[4], lambda: row)
+            rerun_done = rerun_done | rerun
         updates, opt_state = program.tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        grad_norm = _stats.global_norm(grads)
-        layer_norms = _layer_grad_norms(grads, list(program.kernel_paths), program.stacked)
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        record = (loss, accuracy, grad_norm, layer_norms, finite, index)
-        return (params, rest, opt_state, index + 1), record
+        update_norm = _stats.norm(param_rows.norms(updates)).astype(jnp.float32)
+        taken = now | rerun
+        weight_norm = row["params"].weight_norm
+        row["updates"] = jax.lax.cond(
+            taken,
+            lambda: _recorder.update_stats(param_rows, updates, weight_norm, opt_state),
+            lambda: no_updates,
+        )
+        skipped = _recorder.guard_skipped(opt_state)
+        watched = jnp.stack([loss.astype(jnp.float32), grad_norm, update_norm])
+        spike, averages = _recorder.spike_onsets(averages, index, watched, **_SPIKE)
+        slot = jnp.where(rerun, capacity - 1, index // program.record_every)
+        rows = _put(rows, slot, {"step": index, **row}, taken)
+        out = (loss, accuracy, grad_norm, update_norm, row_grad_norms[layers], finite, index)
+        out += (taken, rerun, skipped, spike)
+        return (params, rest_after, opt_state, index + 1, rows, averages, rerun_done), out
 
     def chunk(carry, chunk_batches):
         carry, records = jax.lax.scan(step, carry, chunk_batches)
@@ -343,24 +586,33 @@ def _fit(program: _Program, params, rest, opt_state, data: _data.Dataset, key):
 
     n_evals = program.steps // program.eval_every
     initial_test = _evaluate(program, params, rest, data.x_test, data.y_test)
-    carry = (params, rest, opt_state, jnp.zeros((), jnp.int32))
+    carry = (params, rest, opt_state, jnp.zeros((), jnp.int32), rows)
+    carry += (jnp.zeros((6,), jnp.float32), jnp.zeros((), bool))
     batches = minibatches(key, program.steps, n_train, program.batch_size)
     batches = batches.reshape(n_evals, program.eval_every, program.batch_size)
     carry, (records, tests) = jax.lax.scan(chunk, carry, batches)
-    params, rest, opt_state, _ = carry
-    loss, accuracy, grad_norm, layer_norms, finite, index = jax.tree.map(
+    params, rest, opt_state, _, rows, _, _ = carry
+    (loss, accuracy, grad_norm, update_norm, layer_norms, finite, index, *flags) = jax.tree.map(
         lambda a: a.reshape(program.steps, *a.shape[2:]), records
     )
+    recorded, rerun, skipped, spike = flags
     first_bad = jnp.min(jnp.where(finite, program.steps, index))
     history = History(
         loss=loss,
         accuracy=accuracy,
         grad_norm=grad_norm,
+        update_norm=update_norm,
         layer_grad_norms=layer_norms,
         eval_step=jnp.arange(n_evals + 1, dtype=jnp.int32) * program.eval_every,
         test_loss=jnp.concatenate([initial_test[0][None], tests[0]]),
         test_accuracy=jnp.concatenate([initial_test[1][None], tests[1]]),
         first_nonfinite_step=jnp.where(first_bad == program.steps, -1, first_bad),
+        recorded=recorded,
+        rerun=rerun,
+        skipped=skipped,
+        spike=spike.astype(jnp.int32),
+        rows=rows,
+        layers=program.layers,
     )
     return params, rest, opt_state, history
 
@@ -378,6 +630,7 @@ def train(
     batch_size: int = 128,
     eval_every: int | None = None,
     opt_state: optax.OptState | None = None,
+    record_every: int | None = None,
 ) -> History:
     """Train `model` in place with the Optax chain `tx` on minibatches of `data`.
 
@@ -400,9 +653,12 @@ def train(
         eval_every: evaluate every this many steps (must divide `steps`); default: at the
             start and the end only.
         opt_state: the chain's state to continue from; default `tx.init(params)`.
+        record_every: record the per-layer view (see the module docstring) every this many
+            steps, from step 0; default `max(1, steps // 100)`, about 100 recorded steps.
 
     Returns:
-        `History`.
+        `History`; `history.recording()` is the run as `jaxgrad.recording` reads it, and
+        `jaxgrad.diagnose(history)` its verdict.
 
     Raises:
         ValueError / TypeError: for a bad step count, batch size, evaluation interval or data,
@@ -417,7 +673,8 @@ def train(
     )
     _check_targets(model, arrays)
     key = _prng.check_key(key, single=True)
-    program = _program(model, tx, steps, batch_size, eval_every)
+    record_every = _record_every(record_every, steps)
+    program = _program(model, tx, arrays, steps, batch_size, eval_every, record_every, True)
     _, params, rest = nnx.split(model, nnx.Param, ...)
     opt_state = tx.init(params) if opt_state is None else opt_state
     params, rest, _, history = _fit_jit(program, params, rest, opt_state, arrays, key)
@@ -479,6 +736,7 @@ def train_many(
     batch_size: int = 128,
     eval_every: int | None = None,
     chunk_size: int | None = None,
+    record_every: int | None = None,
 ) -> tuple[History, Grid]:
     """Train one model per point of the grid seeds x hyperparams, vmapped in one program.
 
@@ -497,7 +755,10 @@ def train_many(
         data: as for `train`.
         seeds: integer seeds, the grid's first axis.
         hyperparams: name -> 1-D values, the grid's next axes in this order.
-        steps, batch_size, eval_every: as for `train`.
+        steps, batch_size, eval_every, record_every: as for `train`; the recorded steps
+            are the scheduled ones only (a first non-finite step off the schedule is seen in
+            the per-step loss and norms, not measured again: under `vmap` that would measure
+            every step).
         chunk_size: train at most this many configurations at once (`jax.lax.map` over
             chunks of a vmapped program) to bound memory; default all at once.
 
@@ -530,7 +791,8 @@ def train_many(
     )
     tx = _check_transformation(_call_with(optimizer_fn, **first))
     _check_targets(model, arrays)
-    program = _program(model, tx, steps, batch_size, eval_every)
+    record_every = _record_every(record_every, steps)
+    program = _program(model, tx, arrays, steps, batch_size, eval_every, record_every, False)
     names = tuple(grid.hyperparams)
     history = _train_many_jit(
         program,
