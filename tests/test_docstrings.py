@@ -39,6 +39,7 @@ MODULES = (
     "jaxgrad.store",
     "jaxgrad.data",
     "jaxgrad.prng",
+    "jaxgrad.plot",
 )
 """The modules whose docstrings are checked (the rest are listed in the test's history)."""
 

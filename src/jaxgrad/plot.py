@@ -494,14 +494,14 @@ def phase_diagram(
             wrong shape.
 
     Example:
-        >>> import jax, jax.numpy as jnp
+        >>> import jax.numpy as jnp
         >>> from jaxgrad import plot, theory
         >>> sigma_b2 = jnp.array([0.0, 0.05])
-        >>> grid = theory.phase_diagram("tanh", jnp.linspace(0.5, 3, 3), sigma_b2)
-        >>> critical = jax.vmap(lambda b2: theory.critical_sigma_w2("tanh", b2))(sigma_b2)
+        >>> grid = theory.phase_diagram("tanh", jnp.linspace(1, 4, 4), sigma_b2)
+        >>> critical = theory.critical_sigma_w2("tanh", sigma_b2)
         >>> fig = plot.phase_diagram(grid, critical_sigma_w2=critical)
         >>> fig.axes[0].collections[0].get_array().shape
-        (2, 3)
+        (2, 4)
 
     References:
         Poole et al. 2016, figure 2; Schoenholz et al. 2017, figure 1.
