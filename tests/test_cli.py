@@ -643,7 +643,7 @@ def subcommands():
     return choices
 
 
-@pytest.mark.parametrize("name", ["demo", "sweep", "plot", "report", "gain", "phase", "spectrum"])
+@pytest.mark.parametrize("name", sorted(subcommands()))
 def test_every_option_has_help_and_shows_its_default(name):
     parser = subcommands()[name]
     formatter = parser._get_formatter()
@@ -659,7 +659,7 @@ def test_every_option_has_help_and_shows_its_default(name):
             shown = action.default
             shown = " ".join(map(str, shown)) if isinstance(shown, list) else str(shown)
             assert f"(default: {shown})" in text, (name, action.dest, text)
-    assert set(subcommands()) == {"demo", "sweep", "plot", "report", "gain", "phase", "spectrum"}
+    assert {"demo", "sweep", "plot", "report", "gain", "phase", "spectrum"} <= set(subcommands())
     parser.format_help()  # no % left unescaped
 
 

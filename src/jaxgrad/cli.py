@@ -334,12 +334,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
             f"{results} holds {len(expected) - missing} of the {len(expected)} networks of its "
             "sweep; drawing those (run the sweep again to compute the rest)"
         )
-    chosen = _filtered(frame, args)
-    if chosen.empty:
-        given = " ".join(
-            f"{_flag(c)} {' '.join(getattr(args, c))}" for c in PLOT_AXES if getattr(args, c)
-        )
-        raise UsageError(f"no results of {results} match {given} together")
+    chosen = _filtered(frame, args)  # never empty: each filter keeps a value it found
     draw = _plot_heatmap if args.kind == "heatmap" else _plot_profiles
     return draw(chosen, out)
 
@@ -360,6 +355,8 @@ def _title(text: str, width: int) -> str:
 
 
 def _plot_profiles(frame, out: Path) -> int:
+    import numpy as np
+
     from jaxgrad import plot
 
     depths = sorted(frame.depth.unique())
@@ -382,8 +379,12 @@ def _plot_profiles(frame, out: Path) -> int:
         label = ", ".join(
             f"{c} = {_value_text(v)}" for c, v in zip(varying, values, strict=True)
         ) or _fixed_text(frame, ["sigma_w2"])
-        # the median over seeds, layer by layer (one seed: its own values)
-        curves[label] = rows.groupby("layer", as_index=False)[fields].median()
+        # the median over seeds, layer by layer (one seed: its own values); a seed's nan
+        # makes the layer's median nan (pandas' median would skip it), which the figure
+        # reports as not drawn rather than hiding
+        curves[label] = rows.groupby("layer", as_index=False)[fields].agg(
+            lambda column: np.median(column.to_numpy())
+        )
     figure = plot.layer_profiles(curves, None, fields=fields, relative_to_last=("act_grad_norm",))
     fixed = _fixed_text(frame, [c for c in axes if c not in varying])
     seeds = _seeds_text(frame)
