@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format clean
+.PHONY: demo test docs lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,9 +31,22 @@ test-fast: $(STAMP)
 wheel-check:
 	PYTHON=$(PYTHON) .ci/wheel-check
 
+# The documentation site in docs/_build/html; warnings are errors. Notebooks are executed
+# (cached between builds here; CI runs `make docs DOCS_EXECUTE=force`, every page afresh).
+DOCS_EXECUTE ?= cache
+DOCS_STAMP := $(VENV)/.installed-docs
+
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	JAXGRAD_DOCS_EXECUTE=$(DOCS_EXECUTE) $(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+	@echo "docs/_build/html/index.html"
+
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) jaxgrad-out .pytest_cache .ruff_cache
+	rm -rf $(VENV) jaxgrad-out .pytest_cache .ruff_cache docs/_build docs/api
