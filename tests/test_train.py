@@ -57,6 +57,7 @@ def reference_loop(model, tx, dataset, steps, batch_size, key, seen=None):
     return np.array(losses), grads_seen, nnx.merge(graphdef, params)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_train_equals_python_loop(task, key, optimizer):
     tx = optax.sgd(0.1, momentum=0.9) if optimizer == "sgd" else optax.adam(1e-2)
@@ -98,6 +99,7 @@ def test_minibatches_cover_every_example_once_per_epoch(key):
     np.testing.assert_array_equal(batches, again)
 
 
+@pytest.mark.slow
 def test_history_does_not_depend_on_eval_every(task, key):
     a = train.train(small_mlp(), optax.sgd(0.05), task, steps=10, key=key, eval_every=2)
     b = train.train(small_mlp(), optax.sgd(0.05), task, steps=10, key=key)
@@ -105,6 +107,7 @@ def test_history_does_not_depend_on_eval_every(task, key):
     np.testing.assert_allclose(a.test_loss[jnp.array([0, -1])], b.test_loss, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_trainer_learns_an_easy_task(task, key):
     model = small_mlp(activation="relu", kernel_init=None)
     history = train.train(
@@ -116,6 +119,7 @@ def test_trainer_learns_an_easy_task(task, key):
     assert float(history.loss[-20:].mean()) < 0.3 * float(history.loss[:20].mean())
 
 
+@pytest.mark.slow
 def test_nonfinite_loss_is_recorded_not_raised(task, key):
     model = small_mlp(activation="relu", kernel_init=None)
     history = train.train(
@@ -135,6 +139,7 @@ def test_nonfinite_loss_is_recorded_not_raised(task, key):
     assert float(history.test_accuracy[-1]) == 0.0
 
 
+@pytest.mark.slow
 def test_regression_targets_use_mean_squared_error(key):
     x = jax.random.normal(key, (200, 16))
     y = jnp.sin(x[:, :1])
@@ -147,6 +152,7 @@ def test_regression_targets_use_mean_squared_error(key):
     assert float(history.test_loss[-1]) < 0.5 * float(history.test_loss[0])
 
 
+@pytest.mark.slow
 def test_batch_norm_statistics_update_and_evaluation_uses_them(task, key):
     model = small_mlp(norm="batch")
     before = model.blocks.norm.mean[...]
@@ -159,6 +165,7 @@ def test_batch_norm_statistics_update_and_evaluation_uses_them(task, key):
     np.testing.assert_allclose(history.test_loss[-1], loss, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_randomized_activation_advances_its_stream(task, key):
     """Random state other than parameters (RReLU's stream) is carried through the loop."""
     rngs = nnx.Rngs(0)
@@ -173,6 +180,7 @@ def test_randomized_activation_advances_its_stream(task, key):
     assert history.layer_names == ("layers.0", "layers.2")
 
 
+@pytest.mark.slow
 def test_second_call_does_not_recompile(task, key):
     tx = optax.sgd(0.05)
     train.train(small_mlp(), tx, task, steps=4, key=key)
@@ -214,6 +222,7 @@ class StemConvsHead(nnx.Module):
         return self.head(x)
 
 
+@pytest.mark.slow
 def test_layers_are_in_forward_order(task, key):
     forward = ["stem", *[f"convs.{i}" for i in range(11)], "head"]
     assert sorted(forward) != forward
@@ -264,6 +273,7 @@ def recorded_run(task):
     return history, losses, grads, seen
 
 
+@pytest.mark.slow
 def test_recorded_view_equals_an_unrolled_loop(recorded_run):
     """The rows train records (with the Recorder's functions) against jax.grad, the updates
     and the logits of a Python loop, at the recorded steps."""
@@ -330,6 +340,7 @@ def many(task):
     return train.train_many(scaled_mlp, momentum, task, **MANY)
 
 
+@pytest.mark.slow
 def test_train_many_equals_separate_runs(task, many):
     history, grid = many
     assert grid.shape == (2, 2, 2)
@@ -375,12 +386,14 @@ def test_train_many_equals_separate_runs(task, many):
                 )
 
 
+@pytest.mark.slow
 def test_train_many_chunked_equals_unchunked(task, many):
     chunked, _ = train.train_many(scaled_mlp, momentum, task, chunk_size=3, **MANY)
     np.testing.assert_allclose(many[0].loss, chunked.loss, rtol=1e-5)
     np.testing.assert_allclose(many[0].test_accuracy, chunked.test_accuracy, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_pretrain_layerwise(key):
     x = jax.random.uniform(key, (256, 12))
     model = nn.MLP(12, 16, 4, 3, activation="sigmoid", rngs=nnx.Rngs(0))
