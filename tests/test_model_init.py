@@ -525,6 +525,7 @@ def cnn_batch():
     return x, jax.random.randint(jax.random.key(1), (32,), 0, 10)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["critical", "lsuv"])
 def test_cure_of_a_collapsed_relu_cnn(cnn_batch, method):
     """Every kernel gradient near 1e-12 (N(0, 0.01^2) weights, 11 layers): vanishing before;
@@ -546,6 +547,7 @@ def test_cure_of_a_collapsed_relu_cnn(cnn_batch, method):
     assert set(result.to_frame()["when"]) == {"before", "after"}
 
 
+@pytest.mark.slow
 def test_critical_cure_draws_the_prescribed_variances():
     """ReLU: kernels N(0, 2 / fan_in) (He); tanh with zero biases: the biases are redrawn
     with sigma_b2 = 0.05 and the kernels at tanh's critical sigma_w2 there (1.761)."""
@@ -570,6 +572,7 @@ def test_critical_cure_draws_the_prescribed_variances():
     np.testing.assert_allclose(kernels.var() * 128, prescription.sigma_w2, rtol=0.02)
 
 
+@pytest.mark.slow
 def test_cure_refuses_what_it_cannot_do(cnn_batch):
     model = FunctionalReLUCNN(1, init.normal(0.01), rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="method must be one of auto, critical, lsuv"):
