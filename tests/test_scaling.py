@@ -116,9 +116,9 @@ def test_statistics_match_a_hand_written_loop(optimizer):
 def test_vmapped_seeds_equal_separate_runs():
     batches = batch_list(2)
     together = scaling.coord_check(
-        make_mlp, optax.adam(0.01), batches, widths=[8], seeds=[3, 1, 2], steps=2, loss_fn=mse
+        make_mlp, optax.adam(0.01), batches, widths=[8], seeds=[3, 1], steps=2, loss_fn=mse
     )
-    for index, seed in enumerate([3, 1, 2]):
+    for index, seed in enumerate([3, 1]):
         alone = scaling.coord_check(
             make_mlp, optax.adam(0.01), batches, widths=[8], seeds=[seed], steps=2, loss_fn=mse
         )
@@ -630,3 +630,46 @@ def test_jaxgrad_coord_command_writes_tables_and_figures(tmp_path, capsys):
     config.write_text('parametrization = "ntk"\n')
     assert cli.main(["coord", str(config)]) == 2
     assert "bad coord configuration" in capsys.readouterr().err
+
+
+class EmbedReadout(nnx.Module):
+    """Tokens -> embedding -> zero-initialized readout, on (batch, length, width) arrays."""
+
+    def __init__(self, width, rngs):
+        self.embed = nnx.Embed(11, width, rngs=rngs)
+        self.readout = scaling.MuReadout(width, 11, base_in_features=16, zero_init=True, rngs=rngs)
+
+    def __call__(self, tokens):
+        return self.readout(self.embed(tokens))
+
+
+def make_embed_readout(width, depth, rngs):
+    return EmbedReadout(width, rngs)
+
+
+def next_token_loss(model, tokens):
+    logits = model(tokens)[:, :-1]
+    return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]).mean()
+
+
+def test_change_of_a_zero_initialized_readout_is_its_output():
+    """With a zero initial readout, x_t - x_0 is x_t: the change equals mean |x| at every
+    step (inside the steps' scan this once read garbage, 1e31, from an XLA CPU miscompile
+    of the reference pass)."""
+    tokens = np.random.default_rng(0).integers(0, 11, (4, 6)).astype(np.int32)
+    check = scaling.coord_check(
+        make_embed_readout,
+        optax.adam(0.01),
+        tokens,
+        widths=[64],
+        seeds=2,
+        steps=2,
+        loss_fn=next_token_loss,
+    )
+    point = check.point(64)
+    readout = point.layers.index("readout")
+    np.testing.assert_array_equal(point.modules[:, 0, readout, 0], 0.0)
+    np.testing.assert_allclose(
+        point.modules[:, :, readout, 2], point.modules[:, :, readout, 0], rtol=1e-6
+    )
+    assert np.all(point.modules[:, 1, readout, 0] > 0)

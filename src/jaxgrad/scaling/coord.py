@@ -295,12 +295,19 @@ def _program(make_model, width, depth, loss_fn, optimizer, spec, seeds, batches)
             loss, records, new_rest = _forward(graphdef, loss_fn, spec, params, rest, batch)
             return loss, (records, new_rest)
 
-        def step(carry, batch):
+        # The initial model's outputs on every batch, computed before the steps' scan (an
+        # XLA CPU miscompile gave garbage for a 3-d input times a zero-initialized kernel
+        # when this forward pass ran inside the scan's body).
+        initials = jax.vmap(
+            lambda batch: _forward(graphdef, loss_fn, spec, params0, rest0, batch)[1]
+        )(batches)
+
+        def step(carry, inputs):
+            batch, initial = inputs
             params, rest, opt_state = carry
             (loss, (records, new_rest)), grads = jax.value_and_grad(loss_of, has_aux=True)(
                 params, rest, batch
             )
-            _, initial, _ = _forward(graphdef, loss_fn, spec, params0, rest0, batch)
             change = jax.tree.map(lambda now, then: now - then, records, initial)
             modules = jnp.stack(
                 [
@@ -320,7 +327,7 @@ def _program(make_model, width, depth, loss_fn, optimizer, spec, seeds, batches)
             return (params, new_rest, opt_state), (loss, modules, param_values)
 
         carry = (params0, rest0, optimizer.init(params0))
-        return jax.lax.scan(step, carry, batches)[1]
+        return jax.lax.scan(step, carry, (batches, initials))[1]
 
     return jax.vmap(one_seed)(seeds)
 
