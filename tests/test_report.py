@@ -3,11 +3,12 @@
 import math
 
 import jax
+import numpy as np
 import optax
 import pytest
 from flax import nnx
 
-from jaxgrad import data, init, nn, report, theory, train
+from jaxgrad import data, diagnose, init, nn, report, theory, train
 from jaxgrad.propagation import seed_experiment
 
 pytestmark = pytest.mark.slow  # the module's fixture builds the whole demo report (a minute)
@@ -27,10 +28,14 @@ def test_report_files_are_written_and_self_contained(built):
         "Seed experiment", "Order and chaos", "Gradients across depth", "Dynamical isometry",
         "Remedies", "Your own model",
     ]  # fmt: skip
-    assert html.count("data:image/png;base64,") == len(result.sections)
+    figures = [(s.figure, s.title) for s in result.sections]
+    figures += [figure for s in result.sections for figure in s.figures]
+    assert html.count("data:image/png;base64,") == len(figures)
     for section in result.sections:
         assert f"## {section.title}" in markdown
-        assert (out / section.figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for figure, caption in figures:
+        assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert caption in markdown
 
 
 def test_seed_rows_equal_the_seed_experiment(built):
@@ -74,26 +79,57 @@ def test_isometry_rows(built):
 
 def test_remedy_rows(built):
     _, result = built
-    rows = {row[0]: (float(row[1]), float(row[2])) for row in result.sections[4].rows}
-    baseline_accuracy, baseline_ratio = rows["none: sigmoid, N(0, 0.1^2) weights"]
+    section = result.sections[4]
+    rows = {row[0]: row for row in section.rows}
+    baseline = rows["none: sigmoid, N(0, 0.1^2) weights"]
     # the 20-layer sigmoid network does not learn (10 classes: chance is 0.1) and its first
-    # layer's gradient is some 1e-14 of its last layer's
-    assert baseline_accuracy < 0.2
-    assert baseline_ratio < 1e-8
+    # layer's gradient is some 1e-14 of its last layer's; diagnose says vanishing, by the
+    # gradient ratio, at the last recorded step
+    assert float(baseline[1]) < 0.2
+    assert float(baseline[2]) < 1e-8
+    assert baseline[3:5] == ["vanishing (step 590)", "gradient_ratio"]
     for name in ("ReLU with He init", "tanh with Xavier init", "batch norm"):
-        accuracy, ratio = rows[name]
+        accuracy, ratio = float(rows[name][1]), float(rows[name][2])
         assert accuracy > 0.8, name
         assert 0.1 < ratio < 10, name
+        assert rows[name][3] == "stable (step 590)", name
     # the residual network learns, with a first-layer gradient no longer vanishing
-    assert rows["residual connections"][0] > 0.8
-    assert rows["residual connections"][1] > 1e-3
-    # the batch-norm row equals a separate training run of the same network
-    model = nn.MLP(64, 64, report.REMEDY_DEPTH, 10, activation="sigmoid",
-                   kernel_init=init.normal(0.1), norm="batch", rngs=nnx.Rngs(0))  # fmt: skip
-    history = train.train(
-        model, optax.sgd(0.1), data.digits(), steps=600, batch_size=64, key=jax.random.key(0)
-    )
-    assert rows["batch norm"][0] == pytest.approx(float(history.test_accuracy[-1]), abs=2e-3)
+    assert float(rows["residual connections"][1]) > 0.8
+    assert float(rows["residual connections"][2]) > 1e-3
+    # one heatmap of the recorded kernel gradient norms per remedy
+    assert len(section.figures) == len(report.REMEDIES)
+
+
+def test_remedy_verdicts_agree_with_a_separate_recorded_run(built):
+    """The batch-norm and baseline rows equal separate training runs of the same networks:
+    the accuracy, the step-0 ratio recomputed from the layer gradient norms of every step,
+    and diagnose's message, whose numbers are those of the recorded rows."""
+    _, result = built
+    rows = {row[0]: row for row in result.sections[4].rows}
+    digits = data.digits()
+    for name, change in (report.REMEDIES[0], report.REMEDIES[3]):
+        options = {"activation": "sigmoid", "kernel_init": init.normal(0.1), **change}
+        model = nn.MLP(64, 64, report.REMEDY_DEPTH, 10, rngs=nnx.Rngs(0), **options)
+        history = train.train(
+            model, optax.sgd(0.1), digits, steps=600, batch_size=64, key=jax.random.key(0),
+            record_every=10,
+        )  # fmt: skip
+        row = rows[name]
+        assert float(row[1]) == pytest.approx(float(history.test_accuracy[-1]), abs=2e-3)
+        first = history.layer_names.index("blocks[0].linear")
+        last = history.layer_names.index(f"blocks[{report.REMEDY_DEPTH - 1}].linear")
+        norms = np.asarray(history.layer_grad_norms[0], np.float64)
+        assert float(row[2]) == pytest.approx(norms[first] / norms[last], rel=1e-2)
+        verdict = diagnose(history)
+        assert row[5] == verdict.message
+        # the message quotes the gradient ratio of the judged step's recorded rows
+        run = history.recording()
+        grads = np.asarray(run.params["grad_norm"][-1], np.float64)
+        ratio = (
+            grads[run.param_names.index("blocks[0].linear.kernel")]
+            / grads[run.param_names.index("readout.kernel")]
+        )
+        assert f"is {ratio:.3g} times that of 'readout'" in verdict.message
 
 
 def test_own_model_rows_are_diagnoses_of_the_models_named(built):

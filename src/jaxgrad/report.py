@@ -38,6 +38,8 @@ class Section:
     header: list[str]
     rows: list[list[str]]
     figure: str | None = None
+    figures: list[tuple[str, str]] = field(default_factory=list)  # more: (file, caption)
+    text_table: bool = False  # a table of prose: cells aligned left
 
 
 @dataclass
@@ -216,32 +218,98 @@ REMEDIES = (
 )
 
 
+def _remedy_run(change: dict, digits: data.Dataset, steps: int, record_every: int):
+    """One remedy's network trained as the section trains it; its `train.History`."""
+    options = {"activation": "sigmoid", "kernel_init": init.normal(0.1), **change}
+    model = nn.MLP(64, 64, REMEDY_DEPTH, 10, rngs=nnx.Rngs(0), **options)
+    return train.train(
+        model,
+        optax.sgd(0.1),
+        digits,
+        steps=steps,
+        batch_size=64,
+        key=jax.random.key(0),
+        record_every=record_every,
+    )
+
+
+REMEDY_RECORDS = 60  # recorded steps per run: the heatmaps' columns
+
+
 def remedies_section(out: Path, steps: int = 600) -> Section:
+    """Each remedy's run recorded per layer (`train.train` records as `jaxgrad.recording`
+    does), its kernels' gradient norms over the recorded steps drawn as a heatmap, and the
+    verdict `diagnose` gives of the run (at its last recorded step, or its first non-finite
+    one), with the numbers it read."""
     digits = data.digits()
-    names, accuracy, ratio, rows = [], [], [], []
-    for name, change in REMEDIES:
-        options = {"activation": "sigmoid", "kernel_init": init.normal(0.1), **change}
-        model = nn.MLP(64, 64, REMEDY_DEPTH, 10, rngs=nnx.Rngs(0), **options)
-        history = jax.device_get(
-            train.train(model, optax.sgd(0.1), digits, steps=steps, batch_size=64,
-                        key=jax.random.key(0))
-        )  # fmt: skip
-        first_block, last_block = history.layer_grad_norms[0, 0], history.layer_grad_norms[0, -2]
+    first = "blocks[0].linear.kernel"
+    last = f"blocks[{REMEDY_DEPTH - 1}].linear.kernel"
+    record_every = max(1, steps // REMEDY_RECORDS)
+    names, accuracy, ratio, rows, figures = [], [], [], [], []
+    for index, (name, change) in enumerate(REMEDIES):
+        history = _remedy_run(change, digits, steps, record_every)
+        run = history.recording()
+        diagnosis = diagnose(history)
+        judged = _diagnosed_step(run)
+        grad = run.params["grad_norm"]
+        column = {row: run.param_names.index(row) for row in (first, last)}
+        start_ratio = float(grad[0, column[first]] / grad[0, column[last]])
         names.append(name)
         accuracy.append(float(history.test_accuracy[-1]))
-        ratio.append(float(first_block / last_block))
-        rows.append([name, _fmt(accuracy[-1]), _fmt(ratio[-1])])
+        ratio.append(start_ratio)
+        rows.append(
+            [
+                name,
+                _fmt(accuracy[-1]),
+                _fmt(start_ratio),
+                f"{diagnosis.verdict} (step {judged})",
+                _deciding_rule(diagnosis),
+                diagnosis.message,
+            ]
+        )
+        kernels = [row for row in run.param_names if row.endswith(".kernel")]
+        figure = f"remedy_{index}_grad_norm.png"
+        heatmap = plot.run_heatmap(run, "grad_norm", rows=kernels)
+        heatmap.axes[0].set_title(f"{name}: {heatmap.axes[0].get_title()}", fontsize=10)
+        heatmap.savefig(out / figure, dpi=plot.DPI)
+        caption = (
+            f"{name}: each kernel's gradient norm ||dL/dW|| at the {len(run.recorded_steps)} "
+            f"recorded steps (every {record_every}); "
+            f"diagnose: {diagnosis.verdict} at step {judged}."
+        )
+        figures.append((figure, caption))
     figure = "remedies.png"
     plot.remedy_summary(names, accuracy, ratio, out / figure, chance=0.1)
     text = (
         f"A {REMEDY_DEPTH}-layer sigmoid MLP of width 64 on scikit-learn's digits, trained "
         f"with SGD (learning rate 0.1, batch 64, {steps} steps) from N(0, 0.1^2) weights, and "
-        "the same network with one remedy each: the test accuracy after training, and the "
-        "first hidden layer's weight-gradient norm over the last one's at the first step. "
-        "experiments/remedies.py runs every remedy with several seeds."
+        "the same network with one remedy each, every run recorded per layer by "
+        f"jaxgrad.train (every {record_every} steps, the view of jaxgrad.recording): "
+        "the test accuracy after training, the first hidden layer's weight-gradient norm "
+        "over the last hidden layer's at step 0, and jaxgrad.diagnose's verdict on the "
+        "recorded run at the step it judged (the last recorded one, or the first that was "
+        "not finite), with the rule it follows from and the numbers it read (its layer 1 is "
+        "the first hidden layer, its last layer the readout). The heatmaps below draw every "
+        "kernel's gradient norm over the recorded steps. experiments/remedies.py runs every "
+        "remedy with several seeds."
     )
-    header = ["remedy", "test accuracy", "first / last layer gradient"]
-    return Section("Remedies", text, header, rows, figure)
+    header = [
+        "remedy",
+        "test accuracy",
+        "first / last hidden layer gradient, step 0",
+        "verdict",
+        "rule",
+        "diagnose's reading",
+    ]
+    return Section("Remedies", text, header, rows, figure, figures, text_table=True)
+
+
+def _diagnosed_step(run) -> int:
+    """The step `diagnose` judges a recorded run at (`recording.History.profile`)."""
+    broken = run.first_nonfinite()
+    if broken is not None and broken.step in run.recorded_steps:
+        return int(broken.step)
+    return int(run.recorded_steps[-1])
 
 
 # ----------------------------------------------------------------------------- your own model
@@ -460,10 +528,14 @@ def write(report: Report, out: Path) -> tuple[Path, Path]:
         md += [f"## {section.title}", "", section.text, ""]
         md += [*_markdown_table(section.header, section.rows), ""]
         parts += [f"<h2>{html.escape(section.title)}</h2>", f"<p>{html.escape(section.text)}</p>"]
-        parts.append(html_table(section.header, section.rows))
+        parts.append(html_table(section.header, section.rows, text=section.text_table))
         if section.figure:
             md += [f"![{section.title}]({section.figure})", ""]
             parts.append(html_image(section.title, (out / section.figure).read_bytes()))
+        for figure, caption in section.figures:
+            md += [f"![{caption}]({figure})", "", caption, ""]
+            image = html_image(caption, (out / figure).read_bytes())
+            parts.append(f"<figure>{image}<figcaption>{html.escape(caption)}</figcaption></figure>")
     md_path, html_path = out / "report.md", out / "report.html"
     md_path.write_text("\n".join(md) + "\n")
     html_path.write_text(html_page("jaxgrad report", parts))
