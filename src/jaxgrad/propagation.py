@@ -915,7 +915,9 @@ def seed_experiment(
     Example:
         >>> import jax
         >>> from jaxgrad import seed_experiment
-        >>> results = seed_experiment(jax.random.key(0), depth=2, width=8, batch_size=2)
+        >>> def run(key):  # six networks, six programs: traced here, not compiled
+        ...     return seed_experiment(key, depth=2, width=8, batch_size=2)
+        >>> results = jax.eval_shape(run, jax.random.key(0))
         >>> sorted(results), results["f"].act_std.shape
         (['a', 'b', 'c', 'd', 'e', 'f'], (2,))
 
