@@ -60,6 +60,7 @@ def norms_by_row(history, tree, params_tree):
     return np.array([np.linalg.norm(flat[name]) for name in history.param_names])
 
 
+@pytest.mark.slow
 def test_recorded_statistics_equal_independent_computations_at_the_recorded_steps():
     model, batch = CNN(nnx.Rngs(0)), image_batch()
     tx = optax.chain(optim.clip_by_global_norm(1.0), optax.adam(1e-2))
@@ -123,6 +124,7 @@ def test_recorded_statistics_equal_independent_computations_at_the_recorded_step
     )
 
 
+@pytest.mark.slow
 def test_no_transfer_to_the_host_between_steps():
     model, batch = CNN(nnx.Rngs(0)), image_batch()
     optimizer = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
@@ -136,6 +138,7 @@ def test_no_transfer_to_the_host_between_steps():
     assert recorder.history().recorded_steps.tolist() == [0, 2, 4]
 
 
+@pytest.mark.slow
 def test_every_optim_transform_and_a_guard_in_the_optimizer():
     model, batch = CNN(nnx.Rngs(0)), image_batch()
     chain = optax.chain(
@@ -196,6 +199,7 @@ def mean_square(model, x):
     return jnp.mean(model(x) ** 2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("middle", "direction", "statistic"),
     [(LogOf, "forward", "output"), (SqrtAtZero, "backward", "dL/d(input)")],
@@ -249,6 +253,7 @@ def _accelerate(path_part, start, factor):
     return optax.GradientTransformation(init, update)
 
 
+@pytest.mark.slow
 def test_an_injected_spike_names_the_layer_that_moved_first(tmp_path):
     """From step 20 the updates of `convs.1` grow 1.6 times a step (a learning rate that
     runs away in one layer); the global update norm spikes a few steps later. The first
@@ -313,6 +318,7 @@ def test_guard_skips_are_recorded_never_silent():
 # ----------------------------------------------------------------------------- files
 
 
+@pytest.mark.slow
 def test_a_run_written_as_it_goes_resumes_without_gap_or_duplicate(tmp_path):
     """Steps 0-22 polled every 5 steps (the last poll at 20), then the run is lost; it
     resumes from a checkpoint at step 15 in a new RunLog on the same folder and runs to 30.
