@@ -33,6 +33,24 @@ from jaxgrad.stats import diagnose
 
 @dataclass
 class Section:
+    """One section of the report: a title, a paragraph, a table and its figures.
+
+    Attributes:
+        title: the section's heading.
+        text: its paragraph (plain text).
+        header: the table's column names (all empty: no header row).
+        rows: the table's rows of text cells.
+        figure: the main figure's file name in the report folder, or None.
+        figures: more figures, as (file name, caption) pairs.
+        text_table: the table holds prose: cells aligned left.
+
+    Example:
+        >>> from jaxgrad.report import Section
+        >>> section = Section("Demo", "One row.", ["name", "value"], [["chi1", "1.0"]])
+        >>> section.figure, section.figures
+        (None, [])
+    """
+
     title: str
     text: str
     header: list[str]
@@ -44,6 +62,19 @@ class Section:
 
 @dataclass
 class Report:
+    """The report's sections and the seconds they took to compute.
+
+    Attributes:
+        sections: the `Section`s, in page order.
+        seconds: the wall time of the whole computation.
+
+    Example:
+        >>> from jaxgrad.report import Report, Section
+        >>> report = Report([Section("Demo", "One row.", ["name"], [["chi1"]])], seconds=1.5)
+        >>> [section.title for section in report.sections]
+        ['Demo']
+    """
+
     sections: list[Section] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -53,6 +84,23 @@ def _fmt(value: float) -> str:
 
 
 def seed_section(out: Path, depth: int = 100, width: int = 400, batch_size: int = 16) -> Section:
+    """The seed experiment: six networks (a) to (f) and the std of their signal by depth.
+
+    Runs `jaxgrad.seed_experiment` (tens of seconds at the default sizes on a CPU).
+
+    Args:
+        out: the folder the section's figures are written into (it must exist).
+        depth: hidden layers of each network.
+        width: their width.
+        batch_size: rows of the input batch.
+
+    Returns:
+        The `Section`, its figure written into `out`.
+
+    References:
+        Glorot and Bengio 2010, "Understanding the difficulty of training deep feedforward
+        neural networks"; He, Zhang, Ren and Sun 2015, "Delving Deep into Rectifiers".
+    """
     stats = seed_experiment(jax.random.key(0), depth=depth, width=width, batch_size=batch_size)
     stats = {label: jax.device_get(value) for label, value in stats.items()}
     layers = [layer for layer in (1, 10, 50, 100) if layer <= depth]
@@ -101,6 +149,19 @@ def seed_section(out: Path, depth: int = 100, width: int = 400, batch_size: int 
 
 
 def phase_section(out: Path) -> Section:
+    """Order and chaos of tanh networks: the mean-field phase diagram and the critical line.
+
+    Args:
+        out: the folder the section's figures are written into (it must exist).
+
+    Returns:
+        The `Section`, its figure written into `out`.
+
+    References:
+        Poole et al. 2016, "Exponential expressivity in deep neural networks through transient
+        chaos"; Schoenholz, Gilmer, Ganguli and Sohl-Dickstein 2017, "Deep Information
+        Propagation".
+    """
     sigma_w2 = jnp.linspace(1.0, 4.0, 13)
     sigma_b2 = jnp.linspace(0.0, 0.3, 7)
     diagram = theory.phase_diagram("tanh", sigma_w2, sigma_b2)
@@ -121,6 +182,19 @@ def phase_section(out: Path) -> Section:
 
 
 def sweep_section(out: Path) -> Section:
+    """A sweep of tanh networks over depth and sigma_w2: measured gradient norms by layer
+    against the correlation depth scale xi_c the theory predicts.
+
+    Args:
+        out: the folder the section's figures are written into (it must exist).
+
+    Returns:
+        The `Section`, its figure written into `out`.
+
+    References:
+        Schoenholz, Gilmer, Ganguli and Sohl-Dickstein 2017, "Deep Information Propagation"
+        (networks train to a depth of about 6 xi_c).
+    """
     depths = (5, 10, 20, 40)
     sigma_w2 = tuple(float(v) for v in np.linspace(1.0, 4.0, 7))
     config = sweep.Sweep(
@@ -164,6 +238,23 @@ def sweep_section(out: Path) -> Section:
 
 
 def spectra_section(out: Path, width: int = 200, depths=(2, 8, 32)) -> Section:
+    """Singular values of deep networks' input-output Jacobians: Gaussian against orthogonal
+    weights at several depths.
+
+    Args:
+        out: the folder the section's figures are written into (it must exist).
+        width: the networks' width.
+        depths: the depths whose spectra are drawn.
+
+    Returns:
+        The `Section`, its figure written into `out`.
+
+    References:
+        Saxe, McClelland and Ganguli 2014, "Exact solutions to the nonlinear dynamics of
+        learning in deep linear neural networks"; Pennington, Schoenholz and Ganguli 2017,
+        "Resurrecting the sigmoid in deep learning through dynamical isometry: theory and
+        practice".
+    """
     sigma_w2, sigma_b2 = theory.critical_point_for_q_star("tanh", 1 / 64)
     spectra, rows = {}, []
     for weights in ("orthogonal", "gaussian"):
@@ -240,7 +331,20 @@ def remedies_section(out: Path, steps: int = 600) -> Section:
     """Each remedy's run recorded per layer (`train.train` records as `jaxgrad.recording`
     does), its kernels' gradient norms over the recorded steps drawn as a heatmap, and the
     verdict `diagnose` gives of the run (at its last recorded step, or its first non-finite
-    one), with the numbers it read."""
+    one), with the numbers it read.
+
+    Args:
+        out: the folder the section's figures are written into (it must exist).
+        steps: training steps of each remedy's run.
+
+    Returns:
+        The `Section`, its figures written into `out`.
+
+    References:
+        Glorot and Bengio 2010; He, Zhang, Ren and Sun 2015; Ioffe and Szegedy 2015, "Batch
+        Normalization"; He, Zhang, Ren and Sun 2016, "Deep Residual Learning for Image
+        Recognition".
+    """
     digits = data.digits()
     first = "blocks[0].linear.kernel"
     last = f"blocks[{REMEDY_DEPTH - 1}].linear.kernel"
@@ -390,7 +494,14 @@ def _ratio_range(report) -> str:
 
 
 def own_model_section(out: Path) -> Section:
-    """jaxgrad.inspect, diagnose and cure on models a user writes (not jaxgrad's MLP)."""
+    """jaxgrad.inspect, diagnose and cure on models a user writes (not jaxgrad's MLP).
+
+    Args:
+        out: the folder the section's figures are written into (it must exist).
+
+    Returns:
+        The `Section`, its figures written into `out`.
+    """
     key = jax.random.key(0)
     images = jax.random.normal(key, (32, 12, 12, 3))
     labels = jax.random.randint(jax.random.fold_in(key, 1), (32,), 0, 10)
@@ -476,7 +587,21 @@ _STYLE = (
 
 def html_page(title: str, body: list[str]) -> str:
     """A self-contained HTML page: the title, the shared style, and the body's fragments
-    (one per line)."""
+    (one per line).
+
+    Args:
+        title: the page's title (escaped).
+        body: HTML fragments, already escaped where they hold text.
+
+    Returns:
+        The page's HTML.
+
+    Example:
+        >>> from jaxgrad.report import html_page
+        >>> page = html_page("a < b", ["<p>hi</p>"])
+        >>> "<title>a &lt; b</title>" in page, page.splitlines()[-2:]
+        (True, ['<p>hi</p>', '</body></html>'])
+    """
     head = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{_STYLE}</style></head><body>"
@@ -486,7 +611,21 @@ def html_page(title: str, body: list[str]) -> str:
 
 def html_table(header: list[str], rows: list[list[str]], *, text: bool = False) -> str:
     """A table of escaped cells; numbers align right, `text=True` aligns left (prose). A
-    header of empty strings draws no header row."""
+    header of empty strings draws no header row.
+
+    Args:
+        header: the column names.
+        rows: the rows of text cells.
+        text: align every cell left (keyword only).
+
+    Returns:
+        The table's HTML.
+
+    Example:
+        >>> from jaxgrad.report import html_table
+        >>> html_table(["x"], [["1 < 2"]])
+        '<table><thead><tr><th>x</th></tr></thead><tbody><tr><td>1 &lt; 2</td></tr></tbody></table>'
+    """
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     head = f"<thead><tr>{head}</tr></thead>" if any(header) else ""
     body = "".join(
@@ -497,13 +636,46 @@ def html_table(header: list[str], rows: list[list[str]], *, text: bool = False) 
 
 
 def html_image(alt: str, png: bytes) -> str:
-    """A PNG embedded in the page (base64), so the page needs no other file."""
+    """A PNG embedded in the page (base64), so the page needs no other file.
+
+    Args:
+        alt: the image's alternative text (escaped).
+        png: the PNG file's bytes.
+
+    Returns:
+        An `<img>` element.
+
+    Example:
+        >>> from jaxgrad.report import html_image
+        >>> html_image("plot", b"png")
+        "<img alt='plot' src='data:image/png;base64,cG5n'>"
+    """
     data = base64.b64encode(png).decode()
     return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
 
 
 def html_figure(figure, alt: str, caption: str = "") -> str:
-    """A matplotlib figure as an embedded PNG (at `plot.DPI`), with a caption."""
+    """A matplotlib figure as an embedded PNG (at `plot.DPI`), with a caption.
+
+    Args:
+        figure: a matplotlib figure.
+        alt: the image's alternative text.
+        caption: the caption below it; "" for none.
+
+    Returns:
+        A `<figure>` element.
+
+    Example:
+        >>> import matplotlib.pyplot as plt
+        >>> from jaxgrad.report import html_figure
+        >>> figure = plt.figure(figsize=(1, 1))
+        >>> html = html_figure(figure, "empty", "An empty figure.")
+        >>> plt.close(figure)
+        >>> html.startswith("<figure><img alt='empty'")
+        True
+        >>> html.endswith("<figcaption>An empty figure.</figcaption></figure>")
+        True
+    """
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=plot.DPI)
     caption = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
@@ -511,7 +683,25 @@ def html_figure(figure, alt: str, caption: str = "") -> str:
 
 
 def write(report: Report, out: Path) -> tuple[Path, Path]:
-    """Write report.md and a self-contained report.html into `out`."""
+    """Write report.md and a self-contained report.html into `out`.
+
+    Args:
+        report: the computed `Report`.
+        out: the folder holding the sections' figures; the files are written there.
+
+    Returns:
+        (the Markdown file's path, the HTML file's path).
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from jaxgrad.report import Report, Section, write
+        >>> out = Path(tempfile.mkdtemp())
+        >>> report = Report([Section("Demo", "One row.", ["name"], [["chi1"]])], seconds=1.0)
+        >>> markdown, page = write(report, out)
+        >>> markdown.name, page.name, "## Demo" in markdown.read_text()
+        ('report.md', 'report.html', True)
+    """
     md = [
         "# jaxgrad report",
         "",
@@ -543,7 +733,17 @@ def write(report: Report, out: Path) -> tuple[Path, Path]:
 
 
 def build_report(out: str | Path, *, log=print) -> Report:
-    """Run every section, write the report files into `out`, and return the report."""
+    """Run every section, write the report files into `out`, and return the report.
+
+    This is `jaxgrad demo`: about ten minutes on a 2-core CPU.
+
+    Args:
+        out: the folder to write into (created if missing).
+        log: where one line per finished section goes (keyword only); default `print`.
+
+    Returns:
+        The `Report`; report.md, report.html and the figures are in `out`.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
