@@ -238,6 +238,7 @@ class Transformer(nnx.Module):
         return self.head(body(x, self.blocks))
 
 
+@pytest.mark.slow
 def test_scanned_transformer_gives_one_row_per_layer_against_an_unrolled_reference():
     depth = 3
     model = Transformer(depth=depth, rngs=nnx.Rngs(0))
@@ -369,6 +370,7 @@ class ScannedRNN(nnx.Module):
         return self.head(carry)
 
 
+@pytest.mark.slow
 def test_rnn_scanned_over_time_gives_one_row_per_step():
     steps = 6
     model = ScannedRNN(nnx.Rngs(0))
@@ -421,6 +423,7 @@ def test_rnn_scanned_over_time_gives_one_row_per_step():
 # ----------------------------------------------------------------------------- jaxgrad's MLP
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm", [None, "layer"])
 def test_inspect_agrees_with_probe_on_jaxgrads_mlp(norm):
     depth = 5
@@ -480,6 +483,7 @@ def test_first_nonfinite_module_forward_and_backward():
 # ----------------------------------------------------------------------------- options
 
 
+@pytest.mark.slow
 def test_module_selection_types_paths_and_errors():
     model = CNN(depth=2, rngs=nnx.Rngs(0))
     batch = image_batch()
@@ -507,6 +511,7 @@ def test_module_selection_types_paths_and_errors():
     assert nnx.MultiHeadAttention in DEFAULT_TYPES
 
 
+@pytest.mark.slow
 def test_report_is_a_pytree_with_frames_and_a_readable_repr():
     model = CNN(depth=1, rngs=nnx.Rngs(0))
     report = inspect(model, cross_entropy, image_batch())
@@ -526,6 +531,7 @@ def test_report_is_a_pytree_with_frames_and_a_readable_repr():
         report.module("nowhere")
 
 
+@pytest.mark.slow
 def test_profile_reads_the_report_layer_by_layer():
     """One layer per call with a kernel, in forward order: its kernel's norms, its output as
     the signal, and the dead fraction the next layer receives (the first input, the data,
