@@ -1,5 +1,6 @@
 """Tests for the package as a whole: lazy access to every public module, metadata, files."""
 
+import ast
 import importlib
 import json
 import pkgutil
@@ -92,3 +93,34 @@ def test_metadata():
     assert "cff-version: 1.2.0" in citation
     assert f'version: "{jaxgrad.__version__}"' in citation
     assert f"## [{jaxgrad.__version__}]" in (ROOT / "CHANGELOG.md").read_text()
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    """The ids of the docstring nodes of a module, its classes and functions."""
+    found = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        first = body[0] if isinstance(body, list) and body else None
+        if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+            found.add(id(first.value))
+    return found
+
+
+def test_the_package_points_to_no_file_it_does_not_ship():
+    """The installed package holds src/jaxgrad only, so nothing it prints or writes (its
+    strings other than docstrings, which describe the repository to its developers) may send
+    a reader to the repository's experiments/, benchmarks/ or tests/ folders."""
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        docstrings = _docstrings(tree)
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and id(node) not in docstrings
+            ):
+                for folder in ("experiments/", "benchmarks/", "tests/"):
+                    if folder in node.value:
+                        offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: {folder}")
+    assert not offenders, "\n".join(offenders)

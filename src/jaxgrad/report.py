@@ -394,8 +394,7 @@ def remedies_section(out: Path, steps: int = 600) -> Section:
         "recorded run at the step it judged (the last recorded one, or the first that was "
         "not finite), with the rule it follows from and the numbers it read (its layer 1 is "
         "the first hidden layer, its last layer the readout). The heatmaps below draw every "
-        "kernel's gradient norm over the recorded steps. experiments/remedies.py runs every "
-        "remedy with several seeds."
+        "kernel's gradient norm over the recorded steps."
     )
     header = [
         "remedy",
