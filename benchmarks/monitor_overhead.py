@@ -28,9 +28,9 @@ Models (the same in both libraries):
 - (a) mlp: 20 hidden layers of width 256, ReLU, batch 128 (jaxgrad's `nn.MLP`: stacked,
   applied with `jax.lax.scan`);
 - (b) resnet: a ResNet-style CNN: a stem convolution, 3 residual blocks of two 3x3
-  convolutions of 32 channels with batch norm, 16 x 16 images, batch 64;
+  convolutions of 32 channels with batch norm, 16 x 16 images, batch 16;
 - (c) transformer: 4 pre-LN blocks (4 heads, width 128, MLP 512, gelu), a final layer norm,
-  vocabulary 256, sequence 64, batch 16 (JAX: `nnx.MultiHeadAttention` stacked with
+  vocabulary 256, sequence 64, batch 4 (JAX: `nnx.MultiHeadAttention` stacked with
   `nnx.vmap` and applied with `nnx.scan`).
 
 Timing: rounds alternate the candidates (plain, recorded every step, every 16 steps, ...);
@@ -124,15 +124,15 @@ def jax_cases() -> dict:
 
     key = jax.random.key(0)
     vectors = jax.random.normal(key, (128, 256))
-    images = jax.random.normal(key, (64, 16, 16, 3))
-    tokens = jax.random.randint(key, (16, 64), 0, 256)
+    images = jax.random.normal(key, (16, 16, 16, 3))
+    tokens = jax.random.randint(key, (4, 64), 0, 256)
     labels = jax.random.randint(jax.random.fold_in(key, 1), (128,), 0, 10)
     return {
         "mlp": (
             lambda: nn.MLP(256, 256, 20, 10, activation="relu", rngs=nnx.Rngs(0)),
             (vectors, labels),
         ),
-        "resnet": (lambda: ResNet(nnx.Rngs(0)), (images, labels[:64])),
+        "resnet": (lambda: ResNet(nnx.Rngs(0)), (images, labels[:16])),
         "transformer": (
             lambda: Transformer(256, 128, 4, 4, nnx.Rngs(0), final_norm=True),
             (tokens, jnp.roll(tokens, 1)),
@@ -278,7 +278,7 @@ def torch_models():
             return self.head(self.final(x))
 
     generator = torch.Generator().manual_seed(0)
-    tokens = torch.randint(0, 256, (16, 64), generator=generator)
+    tokens = torch.randint(0, 256, (4, 64), generator=generator)
     return {
         "mlp": (
             mlp,
@@ -286,7 +286,7 @@ def torch_models():
         ),
         "resnet": (
             ResNet,
-            (torch.randn(64, 3, 16, 16, generator=generator), torch.randint(0, 10, (64,))),
+            (torch.randn(16, 3, 16, 16, generator=generator), torch.randint(0, 10, (16,))),
         ),
         "transformer": (Transformer, (tokens, torch.roll(tokens, 1, dims=1))),
     }
@@ -476,6 +476,7 @@ def main() -> None:
         help="threads for XLA's and PyTorch's CPU kernels (default 1: steadier on a shared "
         "machine); XLA_FLAGS, where set, is left as it is",
     )
+    parser.add_argument("--output", help="results file name (default monitor_overhead[_quick])")
     parser.add_argument("--torch-worker", help=argparse.SUPPRESS)
     parser.add_argument("--rounds", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--repeats", type=int, help=argparse.SUPPRESS)
@@ -493,7 +494,7 @@ def main() -> None:
     unknown = [name for name in names if name not in MODELS]
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; choose from {list(MODELS)}")
-    rounds, repeats = (3, 1) if args.quick else (7, 1)
+    rounds, repeats = (3, 1) if args.quick else (5, 1)
     if "XLA_FLAGS" not in os.environ and args.threads == 1:  # before jax is imported
         flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
         os.environ["XLA_FLAGS"] = flags
@@ -501,16 +502,7 @@ def main() -> None:
     import jax
     from _timing import write
 
-    results = {}
-    for name in names:
-        entry: dict = {"load_before": _loadavg()}
-        entry["jax"] = time_jax(name, rounds, repeats)
-        _print("jax", name, entry["jax"])
-        if not args.no_torch:
-            entry["torch"] = _torch_in_its_own_process(name, rounds, repeats, args.threads)
-            _print("torch", name, entry["torch"])
-        entry["load_after"] = _loadavg()
-        results[name] = entry
+    results: dict = {}
     payload = {
         "steps_per_call": STEPS_PER_CALL,
         "rounds": rounds,
@@ -526,8 +518,18 @@ def main() -> None:
         "clocks": "wall: perf_counter; cpu: process_time (all of the process's threads)",
         "results": results,
     }
-    path = write("monitor_overhead_quick" if args.quick else "monitor_overhead", payload)
-    print(f"wrote {path}")
+    output = args.output or ("monitor_overhead_quick" if args.quick else "monitor_overhead")
+    for name in names:
+        entry: dict = {"load_before": _loadavg()}
+        entry["jax"] = time_jax(name, rounds, repeats)
+        _print("jax", name, entry["jax"])
+        if not args.no_torch:
+            entry["torch"] = _torch_in_its_own_process(name, rounds, repeats, args.threads)
+            _print("torch", name, entry["torch"])
+        entry["load_after"] = _loadavg()
+        results[name] = entry
+        path = write(output, payload)  # after each model: a cut run keeps what it measured
+        print(f"wrote {path}", flush=True)
 
 
 if __name__ == "__main__":
