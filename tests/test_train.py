@@ -329,6 +329,7 @@ def scaled_mlp(key, sigma_w2):
 
 GRID = {"sigma_w2": [1.0, 3.0], "learning_rate": [0.02, 0.2]}
 MANY = {"seeds": [0, 7], "hyperparams": GRID, "steps": 16, "batch_size": 32, "eval_every": 8}
+MANY_RECORDED = {**MANY, "record_every": 4}
 
 
 def momentum(learning_rate):
@@ -337,7 +338,7 @@ def momentum(learning_rate):
 
 @pytest.fixture(scope="module")
 def many(task):
-    return train.train_many(scaled_mlp, momentum, task, **MANY)
+    return train.train_many(scaled_mlp, momentum, task, **MANY_RECORDED)
 
 
 @pytest.mark.slow
@@ -365,6 +366,7 @@ def test_train_many_equals_separate_runs(task, many):
                     batch_size=32,
                     eval_every=8,
                     key=jax.random.fold_in(seed_key, 1),
+                    record_every=4,
                 )
                 for field in ("loss", "layer_grad_norms", "update_norm", "test_accuracy"):
                     np.testing.assert_allclose(
@@ -388,9 +390,14 @@ def test_train_many_equals_separate_runs(task, many):
 
 @pytest.mark.slow
 def test_train_many_chunked_equals_unchunked(task, many):
+    """Chunked, and without the recorded view (train_many's default): the same training."""
     chunked, _ = train.train_many(scaled_mlp, momentum, task, chunk_size=3, **MANY)
     np.testing.assert_allclose(many[0].loss, chunked.loss, rtol=1e-5)
     np.testing.assert_allclose(many[0].test_accuracy, chunked.test_accuracy, atol=1e-6)
+    np.testing.assert_allclose(many[0].layer_grad_norms, chunked.layer_grad_norms, rtol=1e-5)
+    assert not chunked.recorded.any()
+    with pytest.raises(ValueError, match="recorded no per-layer view"):
+        chunked[0, 0, 0].recording()
 
 
 @pytest.mark.slow

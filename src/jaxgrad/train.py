@@ -171,6 +171,11 @@ class History:
                 f"this History holds a grid of runs with leading axes {self.grid_shape}; "
                 "pick one run first, e.g. history[0] or history[i, j]"
             )
+        if not self.rows:
+            raise ValueError(
+                "this run recorded no per-layer view (train_many records none unless given "
+                "record_every); train again with record_every=k"
+            )
         host = jax.device_get(self)
         steps = {
             "step": np.arange(host.loss.shape[0], dtype=np.int32),
@@ -467,10 +472,10 @@ def _evaluate(program: _Program, params, rest, x, y):
     return _loss_and_accuracy(model(x), y)
 
 
-def _record_every(record_every: int | None, steps: int) -> int:
-    """The default: about 100 recorded steps."""
+def _record_every(record_every: int | None, steps: int, default: bool = True) -> int:
+    """The default: about 100 recorded steps, or none (0) where `default` is off."""
     if record_every is None:
-        return max(1, steps // 100)
+        return max(1, steps // 100) if default else 0
     return _positive_int("record_every", record_every)
 
 
@@ -519,9 +524,12 @@ def _fit(program: _Program, params, rest, opt_state, data: _data.Dataset, key):
         row = {"loss": report.loss, "modules": report.modules, "params": report.params}
         return loss, accuracy, grads, new_rest, row
 
-    first_batch = (data.x_train[: program.batch_size], data.y_train[: program.batch_size])
-    template = jax.eval_shape(lambda: measured(params, rest, first_batch)[4])
-    empty = _recorder._nan_like(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), template))
+    recording = program.record_every > 0
+    empty = {}
+    if recording:
+        first = (data.x_train[: program.batch_size], data.y_train[: program.batch_size])
+        template = jax.eval_shape(lambda: measured(params, rest, first)[4])
+        empty = _recorder._nan_like(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), template))
 
     def plain(params, rest, batch):
         def loss_of(params):
@@ -536,14 +544,19 @@ def _fit(program: _Program, params, rest, opt_state, data: _data.Dataset, key):
     no_updates = {
         name: jnp.full((count,), jnp.nan, jnp.float32) for name in _recorder.UPDATE_FIELDS
     }
-    capacity = -(-program.steps // program.record_every) + int(program.rerun)
-    record = {"step": jnp.zeros((), jnp.int32), **empty, "updates": no_updates}
-    rows = jax.tree.map(lambda leaf: jnp.stack([leaf] * capacity), _recorder._nan_like(record))
+    rows, capacity = {}, 0
+    if recording:
+        capacity = -(-program.steps // program.record_every) + int(program.rerun)
+        record = {"step": jnp.zeros((), jnp.int32), **empty, "updates": no_updates}
+        rows = jax.tree.map(lambda leaf: jnp.stack([leaf] * capacity), _recorder._nan_like(record))
 
     def step(carry, batch):
         params, rest, opt_state, index, rows, averages, rerun_done = carry
         batch = (data.x_train[batch], data.y_train[batch])
-        if program.record_every == 1:  # every step measured: no branch to compile
+        if not recording:
+            now = jnp.zeros((), bool)
+            loss, accuracy, grads, rest_after, row = plain(params, rest, batch)
+        elif program.record_every == 1:  # every step measured: no branch to compile
             now = jnp.ones((), bool)
             loss, accuracy, grads, rest_after, row = measured(params, rest, batch)
         else:
@@ -555,8 +568,8 @@ def _fit(program: _Program, params, rest, opt_state, data: _data.Dataset, key):
         grad_norm = _stats.norm(row_grad_norms)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         rerun = jnp.zeros((), bool)
-        if program.rerun and program.record_every > 1:  # the first non-finite step is
-            # measured, whatever the schedule
+        if recording and program.rerun and program.record_every > 1:
+            # the first non-finite step is measured, whatever the schedule
             rerun = ~finite & ~now & ~rerun_done
             row = jax.lax.cond(rerun, lambda: measured(params, rest, batch)[4], lambda: row)
             rerun_done = rerun_done | rerun
@@ -564,17 +577,18 @@ def _fit(program: _Program, params, rest, opt_state, data: _data.Dataset, key):
         params = optax.apply_updates(params, updates)
         update_norm = _stats.norm(param_rows.norms(updates)).astype(jnp.float32)
         taken = now | rerun
-        weight_norm = row["params"].weight_norm
-        row["updates"] = jax.lax.cond(
-            taken,
-            lambda: _recorder.update_stats(param_rows, updates, weight_norm, opt_state),
-            lambda: no_updates,
-        )
+        if recording:
+            weight_norm = row["params"].weight_norm
+            row["updates"] = jax.lax.cond(
+                taken,
+                lambda: _recorder.update_stats(param_rows, updates, weight_norm, opt_state),
+                lambda: no_updates,
+            )
+            slot = jnp.where(rerun, capacity - 1, index // program.record_every)
+            rows = _put(rows, slot, {"step": index, **row}, taken)
         skipped = _recorder.guard_skipped(opt_state)
         watched = jnp.stack([loss.astype(jnp.float32), grad_norm, update_norm])
         spike, averages = _recorder.spike_onsets(averages, index, watched, **_SPIKE)
-        slot = jnp.where(rerun, capacity - 1, index // program.record_every)
-        rows = _put(rows, slot, {"step": index, **row}, taken)
         out = (loss, accuracy, grad_norm, update_norm, row_grad_norms[layers], finite, index)
         out += (taken, rerun, skipped, spike)
         return (params, rest_after, opt_state, index + 1, rows, averages, rerun_done), out
@@ -755,10 +769,13 @@ def train_many(
         data: as for `train`.
         seeds: integer seeds, the grid's first axis.
         hyperparams: name -> 1-D values, the grid's next axes in this order.
-        steps, batch_size, eval_every, record_every: as for `train`; the recorded steps
-            are the scheduled ones only (a first non-finite step off the schedule is seen in
-            the per-step loss and norms, not measured again: under `vmap` that would measure
-            every step).
+        steps, batch_size, eval_every: as for `train`.
+        record_every: record the per-layer view every this many steps, as `train` does;
+            default none (the per-step norms and `layer_grad_norms` are kept: a recorded
+            step costs about what `jaxgrad.inspect` does, and compiling its pass about
+            doubles a small grid's compile time). Only the scheduled steps are recorded (a
+            first non-finite step off the schedule is seen in the per-step loss and norms,
+            not measured again: under `vmap` that would measure every step).
         chunk_size: train at most this many configurations at once (`jax.lax.map` over
             chunks of a vmapped program) to bound memory; default all at once.
 
@@ -791,7 +808,7 @@ def train_many(
     )
     tx = _check_transformation(_call_with(optimizer_fn, **first))
     _check_targets(model, arrays)
-    record_every = _record_every(record_every, steps)
+    record_every = _record_every(record_every, steps, default=False)
     program = _program(model, tx, arrays, steps, batch_size, eval_every, record_every, False)
     names = tuple(grid.hyperparams)
     history = _train_many_jit(
