@@ -760,7 +760,7 @@ class DepthScales(NamedTuple):
 
     Example:
         >>> from jaxgrad import theory
-        >>> xi_q, xi_c = theory.depth_scales("relu", 1.0, 0.1)  # both -1 / log(chi1 = 0.5)
+        >>> xi_q, xi_c = theory.depth_scales("tanh", 0.5, 0.0)  # both -1 / log(chi1 = 0.5)
         >>> round(float(xi_c), 4)
         1.4427
     """
@@ -808,7 +808,7 @@ def depth_scales(
     Example:
         >>> import math
         >>> from jaxgrad import theory
-        >>> scales = theory.depth_scales("relu", 1.0, 0.1)  # chi_q = chi1 = 1/2
+        >>> scales = theory.depth_scales("tanh", 0.5, 0.0)  # q* = 0: chi_q = chi1 = 1/2
         >>> round(float(scales.xi_q) * math.log(2), 6)
         1.0
 
