@@ -214,6 +214,7 @@ def test_critical_point_for_q_star():
 # ----------------------------------------------------------------------------- dynamics
 
 
+@pytest.mark.slow
 def test_c_star_in_both_phases():
     assert float(theory.c_star("tanh", 1.2, 0.05)) == pytest.approx(1.0, abs=1e-4)
     chaotic = float(theory.c_star("tanh", 4.0, 0.05))
@@ -273,6 +274,7 @@ def test_depth_scales_are_positive_inf_or_nan_never_negative(
             assert got == pytest.approx(want, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_phase_diagram_depth_scales_follow_the_same_rules():
     grid = theory.phase_diagram("relu", jnp.array([1.0, 3.0]), jnp.array([0.1]))
     assert float(grid.xi_q[0, 0]) == pytest.approx(1 / math.log(2), rel=1e-5)
@@ -295,6 +297,7 @@ def test_xi_c_diverges_at_criticality():
     assert near[2] > 50
 
 
+@pytest.mark.slow
 def test_phase_diagram_equals_pointwise_calls():
     sigma_w2 = jnp.array([1.0, 2.0, 3.0])
     sigma_b2 = jnp.array([0.0, 0.05])
@@ -321,6 +324,7 @@ def test_theory_under_jit_and_vmap():
 # ----------------------------------------------------------------------------- wide networks
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("sigma_w2", "sigma_b2"), [(1.5, 0.05), (3.0, 0.1)])
 def test_wide_network_lengths_follow_the_q_map(sigma_w2, sigma_b2):
     """Width 1024, averaged over 8 networks: the measured q_l = E[z_l^2] of every layer is
@@ -524,6 +528,7 @@ def erf_fixed_point(sigma_w2, sigma_b2):
 ERF_POINTS = [(0.9, 0.05), (2.0, 0.01), (3.0, 0.2), (40.0, 0.5), (1e3, 0.0), (1e4, 1.0)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("sigma_w2", "sigma_b2"), ERF_POINTS)
 def test_erf_fixed_points_and_slopes_are_exact(sigma_w2, sigma_b2):
     q = erf_fixed_point(sigma_w2, sigma_b2)
@@ -723,6 +728,7 @@ SMOOTH_POINTS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "sigma_w2", "sigma_b2"), SMOOTH_POINTS)
 def test_fixed_points_of_smooth_activations_against_mpmath(name, sigma_w2, sigma_b2):
     q, chi1 = mp_fixed_point(name, sigma_w2, sigma_b2)
@@ -755,6 +761,7 @@ BROADCAST_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(BROADCAST_CASES))
 def test_array_arguments_broadcast_like_vmapped_scalars(name):
     """chi1('tanh', jnp.array([1., 2., 3.]), 0.05) raised a shape error."""
@@ -787,6 +794,7 @@ def test_shapes_that_do_not_broadcast_are_refused():
 # ----------------------------------------------------------------------------- result objects
 
 
+@pytest.mark.slow
 def test_phase_diagram_repr_and_frame():
     grid = theory.phase_diagram("relu", jnp.array([1.0, 3.0]), jnp.array([0.0, 0.1, 0.2]))
     frame = grid.to_frame()
@@ -818,6 +826,7 @@ def test_depth_scales_and_jacobian_spectrum_are_named_results():
     ]
 
 
+@pytest.mark.slow
 def test_result_reprs_survive_traced_and_vmapped_values():
     texts = []
 
@@ -839,6 +848,7 @@ def test_result_reprs_survive_traced_and_vmapped_values():
     )
 
 
+@pytest.mark.slow
 def test_phase_diagram_split_over_cores_keeps_float64_and_every_point():
     """A grid of 256 points runs in one thread per core; a jax.enable_x64 context (which is
     each thread's own) reaches them: it came out in float32, 4e-6 off."""
