@@ -173,7 +173,6 @@ def _doctests() -> dict[str, list[doctest.DocTest]]:
 
 
 DOCTESTS = _doctests()
-ALL_DOCTESTS = [test for tests in DOCTESTS.values() for test in tests]
 
 
 def run_examples(test: doctest.DocTest) -> tuple[int, str]:
@@ -186,7 +185,27 @@ def run_examples(test: doctest.DocTest) -> tuple[int, str]:
     return result.failed, "".join(report)
 
 
-@pytest.mark.parametrize("test", ALL_DOCTESTS, ids=[test.name for test in ALL_DOCTESTS])
+COMPILING = {
+    "jaxgrad.theory",
+    "jaxgrad.stats.diagnosis",
+    "jaxgrad.inspection",
+    "jaxgrad.propagation",
+    "jaxgrad.jacobian",
+    "jaxgrad.model_init",
+    "jaxgrad.sweep",
+    "jaxgrad.plot",
+}
+"""Modules whose examples compile whole programs (about 100 of the file's 130 s of CPU):
+marked slow, so `make test-fast` leaves them to `make test`."""
+
+EXAMPLES = [
+    pytest.param(test, marks=[pytest.mark.slow] if module in COMPILING else [], id=test.name)
+    for module, tests in DOCTESTS.items()
+    for test in tests
+]
+
+
+@pytest.mark.parametrize("test", EXAMPLES)
 def test_examples_run(test):
     failed, report = run_examples(test)
     assert failed == 0, report
