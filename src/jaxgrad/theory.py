@@ -1153,12 +1153,11 @@ def _on_every_core(phi, sigma_w2, sigma_b2):
     order = np.concatenate([np.arange(k, size, workers) for k in range(workers)])
     order = np.concatenate([order, np.full(chunk * workers - size, order[-1])])
     w2, b2 = sigma_w2.reshape(-1)[order], sigma_b2.reshape(-1)[order]
-    x64 = bool(jax.config.jax_enable_x64)  # a `jax.enable_x64` context is the thread's own
+    program = _compiled_chunk(phi, jax.typeof(w2[:chunk]))
 
     def run(index):
         part = slice(index * chunk, (index + 1) * chunk)
-        with jax.enable_x64(x64):
-            return jax.block_until_ready(_everything_all(phi, w2[part], b2[part]))
+        return jax.block_until_ready(program(w2[part], b2[part]))
 
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         parts = list(pool.map(run, range(workers)))
@@ -1170,6 +1169,14 @@ def _on_every_core(phi, sigma_w2, sigma_b2):
 
 
 _MAX_THREADS = 8
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_chunk(phi, chunk):
+    """`_everything_all` for one chunk's shape and dtype, compiled here, in the calling
+    thread: the worker threads only run it. Compiling one program from several threads at
+    once (each in its own `jax.enable_x64` context) crashed XLA later in the process."""
+    return _everything_all.lower(phi, chunk, chunk).compile()
 
 
 class JacobianSpectrum(NamedTuple):
