@@ -24,9 +24,11 @@ and five passes over the parameters' size for the weight, gradient, update and m
 norms); an unrecorded one about 1.07 to 1.09 times, mostly because the optimizer's updates,
 an operand of the recorder's conditional, must be written out instead of fused into the
 parameter update (the global norms of `check_every_step` add a pass over the gradients and
-one over the updates); every 16 steps about 1.1 times. Donate the recorder's state to the
-jitted step (`nnx.jit(step, donate_argnums=...)`, or `jax.jit` of the split state) so its
-buffers are updated in place.
+one over the updates); every 16 steps about 1.1 times. On a CPU, convolutional models pay far
+more (a ResNet-style CNN: about 40 times): XLA's CPU backend runs convolutions inside a
+conditional without its fast path, and the recorder's pass runs in one. Donate the
+recorder's state to the jitted step (`nnx.jit(step, donate_argnums=...)`, or `jax.jit` of the
+split state) so its buffers are updated in place.
 
 References:
     Glorot and Bengio 2010 (per-layer statistics during training). Wortsman et al. 2023,
