@@ -248,6 +248,7 @@ def output_square(model, x):
     return jnp.mean(model(x) ** 2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("exponent", [-0.5, 0.25])
 def test_slopes_of_a_linear_network_with_known_exponents(exponent):
     x = jax.random.normal(jax.random.key(2), (16, 16))
@@ -515,6 +516,7 @@ def make_mup_mlp64(width, depth, rngs):
     )
 
 
+@pytest.mark.slow
 def test_adam_under_sp_grows_with_width_and_under_mup_does_not():
     """Tensor Programs V's coordinate check at small scale: with Adam, the standard
     parametrization's hidden and output changes grow about as width^1 from the first update;
@@ -600,6 +602,7 @@ def test_config_from_toml_and_its_refusals(tmp_path):
             CoordConfig.from_toml(path)
 
 
+@pytest.mark.slow
 def test_residual_outputs_grow_with_depth_unless_branches_are_scaled():
     """Tensor Programs VI / Bordelon et al. at small scale: residual blocks with branch
     multiplier 1 make the last block's output and the logits grow with depth; depth-muP's
@@ -614,6 +617,7 @@ def test_residual_outputs_grow_with_depth_unless_branches_are_scaled():
         assert deep.get(layer, "mean_abs", step=1)[1] == "stable", layer
 
 
+@pytest.mark.slow
 def test_jaxgrad_coord_command_writes_tables_and_figures(tmp_path, capsys):
     from jaxgrad import cli
 
