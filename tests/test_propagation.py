@@ -228,6 +228,7 @@ def test_nonfinite_values_are_recorded_not_raised():
     assert verdict.first_nonfinite_layer == first_bad
 
 
+@pytest.mark.slow
 def test_propagate_vmapped_over_keys_equals_separate_stored_calls():
     keys = jax.random.split(jax.random.key(0), 3)
 
@@ -347,6 +348,7 @@ def _propagate_temp_bytes(depth, width, batch, kernel_init, **options):
     return compiled.memory_analysis().temp_size_in_bytes
 
 
+@pytest.mark.slow
 def test_propagate_redrawn_memory_does_not_grow_with_the_stack_of_weights():
     """Redrawn, propagate keeps one block's weights at a time: its scratch memory at depth
     200 is far below the (depth, width, width) stack the stored model needs, and grows with
@@ -366,6 +368,7 @@ def test_propagate_redrawn_memory_does_not_grow_with_the_stack_of_weights():
     assert per_layer < 1.5 * batch * width * 4
 
 
+@pytest.mark.slow
 def test_propagate_redraws_a_stack_larger_than_the_memory_budget(monkeypatch):
     """With a normal initializer (stored by default) the stack is redrawn once it exceeds
     the budget; the numbers do not change."""
@@ -419,6 +422,7 @@ def test_second_probe_call_does_not_recompile():
     assert _probe_jit._cache_size() == size
 
 
+@pytest.mark.slow
 def test_seed_experiment_claims():
     """The seed experiment (a)-(f) at its own size: 100 layers, width 400, batch 16."""
     stats = {k: jax.device_get(v) for k, v in seed_experiment(jax.random.key(0)).items()}
