@@ -40,9 +40,12 @@ MODULES = (
     "jaxgrad.data",
     "jaxgrad.prng",
     "jaxgrad.plot",
+    "jaxgrad.recording",
+    "jaxgrad.recording.recorder",
+    "jaxgrad.recording.history",
 )
 """The modules whose docstrings are checked. Not yet checked: jaxgrad.report, jaxgrad.train,
-jaxgrad.recording, jaxgrad.cli and jaxgrad.scaling (their docstrings are still incomplete)."""
+jaxgrad.cli and jaxgrad.scaling (their docstrings are still incomplete)."""
 
 
 def public_objects(module_name: str) -> list[tuple[str, object]]:
@@ -194,6 +197,8 @@ COMPILING = {
     "jaxgrad.model_init",
     "jaxgrad.sweep",
     "jaxgrad.plot",
+    "jaxgrad.recording.recorder",
+    "jaxgrad.recording.history",
 }
 """Modules whose examples compile whole programs (about 100 of the file's 130 s of CPU):
 marked slow, so `make test-fast` leaves them to `make test`."""

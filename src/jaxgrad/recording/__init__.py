@@ -10,6 +10,16 @@
 - `RunLog`: the run written as it goes to Parquet parts, resumable (`History.read`).
 
 Cost: see `benchmarks/monitor_overhead.py` and the `recorder` module.
+
+Example:
+    What is recorded every step, and on the recorded steps for each parameter row (a full
+    training loop is in `Recorder`'s docstring):
+
+    >>> from jaxgrad import recording
+    >>> recording.STEP_FIELDS
+    ('loss', 'grad_norm', 'update_norm', 'recorded', 'rerun', 'skipped', 'spike')
+    >>> recording.UPDATE_FIELDS
+    ('update_norm', 'update_ratio', 'first_moment_norm', 'second_moment_norm')
 """
 
 from jaxgrad.recording.history import MOVE_FACTOR as MOVE_FACTOR

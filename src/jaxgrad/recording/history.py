@@ -54,6 +54,14 @@ class NonFinite(NamedTuple):
             first call met going back from the loss whose output gradient is finite and the
             call before it has a non-finite one) or "dL/d(output)"; parameter: "gradient or
             weight"; "loss" when the step was not recorded.
+
+    Example:
+        `History.first_nonfinite` returns one; its fields read as a sentence:
+
+        >>> from jaxgrad.recording import NonFinite
+        >>> where = NonFinite(step=3, name="layers.0", direction="forward", statistic="input")
+        >>> f"step {where.step}: {where.direction}, the {where.statistic} of {where.name}"
+        'step 3: forward, the input of layers.0'
     """
 
     step: int
@@ -71,6 +79,16 @@ class Spike(NamedTuple):
         first_mover: (row name, statistic, step) of the per-layer statistic that first
             moved by `MOVE_FACTOR` from its earlier median, among the recorded rows up to
             the spike; None when nothing did (or nothing was recorded before).
+
+    Example:
+        `History.spikes` returns a list of them:
+
+        >>> from jaxgrad.recording import Spike
+        >>> spike = Spike(step=120, statistics=("loss", "update_norm"),
+        ...               first_mover=("layers.4", "update_norm", 112))
+        >>> name, statistic, step = spike.first_mover
+        >>> f"{statistic} of {name} moved at step {step}, {spike.step - step} steps before"
+        'update_norm of layers.4 moved at step 112, 8 steps before'
     """
 
     step: int
@@ -91,6 +109,38 @@ class History:
         modules: field of `ModuleStats` -> (R, calls).
         params: field of `ParamStats`, or of `UPDATE_FIELDS` -> (R, parameter rows).
         steps: `step` and each of `STEP_FIELDS` -> (S,), every step kept.
+
+    Example:
+        A run whose fourth batch holds a nan: the step is recorded although `every=2`
+        skips it, and the first non-finite value is traced to the first layer's input.
+
+        >>> import jax.numpy as jnp, optax
+        >>> from flax import nnx
+        >>> from jaxgrad import recording
+        >>> model = nnx.Sequential(nnx.Linear(4, 8, rngs=nnx.Rngs(0)), nnx.relu,
+        ...                        nnx.Linear(8, 1, rngs=nnx.Rngs(1)))
+        >>> def loss_fn(model, batch):
+        ...     return jnp.mean((model(batch[0]) - batch[1]) ** 2)
+        >>> batch = (jnp.ones((16, 4)), jnp.zeros((16, 1)))
+        >>> optimizer = nnx.Optimizer(model, optax.sgd(1e-2), wrt=nnx.Param)
+        >>> recorder = recording.Recorder(model, loss_fn, batch, every=2)
+        >>> @nnx.jit
+        ... def step(model, optimizer, recorder, batch):
+        ...     loss, grads = recorder.value_and_grad(model, batch)
+        ...     recorder.update(model, optimizer, optimizer.update(model, grads))
+        ...     return loss
+        >>> for _ in range(3):
+        ...     _ = step(model, optimizer, recorder, batch)
+        >>> _ = step(model, optimizer, recorder, (batch[0].at[0, 0].set(jnp.nan), batch[1]))
+        >>> history = recorder.history()
+        >>> history
+        History(steps 0-3, 3 recorded, 2 calls, 4 parameter rows)
+        >>> history.recorded_steps.tolist()
+        [0, 2, 3]
+        >>> history.first_nonfinite()
+        NonFinite(step=3, name='layers.0', direction='forward', statistic='input')
+        >>> history.to_frame().columns.tolist()
+        ['step', 'kind', 'name', 'order', 'statistic', 'value']
     """
 
     module_names: tuple[str, ...]
@@ -440,6 +490,30 @@ class RunLog:
 
     Args:
         folder: where to write; created if missing.
+
+    Example:
+        >>> import tempfile
+        >>> import jax.numpy as jnp, optax
+        >>> from flax import nnx
+        >>> from jaxgrad import recording
+        >>> model = nnx.Linear(4, 1, rngs=nnx.Rngs(0))
+        >>> def loss_fn(model, batch):
+        ...     return jnp.mean(model(batch) ** 2)
+        >>> batch = jnp.ones((8, 4))
+        >>> optimizer = nnx.Optimizer(model, optax.sgd(1e-2), wrt=nnx.Param)
+        >>> recorder = recording.Recorder(model, loss_fn, batch, every=2)
+        >>> @nnx.jit
+        ... def step(model, optimizer, recorder, batch):
+        ...     loss, grads = recorder.value_and_grad(model, batch)
+        ...     recorder.update(model, optimizer, optimizer.update(model, grads))
+        >>> folder = tempfile.mkdtemp()
+        >>> log = recording.RunLog(folder)
+        >>> for index in range(6):
+        ...     step(model, optimizer, recorder, batch)
+        ...     if index % 3 == 2:
+        ...         _ = log.poll(recorder)
+        >>> recording.History.read(folder).recorded_steps.tolist()
+        [0, 2, 4]
     """
 
     def __init__(self, folder: str | os.PathLike):
@@ -510,6 +584,11 @@ def debug_nans(model: Any, loss_fn: Any, batch: Any) -> FloatingPointError | Non
     The recorder finds the module and the step inside the compiled step; this drills into
     that one step (give it the model and batch of that step) down to the operation. Slow:
     every primitive runs on its own.
+
+    Args:
+        model: the NNX model, as it was at the step to examine.
+        loss_fn: `loss_fn(model, batch) -> scalar`, the training loss.
+        batch: that step's batch.
 
     Returns:
         The `FloatingPointError` JAX raised (its traceback points at the operation), or None

@@ -75,6 +75,27 @@ def update_stats(param_rows: Any, updates: Any, weight_norm: jax.Array, opt_stat
         updates: the optimizer's updates, shaped like the parameters.
         weight_norm: (rows,) each row's weight norm (a recorded row's `params.weight_norm`).
         opt_state: the optimizer's state, as plain arrays.
+
+    Returns:
+        A dict from each of `UPDATE_FIELDS` to a (rows,) float32 array, in row order.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, optax
+        >>> from flax import nnx
+        >>> from jaxgrad.inspection import ParamRows
+        >>> from jaxgrad.recording.recorder import update_stats
+        >>> layer = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
+        >>> param_rows = ParamRows(
+        ...     names=("bias", "kernel"), owners=("", ""), shapes=((2,), (3, 2)),
+        ...     paths=((("bias",), None), (("kernel",), None)), permutation=(0, 1))
+        >>> params = jax.tree.map(jnp.ones_like, nnx.state(layer, nnx.Param))
+        >>> updates = jax.tree.map(lambda p: 0.1 * p, params)
+        >>> opt_state = optax.adam(0.1).init(params)  # moments still zero
+        >>> stats = update_stats(param_rows, updates, param_rows.norms(params), opt_state)
+        >>> {name: [round(v, 4) for v in value.tolist()] for name, value in stats.items()}
+        ... # doctest: +NORMALIZE_WHITESPACE
+        {'update_norm': [0.1414, 0.2449], 'update_ratio': [0.1, 0.1],
+         'first_moment_norm': [0.0, 0.0], 'second_moment_norm': [0.0, 0.0]}
     """
     mu, nu = _moments(opt_state, len(param_rows.paths))
     update_norm = param_rows.norms(updates).astype(jnp.float32)
@@ -93,7 +114,28 @@ def update_stats(param_rows: Any, updates: Any, weight_norm: jax.Array, opt_stat
 
 
 def guard_skipped(opt_state: Any) -> jax.Array:
-    """Whether a `jaxgrad.optim.guard` in `opt_state` skipped the update just made."""
+    """Whether a `jaxgrad.optim.guard` in `opt_state` skipped the update just made.
+
+    Args:
+        opt_state: an optimizer state (an Optax chain's, or an `nnx.Optimizer`'s
+            `opt_state` as plain arrays); without a guard nothing is ever skipped.
+
+    Returns:
+        A boolean scalar: True when any guard in the state skipped its last update.
+
+    Example:
+        >>> import jax.numpy as jnp, optax
+        >>> from jaxgrad.optim import guard
+        >>> from jaxgrad.recording.recorder import guard_skipped
+        >>> transform = guard(optax.sgd(0.1))
+        >>> state = transform.init({"w": jnp.zeros(2)})
+        >>> _, state = transform.update({"w": jnp.array([1.0, jnp.nan])}, state)
+        >>> bool(guard_skipped(state))
+        True
+        >>> _, state = transform.update({"w": jnp.ones(2)}, state)
+        >>> bool(guard_skipped(state))
+        False
+    """
     guards = [
         node
         for node in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, GuardState))
@@ -128,6 +170,18 @@ def spike_onsets(
 
     Returns:
         (the bits, as a float; the new state).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad.recording.recorder import spike_onsets
+        >>> state = jnp.zeros(6)
+        >>> onsets = []
+        >>> for step, loss in enumerate([1.0, 1.0, 1.0, 50.0, 60.0]):  # the loss jumps at 3
+        ...     bits, state = spike_onsets(state, jnp.asarray(step), jnp.array([loss, 1.0, 1.0]),
+        ...                                factor=10.0, decay=0.9, warmup=2)
+        ...     onsets.append(int(bits))
+        >>> onsets  # flagged once, at the onset (bit 1: the loss)
+        [0, 0, 0, 1, 0]
     """
     averages, above_before = state[:3], state[3:] > 0
     debiased = averages / (1 - decay ** jnp.maximum(step, 1).astype(jnp.float32))
@@ -144,7 +198,16 @@ def spike_onsets(
 
 class RecorderState(nnx.Variable):
     """The recorder's buffers and counters: not parameters (`nnx.grad` and optimizers over
-    `nnx.Param` leave them alone)."""
+    `nnx.Param` leave them alone).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from jaxgrad.recording import RecorderState
+        >>> buffer = RecorderState(jnp.zeros(3))
+        >>> isinstance(buffer, nnx.Param), buffer[...].shape
+        (False, (3,))
+    """
 
 
 def _nan_like(tree: Any) -> Any:
@@ -252,6 +315,15 @@ class Recorder(nnx.Module):
             `spike_warmup` steps), > 1.
         spike_decay: the running averages' decay, in (0, 1).
         spike_warmup: steps before a spike can be declared, >= 0.
+
+    Raises:
+        TypeError: `model` is not an `nnx.Module`, `loss_fn` is not callable,
+            `check_every_step` is not a bool, or `spike_factor`, `spike_decay` or
+            `saturation_threshold` is not a real number.
+        ValueError: `every`, `capacity` or `step_capacity` is not an int >= 1,
+            `spike_factor` <= 1, `spike_decay` outside (0, 1), `spike_warmup` not an int
+            >= 0, or `saturation_threshold` negative or not finite; `modules` and
+            `activation` are checked as by `jaxgrad.inspect`.
 
     Example:
         >>> import jax, jax.numpy as jnp, optax
