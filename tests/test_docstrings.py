@@ -43,8 +43,9 @@ MODULES = (
     "jaxgrad.recording",
     "jaxgrad.recording.recorder",
     "jaxgrad.recording.history",
+    "jaxgrad.train",
 )
-"""The modules whose docstrings are checked. Not yet checked: jaxgrad.report, jaxgrad.train,
+"""The modules whose docstrings are checked. Not yet checked: jaxgrad.report,
 jaxgrad.cli and jaxgrad.scaling (their docstrings are still incomplete)."""
 
 
@@ -199,6 +200,7 @@ COMPILING = {
     "jaxgrad.plot",
     "jaxgrad.recording.recorder",
     "jaxgrad.recording.history",
+    "jaxgrad.train",
 }
 """Modules whose examples compile whole programs (about 100 of the file's 130 s of CPU):
 marked slow, so `make test-fast` leaves them to `make test`."""

@@ -84,6 +84,22 @@ class Layers(NamedTuple):
         layers: the parameter rows that are layers (kernels and embeddings), in forward
             order: the columns of `History.layer_grad_norms`.
         names: their names (the parameter's path without ".kernel").
+
+    Example:
+        >>> import jax, jax.numpy as jnp, optax
+        >>> from flax import nnx
+        >>> from jaxgrad import data, nn, train
+        >>> x = jax.random.normal(jax.random.key(0), (64, 4))
+        >>> y = (x[:, 0] > 0).astype(jnp.int32)  # the sign of the first feature
+        >>> split = data.Dataset(x[:48], y[:48], x[48:], y[48:])
+        >>> model = nn.MLP(4, 8, depth=2, out_features=2, rngs=nnx.Rngs(0))
+        >>> history = train.train(model, optax.sgd(0.1), split, steps=4, batch_size=16,
+        ...                       key=jax.random.key(1))
+        >>> history.layers.names
+        ('input_layer', 'blocks[0].linear', 'blocks[1].linear', 'readout')
+        >>> [history.layers.param_rows.names[row] for row in history.layers.layers]
+        ['input_layer.kernel', 'blocks[0].linear.kernel', 'blocks[1].linear.kernel',
+         'readout.kernel']
     """
 
     module_names: tuple[str, ...]
@@ -124,6 +140,23 @@ class History:
             written), "loss", "modules" (`ModuleStats`), "params" (`ParamStats`), "updates"
             (each of `recording.UPDATE_FIELDS`); read them with `recording()`.
         layers: their names (`Layers`).
+
+    Example:
+        >>> import jax, jax.numpy as jnp, optax
+        >>> from flax import nnx
+        >>> from jaxgrad import data, nn, train
+        >>> x = jax.random.normal(jax.random.key(0), (64, 4))
+        >>> y = (x[:, 0] > 0).astype(jnp.int32)  # the sign of the first feature
+        >>> split = data.Dataset(x[:48], y[:48], x[48:], y[48:])
+        >>> model = nn.MLP(4, 8, depth=2, out_features=2, rngs=nnx.Rngs(0))
+        >>> history = train.train(model, optax.sgd(0.1), split, steps=8, batch_size=16,
+        ...                       eval_every=4, key=jax.random.key(1))
+        >>> history.loss.shape, history.layer_grad_norms.shape, history.eval_step.tolist()
+        ((8,), (8, 4), [0, 4, 8])
+        >>> int(history.first_nonfinite_step), history.grid_shape
+        (-1, ())
+        >>> history.recording().recorded_steps.tolist()  # every step (steps // 100 < 1)
+        [0, 1, 2, 3, 4, 5, 6, 7]
     """
 
     loss: jax.Array
@@ -387,6 +420,14 @@ def layer_names(model: nnx.Module, x: Any = None) -> list[str]:
         x: an example input batch (only its shape and dtype are read); may be omitted for
             jaxgrad's own `MLP`, `ResidualMLP` and `RNN`, which know their input size.
 
+    Returns:
+        The layers' names, in forward order.
+
+    Raises:
+        TypeError: `model` is not an NNX module, or `x` is omitted for a model that does
+            not know its input size.
+        ValueError: the model has no parameter named `kernel` or `embedding`.
+
     Example:
         >>> from flax import nnx
         >>> from jaxgrad import nn, train
@@ -498,6 +539,24 @@ def minibatches(key: jax.Array, steps: int, n_train: int, batch_size: int) -> ja
     seen once per epoch, a step's examples are distinct unless its slice straddles two
     epochs, and the batches do not depend on `eval_every`. Drawn once before the loop, one
     permutation per epoch (not per step).
+
+    Args:
+        key: PRNG key of the permutations.
+        steps: number of steps.
+        n_train: number of training examples.
+        batch_size: examples per step.
+
+    Returns:
+        (steps, batch_size) int32 indices into the training examples.
+
+    Example:
+        >>> import jax
+        >>> from jaxgrad import train
+        >>> batches = train.minibatches(jax.random.key(0), steps=3, n_train=4, batch_size=2)
+        >>> sorted(batches[:2].reshape(-1).tolist())  # the first epoch: each example once
+        [0, 1, 2, 3]
+        >>> batches.shape
+        (3, 2)
     """
     epochs = -(-steps * batch_size // n_train)
     keys = jax.random.split(key, epochs)
@@ -677,6 +736,21 @@ def train(
     Raises:
         ValueError / TypeError: for a bad step count, batch size, evaluation interval or data,
             before anything is compiled.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, optax
+        >>> from flax import nnx
+        >>> from jaxgrad import data, nn, train
+        >>> x = jax.random.normal(jax.random.key(0), (64, 4))
+        >>> y = (x[:, 0] > 0).astype(jnp.int32)  # the sign of the first feature
+        >>> split = data.Dataset(x[:48], y[:48], x[48:], y[48:])
+        >>> model = nn.MLP(4, 16, depth=2, out_features=2, rngs=nnx.Rngs(0))
+        >>> history = train.train(model, optax.adam(1e-2), split, steps=40, batch_size=16,
+        ...                       key=jax.random.key(1))
+        >>> bool(history.loss[-5:].mean() < history.loss[:5].mean())
+        True
+        >>> history.test_accuracy.shape  # at the start and the end
+        (2,)
     """
     if not isinstance(model, nnx.Module):
         raise TypeError(f"model must be a Flax NNX module, got {type(model).__name__}")
@@ -701,7 +775,29 @@ def train(
 
 class Grid(NamedTuple):
     """The configurations of `train_many`, one entry per point of the grid (flattened in
-    C order over `shape`)."""
+    C order over `shape`).
+
+    Attributes:
+        shape: the grid's shape: (seeds, then one axis per hyperparameter, in order).
+        seeds: (points,) each point's seed.
+        hyperparams: name -> (points,) each point's value, float32.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, optax
+        >>> from flax import nnx
+        >>> from jaxgrad import data, nn, train
+        >>> x = jax.random.normal(jax.random.key(0), (64, 4))
+        >>> y = (x[:, 0] > 0).astype(jnp.int32)  # the sign of the first feature
+        >>> split = data.Dataset(x[:48], y[:48], x[48:], y[48:])
+        >>> make = lambda key: nn.MLP(4, 8, 2, 2, rngs=nnx.Rngs(key))
+        >>> _, grid = train.train_many(
+        ...     make, lambda learning_rate: optax.sgd(learning_rate), split, seeds=[0, 1],
+        ...     hyperparams={"learning_rate": [0.01, 0.1]}, steps=2, batch_size=16)
+        >>> grid.shape, grid.seeds.tolist()
+        ((2, 2), [0, 0, 1, 1])
+        >>> [round(v, 2) for v in grid.hyperparams["learning_rate"].tolist()]
+        [0.01, 0.1, 0.01, 0.1]
+    """
 
     shape: tuple[int, ...]
     seeds: np.ndarray
@@ -854,6 +950,18 @@ class PretrainReport(NamedTuple):
     Attributes:
         block_loss: (depth, steps) each hidden block's autoencoder loss at each step.
         input_loss: (steps,) the input projection's loss (empty when there is none).
+
+    Example:
+        >>> import jax
+        >>> from flax import nnx
+        >>> from jaxgrad import nn, train
+        >>> model = nn.MLP(4, 8, depth=3, out_features=2, activation="sigmoid",
+        ...                rngs=nnx.Rngs(0))
+        >>> x = jax.random.normal(jax.random.key(0), (64, 4))
+        >>> report = train.pretrain_layerwise(model, x, key=jax.random.key(1), steps=20,
+        ...                                   batch_size=16)
+        >>> report.block_loss.shape, report.input_loss.shape
+        ((3, 20), (20,))
     """
 
     block_loss: jax.Array
@@ -977,6 +1085,18 @@ def pretrain_layerwise(
     Raises:
         TypeError / ValueError: for another kind of model, normalized or residual blocks,
             or a bad step count, batch size or learning rate.
+
+    Example:
+        >>> import jax
+        >>> from flax import nnx
+        >>> from jaxgrad import nn, train
+        >>> model = nn.MLP(4, 8, depth=3, out_features=2, activation="sigmoid",
+        ...                rngs=nnx.Rngs(0))
+        >>> x = jax.random.normal(jax.random.key(0), (64, 4))
+        >>> report = train.pretrain_layerwise(model, x, key=jax.random.key(1), steps=50,
+        ...                                   batch_size=16)
+        >>> bool((report.block_loss[:, -1] < report.block_loss[:, 0]).all())  # each block learned
+        True
 
     References:
         Bengio, Lamblin, Popovici and Larochelle 2007, "Greedy Layer-Wise Training of Deep
