@@ -44,9 +44,13 @@ MODULES = (
     "jaxgrad.recording.recorder",
     "jaxgrad.recording.history",
     "jaxgrad.train",
+    "jaxgrad.scaling",
+    "jaxgrad.scaling.mup",
+    "jaxgrad.scaling.coord",
+    "jaxgrad.scaling.slopes",
 )
 """The modules whose docstrings are checked. Not yet checked: jaxgrad.report,
-jaxgrad.cli and jaxgrad.scaling (their docstrings are still incomplete)."""
+jaxgrad.cli and jaxgrad.scaling.config (their docstrings are still incomplete)."""
 
 
 def public_objects(module_name: str) -> list[tuple[str, object]]:
@@ -201,6 +205,8 @@ COMPILING = {
     "jaxgrad.recording.recorder",
     "jaxgrad.recording.history",
     "jaxgrad.train",
+    "jaxgrad.scaling",
+    "jaxgrad.scaling.coord",
 }
 """Modules whose examples compile whole programs (about 100 of the file's 130 s of CPU):
 marked slow, so `make test-fast` leaves them to `make test`."""

@@ -68,6 +68,14 @@ def mean_abs(values: jax.Array, axis: int | tuple[int, ...] | None = None) -> ja
     mup's coordinate-check statistic (`x.abs().mean()`): for a vector with Theta(1)
     coordinates it is Theta(1), whatever its length.
 
+    Args:
+        values: an array.
+        axis: the axis or axes to average over; default all.
+
+    Returns:
+        The mean of |values| over `axis`, in the accumulation dtype (float32 for float16
+        and bfloat16 input).
+
     Example:
         >>> import jax.numpy as jnp
         >>> float(mean_abs(jnp.array([1.0, -3.0], jnp.float16)))
@@ -95,6 +103,17 @@ class CoordPoint(NamedTuple):
         loss: (seeds, steps), the loss at each step, before its update.
         modules: (seeds, steps, layers, len(MODULE_STATISTICS)).
         param_values: (seeds, steps, params, len(PARAM_STATISTICS)).
+
+    Example:
+        `coord_check` builds them; one made by hand (one seed, one step, one layer):
+
+        >>> import numpy as np
+        >>> from jaxgrad.scaling.coord import CoordPoint
+        >>> point = CoordPoint(64, None, ("out",), (), np.zeros((1, 1)),
+        ...                    np.array([[[[0.8, 1.0, 0.0]]]]), np.zeros((1, 1, 0, 3)))
+        >>> names, values = point.statistic("rms")  # values: (seeds, steps, layers)
+        >>> names, values.tolist()
+        (('out',), [[[1.0]]])
     """
 
     width: int
@@ -123,6 +142,18 @@ class CoordCheck:
         widths, depths: the grid (depths (None,) when no depth was given).
         seeds: the seeds, in the order of the seed axis.
         steps: the number of steps recorded.
+
+    Example:
+        `coord_check` returns one; one made by hand from two points:
+
+        >>> import numpy as np
+        >>> from jaxgrad.scaling.coord import CoordCheck, CoordPoint
+        >>> def point(width):  # one seed, one step, one layer
+        ...     return CoordPoint(width, None, ("out",), (), np.zeros((1, 1)),
+        ...                       np.ones((1, 1, 1, 3)), np.zeros((1, 1, 0, 3)))
+        >>> check = CoordCheck((point(64), point(128)), (64, 128), (None,), (0,), 1)
+        >>> check.point(128).width, check.depths
+        (128, (None,))
     """
 
     points: tuple[CoordPoint, ...]

@@ -94,6 +94,19 @@ class BaseShapes:
         width_axes: path -> the axes that grow with width.
         depth_axes: path -> the axes that grow with depth (stacked blocks).
         base_width, base_depth: the base.
+
+    Example:
+        >>> from flax import nnx
+        >>> from jaxgrad.scaling.mup import MuReadout, base_shapes
+        >>> def make(width, depth, rngs):
+        ...     return nnx.Sequential(nnx.Linear(3, width, rngs=rngs),
+        ...                           nnx.Linear(width, width, rngs=rngs),
+        ...                           MuReadout(width, 2, base_in_features=16, rngs=rngs))
+        >>> base = base_shapes(make, 16)
+        >>> base.shapes["layers.1.kernel"], base.width_axes["layers.1.kernel"]
+        ((16, 16), (0, 1))
+        >>> base.width_axes["layers.2.bias"], base.base_depth  # the readout's bias is fixed
+        ((), None)
     """
 
     shapes: dict[str, tuple[int, ...]]
@@ -114,6 +127,20 @@ def base_shapes(
     """The base of a model family: its parameter shapes at `base_width` (and `base_depth`),
     and the axes that grow, found by building (abstractly, no compute) the model at twice
     the base width (and twice the base depth).
+
+    Args:
+        make_model: `make_model(width, depth, rngs) -> nnx.Module` (depth is None when no
+            base depth is given); the same parameters at every width and depth.
+        base_width: the width at which every muP factor is 1, a positive int.
+        base_depth: the depth at which depth-muP's factors are 1, a positive int, or None
+            for width alone.
+
+    Returns:
+        `BaseShapes`.
+
+    Raises:
+        ValueError: `base_width` or `base_depth` is not a positive int, or the model's
+            parameters (their paths) change with width or depth.
 
     Example:
         >>> from flax import nnx
@@ -172,6 +199,20 @@ class MupEntry(NamedTuple):
             vectors (left to the model).
         multiplier: the factor on its forward contribution (1/m_in for the output kernel).
         lr: its learning-rate multiplier under the optimizer.
+
+    Example:
+        >>> from flax import nnx
+        >>> from jaxgrad.scaling.mup import MuReadout, base_shapes
+        >>> def make(width, depth, rngs):
+        ...     return nnx.Sequential(nnx.Linear(3, width, rngs=rngs),
+        ...                           nnx.Linear(width, width, rngs=rngs),
+        ...                           MuReadout(width, 2, base_in_features=16, rngs=rngs))
+        >>> base = base_shapes(make, 16)
+        >>> from jaxgrad.scaling.mup import mup_table
+        >>> params = nnx.state(make(64, None, nnx.Rngs(0)), nnx.Param)
+        >>> entry = mup_table(params, base)["layers.2.kernel"]  # the readout at width 64
+        >>> entry.role, entry.fan_in_ratio, entry.init_std, entry.multiplier, entry.lr
+        ('output', 4.0, 0.25, 0.25, 1.0)
     """
 
     role: str
@@ -236,6 +277,18 @@ def mup_table(params: Any, base: BaseShapes, optimizer: str = "adam") -> dict[st
     """muP's treatment of every parameter of `params` (a model's `nnx.State` of `nnx.Param`,
     or any pytree of arrays with the base's structure): path -> `MupEntry`.
 
+    Args:
+        params: the parameters at the current width (and depth).
+        base: the family's `BaseShapes`.
+        optimizer: "adam" or "sgd": whose learning-rate rule `lr` follows.
+
+    Returns:
+        A dict from parameter path ("layers.1.kernel") to `MupEntry`.
+
+    Raises:
+        ValueError: an unknown optimizer, or a parameter that is not in the base or has
+            another number of axes.
+
     Example:
         >>> from flax import nnx
         >>> def make(width, depth, rngs):
@@ -257,7 +310,14 @@ def mup_table(params: Any, base: BaseShapes, optimizer: str = "adam") -> dict[st
 
 
 class ScaleByMupState(NamedTuple):
-    """`scale_by_mup` keeps no state."""
+    """`scale_by_mup` keeps no state.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad.scaling.mup import ScaleByMupState
+        >>> ScaleByMupState() == ()  # an empty tuple: nothing to carry or shard
+        True
+    """
 
 
 def scale_by_mup(base: BaseShapes, optimizer: str = "adam") -> optax.GradientTransformation:
@@ -267,6 +327,39 @@ def scale_by_mup(base: BaseShapes, optimizer: str = "adam") -> optax.GradientTra
 
     The factors are read off the updates' shapes against the base (static: nothing is
     traced and jit does not retrace).
+
+    Args:
+        base: the family's `BaseShapes` (from `base_shapes`).
+        optimizer: "adam" or "sgd": whose learning-rate rule to apply (`mup_table`).
+
+    Returns:
+        An `optax.GradientTransformation` with a `ScaleByMupState`.
+
+    Raises:
+        TypeError: `base` is not a `BaseShapes`.
+        ValueError: an unknown optimizer (at once), or an update whose path or number of
+            axes is not in the base (at the update).
+
+    Example:
+        At width 64 against a base of 16, SGD's input weights and biases learn 4 times
+        faster, the hidden kernel at the base rate, the readout's kernel 4 times faster:
+
+        >>> import jax, jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from jaxgrad.scaling.mup import MuReadout, base_shapes
+        >>> def make(width, depth, rngs):
+        ...     return nnx.Sequential(nnx.Linear(3, width, rngs=rngs),
+        ...                           nnx.Linear(width, width, rngs=rngs),
+        ...                           MuReadout(width, 2, base_in_features=16, rngs=rngs))
+        >>> base = base_shapes(make, 16)
+        >>> from jaxgrad.scaling.mup import scale_by_mup
+        >>> params = nnx.state(make(64, None, nnx.Rngs(0)), nnx.Param)
+        >>> transform = scale_by_mup(base, "sgd")
+        >>> ones = jax.tree.map(jnp.ones_like, params)
+        >>> updates, _ = transform.update(ones, transform.init(params))
+        >>> {"/".join(map(str, path)): float(value.max())
+        ...  for path, value in nnx.to_flat_state(updates) if path[-1] == "kernel"}
+        {'layers/0/kernel': 4.0, 'layers/1/kernel': 1.0, 'layers/2/kernel': 4.0}
     """
     optimizer = _check_optimizer(optimizer)
     if not isinstance(base, BaseShapes):
@@ -295,7 +388,37 @@ def mup_adam(
     learning_rate: float, base: BaseShapes, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
 ) -> optax.GradientTransformation:
     """Adam under muP (and depth-muP, where the base has a depth): `optax.scale_by_adam`,
-    `scale_by_mup(base, "adam")`, then the learning rate."""
+    `scale_by_mup(base, "adam")`, then the learning rate.
+
+    Args:
+        learning_rate: the learning rate at the base width (and depth).
+        base: the family's `BaseShapes`.
+        b1, b2, eps: as for `optax.adam`.
+
+    Returns:
+        An `optax.GradientTransformation`.
+
+    Example:
+        Adam's first step has unit size per coordinate; muP divides the hidden kernel's by
+        m_in = 4 at width 64:
+
+        >>> import jax, jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from jaxgrad.scaling.mup import MuReadout, base_shapes
+        >>> def make(width, depth, rngs):
+        ...     return nnx.Sequential(nnx.Linear(3, width, rngs=rngs),
+        ...                           nnx.Linear(width, width, rngs=rngs),
+        ...                           MuReadout(width, 2, base_in_features=16, rngs=rngs))
+        >>> base = base_shapes(make, 16)
+        >>> from jaxgrad.scaling.mup import mup_adam
+        >>> params = nnx.state(make(64, None, nnx.Rngs(0)), nnx.Param)
+        >>> tx = mup_adam(1e-3, base)
+        >>> grads = jax.tree.map(jnp.ones_like, params)
+        >>> updates, _ = tx.update(grads, tx.init(params), params)
+        >>> {"/".join(map(str, path)): round(float(jnp.abs(value).max()), 6)
+        ...  for path, value in nnx.to_flat_state(updates) if path[-1] == "kernel"}
+        {'layers/0/kernel': 0.001, 'layers/1/kernel': 0.00025, 'layers/2/kernel': 0.001}
+    """
     return optax.chain(
         optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
         scale_by_mup(base, "adam"),
@@ -304,7 +427,33 @@ def mup_adam(
 
 
 def mup_sgd(learning_rate: float, base: BaseShapes) -> optax.GradientTransformation:
-    """SGD under muP: `scale_by_mup(base, "sgd")`, then the learning rate."""
+    """SGD under muP: `scale_by_mup(base, "sgd")`, then the learning rate.
+
+    Args:
+        learning_rate: the learning rate at the base width.
+        base: the family's `BaseShapes`.
+
+    Returns:
+        An `optax.GradientTransformation`.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from jaxgrad.scaling.mup import MuReadout, base_shapes
+        >>> def make(width, depth, rngs):
+        ...     return nnx.Sequential(nnx.Linear(3, width, rngs=rngs),
+        ...                           nnx.Linear(width, width, rngs=rngs),
+        ...                           MuReadout(width, 2, base_in_features=16, rngs=rngs))
+        >>> base = base_shapes(make, 16)
+        >>> from jaxgrad.scaling.mup import mup_sgd
+        >>> params = nnx.state(make(64, None, nnx.Rngs(0)), nnx.Param)
+        >>> tx = mup_sgd(0.1, base)
+        >>> grads = jax.tree.map(jnp.ones_like, params)
+        >>> updates, _ = tx.update(grads, tx.init(params), params)
+        >>> {"/".join(map(str, path)): round(float(value.max()), 6)
+        ...  for path, value in nnx.to_flat_state(updates) if path[-1] == "kernel"}
+        {'layers/0/kernel': -0.4, 'layers/1/kernel': -0.1, 'layers/2/kernel': -0.4}
+    """
     return optax.chain(scale_by_mup(base, "sgd"), optax.scale(-learning_rate))
 
 
@@ -322,6 +471,18 @@ class MuReadout(nnx.Module):
         scale: multiplies the initialization's std.
         dtype: parameter and computation dtype.
         rngs: `nnx.Rngs`.
+
+    Raises:
+        ValueError: `in_features`, `out_features` or `base_in_features` is not a positive
+            int.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from jaxgrad.scaling.mup import MuReadout
+        >>> readout = MuReadout(64, 2, base_in_features=16, rngs=nnx.Rngs(0))
+        >>> readout.multiplier, readout(jnp.ones((5, 64))).shape
+        (0.25, (5, 2))
     """
 
     def __init__(
@@ -359,6 +520,16 @@ def depth_multiplier(depth: int, base_depth: int = 1) -> float:
     h_l = h_{l-1} + multiplier * f_l(h_{l-1}) keeps its output and its updates of the same
     size at every depth (Yang et al. 2023; Bordelon et al. 2023).
 
+    Args:
+        depth: the number of residual blocks, a positive int.
+        base_depth: the depth at which the multiplier is 1, a positive int.
+
+    Returns:
+        sqrt(base_depth / depth).
+
+    Raises:
+        ValueError: `depth` or `base_depth` is not a positive int.
+
     Example:
         >>> depth_multiplier(16, base_depth=4)
         0.5
@@ -374,6 +545,16 @@ def mup_dot_product_attention(base_head_dim: int) -> Callable[..., jax.Array]:
     with muP's logits q.k * sqrt(base_head_dim) / head_dim: 1/d instead of 1/sqrt(d),
     equal to the standard scaling at the base (TP-V, section 4 and appendix J: q and k
     become correlated during training, so q.k grows as d).
+
+    Args:
+        base_head_dim: the base model's head dimension (the scaling is standard there).
+
+    Returns:
+        `attention(query, key, value, *args, **kwargs)`, `nnx.dot_product_attention`'s
+        signature.
+
+    Raises:
+        ValueError: `base_head_dim` is not a positive int.
 
     Example:
         >>> import jax.numpy as jnp

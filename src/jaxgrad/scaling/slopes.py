@@ -63,6 +63,9 @@ def verdict(slope: float, spread: float = math.nan, *, against: str = "width") -
         "stable", "grows as width^0.98", "shrinks as depth^-0.50" or "undefined", with
         " (noisy: spread 0.41)" when the spread exceeds `NOISY_SPREAD`.
 
+    Raises:
+        ValueError: if `against` is not "width" or "depth".
+
     Example:
         >>> verdict(0.98), verdict(-0.5, against="depth"), verdict(0.1)
         ('grows as width^0.98', 'shrinks as depth^-0.50', 'stable')
@@ -86,6 +89,13 @@ def fit_slope(sizes: np.ndarray, values: np.ndarray) -> np.ndarray:
     """The least-squares slope of log(values) against log(sizes), per row of `values`
     (shape (rows, len(sizes))); nan for a row with a value that is not finite and positive.
 
+    Args:
+        sizes: (n,) the widths or depths, positive.
+        values: (rows, n) the statistic at each size.
+
+    Returns:
+        (rows,) float64 slopes.
+
     Example:
         >>> import numpy as np
         >>> fit_slope(np.array([64, 128, 256]), np.array([[1.0, 2.0, 4.0]])).round(6).tolist()
@@ -102,7 +112,20 @@ def fit_slope(sizes: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 def name_map(names: tuple[str, ...], against: str) -> dict[str, int]:
     """Each name's row: the names themselves across widths, and with the stacks' last
-    layers also as "-1" across depths (`_aliases`)."""
+    layers also as "-1" across depths (`_aliases`).
+
+    Args:
+        names: the layers' names at one point, in row order.
+        against: "width" or "depth".
+
+    Returns:
+        A dict from name (and, against depth, alias) to row.
+
+    Example:
+        >>> from jaxgrad.scaling.slopes import name_map
+        >>> name_map(("blocks[0].linear", "blocks[1].linear", "readout"), "depth")
+        {'blocks[0].linear': 0, 'blocks[1].linear': 1, 'readout': 2, 'blocks[-1].linear': 1}
+    """
     if against == "depth":
         return _aliases(names)
     return {name: row for row, name in enumerate(names)}
@@ -142,6 +165,22 @@ class Slopes:
         spread: their standard deviation over seeds (0 for one seed).
         seeds: the number of seeds with a defined slope.
         verdict: the words (`verdict`).
+
+    Example:
+        `slopes` returns one; here of two hand-made points whose statistics all equal
+        the width:
+
+        >>> import numpy as np
+        >>> from jaxgrad.scaling.coord import CoordCheck, CoordPoint
+        >>> from jaxgrad.scaling.slopes import slopes
+        >>> def point(width):  # one seed, one step, one layer
+        ...     return CoordPoint(width, None, ("out",), (), np.zeros((1, 1)),
+        ...                       np.full((1, 1, 1, 3), float(width)), np.zeros((1, 1, 0, 3)))
+        >>> table = slopes(CoordCheck((point(64), point(128)), (64, 128), (None,), (0,), 1))
+        >>> table.statistic.tolist(), table.slope.round(2).tolist()
+        (['mean_abs', 'rms', 'change'], [1.0, 1.0, 1.0])
+        >>> table.get("out", "rms")
+        (1.0, 'grows as width^1.00')
     """
 
     against: str
