@@ -74,11 +74,28 @@ MAX_CURVES = 10
 
 
 class UsageError(Exception):
-    """Bad input found before any computation: printed as one line, exit status 2."""
+    """Bad input found before any computation: printed as one line, exit status 2.
+
+    Example:
+        `main` catches it, prints `jaxgrad COMMAND: error: ...` on stderr and returns 2:
+
+        >>> from jaxgrad import cli
+        >>> cli.main(["gain", "relu", "0.3"])  # relu takes no parameter
+        2
+    """
 
 
 class Interrupted(Exception):
-    """Ctrl-C: printed as one line, exit status 130."""
+    """Ctrl-C: printed as one line, exit status 130.
+
+    A command raises it with the line to print (what was saved, how to resume); `main`
+    prints `jaxgrad COMMAND: ` and that line on stderr and returns 130.
+
+    Example:
+        >>> from jaxgrad.cli import Interrupted
+        >>> str(Interrupted("interrupted: 4 of 12 chunks saved; run the same command to resume"))
+        'interrupted: 4 of 12 chunks saved; run the same command to resume'
+    """
 
 
 @contextlib.contextmanager
@@ -170,7 +187,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([head, "-" * len(head), *lines])
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def _cmd_demo(args: argparse.Namespace) -> int:
     from jaxgrad import report
 
     out = _writable_folder(Path(args.out))
@@ -186,7 +203,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_sweep(args: argparse.Namespace) -> int:
+def _cmd_sweep(args: argparse.Namespace) -> int:
     import jax
 
     from jaxgrad import sweep
@@ -317,7 +334,7 @@ def _choose_hint(varying: dict[str, list]) -> str:
     return "; ".join(f"{c} {_values_text(v)}" for c, v in varying.items())
 
 
-def cmd_plot(args: argparse.Namespace) -> int:
+def _cmd_plot(args: argparse.Namespace) -> int:
     from jaxgrad.store import ResultStore
 
     results = Path(args.results)
@@ -440,7 +457,7 @@ def _plot_heatmap(frame, out: Path) -> int:
     return 0
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+def _cmd_report(args: argparse.Namespace) -> int:
     from jaxgrad.recording import History
 
     run = Path(args.run_dir)
@@ -618,7 +635,7 @@ def _run_report(history, run: Path):
     return pages.html_page(f"jaxgrad run report: {run}", body), diagnosis
 
 
-def cmd_phase(args: argparse.Namespace) -> int:
+def _cmd_phase(args: argparse.Namespace) -> int:
     low, high = args.sigma_w2_range
     if not low < high:
         raise UsageError(f"--sigma-w2-range needs LOW < HIGH, got {low:g} {high:g}")
@@ -654,7 +671,7 @@ def cmd_phase(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_coord(args: argparse.Namespace) -> int:
+def _cmd_coord(args: argparse.Namespace) -> int:
     from jaxgrad import plot, scaling
     from jaxgrad.scaling import config as coord_config
 
@@ -686,7 +703,7 @@ def cmd_coord(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_spectrum(args: argparse.Namespace) -> int:
+def _cmd_spectrum(args: argparse.Namespace) -> int:
     out = _figure_path(args.out) if args.out else None
 
     import jax
@@ -763,7 +780,7 @@ GAIN_PARAMETERS = {"leaky_relu": "negative_slope", "elu": "alpha"}
 """The activations `jaxgrad gain` takes a parameter for, and which parameter it is."""
 
 
-def cmd_gain(args: argparse.Namespace) -> int:
+def _cmd_gain(args: argparse.Namespace) -> int:
     import jax
 
     name = activations.name_of(args.name)
@@ -930,6 +947,18 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `jaxgrad` command's argument parser: one subcommand per command, each with
+    its options, their help and defaults; the parsed namespace's `run` is the command.
+
+    Returns:
+        An `argparse.ArgumentParser`.
+
+    Example:
+        >>> from jaxgrad import cli
+        >>> args = cli.build_parser().parse_args(["phase", "tanh", "--sigma-b2", "0.05"])
+        >>> args.command, args.activation, args.sigma_b2, args.sigma_w2_range
+        ('phase', 'tanh', [0.05], [1.0, 4.0])
+    """
     parser = _Parser(
         prog="jaxgrad",
         description="See, measure and cure vanishing and exploding gradients.",
@@ -960,7 +989,7 @@ def build_parser() -> argparse.ArgumentParser:
         "example:\n  jaxgrad demo --out jaxgrad-out",
     )
     demo.add_argument("--out", default="jaxgrad-out", help="the report's folder")
-    demo.set_defaults(run=cmd_demo)
+    demo.set_defaults(run=_cmd_demo)
 
     sweep = command(
         "sweep",
@@ -991,7 +1020,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no progress bar, or no progress lines without a terminal (default: shown)",
     )
-    sweep.set_defaults(run=cmd_sweep)
+    sweep.set_defaults(run=_cmd_sweep)
 
     plot = command(
         "plot",
@@ -1043,7 +1072,7 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             help=text if "default" in text else f"{text} (default: all)",
         )
-    plot.set_defaults(run=cmd_plot)
+    plot.set_defaults(run=_cmd_plot)
 
     gain = command(
         "gain",
@@ -1062,7 +1091,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="leaky_relu's negative slope (default 0.01) or elu's alpha (default 1); the "
         "other activations take none",
     )
-    gain.set_defaults(run=cmd_gain)
+    gain.set_defaults(run=_cmd_gain)
 
     report = command(
         "report",
@@ -1077,7 +1106,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         help="the HTML file; .html is added when it has no suffix (default: RUN_DIR/report.html)",
     )
-    report.set_defaults(run=cmd_report)
+    report.set_defaults(run=_cmd_report)
 
     phase = command(
         "phase",
@@ -1109,7 +1138,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the phase diagram here; .png is added when the name has no suffix "
         "(default: no figure)",
     )
-    phase.set_defaults(run=cmd_phase)
+    phase.set_defaults(run=_cmd_phase)
 
     spectrum = command(
         "spectrum",
@@ -1152,7 +1181,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the spectra's histograms here; .png is added when the name has no "
         "suffix (default: no figure)",
     )
-    spectrum.set_defaults(run=cmd_spectrum)
+    spectrum.set_defaults(run=_cmd_spectrum)
 
     coord = command(
         "coord",
@@ -1166,12 +1195,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     coord.add_argument("config", type=_existing_file, help="a TOML file of CoordConfig fields")
     coord.add_argument("--out", help="the output folder (default: the config's path without .toml)")
-    coord.set_defaults(run=cmd_coord)
+    coord.set_defaults(run=_cmd_coord)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command; return its exit status (argparse's own errors exit 2 themselves)."""
+    """Run the command; return its exit status (argparse's own errors exit 2 themselves).
+
+    Args:
+        argv: the arguments after `jaxgrad`; default `sys.argv[1:]`.
+
+    Returns:
+        0 on success, 2 for bad input refused before any computation (one line on stderr),
+        130 after Ctrl-C.
+
+    Example:
+        >>> from jaxgrad import cli
+        >>> status = cli.main(["gain", "tanh"])  # doctest: +ELLIPSIS
+        gains of tanh, for weights drawn with std gain / sqrt(fan_in):
+          forward gain   1.592537  use this to initialize: ...
+        >>> status
+        0
+    """
     command = "jaxgrad"
     try:
         args = build_parser().parse_args(argv)
