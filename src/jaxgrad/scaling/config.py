@@ -95,6 +95,14 @@ class CoordMLP(nnx.Module):
             `jaxgrad.nn.MLP`'s blocks phi(h W + b).
         residual_scale: the branch multiplier.
         rngs: `nnx.Rngs`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from jaxgrad.scaling.config import CoordMLP
+        >>> model = CoordMLP(4, 8, 2, 3, parametrization="mup", base_width=8, rngs=nnx.Rngs(0))
+        >>> type(model.readout).__name__, model(jnp.ones((5, 4))).shape
+        ('MuReadout', (5, 3))
     """
 
     def __init__(
@@ -128,20 +136,81 @@ class CoordMLP(nnx.Module):
 
 
 def mse_loss(model: nnx.Module, batch: tuple[jax.Array, jax.Array]) -> jax.Array:
-    """Mean squared error of `model(x)` against float targets."""
+    """Mean squared error of `model(x)` against float targets.
+
+    Args:
+        model: the model.
+        batch: (x, y), y shaped like `model(x)`.
+
+    Returns:
+        The mean of the squared errors, a scalar.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from jaxgrad.scaling.config import mse_loss
+        >>> zero = nnx.Linear(3, 3, kernel_init=nnx.initializers.zeros, rngs=nnx.Rngs(0))
+        >>> float(mse_loss(zero, (jnp.ones((2, 3)), jnp.ones((2, 3)))))  # outputs 0, targets 1
+        1.0
+    """
     x, y = batch
     return jnp.mean((model(x) - y) ** 2)
 
 
 def cross_entropy_loss(model: nnx.Module, batch: tuple[jax.Array, jax.Array]) -> jax.Array:
-    """Softmax cross-entropy of `model(x)` against integer labels."""
+    """Softmax cross-entropy of `model(x)` against integer labels.
+
+    Args:
+        model: the model, returning logits (batch, classes).
+        batch: (x, labels), labels (batch,) integers in [0, classes).
+
+    Returns:
+        The mean cross-entropy, a scalar.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from jaxgrad.scaling.config import cross_entropy_loss
+        >>> zero = nnx.Linear(2, 4, kernel_init=nnx.initializers.zeros, rngs=nnx.Rngs(0))
+        >>> loss = cross_entropy_loss(zero, (jnp.ones((2, 2)), jnp.array([0, 3])))
+        >>> round(float(loss), 4)  # uniform logits over 4 classes: log 4
+        1.3863
+    """
     x, y = batch
     return optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
 
 
 @dataclasses.dataclass(frozen=True)
 class CoordConfig:
-    """A coordinate check's settings (see the module docstring for each key)."""
+    """A coordinate check's settings (see the module docstring for each key).
+
+    Args:
+        parametrization: "sp", "mup" or "depth_mup".
+        optimizer: "adam" or "sgd".
+        learning_rate: the learning rate (at the base, under muP), > 0 and finite.
+        widths, depths: positive ints (kept sorted, without repeats; the smallest is the
+            base).
+        residual: residual blocks (implied by "depth_mup").
+        activation: an activation's name (`jaxgrad.activations`).
+        data: "gaussian" or "digits".
+        batch_size, seeds, steps: ints >= 1.
+
+    Raises:
+        TypeError: `widths` or `depths` is not a non-empty list, `residual` not a bool,
+            or `activation` not a name.
+        ValueError: any other value outside what is listed above, or an unknown
+            activation.
+
+    Example:
+        >>> from jaxgrad.scaling.config import CoordConfig
+        >>> config = CoordConfig(widths=[256, 64, 128], seeds=2)
+        >>> config.widths, config.base_width, config.parametrization
+        ((64, 128, 256), 64, 'mup')
+        >>> CoordConfig.from_dict({"width": [64]})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown key(s) ['width']; the keys are ['activation', ...]
+    """
 
     parametrization: str = "mup"
     optimizer: str = "adam"
@@ -225,7 +294,21 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
 
 def batches(config: CoordConfig) -> tuple[list, int, int, Callable]:
     """(one batch per step, in_features, out_features, loss_fn) of a config (seeded by
-    step: the same at every width, depth and seed)."""
+    step: the same at every width, depth and seed).
+
+    Args:
+        config: the `CoordConfig` (its data, batch_size and steps are read).
+
+    Returns:
+        (a list of `steps` batches (x, y), in_features, out_features, `mse_loss` or
+        `cross_entropy_loss`).
+
+    Example:
+        >>> from jaxgrad.scaling.config import CoordConfig, batches
+        >>> stream, in_features, out_features, loss_fn = batches(CoordConfig(steps=2))
+        >>> len(stream), stream[0][0].shape, in_features, out_features, loss_fn.__name__
+        (2, (32, 16), 16, 16, 'mse_loss')
+    """
     steps, size = config.steps, config.batch_size
     if config.data == "digits":
         x, y = _digits()
@@ -254,7 +337,28 @@ def model_factory(
     residual: bool,
 ) -> Callable[[int, int, nnx.Rngs], CoordMLP]:
     """The `make_model(width, depth, rngs)` of these settings (cached: the same function for
-    the same settings, so compiled programs are reused)."""
+    the same settings, so compiled programs are reused).
+
+    Args:
+        in_features, out_features: the data's sizes.
+        parametrization: "sp", "mup" or "depth_mup" (the last scales each residual branch
+            by `depth_multiplier(depth, base_depth)`).
+        base_width, base_depth: the muP base.
+        activation: the activation's name.
+        residual: residual blocks (always, under "depth_mup").
+
+    Returns:
+        `make_model(width, depth, rngs) -> CoordMLP`.
+
+    Example:
+        >>> from flax import nnx
+        >>> from jaxgrad.scaling.config import model_factory
+        >>> make = model_factory(16, 16, "mup", 16, 2, "relu", False)
+        >>> make is model_factory(16, 16, "mup", 16, 2, "relu", False)
+        True
+        >>> make(32, 2, nnx.Rngs(0)).readout.multiplier
+        0.5
+    """
 
     def make_model(width: int, depth: int, rngs: nnx.Rngs) -> CoordMLP:
         scale = 1.0
@@ -281,7 +385,28 @@ def _at_depth(make_model, depth, width, _depth, rngs):
 
 
 def optimizer(config: CoordConfig, make_model) -> optax.GradientTransformation:
-    """The config's Optax chain: plain under "sp", muP's (relative to the base) otherwise."""
+    """The config's Optax chain: plain under "sp", muP's (relative to the base) otherwise.
+
+    Args:
+        config: the `CoordConfig`.
+        make_model: its `model_factory` (muP reads the base's shapes off it).
+
+    Returns:
+        `optax.adam` / `optax.sgd` under "sp", else `mup_adam` / `mup_sgd`.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from jaxgrad.scaling.config import CoordConfig, model_factory, optimizer
+        >>> config = CoordConfig(widths=(16, 32), optimizer="sgd", learning_rate=0.1)
+        >>> make = model_factory(16, 16, "mup", 16, 2, "relu", False)
+        >>> params = nnx.state(make(32, 2, nnx.Rngs(0)), nnx.Param)
+        >>> tx = optimizer(config, make)
+        >>> grads = jax.tree.map(jnp.ones_like, params)
+        >>> updates, _ = tx.update(grads, tx.init(params), params)
+        >>> round(float(updates["embed"]["kernel"].max()), 6)  # an input weight: lr x m_out
+        -0.2
+    """
     if config.parametrization == "sp":
         factory = optax.adam if config.optimizer == "adam" else optax.sgd
         return factory(config.learning_rate)
@@ -299,6 +424,13 @@ def run(
     config: CoordConfig, progress: Callable[[int, int | None], None] | None = None
 ) -> CoordCheck:
     """The coordinate check a `CoordConfig` describes.
+
+    Args:
+        config: the `CoordConfig`.
+        progress: called as `progress(width, depth)` after each point, or None.
+
+    Returns:
+        The `CoordCheck` (read it with `jaxgrad.scaling.slopes`).
 
     Example:
         >>> check = run(CoordConfig(widths=(8, 16), depths=(1,), seeds=1, steps=1))
