@@ -182,6 +182,35 @@ def _human(size: float) -> str:
     return f"{int(size)} B"
 
 
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The table of a TOML file, or one ValueError line saying why it cannot be read.
+
+    Args:
+        path: the file.
+
+    Returns:
+        Its top-level table as a dict.
+
+    Raises:
+        ValueError: the file cannot be read or is not valid TOML.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> from jaxgrad import sweep
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "grid.toml"
+        >>> _ = path.write_text('depth = [10, 50]')
+        >>> sweep.read_toml(path)
+        {'depth': [10, 50]}
+    """
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"{path} is not valid TOML: {error}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"cannot read {path}: {error}") from None
+
+
 @dataclasses.dataclass(frozen=True)
 class Sweep:
     """A grid of random networks to probe. Every field but the scalars takes a value or a
@@ -342,12 +371,7 @@ class Sweep:
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"sweep configuration {str(path)!r} does not exist")
-        try:
-            values = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as error:
-            raise ValueError(f"{path} is not valid TOML: {error}") from None
-        except (OSError, UnicodeDecodeError) as error:
-            raise ValueError(f"cannot read {path}: {error}") from None
+        values = read_toml(path)
         if "sweep" not in values:
             return cls.from_dict(values)
         table = values["sweep"]

@@ -582,14 +582,19 @@ def _run(graphdef, loss_fn, spec: _Spec, rest, batch, params, taps):
     dphi = None if spec.activation is None else _act.derivative_from_output(spec.activation)
     capture = _capture.Capture(model, spec.select, taps, dphi, spec.threshold)
     with capture.active_on(set(spec.classes)):
-        loss = loss_fn(model, batch)
+        loss = _scalar_loss(loss_fn(model, batch))
+    return loss, capture.records, capture.layout, nnx.split(model, nnx.Param, ...)[2]
+
+
+def _scalar_loss(loss: Any) -> jax.Array:
+    """The loss as an array, refused (at trace time) unless it is a real scalar."""
     loss = jnp.asarray(loss)
     if loss.shape != () or not jnp.issubdtype(loss.dtype, jnp.floating):
         raise TypeError(
             f"loss_fn must return a real scalar, got an array of shape {loss.shape} and dtype "
             f"{loss.dtype}; reduce it, e.g. with .mean()"
         )
-    return loss, capture.records, capture.layout, nnx.split(model, nnx.Param, ...)[2]
+    return loss
 
 
 def learn_layout(graphdef, loss_fn, spec: _Spec, params, rest, batch):

@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from flax import nnx
 
 from jaxgrad import activations as _act
 from jaxgrad import nn as _nn
+from jaxgrad import sweep as _sweep
 from jaxgrad.scaling import mup as _mup
 from jaxgrad.scaling.coord import CoordCheck, coord_check
 
@@ -266,14 +266,7 @@ class CoordConfig:
     @classmethod
     def from_toml(cls, path: str | Path) -> CoordConfig:
         """From a TOML file of top-level keys."""
-        path = Path(path)
-        try:
-            values = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as error:
-            raise ValueError(f"{path} is not valid TOML: {error}") from None
-        except (OSError, UnicodeDecodeError) as error:
-            raise ValueError(f"cannot read {path}: {error}") from None
-        return cls.from_dict(values)
+        return cls.from_dict(_sweep.read_toml(path))
 
     @property
     def base_width(self) -> int:

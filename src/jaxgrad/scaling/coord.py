@@ -225,13 +225,7 @@ def _forward(graphdef, loss_fn, spec, params, rest, batch):
     model = nnx.merge(graphdef, params, rest, copy=True)
     capture = _OutputCapture(model, spec.select, None, None, spec.threshold)
     with capture.active_on(set(spec.classes)):
-        loss = loss_fn(model, batch)
-    loss = jnp.asarray(loss)
-    if loss.shape != () or not jnp.issubdtype(loss.dtype, jnp.floating):
-        raise TypeError(
-            f"loss_fn must return a real scalar, got an array of shape {loss.shape} and dtype "
-            f"{loss.dtype}; reduce it, e.g. with .mean()"
-        )
+        loss = _inspection._scalar_loss(loss_fn(model, batch))
     return loss, capture.records, nnx.split(model, nnx.Param, ...)[2]
 
 
