@@ -19,7 +19,6 @@ def _fresh_compilation_caches():
     """Drop the compiled programs of the module before, so the suite does not accumulate them."""
     jax.clear_caches()
     gc.collect()
-    yield
 
 
 @pytest.fixture
