@@ -599,15 +599,15 @@ def tap_structure(layout: tuple[Site | Scan, ...], leading: tuple[int, ...] = ()
         A dict of zero arrays, one per recorded call, shaped like its output.
 
     Example:
-    >>> import jax
-    >>> import jax.numpy as jnp
-    >>> from jaxgrad.inspection import capture
-    >>> output = jax.ShapeDtypeStruct((8, 4), jnp.float32)
-    >>> site = capture.Site("blocks.linear#0", "blocks.linear", 0, "Linear", output, 0)
-    >>> scan = capture.Scan("scan0", 2, False, ("blocks",),
-    ...                     (("blocks", "linear", "kernel"),), (site,), 0)
-    >>> jax.tree.map(jnp.shape, capture.tap_structure((scan,)))
-    {'scan0': {'blocks.linear#0': (2, 8, 4)}}
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad.inspection import capture
+        >>> output = jax.ShapeDtypeStruct((8, 4), jnp.float32)
+        >>> site = capture.Site("blocks.linear#0", "blocks.linear", 0, "Linear", output, 0)
+        >>> scan = capture.Scan("scan0", 2, False, ("blocks",),
+        ...                     (("blocks", "linear", "kernel"),), (site,), 0)
+        >>> jax.tree.map(jnp.shape, capture.tap_structure((scan,)))
+        {'scan0': {'blocks.linear#0': (2, 8, 4)}}
     """
     taps: dict[str, Any] = {}
     for entry in layout:
@@ -659,15 +659,15 @@ def rows(layout: tuple[Site | Scan, ...]) -> list[Row]:
         A list of `Row`.
 
     Example:
-    >>> import jax
-    >>> import jax.numpy as jnp
-    >>> from jaxgrad.inspection import capture
-    >>> output = jax.ShapeDtypeStruct((8, 4), jnp.float32)
-    >>> site = capture.Site("blocks.linear#0", "blocks.linear", 0, "Linear", output, 0)
-    >>> scan = capture.Scan("scan0", 2, False, ("blocks",),
-    ...                     (("blocks", "linear", "kernel"),), (site,), 0)
-    >>> [(row.name, row.layer) for row in capture.rows((scan,))]
-    [('blocks[0].linear', (0,)), ('blocks[1].linear', (1,))]
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad.inspection import capture
+        >>> output = jax.ShapeDtypeStruct((8, 4), jnp.float32)
+        >>> site = capture.Site("blocks.linear#0", "blocks.linear", 0, "Linear", output, 0)
+        >>> scan = capture.Scan("scan0", 2, False, ("blocks",),
+        ...                     (("blocks", "linear", "kernel"),), (site,), 0)
+        >>> [(row.name, row.layer) for row in capture.rows((scan,))]
+        [('blocks[0].linear', (0,)), ('blocks[1].linear', (1,))]
     """
     return _rows(layout, (), (), None)
 
@@ -717,16 +717,16 @@ def take(records: dict[str, Any], row: Row) -> Any:
         The row's record (a pytree).
 
     Example:
-    >>> import jax
-    >>> import jax.numpy as jnp
-    >>> from jaxgrad.inspection import capture
-    >>> output = jax.ShapeDtypeStruct((8, 4), jnp.float32)
-    >>> site = capture.Site("blocks.linear#0", "blocks.linear", 0, "Linear", output, 0)
-    >>> scan = capture.Scan("scan0", 2, False, ("blocks",),
-    ...                     (("blocks", "linear", "kernel"),), (site,), 0)
-    >>> records = {"scan0": {"blocks.linear#0": jnp.array([10.0, 20.0])}}
-    >>> float(capture.take(records, capture.rows((scan,))[1]))
-    20.0
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad.inspection import capture
+        >>> output = jax.ShapeDtypeStruct((8, 4), jnp.float32)
+        >>> site = capture.Site("blocks.linear#0", "blocks.linear", 0, "Linear", output, 0)
+        >>> scan = capture.Scan("scan0", 2, False, ("blocks",),
+        ...                     (("blocks", "linear", "kernel"),), (site,), 0)
+        >>> records = {"scan0": {"blocks.linear#0": jnp.array([10.0, 20.0])}}
+        >>> float(capture.take(records, capture.rows((scan,))[1]))
+        20.0
     """
     value: Any = records
     for key in row.keys:
@@ -746,15 +746,15 @@ def stacked_params(layout: tuple[Site | Scan, ...]) -> dict[Path, tuple[int, Pat
         whether the scan ran in reverse).
 
     Example:
-    >>> import jax
-    >>> import jax.numpy as jnp
-    >>> from jaxgrad.inspection import capture
-    >>> output = jax.ShapeDtypeStruct((8, 4), jnp.float32)
-    >>> site = capture.Site("blocks.linear#0", "blocks.linear", 0, "Linear", output, 0)
-    >>> scan = capture.Scan("scan0", 2, False, ("blocks",),
-    ...                     (("blocks", "linear", "kernel"),), (site,), 0)
-    >>> capture.stacked_params((scan,))
-    {('blocks', 'linear', 'kernel'): (2, ('blocks',), False)}
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad.inspection import capture
+        >>> output = jax.ShapeDtypeStruct((8, 4), jnp.float32)
+        >>> site = capture.Site("blocks.linear#0", "blocks.linear", 0, "Linear", output, 0)
+        >>> scan = capture.Scan("scan0", 2, False, ("blocks",),
+        ...                     (("blocks", "linear", "kernel"),), (site,), 0)
+        >>> capture.stacked_params((scan,))
+        {('blocks', 'linear', 'kernel'): (2, ('blocks',), False)}
     """
     stacked = {}
     for entry in layout:
