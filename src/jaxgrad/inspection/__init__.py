@@ -755,10 +755,8 @@ def _module_stats(layout, rows, records, tap_grads) -> ModuleStats:
         return laid_out(lambda keys, leading: get(_get(records, keys)))
 
     norms = {}
-    for keys, leading in sites:
-        grad = _get(tap_grads, keys)
-        axes = tuple(range(len(leading), grad.ndim))
-        norm = _stats.norm(grad, axes, one_pass=True)
+    for keys, _leading in sites:
+        norm = _get(tap_grads, keys)  # the norm of dL/d(output): see `capture.gradient_tap`
         norms[keys] = (norm, ~jnp.isfinite(norm))
 
     def grad_norm(keys, leading):

@@ -5,9 +5,9 @@ While `loss_fn(model, batch)` is traced inside a `Capture`:
 - the `__call__` of every class of a recorded module is wrapped (resolved through the MRO,
   so an inherited `__call__` is covered; other instances pass through untouched), so that a
   recorded call reports the `Moments` of its input and output, the dead fraction and (where
-  the activation is known) the saturated fraction of its input, and adds a zero "tap" to its
-  output: the gradient of the loss with respect to the tap is dL/d(output), from the same
-  backward pass that gives the parameter gradients;
+  the activation is known) the saturated fraction of its input, and passes its output through
+  `gradient_tap`: the identity, whose backward pass gives a scalar "tap" the norm of
+  dL/d(output), from the same backward pass that gives the parameter gradients;
 - `jax.lax.scan` is replaced by a scan that feeds its body a stacked tap per recorded call
   and carries the records made inside the body out as extra per-iteration outputs: layers
   stacked on a leading axis and applied with `jax.lax.scan` or `nnx.scan` give one record per
@@ -194,11 +194,53 @@ def _first_array(values: Any) -> jax.Array | None:
     return arrays[0] if arrays else None
 
 
+@jax.custom_vjp
+def gradient_tap(values: jax.Array, tap: jax.Array) -> jax.Array:
+    """The identity on `values`, whose backward pass gives `tap` the L2 norm of the
+    cotangent of `values` (`stats.norm`, in the dtype of `tap`) instead of a gradient.
+
+    The cotangent of `values` passes through unchanged, so every other gradient is exact.
+    The norm of dL/d(output) is reduced where the backward pass makes the cotangent, inside
+    the backward scan for a stacked layer, rather than stacked whole and reduced afterwards
+    (a zero added to the output would give the cotangent itself as the tap's gradient: one
+    more array of the output's size per recorded call, written and read again).
+
+    Args:
+        values: any array.
+        tap: a scalar (zero) whose "gradient" becomes the norm.
+
+    Returns:
+        `values`.
+
+    Example:
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> from jaxgrad.inspection import capture
+        >>> loss = lambda x, tap: jnp.sum(3 * capture.gradient_tap(x, tap))
+        >>> dx, norm = jax.grad(loss, argnums=(0, 1))(jnp.ones((4,)), jnp.float32(0))
+        >>> dx.tolist(), float(norm)  # dL/dx = 3 everywhere: norm sqrt(4 * 9)
+        ([3.0, 3.0, 3.0, 3.0], 6.0)
+    """
+    return values
+
+
+def _gradient_tap_forward(values, tap):
+    return values, jnp.zeros((), tap.dtype)
+
+
+def _gradient_tap_backward(tap_zero, cotangent):
+    norm = _stats.norm(cotangent, one_pass=True).astype(tap_zero.dtype)
+    return cotangent, norm
+
+
+gradient_tap.defvjp(_gradient_tap_forward, _gradient_tap_backward)
+
+
 def _tap_output(output: Any, tap: jax.Array) -> Any:
-    """`output` with `tap` added to its last array leaf (the one recorded)."""
+    """`output` with its last array leaf (the one recorded) passed through `gradient_tap`."""
     leaves, treedef = jax.tree.flatten(output)
     index = max(i for i, leaf in enumerate(leaves) if _is_array(leaf))
-    leaves[index] = leaves[index] + tap.astype(leaves[index].dtype)
+    leaves[index] = gradient_tap(leaves[index], tap)
     return jax.tree.unflatten(treedef, leaves)
 
 
@@ -218,7 +260,7 @@ class Capture:
             identity).
         select: `select(module, path) -> bool`, whether a module (the model's own, or a copy
             made inside a scan, with the path of the module it copies) is recorded.
-        taps: the zero taps to add to the outputs, `tap_structure(layout)`-shaped, or None
+        taps: the zero taps of the outputs (`gradient_tap`), `tap_structure(layout)`-shaped, or None
             (a first, abstract pass that only learns the layout).
         derivative_from_output: phi' as a function of the activation's value, for the
             saturated fraction of inputs, or None.
@@ -347,6 +389,7 @@ class Capture:
             level.records[key] = capture._record(_first_array(args), recorded, attention)
             if level.taps is not None:
                 output = _tap_output(output, level.taps[key])
+                capture._same_values(_last_array(output), recorded)
             return output
 
         return recording_call
@@ -371,6 +414,15 @@ class Capture:
             cached = (values, _stats.moments_and_dead_fraction(values))
             level.reduced[id(values)] = cached
         return cached[1]
+
+    def _same_values(self, tapped: jax.Array, recorded: jax.Array) -> None:
+        """A tapped output holds the values of the recorded one (`gradient_tap`): the next
+        call that takes it as its input, or returns it as its own output (attention returns
+        its output projection's), reuses the reduction instead of making another pass."""
+        level = self.levels[-1]
+        cached = level.reduced.get(id(recorded))
+        if cached is not None and cached[0] is recorded:
+            level.reduced[id(tapped)] = (tapped, cached[1])
 
     def _record(self, x: jax.Array | None, output: jax.Array, attention) -> Record:
         dtype = _stats.accumulation_dtype(output.dtype)
@@ -588,15 +640,16 @@ def _weighted_values(weights: jax.Array, value: jax.Array) -> jax.Array:
 
 
 def tap_structure(layout: tuple[Site | Scan, ...], leading: tuple[int, ...] = ()) -> dict:
-    """Zero taps for a layout: a dict of zeros per site (stacked by the enclosing scans'
-    lengths) and a nested dict per scan.
+    """Zero taps for a layout: a dict of zeros per site (a scalar in the accumulation dtype
+    of its output, stacked by the enclosing scans' lengths) and a nested dict per scan. The
+    gradient with respect to a tap is the norm of dL/d(output) (see `gradient_tap`).
 
     Args:
         layout: a `Capture`'s layout.
         leading: the lengths of the enclosing scans (for the recursion).
 
     Returns:
-        A dict of zero arrays, one per recorded call, shaped like its output.
+        A dict of zero arrays, one per recorded call.
 
     Example:
         >>> import jax
@@ -606,14 +659,14 @@ def tap_structure(layout: tuple[Site | Scan, ...], leading: tuple[int, ...] = ()
         >>> site = capture.Site("blocks.linear#0", "blocks.linear", 0, "Linear", output, 0)
         >>> scan = capture.Scan("scan0", 2, False, ("blocks",),
         ...                     (("blocks", "linear", "kernel"),), (site,), 0)
-        >>> jax.tree.map(jnp.shape, capture.tap_structure((scan,)))
-        {'scan0': {'blocks.linear#0': (2, 8, 4)}}
+        >>> jax.tree.map(jnp.shape, capture.tap_structure((scan,)))  # one per layer
+        {'scan0': {'blocks.linear#0': (2,)}}
     """
     taps: dict[str, Any] = {}
     for entry in layout:
         if isinstance(entry, Site):
-            shape = (*leading, *entry.output.shape)
-            taps[entry.key] = jnp.zeros(shape, entry.output.dtype)
+            dtype = _stats.accumulation_dtype(entry.output.dtype)
+            taps[entry.key] = jnp.zeros(leading, dtype)
         else:
             taps[entry.key] = tap_structure(entry.layout, (*leading, entry.length))
     return taps
@@ -837,6 +890,7 @@ __all__ = [
     "Scan",
     "Site",
     "attention_statistics",
+    "gradient_tap",
     "on_call_outputs",
     "path_str",
     "rows",
