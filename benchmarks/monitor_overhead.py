@@ -140,13 +140,24 @@ def jax_cases() -> dict:
     }
 
 
-def _jax_loop(state, step):
+def _jax_loop(state, step, every: int | None = None):
     """16 calls of a jitted step on the split state, from Python (Flax's functional form:
     `nnx.split` once, `jax.jit` of a pure function, so that the host's dispatch costs the
-    same for every candidate and is not what is timed)."""
+    same for every candidate and is not what is timed). With `every`, the step takes a
+    static `record` flag, True on every `every`-th call (two compiled programs)."""
     import jax
 
-    jitted = jax.jit(step, donate_argnums=0)
+    if every is None:
+        jitted = jax.jit(step, donate_argnums=0)
+    else:
+        static = jax.jit(step, donate_argnums=0, static_argnums=1)
+        calls = [0]
+
+        def jitted(state):
+            record = calls[0] % every == 0
+            calls[0] += 1
+            return static(state, record)
+
     holder = [state]
 
     def run():
@@ -175,7 +186,9 @@ def jax_plain(make_model, batch):
     return _jax_loop(state, step)
 
 
-def jax_recorded(make_model, batch, every: int, check_every_step: bool = True):
+def jax_recorded(
+    make_model, batch, every: int, check_every_step: bool = True, static: bool = False
+):
     import optax
     from _models import cross_entropy
     from flax import nnx
@@ -189,13 +202,13 @@ def jax_recorded(make_model, batch, every: int, check_every_step: bool = True):
     )
     graphdef, state = nnx.split((model, optimizer, recorder))
 
-    def step(state):
+    def step(state, record=None):
         model, optimizer, recorder = nnx.merge(graphdef, state)
-        loss, grads = recorder.value_and_grad(model, batch)
+        loss, grads = recorder.value_and_grad(model, batch, record=record)
         recorder.update(model, optimizer, optimizer.update(model, grads))
         return nnx.state((model, optimizer, recorder)), loss
 
-    return _jax_loop(state, step)
+    return _jax_loop(state, step, every if static else None)
 
 
 def time_jax(name: str, rounds: int, repeats: int) -> dict:
@@ -204,6 +217,7 @@ def time_jax(name: str, rounds: int, repeats: int) -> dict:
         "plain": jax_plain(make_model, batch),
         "every_step": jax_recorded(make_model, batch, 1),
         "every_16": jax_recorded(make_model, batch, 16),
+        "every_16_static": jax_recorded(make_model, batch, 16, static=True),
         "every_16_no_step_checks": jax_recorded(make_model, batch, 16, check_every_step=False),
     }
     return _summary(_sample(candidates, rounds=rounds, repeats=repeats))

@@ -124,6 +124,47 @@ def test_recorded_statistics_equal_independent_computations_at_the_recorded_step
     )
 
 
+def test_a_static_record_flag_records_the_same_rows_as_the_traced_schedule():
+    """`record=` chosen in Python (two compiled programs, no conditional around the pass:
+    what a CNN needs on a CPU) gives the rows the traced schedule `every=2` gives, at the
+    same steps; anything but None/True/False is refused before tracing the model."""
+    batch = image_batch()
+    histories = []
+    for static in (False, True):
+        model = CNN(nnx.Rngs(0))
+        optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+        recorder = recording.Recorder(model, cross_entropy, batch, every=2, capacity=8)
+
+        @nnx.jit(static_argnames="record")
+        def step(model, optimizer, recorder, batch, record=None):
+            loss, grads = recorder.value_and_grad(model, batch, record=record)
+            recorder.update(model, optimizer, optimizer.update(model, grads))
+            return loss
+
+        for index in range(4):
+            step(model, optimizer, recorder, image_batch(index),
+                 record=(index % 2 == 0) if static else None)  # fmt: skip
+        histories.append(recorder.history())
+    traced, static = histories
+    assert static.recorded_steps.tolist() == traced.recorded_steps.tolist() == [0, 2]
+    for field in ("out_std", "out_grad_norm", "dead_frac"):
+        np.testing.assert_allclose(static.modules[field], traced.modules[field], rtol=1e-5)
+    # c1's bias, before batch norm, has a gradient of rounding noise (1e-9), which Adam
+    # normalizes: two programs agree on it only to that noise
+    grads = np.asarray(traced.params["grad_norm"])
+    informative = grads > 1e-4 * grads.max()
+    assert informative.sum() >= 12
+    for field in ("grad_norm", "update_norm", "second_moment_norm"):
+        np.testing.assert_allclose(
+            np.asarray(static.params[field])[informative],
+            np.asarray(traced.params[field])[informative],
+            rtol=1e-5,
+        )
+    np.testing.assert_allclose(static.steps["grad_norm"], traced.steps["grad_norm"], rtol=1e-5)
+    with pytest.raises(TypeError, match="record must be None"):
+        recorder.value_and_grad(model, batch, record=jnp.bool_(True))
+
+
 @pytest.mark.slow
 def test_no_transfer_to_the_host_between_steps():
     model, batch = CNN(nnx.Rngs(0)), image_batch()

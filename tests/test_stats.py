@@ -83,10 +83,28 @@ def test_global_norm_of_a_pytree_with_huge_and_low_precision_leaves():
         "c": [jnp.full((2, 3), 3e19, jnp.float32)],
     }
     expected = np.sqrt(1000 * 1e40 + 10 * 1e4 + 6 * 9e38)
-    got = jax.jit(stats.global_norm)(tree)
-    assert got.dtype == jnp.float32
-    np.testing.assert_allclose(float(got), expected, rtol=1e-5)
+    for one_pass in (False, True):  # the one-pass sum overflows here: its fallback runs
+        got = jax.jit(lambda t, p=one_pass: stats.global_norm(t, one_pass=p))(tree)
+        assert got.dtype == jnp.float32
+        np.testing.assert_allclose(float(got), expected, rtol=1e-5)
     assert float(stats.global_norm({})) == 0.0
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e-3, 1.0, 1e15, 1e30])
+def test_one_pass_global_norm_against_float64_at_every_scale(scale):
+    """Moderate scales keep the plain sum; tiny ones (squares flushed to zero) and huge ones
+    (squares overflowing) take the norm of norms; inf and nan stay inf and nan."""
+    tree = {
+        "w": jnp.asarray(base_values((8, 50)) * scale, jnp.float32),
+        "b": [jnp.asarray(base_values((1, 7))[0] * scale, jnp.float32)],
+    }
+    exact = np.sqrt(sum(np.sum(np.asarray(v, np.float64) ** 2) for v in jax.tree.leaves(tree)))
+    got = jax.jit(lambda t: stats.global_norm(t, one_pass=True))(tree)
+    np.testing.assert_allclose(float(got), exact, rtol=1e-5)
+    for bad, expected in ((jnp.inf, np.inf), (jnp.nan, np.nan)):
+        broken = {**tree, "w": tree["w"].at[0, 0].set(bad)}
+        got = float(stats.global_norm(broken, one_pass=True))
+        assert got == expected or (np.isnan(expected) and np.isnan(got))
 
 
 def test_power_of_two_scaling_is_exact_over_the_whole_exponent_range():

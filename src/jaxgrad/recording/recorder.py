@@ -287,6 +287,20 @@ class _Packing(NamedTuple):
         """Vectors (with leading axes `lead`) of empty rows: see `_nan_like`."""
         return {name: _nan_like(jnp.zeros((*lead, width), name)) for name, width in self.widths}
 
+    def span(self, key: str) -> tuple[str, int, int]:
+        """(dtype name, start, stop): where the leaves of the row's top-level field `key` lie
+        in the packed vectors (together, in flattening order, when they share one dtype)."""
+        indices = jax.tree.leaves(self.treedef.unflatten(range(len(self.leaves)))[key])
+        names = {self.leaves[i][0] for i in indices}
+        if len(names) != 1:
+            raise ValueError(f"the leaves of {key!r} have several dtypes: {sorted(names)}")
+        start = offset = self.leaves[indices[0]][1]
+        for i in indices:
+            if self.leaves[i][1] != offset:
+                raise ValueError(f"the leaves of {key!r} do not lie together")
+            offset += math.prod(self.leaves[i][2])
+        return names.pop(), start, offset
+
 
 def _positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
@@ -426,17 +440,41 @@ class Recorder(nnx.Module):
         )
         return {"loss": report.loss, "modules": report.modules, "params": report.params}
 
-    def value_and_grad(self, model: nnx.Module, batch: Any) -> tuple[jax.Array, nnx.State]:
+    def value_and_grad(
+        self, model: nnx.Module, batch: Any, *, record: bool | None = None
+    ) -> tuple[jax.Array, nnx.State]:
         """`nnx.value_and_grad(loss_fn)(model, batch)`, recording on the recording steps.
 
         Call it inside the jitted train step, once per step, then `update`. The model's state
         other than its parameters (batch-norm statistics, RNG counters) is updated as
         `nnx.value_and_grad` would.
 
+        Args:
+            model: the model being trained.
+            batch: this step's batch.
+            record: None (default): record on the steps that `every` picks, decided inside
+                the compiled step by a `jax.lax.cond` around the forward and backward pass
+                (with `every=1`, no conditional). True or False: decided here, in Python,
+                so that the pass is not inside a conditional; pass it as a static argument
+                of the jitted step (`nnx.jit(step, static_argnames="record")`, called with
+                `record=step % k == 0`: two compiled programs). On a CPU, XLA runs
+                convolutions inside a conditional far slower than outside one (a ResNet-style
+                CNN's step took 42x as long on 2 cores, `benchmarks/monitor_overhead.py`):
+                use the static form for convolutional models there. A non-finite step that
+                is not recorded is still measured (inside a conditional that runs only then).
+
         Returns:
             (loss, gradients): the gradients an `nnx.State` of the parameters, what
             `nnx.Optimizer.update` takes.
+
+        Raises:
+            TypeError: `record` is not None, True or False.
         """
+        if record is not None and not isinstance(record, bool | np.bool_):
+            raise TypeError(
+                f"record must be None (the schedule of every=), True or False, got {record!r}; "
+                "a traced value cannot choose the program: leave it None and set every="
+            )
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         loss_fn, spec, layout = self.loss_fn, self.spec, self.layout
         template = self.row_packing.unpack(self.row_packing.empty())  # constants
@@ -461,16 +499,22 @@ class Recorder(nnx.Module):
         check_every_step = self.check_every_step
 
         def global_grad_norm(grads):
-            return _stats.norm(
-                jnp.stack([_stats.norm(g, one_pass=True) for g in jax.tree.leaves(grads)])
-            ).astype(jnp.float32)
+            return _stats.global_norm(grads, one_pass=True).astype(jnp.float32)
+
+        step = self.count[...]
+        packing = self.row_packing
+
+        def pending_of(row):
+            # the row packed inside the branch that made it: a conditional then passes a
+            # vector per dtype, not every field of the row
+            return packing.pack({**template, **row, "step": step})
 
         def measured(params, rest):
             loss, grads, new_rest, row = recorded(params, rest)
             # the global norm of a recorded step from its rows (a norm of the rows' norms,
             # equal up to rounding): no second pass over the gradients
             grad_norm = _stats.norm(row["params"].grad_norm).astype(jnp.float32)
-            return loss, grads, new_rest, row, grad_norm, jnp.zeros((), bool)
+            return loss, grads, new_rest, pending_of(row), grad_norm, jnp.zeros((), bool)
 
         def unmeasured(params, rest):
             loss, grads, new_rest, row = plain(params, rest)
@@ -483,22 +527,28 @@ class Recorder(nnx.Module):
             # parameters are then read by one conditional only, which the optimizer's
             # in-place update follows (a second conditional reading them beside the update
             # made XLA copy every parameter on every step).
-            row = jax.lax.cond(bad, lambda: recorded(params, rest)[3], lambda: row)
+            pending = jax.lax.cond(
+                bad, lambda: pending_of(recorded(params, rest)[3]), lambda: pending_of(row)
+            )
             if not check_every_step:
-                global_norm = _stats.norm(row["params"].grad_norm).astype(jnp.float32)
+                rows_norms = packing.unpack(pending)["params"].grad_norm
+                global_norm = _stats.norm(rows_norms).astype(jnp.float32)
                 grad_norm = jnp.where(bad, global_norm, grad_norm)
-            return loss, grads, new_rest, row, grad_norm, bad
+            return loss, grads, new_rest, pending, grad_norm, bad
 
-        step = self.count[...]
-        now = step % self.every == 0
-        loss, grads, new_rest, row, grad_norm, rerun = jax.lax.cond(
-            now, measured, unmeasured, params, rest
-        )
+        if record is None and self.every == 1:
+            record = True
+        if record is None:
+            now = step % self.every == 0
+            loss, grads, new_rest, pending, grad_norm, rerun = jax.lax.cond(
+                now, measured, unmeasured, params, rest
+            )
+        else:
+            now = jnp.asarray(bool(record))
+            branch = measured if record else unmeasured
+            loss, grads, new_rest, pending, grad_norm, rerun = branch(params, rest)
         nnx.update(model, new_rest)
-        pending = dict(template)
-        pending.update(row)
-        pending["step"] = step
-        self.pending.set_value(self.row_packing.pack(pending))
+        self.pending.set_value(pending)
         step_row = self.step_packing.unpack(self.step_packing.empty())
         step_row.update(
             step=step,
@@ -520,28 +570,31 @@ class Recorder(nnx.Module):
                 and for `jaxgrad.optim.guard` states).
             updates: what `optimizer.update` returned.
         """
-        row = dict(self.row_packing.unpack(self.pending.get_value()))
         step_row = dict(self.step_packing.unpack(self.pending_step.get_value()))
         measured = step_row["recorded"] > 0
         param_rows = self.param_rows
         opt_state = nnx.as_pure(optimizer.opt_state)
+        pending = dict(self.pending.get_value())
+        weight_norm = self.row_packing.unpack(pending)["params"].weight_norm
+        dtype, start, stop = self.row_packing.span("updates")
 
         check_every_step = self.check_every_step
 
         def measure(_):
-            stats = update_stats(param_rows, updates, row["params"].weight_norm, opt_state)
+            stats = update_stats(param_rows, updates, weight_norm, opt_state)
             # the global norm from the rows' norms (equal up to rounding): no second pass
-            return stats, _stats.norm(stats["update_norm"]).astype(jnp.float32)
+            packed = jnp.concatenate([jnp.ravel(v) for v in jax.tree.leaves(stats)]).astype(dtype)
+            return packed, _stats.norm(stats["update_norm"]).astype(jnp.float32)
 
         def skip(_):
             update_norm = jnp.full((), jnp.nan, jnp.float32)
             if check_every_step:
-                update_norm = _stats.norm(
-                    jnp.stack([_stats.norm(u, one_pass=True) for u in jax.tree.leaves(updates)])
-                ).astype(jnp.float32)
-            return row["updates"], update_norm
+                update_norm = _stats.global_norm(updates, one_pass=True).astype(jnp.float32)
+            return pending[dtype][start:stop], update_norm
 
-        row["updates"], update_norm = jax.lax.cond(measured, measure, skip, None)
+        # only the update fields pass through the conditional and are written into the row
+        packed, update_norm = jax.lax.cond(measured, measure, skip, None)
+        pending[dtype] = jax.lax.dynamic_update_slice(pending[dtype], packed, (start,))
         skipped = guard_skipped(opt_state)
         watched = jnp.stack([step_row["loss"], step_row["grad_norm"], update_norm])
         spike, averages = self._spike(step_row["step"], watched)
@@ -552,9 +605,7 @@ class Recorder(nnx.Module):
         self.steps.set_value(_write(self.steps.get_value(), slot, self.step_packing.pack(step_row)))
 
         slot = self.recorded[...] % self.capacity
-        self.rows.set_value(
-            _write(self.rows.get_value(), slot, self.row_packing.pack(row), where=measured)
-        )
+        self.rows.set_value(_write(self.rows.get_value(), slot, pending, where=measured))
         self.recorded[...] = self.recorded[...] + measured.astype(jnp.int32)
         self.count[...] = self.count[...] + 1
 
