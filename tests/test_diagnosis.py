@@ -212,6 +212,54 @@ def test_dead_and_saturated_fire_above_their_threshold(rule, worst, fires):
 # ----------------------------------------------------------------------------- non-finite
 
 
+def test_signal_leaves_out_a_readout_whose_output_is_small_by_design():
+    """Layers 1..L-1 hold their std; the readout's logits are 100x smaller (a head drawn at
+    a small scale, as many transformers do): judged as a hidden layer it is a collapse, as
+    a readout it is not read, and a hidden layer that collapses is still caught."""
+    signal = np.ones(DEPTH)
+    signal[-1] = 0.01
+    assert findings(diagnose(healthy(signal_std=signal)))["signal"].verdict == "vanishing"
+    as_readout = findings(diagnose(healthy(signal_std=signal, readout=True)))["signal"]
+    assert as_readout.verdict == "stable"
+    assert as_readout.numbers["layers_read"] == DEPTH - 1
+    signal[3] = 0.01
+    hidden = findings(diagnose(healthy(signal_std=signal, readout=True)))["signal"]
+    assert hidden.verdict == "vanishing"
+    assert hidden.layers == (4,)
+    assert "readout=True" in repr(healthy(readout=True))
+    with pytest.raises(TypeError, match="Profile.readout must be True or False"):
+        diagnose(healthy(readout="yes"))
+
+
+def test_a_cnn_with_a_small_head_is_not_called_vanishing():
+    """inspect's profile marks the head as the readout: a ReLU CNN at He initialization whose
+    linear head is drawn at std 1e-4 (logits near 0) is stable on the signal rule; the same
+    report read with readout=False calls the head's output a collapse."""
+    from flax import nnx
+
+    class SmallHead(nnx.Module):
+        def __init__(self, rngs):
+            init = jax.nn.initializers.he_normal()
+            self.c1 = nnx.Conv(3, 16, (3, 3), kernel_init=init, rngs=rngs)
+            self.c2 = nnx.Conv(16, 16, (3, 3), kernel_init=init, rngs=rngs)
+            self.head = nnx.Linear(16, 10, kernel_init=jax.nn.initializers.normal(1e-4), rngs=rngs)
+
+        def __call__(self, x):
+            h = jax.nn.relu(self.c2(jax.nn.relu(self.c1(x))))
+            return self.head(h.mean(axis=(1, 2)))
+
+    def loss_fn(model, batch):
+        logits = model(batch)
+        return jnp.mean(jax.nn.logsumexp(logits, axis=-1) - logits[:, 0])
+
+    x = jax.random.normal(jax.random.key(0), (32, 8, 8, 3))
+    report = jaxgrad.inspect(SmallHead(nnx.Rngs(0)), loss_fn, x)
+    assert findings(diagnose(report))["signal"].verdict == "stable"
+    hidden_head = findings(diagnose(report.profile(readout=False)))["signal"]
+    assert hidden_head.verdict == "vanishing"
+    assert hidden_head.layers == (3,)
+
+
 def test_nonfinite_signal_and_gradients_are_exploding():
     grad = np.ones(DEPTH)
     grad[2] = np.inf

@@ -285,6 +285,7 @@ class ModelReport:
         activation: str | Callable[[jax.Array], jax.Array] | None = None,
         sigma_w2: float | None = None,
         sigma_b2: float | None = None,
+        readout: bool = True,
     ) -> _stats.Profile:
         """The `jaxgrad.stats.Profile` that `jaxgrad.diagnose` reads: one layer per call of a
         module with weights (a `kernel`, or an `embedding`), in forward order.
@@ -300,6 +301,10 @@ class ModelReport:
         Args:
             activation: the network's elementwise activation, for the mean-field rule.
             sigma_w2, sigma_b2: the initialization's variances where known.
+            readout: whether the last layer in forward order is the model's readout (a
+                classifier's head, a language model's unembedding), whose output scale the
+                signal rule does not judge; pass False when the last layer with weights
+                feeds more of the network.
 
         Example:
             >>> import jax.numpy as jnp
@@ -358,6 +363,7 @@ class ModelReport:
             fan_out=fan_out if shapes else None,
             sigma_w2=sigma_w2,
             sigma_b2=sigma_b2,
+            readout=readout,
         )
 
     def module_frame(self) -> pd.DataFrame:

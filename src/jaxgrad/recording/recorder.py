@@ -523,6 +523,12 @@ class Recorder(nnx.Module):
             if check_every_step:
                 grad_norm = global_grad_norm(grads)
                 bad = bad | ~jnp.isfinite(grad_norm)
+            else:
+                # one entry of the gradients (free): the conditional below then waits for the
+                # backward pass; placed between the forward and the backward pass, where the
+                # loss alone lets XLA put it, it made a transformer's every step 1.3x slower
+                first = jax.tree.leaves(grads)[0]
+                bad = bad | ~jnp.isfinite(jnp.ravel(first)[0] if first.size else 0.0)
             # A step that is not finite is measured again here, inside this branch: the
             # parameters are then read by one conditional only, which the optimizer's
             # in-place update follows (a second conditional reading them beside the update

@@ -19,7 +19,9 @@ The rules, each a `Finding` (in this order):
 - ``signal``: the std of each layer's pre-activation against the first layer's, outside
   [1/signal_band, signal_band] (default `SIGNAL_BAND` = 10) in any layer. The forward signal
   flows from the first layer, so the first layer is the reference (He et al. 2015 choose the
-  initialization so that this std is preserved).
+  initialization so that this std is preserved). A readout (`Profile.readout`: the last
+  layer's output is the network's output, logits or predictions, whose scale the loss and
+  its initialization set, often small on purpose) is not read.
 - ``scale``: ||dL/dW_l|| / ||W_l||, the relative change a unit learning rate would make to
   layer l (You et al. 2017), below `SCALE_LOW` in every layer (uniform collapse, which the
   ratio across depth cannot see) or above `SCALE_HIGH` in every layer.
@@ -191,6 +193,8 @@ class Profile(NamedTuple):
             "died" rule; None outside a run.
         nonfinite_step: for a run, the step whose numbers the per-layer fields hold when it
             went non-finite there (its first non-finite step), for the message; else None.
+        readout: whether the last layer is the network's readout (its output is the model's
+            output): the signal rule then leaves its std out (see the module doc).
 
     Example:
         >>> import numpy as np
@@ -222,6 +226,7 @@ class Profile(NamedTuple):
     update_ratio_history: np.ndarray | None = None
     dead_frac_history: np.ndarray | None = None
     nonfinite_step: int | None = None
+    readout: bool = False
 
     @property
     def depth(self) -> int:
@@ -258,6 +263,7 @@ class Profile(NamedTuple):
                 ("activation", _activation_name(checked.activation)),
                 ("sigma_w2", checked.sigma_w2),
                 ("sigma_b2", checked.sigma_b2),
+                ("readout", True if checked.readout else None),
             )
             if value is not None
         ]
@@ -474,7 +480,14 @@ def _checked(profile: Profile) -> Profile:
             "dead_frac_history", profile.dead_frac_history, depth, profile.steps
         ),
         nonfinite_step=None if profile.nonfinite_step is None else int(profile.nonfinite_step),
+        readout=_as_bool("readout", profile.readout),
     )
+
+
+def _as_bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"Profile.{name} must be True or False, got {value!r}")
+    return bool(value)
 
 
 def _as_history(name: str, value: object, depth: int, steps) -> np.ndarray | None:
@@ -864,8 +877,11 @@ def _scale_rule(profile: Profile) -> Finding | None:
 
 def _signal_rule(profile: Profile, signal_band: float) -> Finding | None:
     std = profile.signal_std
-    # a zero kernel outputs its bias by design (Fixup, zero readouts): not a collapse
+    # a zero kernel outputs its bias by design (Fixup, zero readouts): not a collapse; a
+    # readout's scale is the loss's business
     read = np.isfinite(std) & (profile.weight_norm != 0)
+    if profile.readout:
+        read[-1] = False
     if read.sum() < 2:
         return None
     indices = np.flatnonzero(read)
