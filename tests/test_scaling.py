@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from flax import nnx
 
+import jaxgrad
 from jaxgrad import init as jinit
 from jaxgrad import nn as jnn
 from jaxgrad import scaling
@@ -496,6 +497,220 @@ def test_bad_mup_arguments_are_refused():
         scaling.MuReadout(0, 2, base_in_features=4, rngs=nnx.Rngs(0))
 
 
+# ------------------------------------------------------ muP for a transformer (MHA)
+
+VOCAB, T_BASE, HEAD_DIM = 50, 64, 16
+
+
+class OneBlockTransformer(nnx.Module):
+    """embed -> x + attn(ln1 x) -> x + down(gelu(up(ln2 x))) -> ln_f -> muP readout, with
+    muP's 1/d attention logits (both families below have 4 heads of 16 at the base)."""
+
+    def __init__(self, width, heads, *, rngs):
+        self.embed = nnx.Embed(VOCAB, width, rngs=rngs)
+        self.ln1 = nnx.LayerNorm(width, rngs=rngs)
+        self.attn = nnx.MultiHeadAttention(
+            heads,
+            width,
+            decode=False,
+            attention_fn=scaling.mup_dot_product_attention(HEAD_DIM),
+            rngs=rngs,
+        )
+        self.ln2 = nnx.LayerNorm(width, rngs=rngs)
+        self.up = nnx.Linear(width, 4 * width, rngs=rngs)
+        self.down = nnx.Linear(4 * width, width, rngs=rngs)
+        self.ln_f = nnx.LayerNorm(width, rngs=rngs)
+        self.readout = scaling.MuReadout(width, OUT, base_in_features=T_BASE, rngs=rngs)
+
+    def __call__(self, tokens):
+        x = self.embed(tokens)
+        x = x + self.attn(self.ln1(x))
+        x = x + self.down(jax.nn.gelu(self.up(self.ln2(x))))
+        return self.readout(self.ln_f(x))
+
+
+def heads_fixed(width, depth, rngs):
+    """Four heads; the head dimension grows with the width."""
+    return OneBlockTransformer(width, 4, rngs=rngs)
+
+
+def head_dim_fixed(width, depth, rngs):
+    """Heads of dimension 16; their number grows with the width."""
+    return OneBlockTransformer(width, width // HEAD_DIM, rngs=rngs)
+
+
+def transformer_fans(width):
+    """Each parameter's (role, fan_in, fan_out) at `width`, written out as TP-V reads a
+    transformer: q, k, v map `width` to heads * head_dim = width, out maps it back."""
+    hidden = ("hidden", width, width)
+    vector = ("vector", 1, width)
+    fans = {
+        "embed.embedding": ("input", VOCAB, width),
+        "up.kernel": ("hidden", width, 4 * width),
+        "up.bias": ("vector", 1, 4 * width),
+        "down.kernel": ("hidden", 4 * width, width),
+        "down.bias": vector,
+        "readout.kernel": ("output", width, OUT),
+        "readout.bias": ("vector", 1, OUT),
+    }
+    for projection in ("query", "key", "value", "out"):
+        fans[f"attn.{projection}.kernel"] = hidden
+        fans[f"attn.{projection}.bias"] = vector
+    for norm in ("ln1", "ln2", "ln_f"):
+        fans[f"{norm}.scale"] = fans[f"{norm}.bias"] = vector
+    return fans
+
+
+def table3(role, fan_in, fan_out, optimizer):
+    """TP-V Table 3's muP column, up to width-independent constants: (init variance of the
+    effective weight, its learning rate). Biases and gains are input weights of fan-in 1;
+    their initialization is left to the model (None)."""
+    if role == "input":
+        return 1 / fan_in, {"sgd": fan_out, "adam": 1.0}[optimizer]
+    if role == "hidden":
+        return 1 / fan_in, {"sgd": 1.0, "adam": 1 / fan_in}[optimizer]
+    if role == "output":
+        return 1 / fan_in**2, {"sgd": 1 / fan_in, "adam": 1 / fan_in}[optimizer]
+    return None, {"sgd": fan_out, "adam": 1.0}[optimizer]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("make", [heads_fixed, head_dim_fixed])
+@pytest.mark.parametrize("width", [T_BASE, 256])
+def test_mup_table_of_a_transformer_follows_tensor_programs_v(width, make, optimizer):
+    """Every parameter of a one-block transformer against TP-V written out by hand: Table 8
+    (the `mup` package's form, which mup.py implements) entry by entry, and Table 3 through
+    the effective weight multiplier * W (its std is multiplier * init_std, its SGD learning
+    rate lr * multiplier**2, its Adam learning rate lr * multiplier), as ratios to the base."""
+    base = scaling.base_shapes(make, T_BASE)
+    params = nnx.state(nnx.eval_shape(lambda: make(width, None, nnx.Rngs(0))), nnx.Param)
+    table = scaling.mup_table(params, base, optimizer)
+    at_base = transformer_fans(T_BASE)
+    assert set(table) == set(at_base)
+    for path, (role, fan_in, fan_out) in transformer_fans(width).items():
+        entry = table[path]
+        assert entry.role == role, path
+        _, base_fan_in, base_fan_out = at_base[path]
+        assert (entry.fan_in_ratio, entry.fan_out_ratio) == (
+            fan_in / base_fan_in,
+            fan_out / base_fan_out,
+        ), path
+        # Table 8, the row of `role`: init std, multiplier, learning rate
+        std, multiplier, lr = table8(role, fan_in, fan_out, base_fan_in, base_fan_out, optimizer)
+        np.testing.assert_allclose(
+            [entry.init_std, entry.multiplier, entry.lr], [std, multiplier, lr], rtol=1e-12
+        )
+        # Table 3, the row of `role`, as the ratio of width `width` to the base
+        variance, table3_lr = table3(role, fan_in, fan_out, optimizer)
+        base_variance, base_lr = table3(role, base_fan_in, base_fan_out, optimizer)
+        power = 2 if optimizer == "sgd" else 1
+        assert entry.lr * entry.multiplier**power == pytest.approx(table3_lr / base_lr), path
+        if variance is None:
+            assert math.isnan(entry.init_std), path
+            continue
+        base_std = 1 / math.sqrt(base_fan_in)  # standard parametrization at the base
+        assert (entry.multiplier * entry.init_std / base_std) ** 2 == pytest.approx(
+            variance / base_variance
+        ), path
+    if width == T_BASE:  # muP is the standard parametrization at the base
+        assert {(entry.multiplier, entry.lr) for entry in table.values()} == {(1.0, 1.0)}
+
+
+@pytest.mark.parametrize("make", [heads_fixed, head_dim_fixed])
+def test_base_shapes_reads_attention_fans_from_linear_general(make):
+    base = scaling.base_shapes(make, T_BASE)
+    for projection in ("query", "key", "value"):  # (in, heads, head_dim)
+        assert base.fans(f"attn.{projection}.kernel") == ((0,), (1, 2))
+        assert base.fans(f"attn.{projection}.bias") == ((), (0, 1))
+    assert base.fans("attn.out.kernel") == ((0, 1), (2,))  # (heads, head_dim, out)
+    assert base.fans("embed.embedding") == ((0,), (1,))
+    assert base.fans("ln1.scale") == ((), (0,))
+    grows = (0, 2) if make is heads_fixed else (0, 1)
+    assert base.width_axes["attn.query.kernel"] == grows
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("make", [heads_fixed, head_dim_fixed])
+def test_scale_by_mup_gives_the_tables_factors_for_attention_kernels(make, optimizer):
+    base = scaling.base_shapes(make, T_BASE)
+    params = nnx.state(make(256, None, nnx.Rngs(0)), nnx.Param)
+    table = scaling.mup_table(params, base, optimizer)
+    transform = scaling.scale_by_mup(base, optimizer)
+    ones = jax.tree.map(jnp.ones_like, params)
+    updates, _ = jax.jit(transform.update)(ones, transform.init(params))
+    scaled = {
+        mup_module._path_key(path): leaf
+        for path, leaf in jax.tree_util.tree_leaves_with_path(updates)
+    }
+    expected = {"sgd": 1.0, "adam": T_BASE / 256}[optimizer]  # hidden: 1 and base_fan_in / fan_in
+    for projection in ("query", "key", "value", "out"):
+        path = f"attn.{projection}.kernel"
+        assert scaled[path].ndim == 3
+        assert table[path].lr == expected
+        np.testing.assert_array_equal(scaled[path], np.full(scaled[path].shape, expected))
+    for path, update in scaled.items():
+        np.testing.assert_array_equal(update, np.full(update.shape, table[path].lr, np.float32))
+
+
+def test_flax_attention_init_draws_the_tables_std_and_its_logits_are_one_over_d():
+    """Flax's LinearGeneral draws lecun_normal over the flattened fan-in, which is the
+    table's 1/sqrt(fan_in) for q, k, v (fan-in `in`, not in * heads) and out (heads *
+    head_dim); with `attention_fn=mup_dot_product_attention(16)` the block's attention at
+    width 256 (4 heads of 64) is softmax(q.k * sqrt(16) / 64) v, written out in float64."""
+    base = scaling.base_shapes(heads_fixed, T_BASE)
+    model = heads_fixed(256, None, nnx.Rngs(1))
+    table = scaling.mup_table(nnx.state(model, nnx.Param), base)
+    for projection in ("query", "out"):
+        drawn = np.asarray(getattr(model.attn, projection).kernel[...], np.float64)
+        # lecun_normal: a truncated normal rescaled to std 1/sqrt(fan_in); 65536 draws
+        assert drawn.std() == pytest.approx(table[f"attn.{projection}.kernel"].init_std, rel=0.02)
+    assert table["attn.query.kernel"].init_std == 1 / math.sqrt(256)
+    x = np.asarray(jax.random.normal(jax.random.key(2), (2, 5, 256)), np.float64)
+    weights = {
+        name: (
+            np.asarray(getattr(model.attn, name).kernel[...], np.float64),
+            np.asarray(getattr(model.attn, name).bias[...], np.float64),
+        )
+        for name in ("query", "key", "value", "out")
+    }
+    q, k, v = (
+        np.einsum("bti,ihd->bthd", x, weights[name][0]) + weights[name][1]
+        for name in ("query", "key", "value")
+    )
+    logits = np.einsum("bqhd,bkhd->bhqk", q, k) * math.sqrt(HEAD_DIM) / 64
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    heads = np.einsum("bhqk,bkhd->bqhd", probs, v)
+    expected = np.einsum("bqhd,hdo->bqo", heads, weights["out"][0]) + weights["out"][1]
+    np.testing.assert_allclose(
+        model.attn(jnp.asarray(x, jnp.float32)), expected, rtol=1e-4, atol=1e-5
+    )
+
+
+def test_stacked_attention_blocks_keep_their_fans_under_depth_mup():
+    """nnx.vmap-stacked attention adds a leading depth axis before (in, heads, head_dim)."""
+
+    def make(width, depth, rngs):
+        @nnx.vmap(in_axes=0, out_axes=0)
+        def block(key):
+            return nnx.MultiHeadAttention(4, width, decode=False, rngs=nnx.Rngs(key))
+
+        return block(jax.random.split(rngs.params(), depth))
+
+    base = scaling.base_shapes(make, T_BASE, base_depth=2)
+    assert base.depth_axes["query.kernel"] == (0,)
+    assert base.fans("query.kernel") == ((1,), (2, 3))
+    assert base.fans("out.kernel") == ((1, 2), (3,))
+    params = nnx.state(nnx.eval_shape(lambda: make(256, 8, nnx.Rngs(0))), nnx.Param)
+    table = scaling.mup_table(params, base, "adam")
+    for path in ("query.kernel", "out.kernel"):
+        entry = table[path]
+        assert (entry.role, entry.fan_in_ratio, entry.depth_ratio) == ("hidden", 4.0, 4.0)
+        assert entry.lr == pytest.approx((T_BASE / 256) / math.sqrt(4.0))  # 1/m_in, 1/sqrt(L/L0)
+        assert entry.init_std == 1 / 16  # fan-in 256: in, or heads * head_dim
+    assert table["query.bias"].role == "vector"
+
+
 def make_sp_mlp(width, depth, rngs):
     return nnx.Sequential(
         nnx.Linear(IN, width, rngs=rngs),
@@ -677,3 +892,180 @@ def test_change_of_a_zero_initialized_readout_is_its_output():
         point.modules[:, :, readout, 2], point.modules[:, :, readout, 0], rtol=1e-6
     )
     assert np.all(point.modules[:, 1, readout, 0] > 0)
+
+
+# ----------------------------------------------------------------------------- diagnose
+
+
+def hand_check(exponent, widths=(64, 128, 256, 512), depths=(None,), steps=3):
+    """A coordinate check made by hand, three seeds: the readout's mean |x| at the last step
+    is 3 * width**(exponent + d) with d = -0.08, 0, 0.08 per seed (mean slope `exponent`,
+    spread 0.08 over seeds); every other output statistic is constant in width, the change
+    is zero at step 0, and the hidden kernel's gradient rms scales as width**-1 (as under
+    muP: parameter statistics are not judged)."""
+    offsets = np.array([-0.08, 0.0, 0.08])
+
+    def point(width, depth):
+        modules = np.ones((3, steps, 3, 3)) * np.array([1.0, 2.0, 3.0])[:, None, None, None]
+        modules[:, steps - 1, 2, 0] = 3.0 * float(width) ** (exponent + offsets)
+        modules[:, 0, :, 2] = 0.0
+        params = np.ones((3, steps, 1, 3))
+        params[:, :, 0, 0] = 1.0 / width
+        layers, names = ("embed", "hidden", "readout"), ("hidden.kernel",)
+        return CoordPoint(width, depth, layers, names, np.zeros((3, steps)), modules, params)
+
+    points = tuple(point(w, d) for w in widths for d in depths)
+    return CoordCheck(points, tuple(widths), tuple(depths), (0, 1, 2), steps)
+
+
+@pytest.mark.parametrize(
+    ("exponent", "expected"),
+    [(0.98, "exploding"), (0.3, "exploding"), (0.2, "stable"), (0.0, "stable"),
+     (-0.5, "vanishing")],
+)  # fmt: skip
+def test_diagnose_reads_the_width_slopes_of_a_constructed_check(exponent, expected):
+    check = hand_check(exponent)
+    result = jaxgrad.diagnose(scaling.slopes(check))
+    (finding,) = result.findings
+    assert (result.verdict, finding.rule, finding.verdict) == (expected, "width_scaling", expected)
+    assert finding.threshold == scaling.STABLE_SLOPE == 0.25
+    assert math.isnan(result.ratio)
+    assert result.layers_at_fault == ()
+    if expected == "stable":
+        assert finding.layers == ()
+        assert finding.cure == ""
+        assert finding.numbers["largest_slope"] == pytest.approx(max(exponent, 0.0), abs=1e-9)
+        assert result.message.startswith("stable: ")
+        return
+    assert finding.layers == (3,)  # the readout alone: the hidden gradient's width^-1 is not read
+    assert finding.numbers["readout mean_abs step 2: slope"] == pytest.approx(exponent, abs=1e-9)
+    assert finding.numbers["readout mean_abs step 2: spread"] == pytest.approx(0.08, abs=1e-9)
+    slope_keys = [key for key in finding.numbers if key.endswith(": slope")]
+    assert slope_keys == ["readout mean_abs step 2: slope"]
+    moves = "grows" if exponent > 0 else "shrinks"
+    assert finding.message == (
+        f"readout: the output's mean |x| {moves} as width^{exponent:.2f} at step 2 "
+        "(slope threshold 0.25)"
+    )
+    assert result.message == f"{expected}: {finding.message}"
+    assert "jaxgrad.scaling.mup_adam(" in finding.cure
+    assert "MuReadout" in finding.cure
+    assert jaxgrad.diagnose(check).findings == result.findings  # a check: against width
+
+
+def test_diagnose_of_a_check_over_widths_and_depths_judges_both():
+    check = hand_check(1.0, widths=(64, 256), depths=(2, 4), steps=1)
+    result = jaxgrad.diagnose(check)
+    width, depth = result.findings
+    assert (width.rule, width.verdict, depth.rule, depth.verdict) == (
+        "width_scaling",
+        "exploding",
+        "depth_scaling",
+        "stable",
+    )
+    for fixed in (2, 4):
+        key = f"readout mean_abs step 0 at depth {fixed}: slope"
+        assert width.numbers[key] == pytest.approx(1.0, abs=1e-9)
+    assert result.verdict == "exploding"
+    assert "depth_multiplier" not in width.cure
+
+
+def make_constant_linear(readout_exponent):
+    """A linear network 16 -> n -> n -> 16 without biases and with constant kernels 1, 1/n and
+    n**readout_exponent: each hidden unit is the sum S of the input's coordinates, and each
+    readout coordinate n * n**readout_exponent * S, so the readout's mean |x| and rms scale
+    with slope exactly 1 + readout_exponent and the hidden outputs' with slope 0."""
+
+    def make(width, depth, rngs):
+        kernels = (1.0, 1.0 / width, float(width) ** readout_exponent)
+        shapes = ((16, width), (width, width), (width, 16))
+        return nnx.Sequential(
+            *[
+                nnx.Linear(*shape, use_bias=False, kernel_init=jinit.constant(k), rngs=rngs)
+                for shape, k in zip(shapes, kernels, strict=True)
+            ]
+        )
+
+    return make
+
+
+@pytest.mark.parametrize(
+    ("readout_exponent", "expected"), [(-0.02, "exploding"), (-1.0, "stable"), (-1.5, "vanishing")]
+)
+def test_diagnose_of_a_linear_network_finds_the_readout_slope_in_closed_form(
+    readout_exponent, expected
+):
+    x = jax.random.normal(jax.random.key(3), (4, 16))
+    check = scaling.coord_check(
+        make_constant_linear(readout_exponent),
+        optax.sgd(0.0),
+        x,
+        widths=[8, 32, 128],
+        seeds=1,
+        steps=1,
+        loss_fn=output_square,
+    )
+    result = jaxgrad.diagnose(check)
+    (finding,) = result.findings
+    assert (result.verdict, finding.rule, finding.verdict) == (expected, "width_scaling", expected)
+    slope = 1.0 + readout_exponent
+    if expected == "stable":
+        assert finding.layers == ()
+        assert finding.numbers["largest_slope"] == pytest.approx(0.0, abs=1e-3)
+        assert finding.numbers["smallest_slope"] == pytest.approx(0.0, abs=1e-3)
+        return
+    assert scaling.slopes(check).layer_names == ("layers.0", "layers.1", "layers.2")
+    assert finding.layers == (3,)
+    for statistic in ("mean_abs", "rms"):
+        key = f"layers.2 {statistic} step 0: slope"
+        assert finding.numbers[key] == pytest.approx(slope, abs=1e-3)
+    assert finding.numbers["series_out"] == 2  # mean |x| and rms; the change is zero
+    moves = "grows" if slope > 0 else "shrinks"
+    assert finding.message.startswith(
+        f"layers.2: the output's mean |x| {moves} as width^{slope:.2f} at step 0"
+    )
+
+
+def test_diagnose_of_depth_slopes_gives_the_depth_rule():
+    check = scaling.coord_check(
+        make_counting,
+        optax.sgd(0.0),
+        jnp.zeros((2, 4)),
+        widths=[4],
+        depths=[2, 4, 8],
+        seeds=1,
+        steps=1,
+        loss_fn=output_square,
+    )
+    table = scaling.slopes(check, against="depth")
+    result = jaxgrad.diagnose(table)
+    (finding,) = result.findings
+    assert (result.verdict, finding.rule, finding.verdict) == (
+        "exploding",
+        "depth_scaling",
+        "exploding",
+    )
+    # the last layer's output is the depth (slope 1); the first two layers are constant
+    assert finding.layers == (table.layer_names.index("layers.-1") + 1,)
+    assert finding.numbers["layers.-1 mean_abs step 0: slope"] == pytest.approx(1.0, abs=1e-5)
+    assert finding.message.startswith("layers.-1: the output's mean |x| grows as depth^1.00")
+    assert "jaxgrad.scaling.depth_multiplier(" in finding.cure
+    assert jaxgrad.diagnose(check).findings == result.findings  # one width: depth only
+
+
+def test_diagnose_of_slopes_refuses_profile_keywords_and_bad_findings():
+    table = scaling.slopes(hand_check(0.0))
+    with pytest.raises(TypeError, match="activation tune the rules read from a Profile"):
+        jaxgrad.diagnose(table, activation="relu")
+    with pytest.raises(TypeError, match="sigma_w2, band tune"):
+        jaxgrad.diagnose(table, band=10.0, sigma_w2=2.0)
+    single = hand_check(0.0, widths=(64,))
+    with pytest.raises(ValueError, match="no slope to judge"):
+        jaxgrad.diagnose(single)
+
+    class Wrong:
+        def findings(self):
+            return ("readout grows",)
+
+    with pytest.raises(TypeError, match=r"Wrong.findings\(\) must return"):
+        jaxgrad.diagnose(Wrong())

@@ -28,9 +28,20 @@ blocks' parameters by sqrt(L_base / L) too; with SGD it is unchanged. Blocks are
 as parameters with an axis that grows with depth (stacked layers, `nnx.vmap` + scan).
 
 Kernels are in Flax's layout: the last axis is fan-out, the others fan-in (`nnx.Linear`,
-`nnx.Conv`, `nnx.Embed`'s (vocabulary, features) embedding is an input weight). Attention
-written with `nnx.Linear` projections fits this; `nnx.MultiHeadAttention`'s
-`LinearGeneral` kernels (in, heads, head_dim) do not (their fan-out spans two axes).
+`nnx.Conv`; `nnx.Embed`'s (vocabulary, features) embedding is an input weight, whose fan-in,
+the vocabulary, is finite). An `nnx.LinearGeneral` kernel's fan-in is its `in_features` axes
+and its fan-out its `out_features` axes, and its bias is a vector, so
+`nnx.MultiHeadAttention` is read as TP-V reads a transformer: the query, key and value
+kernels (in, heads, head_dim) have fan-in `in` and fan-out heads * head_dim, the output
+kernel (heads, head_dim, out) fan-in heads * head_dim and fan-out `out`, all four hidden
+weights whether the width grows the head dimension or the number of heads; their
+(heads, head_dim) biases and the layer norms' scales and biases are vectors. A fan that spans
+several axes counts as their product (its width ratio is the product of theirs). Pass
+`attention_fn=mup_dot_product_attention(base_head_dim)` to `nnx.MultiHeadAttention` for the
+1/d logits; TP-V (appendix D.2) also zero-initializes the query kernel
+(`kernel_init=jaxgrad.init.zeros()` on it, which the table does not enforce). Flax's
+default `nnx.Embed` initialization, std 1/sqrt(features), shrinks with width; under muP give
+the embedding a width-independent std (`embedding_init`).
 
 References:
     Yang and Hu 2021, "Tensor Programs IV: Feature Learning in Infinite-Width Neural
@@ -85,6 +96,38 @@ def _param_shapes(model: nnx.Module) -> dict[str, tuple[int, ...]]:
     return {_path_key(path): tuple(leaf.shape) for path, leaf in flat}
 
 
+def _kernel_fans(ndim: int, depth_axes: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    """Flax's kernel layout: of the axes that are not depth axes, the last is fan-out and the
+    others fan-in; a parameter with one such axis is a vector (fan-in 1)."""
+    core = tuple(a for a in range(ndim) if a not in depth_axes)
+    return core[:-1], core[-1:]
+
+
+def _linear_general_fans(
+    model: nnx.Module, shapes: dict[str, tuple[int, ...]]
+) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
+    """The fans of every `nnx.LinearGeneral`'s kernel and bias, by path: the kernel is
+    (*batch, *in_features, *out_features), after any leading axes that stacking added, and
+    the bias (*batch, *out_features); batch axes are neither fan."""
+    fans = {}
+    for path, module in nnx.iter_modules(model):
+        if not isinstance(module, nnx.LinearGeneral):
+            continue
+        prefix = ".".join(map(str, path))
+        n_batch, n_in = len(module.batch_axis), len(module.in_features)
+        n_out = len(module.out_features)
+        for name, n_fan_in in (("kernel", n_in), ("bias", 0)):
+            key = f"{prefix}.{name}" if prefix else name
+            if key not in shapes:
+                continue  # no bias
+            ndim = len(shapes[key])
+            first = ndim - n_out - n_fan_in  # the first fan-in axis
+            if first - n_batch < 0:
+                continue  # not the layout LinearGeneral makes: leave it to the default
+            fans[key] = (tuple(range(first, first + n_fan_in)), tuple(range(ndim - n_out, ndim)))
+    return fans
+
+
 @dataclasses.dataclass(frozen=True)
 class BaseShapes:
     """The base model's parameter shapes and which of their axes grow with width and depth.
@@ -94,6 +137,10 @@ class BaseShapes:
         width_axes: path -> the axes that grow with width.
         depth_axes: path -> the axes that grow with depth (stacked blocks).
         base_width, base_depth: the base.
+        fan_in_axes, fan_out_axes: path -> the axes whose product is the fan-in (fan-out):
+            every axis but the last (the last) for a kernel, none (the non-depth axes) for
+            a vector, a `nnx.LinearGeneral`'s `in_features` (`out_features`) axes. A path
+            missing from them (a `BaseShapes` built by hand) gets the kernel layout.
 
     Example:
         >>> from flax import nnx
@@ -114,9 +161,43 @@ class BaseShapes:
     depth_axes: dict[str, tuple[int, ...]]
     base_width: int
     base_depth: int | None
+    fan_in_axes: dict[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
+    fan_out_axes: dict[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
 
     def __hash__(self) -> int:
-        return hash((tuple(sorted(self.shapes.items())), self.base_width, self.base_depth))
+        return hash(
+            (
+                tuple(sorted(self.shapes.items())),
+                tuple(sorted(self.fan_in_axes.items())),
+                self.base_width,
+                self.base_depth,
+            )
+        )
+
+    def fans(self, path: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The fan-in and fan-out axes of the parameter at `path` (see the attributes).
+
+        Args:
+            path: a parameter's path, as in `shapes`.
+
+        Returns:
+            (fan-in axes, fan-out axes), indices into the parameter's shape.
+
+        Raises:
+            KeyError: `path` is not a parameter of the base.
+
+        Example:
+            >>> from flax import nnx
+            >>> from jaxgrad.scaling.mup import base_shapes
+            >>> def make(width, depth, rngs):
+            ...     return nnx.MultiHeadAttention(4, width, decode=False, rngs=rngs)
+            >>> base = base_shapes(make, 16)
+            >>> base.fans("query.kernel"), base.fans("out.kernel"), base.fans("query.bias")
+            (((0,), (1, 2)), ((0, 1), (2,)), ((), (0, 1)))
+        """
+        if path in self.fan_in_axes:
+            return self.fan_in_axes[path], self.fan_out_axes[path]
+        return _kernel_fans(len(self.shapes[path]), self.depth_axes[path])
 
 
 def base_shapes(
@@ -126,7 +207,10 @@ def base_shapes(
 ) -> BaseShapes:
     """The base of a model family: its parameter shapes at `base_width` (and `base_depth`),
     and the axes that grow, found by building (abstractly, no compute) the model at twice
-    the base width (and twice the base depth).
+    the base width (and twice the base depth), and each parameter's fan-in and fan-out axes
+    (read off the base model's modules: an `nnx.LinearGeneral`'s `in_features` and
+    `out_features`, so `nnx.MultiHeadAttention`'s kernels are hidden weights whether the
+    width grows the head dimension or the number of heads; see the module's docstring).
 
     Args:
         make_model: `make_model(width, depth, rngs) -> nnx.Module` (depth is None when no
@@ -150,6 +234,20 @@ def base_shapes(
         >>> base = base_shapes(make, 16)
         >>> base.width_axes["layers.0.kernel"], base.width_axes["layers.1.kernel"]
         ((1,), (0,))
+
+        Attention with four heads, whose head dimension grows with the width; the 1/d logits
+        come from `mup_dot_product_attention`:
+
+        >>> from jaxgrad.scaling.mup import mup_dot_product_attention
+        >>> def make(width, depth, rngs):
+        ...     return nnx.MultiHeadAttention(
+        ...         4, width, decode=False, rngs=rngs,
+        ...         attention_fn=mup_dot_product_attention(base_head_dim=16 // 4))
+        >>> base = base_shapes(make, 16)
+        >>> base.shapes["query.kernel"], base.width_axes["query.kernel"]
+        ((16, 4, 4), (0, 2))
+        >>> base.fans("query.kernel"), base.fans("out.kernel")  # (fan-in, fan-out) axes
+        (((0,), (1, 2)), ((0, 1), (2,)))
     """
     for name, value in (("base_width", base_width), ("base_depth", base_depth)):
         if value is None and name == "base_depth":
@@ -160,7 +258,8 @@ def base_shapes(
     def shapes_at(width, depth):
         return _param_shapes(nnx.eval_shape(lambda: make_model(width, depth, nnx.Rngs(0))))
 
-    base = shapes_at(base_width, base_depth)
+    base_model = nnx.eval_shape(lambda: make_model(base_width, base_depth, nnx.Rngs(0)))
+    base = _param_shapes(base_model)
     wider = shapes_at(2 * base_width, base_depth)
     deeper = shapes_at(base_width, 2 * base_depth) if base_depth is not None else base
     for other, at in (
@@ -183,7 +282,18 @@ def base_shapes(
             for path, shape in base.items()
         }
 
-    return BaseShapes(base, grown(wider), grown(deeper), base_width, base_depth)
+    depth_axes = grown(deeper)
+    fans = {path: _kernel_fans(len(shape), depth_axes[path]) for path, shape in base.items()}
+    fans.update(_linear_general_fans(base_model, base))
+    return BaseShapes(
+        base,
+        grown(wider),
+        depth_axes,
+        base_width,
+        base_depth,
+        {path: fan_in for path, (fan_in, _) in fans.items()},
+        {path: fan_out for path, (_, fan_out) in fans.items()},
+    )
 
 
 class MupEntry(NamedTuple):
@@ -192,7 +302,8 @@ class MupEntry(NamedTuple):
     Attributes:
         role: "input", "hidden", "output" or "vector".
         fan_in_ratio, fan_out_ratio: m_in and m_out, the width ratios of its fans (1 where
-            the fan does not grow).
+            the fan does not grow; the product of its axes' ratios where a fan spans
+            several, as heads and head_dim do in `nnx.MultiHeadAttention`).
         depth_ratio: L / L_base for a stacked block's parameter, else 1.
         init_std: the standard deviation of its initialization, relative to 1: 1/sqrt(fan_in)
             for input and hidden kernels, 1/sqrt(base fan_in) for the output kernel, nan for
@@ -232,26 +343,24 @@ def _entry(path: str, shape: tuple[int, ...], base: BaseShapes, optimizer: str) 
     base_shape = base.shapes[path]
     if len(shape) != len(base_shape):
         raise ValueError(f"parameter {path} has shape {shape}, the base {base_shape}")
-    depth_axes = base.depth_axes[path]
-    ratios = [
-        shape[a] / base_shape[a] if a in base.width_axes[path] else 1.0 for a in range(len(shape))
-    ]
-    core = [a for a in range(len(shape)) if a not in depth_axes]
+    depth_axes, width_axes = base.depth_axes[path], base.width_axes[path]
+    ratios = [shape[a] / base_shape[a] if a in width_axes else 1.0 for a in range(len(shape))]
     depth_ratio = math.prod(shape[a] / base_shape[a] for a in depth_axes) if depth_axes else 1.0
-    if len(core) <= 1:
-        fan_in_ratio, fan_out_ratio = 1.0, ratios[core[-1]] if core else 1.0
+    fan_in_axes, fan_out_axes = base.fans(path)
+    # a fan spread over several axes (LinearGeneral's heads and head_dim) is their product
+    fan_in_ratio = float(math.prod(ratios[a] for a in fan_in_axes))
+    fan_out_ratio = float(math.prod(ratios[a] for a in fan_out_axes))
+    if not fan_in_axes:
         role = "vector"
     else:
-        fan_in_ratio = math.prod(ratios[a] for a in core[:-1])
-        fan_out_ratio = ratios[core[-1]]
-        grows_in = any(a in base.width_axes[path] for a in core[:-1])
-        grows_out = core[-1] in base.width_axes[path]
+        grows_in = any(a in width_axes for a in fan_in_axes)
+        grows_out = any(a in width_axes for a in fan_out_axes)
         role = "hidden" if grows_in and grows_out else "output" if grows_in else "input"
     if role == "vector":
         init_std = math.nan
     else:
-        fan_in = math.prod(shape[a] for a in core[:-1])
-        base_fan_in = math.prod(base_shape[a] for a in core[:-1])
+        fan_in = math.prod(shape[a] for a in fan_in_axes)
+        base_fan_in = math.prod(base_shape[a] for a in fan_in_axes)
         init_std = 1 / math.sqrt(base_fan_in if role == "output" else fan_in)
     multiplier = 1 / fan_in_ratio if role == "output" else 1.0
     if optimizer == "adam":
@@ -300,6 +409,17 @@ def mup_table(params: Any, base: BaseShapes, optimizer: str = "adam") -> dict[st
         >>> entry = table["layers.1.kernel"]
         >>> entry.role, entry.lr
         ('hidden', 0.25)
+
+        `nnx.MultiHeadAttention`'s (in, heads, head_dim) query kernel, here with the head
+        dimension fixed and the heads growing, is a hidden weight with fan-in `in`:
+
+        >>> def make(width, depth, rngs):
+        ...     return nnx.MultiHeadAttention(width // 8, width, decode=False, rngs=rngs)
+        >>> base = base_shapes(make, 16)
+        >>> params = nnx.state(nnx.eval_shape(lambda: make(64, None, nnx.Rngs(0))), nnx.Param)
+        >>> entry = mup_table(params, base)["query.kernel"]
+        >>> entry.role, entry.fan_in_ratio, entry.fan_out_ratio, entry.init_std, entry.lr
+        ('hidden', 4.0, 4.0, 0.125, 0.25)
     """
     optimizer = _check_optimizer(optimizer)
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
@@ -544,7 +664,9 @@ def mup_dot_product_attention(base_head_dim: int) -> Callable[..., jax.Array]:
     """An `attention_fn` for `nnx.MultiHeadAttention` (or a function of the same signature)
     with muP's logits q.k * sqrt(base_head_dim) / head_dim: 1/d instead of 1/sqrt(d),
     equal to the standard scaling at the base (TP-V, section 4 and appendix J: q and k
-    become correlated during training, so q.k grows as d).
+    become correlated during training, so q.k grows as d). Pass it as
+    `nnx.MultiHeadAttention(..., attention_fn=mup_dot_product_attention(base_head_dim))`;
+    `base_shapes` and `mup_table` treat the attention's projections as hidden weights.
 
     Args:
         base_head_dim: the base model's head dimension (the scaling is standard there).
@@ -561,6 +683,12 @@ def mup_dot_product_attention(base_head_dim: int) -> Callable[..., jax.Array]:
         >>> q = k = v = jnp.ones((1, 2, 1, 64))  # (batch, length, heads, head_dim)
         >>> mup_dot_product_attention(base_head_dim=16)(q, k, v).shape
         (1, 2, 1, 64)
+        >>> from flax import nnx  # width 256, 4 heads of 64, against a base of 4 heads of 16
+        >>> attention = nnx.MultiHeadAttention(
+        ...     4, 256, decode=False, rngs=nnx.Rngs(0),
+        ...     attention_fn=mup_dot_product_attention(base_head_dim=16))
+        >>> attention(jnp.ones((1, 3, 256))).shape
+        (1, 3, 256)
     """
     if isinstance(base_head_dim, bool) or not isinstance(base_head_dim, int) or base_head_dim < 1:
         raise ValueError(f"base_head_dim must be a positive int, got {base_head_dim!r}")
