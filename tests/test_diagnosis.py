@@ -44,8 +44,12 @@ def findings(result: Diagnosis) -> dict[str, Finding]:
 def test_a_healthy_profile_passes_every_rule():
     result = diagnose(healthy())
     assert result.verdict == "stable"
-    # no activation: no mean-field rule; not a training run: no stalled or died rule
-    expected = [r for r in stats.RULES if r not in ("mean_field", "stalled", "died")]
+    # no activation: no mean-field rule; not a training run: no stalled or died rule; a
+    # profile, not the slopes of a coordinate check: no scaling rule
+    scaling_rules = ("width_scaling", "depth_scaling")
+    expected = [
+        r for r in stats.RULES if r not in ("mean_field", "stalled", "died", *scaling_rules)
+    ]
     assert [f.rule for f in result.findings] == expected
     assert all(f.verdict == "stable" and f.cure == "" and f.layers == () for f in result.findings)
     assert result.message.startswith("stable: ")

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from flax import nnx
 
+import jaxgrad
 from jaxgrad import init as jinit
 from jaxgrad import nn as jnn
 from jaxgrad import scaling
@@ -891,3 +892,180 @@ def test_change_of_a_zero_initialized_readout_is_its_output():
         point.modules[:, :, readout, 2], point.modules[:, :, readout, 0], rtol=1e-6
     )
     assert np.all(point.modules[:, 1, readout, 0] > 0)
+
+
+# ----------------------------------------------------------------------------- diagnose
+
+
+def hand_check(exponent, widths=(64, 128, 256, 512), depths=(None,), steps=3):
+    """A coordinate check made by hand, three seeds: the readout's mean |x| at the last step
+    is 3 * width**(exponent + d) with d = -0.08, 0, 0.08 per seed (mean slope `exponent`,
+    spread 0.08 over seeds); every other output statistic is constant in width, the change
+    is zero at step 0, and the hidden kernel's gradient rms scales as width**-1 (as under
+    muP: parameter statistics are not judged)."""
+    offsets = np.array([-0.08, 0.0, 0.08])
+
+    def point(width, depth):
+        modules = np.ones((3, steps, 3, 3)) * np.array([1.0, 2.0, 3.0])[:, None, None, None]
+        modules[:, steps - 1, 2, 0] = 3.0 * float(width) ** (exponent + offsets)
+        modules[:, 0, :, 2] = 0.0
+        params = np.ones((3, steps, 1, 3))
+        params[:, :, 0, 0] = 1.0 / width
+        layers, names = ("embed", "hidden", "readout"), ("hidden.kernel",)
+        return CoordPoint(width, depth, layers, names, np.zeros((3, steps)), modules, params)
+
+    points = tuple(point(w, d) for w in widths for d in depths)
+    return CoordCheck(points, tuple(widths), tuple(depths), (0, 1, 2), steps)
+
+
+@pytest.mark.parametrize(
+    ("exponent", "expected"),
+    [(0.98, "exploding"), (0.3, "exploding"), (0.2, "stable"), (0.0, "stable"),
+     (-0.5, "vanishing")],
+)  # fmt: skip
+def test_diagnose_reads_the_width_slopes_of_a_constructed_check(exponent, expected):
+    check = hand_check(exponent)
+    result = jaxgrad.diagnose(scaling.slopes(check))
+    (finding,) = result.findings
+    assert (result.verdict, finding.rule, finding.verdict) == (expected, "width_scaling", expected)
+    assert finding.threshold == scaling.STABLE_SLOPE == 0.25
+    assert math.isnan(result.ratio)
+    assert result.layers_at_fault == ()
+    if expected == "stable":
+        assert finding.layers == ()
+        assert finding.cure == ""
+        assert finding.numbers["largest_slope"] == pytest.approx(max(exponent, 0.0), abs=1e-9)
+        assert result.message.startswith("stable: ")
+        return
+    assert finding.layers == (3,)  # the readout alone: the hidden gradient's width^-1 is not read
+    assert finding.numbers["readout mean_abs step 2: slope"] == pytest.approx(exponent, abs=1e-9)
+    assert finding.numbers["readout mean_abs step 2: spread"] == pytest.approx(0.08, abs=1e-9)
+    slope_keys = [key for key in finding.numbers if key.endswith(": slope")]
+    assert slope_keys == ["readout mean_abs step 2: slope"]
+    moves = "grows" if exponent > 0 else "shrinks"
+    assert finding.message == (
+        f"readout: the output's mean |x| {moves} as width^{exponent:.2f} at step 2 "
+        "(slope threshold 0.25)"
+    )
+    assert result.message == f"{expected}: {finding.message}"
+    assert "jaxgrad.scaling.mup_adam(" in finding.cure
+    assert "MuReadout" in finding.cure
+    assert jaxgrad.diagnose(check).findings == result.findings  # a check: against width
+
+
+def test_diagnose_of_a_check_over_widths_and_depths_judges_both():
+    check = hand_check(1.0, widths=(64, 256), depths=(2, 4), steps=1)
+    result = jaxgrad.diagnose(check)
+    width, depth = result.findings
+    assert (width.rule, width.verdict, depth.rule, depth.verdict) == (
+        "width_scaling",
+        "exploding",
+        "depth_scaling",
+        "stable",
+    )
+    for fixed in (2, 4):
+        key = f"readout mean_abs step 0 at depth {fixed}: slope"
+        assert width.numbers[key] == pytest.approx(1.0, abs=1e-9)
+    assert result.verdict == "exploding"
+    assert "depth_multiplier" not in width.cure
+
+
+def make_constant_linear(readout_exponent):
+    """A linear network 16 -> n -> n -> 16 without biases and with constant kernels 1, 1/n and
+    n**readout_exponent: each hidden unit is the sum S of the input's coordinates, and each
+    readout coordinate n * n**readout_exponent * S, so the readout's mean |x| and rms scale
+    with slope exactly 1 + readout_exponent and the hidden outputs' with slope 0."""
+
+    def make(width, depth, rngs):
+        kernels = (1.0, 1.0 / width, float(width) ** readout_exponent)
+        shapes = ((16, width), (width, width), (width, 16))
+        return nnx.Sequential(
+            *[
+                nnx.Linear(*shape, use_bias=False, kernel_init=jinit.constant(k), rngs=rngs)
+                for shape, k in zip(shapes, kernels, strict=True)
+            ]
+        )
+
+    return make
+
+
+@pytest.mark.parametrize(
+    ("readout_exponent", "expected"), [(-0.02, "exploding"), (-1.0, "stable"), (-1.5, "vanishing")]
+)
+def test_diagnose_of_a_linear_network_finds_the_readout_slope_in_closed_form(
+    readout_exponent, expected
+):
+    x = jax.random.normal(jax.random.key(3), (4, 16))
+    check = scaling.coord_check(
+        make_constant_linear(readout_exponent),
+        optax.sgd(0.0),
+        x,
+        widths=[8, 32, 128],
+        seeds=1,
+        steps=1,
+        loss_fn=output_square,
+    )
+    result = jaxgrad.diagnose(check)
+    (finding,) = result.findings
+    assert (result.verdict, finding.rule, finding.verdict) == (expected, "width_scaling", expected)
+    slope = 1.0 + readout_exponent
+    if expected == "stable":
+        assert finding.layers == ()
+        assert finding.numbers["largest_slope"] == pytest.approx(0.0, abs=1e-3)
+        assert finding.numbers["smallest_slope"] == pytest.approx(0.0, abs=1e-3)
+        return
+    assert scaling.slopes(check).layer_names == ("layers.0", "layers.1", "layers.2")
+    assert finding.layers == (3,)
+    for statistic in ("mean_abs", "rms"):
+        key = f"layers.2 {statistic} step 0: slope"
+        assert finding.numbers[key] == pytest.approx(slope, abs=1e-3)
+    assert finding.numbers["series_out"] == 2  # mean |x| and rms; the change is zero
+    moves = "grows" if slope > 0 else "shrinks"
+    assert finding.message.startswith(
+        f"layers.2: the output's mean |x| {moves} as width^{slope:.2f} at step 0"
+    )
+
+
+def test_diagnose_of_depth_slopes_gives_the_depth_rule():
+    check = scaling.coord_check(
+        make_counting,
+        optax.sgd(0.0),
+        jnp.zeros((2, 4)),
+        widths=[4],
+        depths=[2, 4, 8],
+        seeds=1,
+        steps=1,
+        loss_fn=output_square,
+    )
+    table = scaling.slopes(check, against="depth")
+    result = jaxgrad.diagnose(table)
+    (finding,) = result.findings
+    assert (result.verdict, finding.rule, finding.verdict) == (
+        "exploding",
+        "depth_scaling",
+        "exploding",
+    )
+    # the last layer's output is the depth (slope 1); the first two layers are constant
+    assert finding.layers == (table.layer_names.index("layers.-1") + 1,)
+    assert finding.numbers["layers.-1 mean_abs step 0: slope"] == pytest.approx(1.0, abs=1e-5)
+    assert finding.message.startswith("layers.-1: the output's mean |x| grows as depth^1.00")
+    assert "jaxgrad.scaling.depth_multiplier(" in finding.cure
+    assert jaxgrad.diagnose(check).findings == result.findings  # one width: depth only
+
+
+def test_diagnose_of_slopes_refuses_profile_keywords_and_bad_findings():
+    table = scaling.slopes(hand_check(0.0))
+    with pytest.raises(TypeError, match="activation tune the rules read from a Profile"):
+        jaxgrad.diagnose(table, activation="relu")
+    with pytest.raises(TypeError, match="sigma_w2, band tune"):
+        jaxgrad.diagnose(table, band=10.0, sigma_w2=2.0)
+    single = hand_check(0.0, widths=(64,))
+    with pytest.raises(ValueError, match="no slope to judge"):
+        jaxgrad.diagnose(single)
+
+    class Wrong:
+        def findings(self):
+            return ("readout grows",)
+
+    with pytest.raises(TypeError, match=r"Wrong.findings\(\) must return"):
+        jaxgrad.diagnose(Wrong())

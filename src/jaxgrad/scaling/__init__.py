@@ -9,6 +9,8 @@
 - `slopes(check, against="width")`: the exponent of each statistic in width (or depth), per
   layer and step, its spread over seeds, and a verdict in words ("stable", "grows as
   width^0.98"); `verdict` states the thresholds (`STABLE_SLOPE`, `NOISY_SPREAD`).
+  `jaxgrad.diagnose(table)` (or `jaxgrad.diagnose(check)`) turns them into a verdict: the
+  width_scaling and depth_scaling rules, with muP or depth-muP as the cure.
 - muP (`base_shapes`, `mup_table`, `scale_by_mup`, `mup_adam`, `mup_sgd`, `MuReadout`,
   `mup_dot_product_attention`) and depth-muP (`depth_multiplier`, and the Adam rule of
   `scale_by_mup` for stacked blocks): the parametrizations under which the check is flat.
@@ -59,6 +61,7 @@ from jaxgrad.scaling.mup import mup_dot_product_attention as mup_dot_product_att
 from jaxgrad.scaling.mup import mup_sgd as mup_sgd
 from jaxgrad.scaling.mup import mup_table as mup_table
 from jaxgrad.scaling.mup import scale_by_mup as scale_by_mup
+from jaxgrad.scaling.slopes import JUDGED as JUDGED
 from jaxgrad.scaling.slopes import NOISY_SPREAD as NOISY_SPREAD
 from jaxgrad.scaling.slopes import STABLE_SLOPE as STABLE_SLOPE
 from jaxgrad.scaling.slopes import Slopes as Slopes

@@ -172,6 +172,43 @@ class CoordCheck:
             f"{list(self.depths)}"
         )
 
+    def findings(self) -> tuple[_stats.Finding, ...]:
+        """What `jaxgrad.diagnose(check)` reads: the findings of the slopes against width
+        (`jaxgrad.scaling.Slopes.findings`, the "width_scaling" rule) where the check has two
+        or more widths, then against depth ("depth_scaling") where it has two or more depths.
+
+        Returns:
+            One `jaxgrad.stats.Finding` per direction with two or more sizes.
+
+        Raises:
+            ValueError: if the check has a single width and a single depth (no slope).
+
+        Example:
+            >>> import numpy as np
+            >>> def point(width):  # one seed, one step, one layer: mean |x| = 2
+            ...     return CoordPoint(width, None, ("out",), (), np.zeros((1, 1)),
+            ...                       np.full((1, 1, 1, 3), 2.0), np.zeros((1, 1, 0, 3)))
+            >>> check = CoordCheck((point(64), point(128)), (64, 128), (None,), (0,), 1)
+            >>> [(f.rule, f.verdict) for f in check.findings()]
+            [('width_scaling', 'stable')]
+        """
+        from jaxgrad.scaling.slopes import slopes  # slopes.py imports this module
+
+        directions = [
+            against
+            for against, sizes in (("width", self.widths), ("depth", self.depths))
+            if len(sizes) >= 2 and None not in sizes
+        ]
+        if not directions:
+            raise ValueError(
+                f"a coordinate check at one width ({list(self.widths)}) and one depth "
+                f"({list(self.depths)}) has no slope to judge: give coord_check two or more "
+                "widths or depths"
+            )
+        return tuple(
+            finding for against in directions for finding in slopes(self, against).findings()
+        )
+
     def to_frame(self) -> pd.DataFrame:
         """One row per (width, depth, seed, step, layer, statistic): columns `width`,
         `depth`, `seed`, `step`, `layer` (a call's name for the module statistics, a

@@ -15,15 +15,22 @@ mean slope:
 A verdict carries "(noisy: spread 0.41)" when the spread over seeds exceeds `NOISY_SPREAD`
 (0.25): more seeds, a larger batch or a wider range of widths will tell.
 
+`jaxgrad.diagnose(table)` judges the slopes (`Slopes.findings`): the "width_scaling" (or
+"depth_scaling") rule reads the recorded outputs' statistics (`JUDGED`) at every step, and
+finds "exploding" where a slope exceeds `STABLE_SLOPE`, "vanishing" where one is below
+-`STABLE_SLOPE`, with muP (width) or depth-muP's branch multiplier (depth) as the cure.
+
 Across depths, layers are matched by name; a name holding a stack index ("blocks[7].linear",
 "layers.7") also answers to its last layer as "-1" ("blocks[-1].linear", "layers.-1"), so the
 last block, the first and the layers outside the stack are compared at every depth.
 
 References:
-    Yang et al. 2022, "Tensor Programs V", appendix D.1 (coordinate checks: a correct
-    parametrization keeps every coordinate's size constant in width); Yang et al. 2023,
-    "Tensor Programs VI: Feature Learning in Infinite-Depth Neural Networks" (the same
-    across depth).
+    Yang and Hu 2021, "Tensor Programs IV: Feature Learning in Infinite-Width Neural
+    Networks" (muP); Yang et al. 2022, "Tensor Programs V", appendix D.1 (coordinate checks:
+    a correct parametrization keeps every coordinate's size constant in width); Yang et al.
+    2023, "Tensor Programs VI: Feature Learning in Infinite-Depth Neural Networks" and
+    Bordelon et al. 2023, "Depthwise Hyperparameter Transfer in Residual Networks" (the same
+    across depth, with branches scaled by 1/sqrt(L)).
 """
 
 from __future__ import annotations
@@ -35,7 +42,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from jaxgrad.scaling.coord import STATISTICS, CoordCheck, CoordPoint
+from jaxgrad.scaling.coord import MODULE_STATISTICS, STATISTICS, CoordCheck, CoordPoint
+from jaxgrad.stats import Finding
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -46,7 +54,38 @@ STABLE_SLOPE = 0.25
 NOISY_SPREAD = 0.25
 """A spread of the slope over seeds above this marks a verdict "noisy"."""
 
+JUDGED = MODULE_STATISTICS
+"""The statistics the scaling rules judge: each recorded output's mean |x|, rms and change,
+the coordinates a correct parametrization keeps constant in width and depth (TP-V, appendix
+D.1). The parameter statistics are tabled but not judged: their exponent under a correct
+parametrization depends on the layer's role (under muP with Adam a hidden kernel's gradient
+rms scales as width^-1 and its update-to-weight rms as width^-0.5; measured -1.00 and -0.51
+on a 3-layer MLP at widths 64 to 512, against 0.00 for every output's size and change)."""
+
 AGAINST = ("width", "depth")
+
+_WHAT = {
+    "mean_abs": "mean |x|",
+    "rms": "rms",
+    "change": "change since step 0",
+}
+
+_CURES = {
+    "width": (
+        "use muP, under which every output's size and change stay constant in width: "
+        "jaxgrad.scaling.mup_adam(learning_rate, jaxgrad.scaling.base_shapes(make_model, "
+        "base_width)) (or mup_sgd) with a jaxgrad.scaling.MuReadout readout (Yang and Hu "
+        "2021; Yang et al. 2022)"
+    ),
+    "depth": (
+        "scale each residual branch by jaxgrad.scaling.depth_multiplier(depth, base_depth) "
+        "= sqrt(base_depth / depth), the 1/sqrt(L) of depth-muP, and train with "
+        "jaxgrad.scaling.mup_adam over a base_shapes(make_model, base_width, base_depth) "
+        "(Yang et al. 2023; Bordelon et al. 2023)"
+    ),
+}
+
+_LISTED = 4  # series quoted in a finding's message; the rest are counted
 
 _INDEX = re.compile(r"\[(\d+)\]|\.(\d+)(?=\.|$)")
 
@@ -244,6 +283,122 @@ class Slopes:
     def __repr__(self) -> str:
         return self.summary()
 
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        """The recorded outputs the scaling rule judges, in forward order: a finding's
+        `layers` are 1-based positions in it (against depth, a stack's "-1" aliases come
+        after the layers present at every depth)."""
+        judged = np.isin(self.statistic, JUDGED)
+        return tuple(dict.fromkeys(str(name) for name in self.layer[judged]))
+
+    def findings(self) -> tuple[Finding, ...]:
+        """The "width_scaling" (or "depth_scaling") finding that `jaxgrad.diagnose` reads.
+
+        Every defined slope of a statistic in `JUDGED`, at every step (and every fixed
+        depth or width), is compared with `STABLE_SLOPE`: above it the output grows with
+        width (depth) and the finding is "exploding"; below minus it, "vanishing" (where
+        both happen, exploding: `jaxgrad.stats.PRECEDENCE`); else "stable". Each series
+        (layer, statistic) out of the band is quoted at its steepest step, growth first and
+        the steepest first (the first four; the rest are counted). Undefined slopes
+        (a value not finite or not positive) and zero series are counted, not judged; with
+        no defined slope the finding is "info".
+
+        Returns:
+            One `jaxgrad.stats.Finding`: `layers` the 1-based positions in `layer_names` of
+            the outputs out of the band; `numbers` each such series' slope and spread
+            ("readout mean_abs step 3: slope", "... : spread"), and the largest and
+            smallest slopes read with their spreads; `threshold` `STABLE_SLOPE`; `cure`
+            muP (width) or depth-muP's branch multiplier (depth).
+
+        Example:
+            >>> import numpy as np
+            >>> from jaxgrad.scaling.coord import CoordCheck, CoordPoint
+            >>> from jaxgrad.scaling.slopes import slopes
+            >>> def point(width):  # one seed, one step; readout's mean |x| = width^-0.5
+            ...     values = np.ones((1, 1, 2, 3))
+            ...     values[0, 0, 1, 0] = width**-0.5
+            ...     return CoordPoint(width, None, ("hidden", "readout"), (),
+            ...                       np.zeros((1, 1)), values, np.zeros((1, 1, 0, 3)))
+            >>> table = slopes(CoordCheck((point(64), point(256)), (64, 256), (None,), (0,), 1))
+            >>> (finding,) = table.findings()
+            >>> finding.verdict, finding.layers, finding.numbers["readout mean_abs step 0: slope"]
+            ('vanishing', (2,), -0.5)
+            >>> finding.message
+            "readout: the output's mean |x| shrinks as width^-0.50 at step 0 (slope threshold 0.25)"
+
+        References:
+            Yang et al. 2022, "Tensor Programs V", appendix D.1; Yang et al. 2023, "Tensor
+            Programs VI".
+        """
+        return (self._finding(),)
+
+    def _finding(self) -> Finding:
+        rule = f"{self.against}_scaling"
+        judged = np.isin(self.statistic, JUDGED)
+        defined = judged & np.isfinite(self.slope)
+        undefined = int(np.sum(judged & ~defined & (self.verdict != "zero")))
+        names = self.layer_names
+        several = len(set(self.fixed[judged].tolist())) > 1
+        other = "depth" if self.against == "width" else "width"
+        note = f"; {undefined} series undefined (a value not finite or not positive)"
+        note = note if undefined else ""
+        if not defined.any():
+            message = f"no defined slope against log {self.against} to judge{note}"
+            return Finding(rule, "info", (), {}, STABLE_SLOPE, message, "")
+        slope, spread = self.slope, self.spread
+        index = np.flatnonzero(defined)
+        high, low = index[np.argmax(slope[index])], index[np.argmin(slope[index])]
+        numbers: dict[str, float | int] = {
+            "largest_slope": float(slope[high]),
+            "spread_of_largest": float(spread[high]),
+            "smallest_slope": float(slope[low]),
+            "spread_of_smallest": float(spread[low]),
+            "series_read": int(index.size),
+        }
+        # each series out of the band, at its steepest step
+        steepest: dict[tuple, int] = {}
+        for i in index[np.abs(slope[index]) > STABLE_SLOPE]:
+            key = (self.fixed[i], self.layer[i], self.statistic[i])
+            if key not in steepest or abs(slope[i]) > abs(slope[steepest[key]]):
+                steepest[key] = int(i)
+        if not steepest:
+            message = (
+                f"{index.size} slopes of the outputs' mean |x|, rms and change against log "
+                f"{self.against}, from {slope[low]:+.2f} to {slope[high]:+.2f}: all within "
+                f"+-{STABLE_SLOPE:g} (slope threshold {STABLE_SLOPE:g}){note}"
+            )
+            return Finding(rule, "stable", (), numbers, STABLE_SLOPE, message, "")
+        # growth first, the steepest first (to two decimals, as quoted), then forward order
+        out = sorted(
+            steepest.values(),
+            key=lambda i: (
+                slope[i] < 0,
+                -round(abs(float(slope[i])), 2),
+                names.index(self.layer[i]),
+                JUDGED.index(self.statistic[i]),
+            ),
+        )
+        quoted = []
+        for i in out:
+            label = f"{self.layer[i]} {self.statistic[i]} step {self.step[i]}"
+            where = f" at {other} {self.fixed[i]}" if several else ""
+            numbers[f"{label}{where}: slope"] = float(slope[i])
+            numbers[f"{label}{where}: spread"] = float(spread[i])
+            words = verdict(float(slope[i]), float(spread[i]), against=self.against)
+            quoted.append(
+                f"{self.layer[i]}: the output's {_WHAT[self.statistic[i]]} {words} at step "
+                f"{self.step[i]}{where}"
+            )
+        numbers["series_out"] = len(out)
+        message = "; ".join(quoted[:_LISTED])
+        if len(out) > _LISTED:
+            message += f"; and {len(out) - _LISTED} more series"
+        message += f" (slope threshold {STABLE_SLOPE:g}){note}"
+        layers = tuple(sorted({names.index(self.layer[i]) + 1 for i in out}))
+        grows = any(slope[i] > 0 for i in out)
+        outcome = "exploding" if grows else "vanishing"
+        return Finding(rule, outcome, layers, numbers, STABLE_SLOPE, message, _CURES[self.against])
+
 
 def slopes(check: CoordCheck, against: str = "width") -> Slopes:
     """Fit every layer's, statistic's and step's slope against log width (or log depth).
@@ -326,6 +481,7 @@ def slopes(check: CoordCheck, against: str = "width") -> Slopes:
 
 __all__ = [
     "AGAINST",
+    "JUDGED",
     "NOISY_SPREAD",
     "STABLE_SLOPE",
     "Slopes",

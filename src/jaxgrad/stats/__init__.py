@@ -19,6 +19,7 @@ from jaxgrad.stats.diagnosis import STALL_RATIO as STALL_RATIO
 from jaxgrad.stats.diagnosis import VERDICTS as VERDICTS
 from jaxgrad.stats.diagnosis import Diagnosis as Diagnosis
 from jaxgrad.stats.diagnosis import Finding as Finding
+from jaxgrad.stats.diagnosis import Judged as Judged
 from jaxgrad.stats.diagnosis import Prescription as Prescription
 from jaxgrad.stats.diagnosis import Profile as Profile
 from jaxgrad.stats.diagnosis import Profiled as Profiled

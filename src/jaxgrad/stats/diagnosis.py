@@ -32,6 +32,16 @@ The rules, each a `Finding` (in this order):
   order-to-chaos phase of a plain stack at (sigma_w2, sigma_b2): chi1, the gradient factor it
   predicts across the network's depth, and the critical sigma_w2 (Schoenholz et al. 2017).
 
+A coordinate check is judged by rules of its own (a result with a `findings()` method,
+`Judged`): `jaxgrad.scaling.Slopes` and `jaxgrad.scaling.CoordCheck` give
+
+- ``width_scaling`` and ``depth_scaling``: the slope of log(statistic) against log(width)
+  (log(depth)) of every recorded output's mean |x|, rms and change, above
+  `jaxgrad.scaling.STABLE_SLOPE` (0.25) in any layer at any step (exploding: the
+  coordinates grow with width, as the logits do under the standard parametrization with
+  Adam) or below minus it (vanishing). The cure is muP for width (Yang and Hu 2021) and
+  depth-muP's branch multiplier for depth (Yang et al. 2023; Bordelon et al. 2023).
+
 Every rule that can be evaluated gives a finding, "stable" when it passes, so the findings
 say what was checked and what was read. The overall verdict follows from the measured
 findings by `PRECEDENCE`; mean-field findings are predictions of infinite-width theory
@@ -138,8 +148,11 @@ RULES = (
     "stalled",
     "died",
     "mean_field",
+    "width_scaling",
+    "depth_scaling",
 )
-"""The rules, in the order their findings are listed."""
+"""The rules, in the order their findings are listed. The last two read the slopes of a
+coordinate check (`jaxgrad.scaling.Slopes`), not a `Profile`."""
 
 PRECEDENCE = ("exploding", "vanishing", "stable")
 """How the findings give the verdict: non-finite values first (a "nonfinite" finding is
@@ -312,13 +325,36 @@ class Profiled(Protocol):
     def profile(self) -> Profile: ...
 
 
+class Judged(Protocol):
+    """A result `diagnose` reads by rules of its own instead of a `Profile`: anything with a
+    `findings()` method returning `Finding`s of rules in `RULES`. `jaxgrad.scaling.Slopes`
+    (the width_scaling or depth_scaling rule) and `jaxgrad.scaling.CoordCheck` (its slopes)
+    are judged.
+
+    Example:
+        >>> import numpy as np
+        >>> from jaxgrad.scaling import CoordCheck, CoordPoint, slopes
+        >>> def point(width):  # one seed, one step; the readout's mean |x| = width
+        ...     values = np.ones((1, 1, 2, 3))
+        ...     values[0, 0, 1, :2] = width
+        ...     return CoordPoint(width, None, ("hidden", "readout"), (), np.zeros((1, 1)),
+        ...                       values, np.zeros((1, 1, 0, 3)))
+        >>> check = CoordCheck((point(64), point(256)), (64, 256), (None,), (0,), 1)
+        >>> finding = slopes(check).findings()[0]
+        >>> finding.rule, finding.verdict, finding.layers
+        ('width_scaling', 'exploding', (2,))
+    """
+
+    def findings(self) -> Sequence[Finding]: ...
+
+
 class Finding(NamedTuple):
     """One rule's reading of a `Profile`.
 
     Attributes:
         rule: one of `RULES`.
         verdict: "vanishing", "exploding" or "stable" for a measured rule; "info" for a
-            mean-field prediction.
+            mean-field prediction, or a scaling rule that found no defined slope.
         layers: 1-based forward indices of the layers at fault (empty when stable).
         numbers: the values the rule read (plain floats and ints), keyed by name.
         threshold: the documented threshold the numbers were compared against (for a
@@ -353,11 +389,14 @@ class Diagnosis(NamedTuple):
 
     Attributes:
         verdict: "vanishing", "exploding" or "stable", from `findings` by `PRECEDENCE`.
-        ratio: grad_norm of the first layer over that of the last (1 is perfect flow).
+        ratio: grad_norm of the first layer over that of the last (1 is perfect flow);
+            nan for a result judged by its own rules (`Judged`: the slopes of a coordinate
+            check), as is `rate_per_layer`.
         rate_per_layer: the geometric-mean factor by which the gradient norm changes per
             layer going from the output to the input, ratio ** (1 / (depth - 1)).
         layers_at_fault: 1-based layers whose gradient norm is outside the band relative to
-            the last layer's, or not finite (the gradient-ratio rule's layers).
+            the last layer's, or not finite (the gradient-ratio rule's layers); () for a
+            `Judged` result, whose findings name their layers.
         first_nonfinite_layer: the first layer whose signal is not finite; -1 if none.
         message: the verdict in one sentence, quoting the finding it follows from.
         findings: every rule's `Finding`, in `RULES` order.
@@ -509,7 +548,8 @@ def _profile_of(result: object) -> Profile:
         raise TypeError(
             "diagnose takes the LayerStats of jaxgrad.probe or jaxgrad.propagate, the "
             "ModelReport of jaxgrad.inspect, or any result with a .profile() method returning "
-            f"a jaxgrad.stats.Profile; got {type(result).__name__}"
+            "a jaxgrad.stats.Profile, or the Slopes or CoordCheck of jaxgrad.scaling (any "
+            f"result with a .findings() method); got {type(result).__name__}"
         )
     profile = method()
     if not isinstance(profile, Profile):
@@ -1107,8 +1147,41 @@ def _band(name: str, value: object) -> float:
     return value
 
 
+def _judged_findings(result: object, keywords: dict[str, object]) -> tuple[Finding, ...]:
+    """The findings of a `Judged` result, checked; the Profile rules' keywords refused."""
+    given = [name for name, value in keywords.items() if value is not None]
+    if given:
+        raise TypeError(
+            f"{', '.join(given)} tune the rules read from a Profile; a "
+            f"{type(result).__name__} is judged by its own rules (its .findings()): leave "
+            f"{'it' if len(given) == 1 else 'them'} out"
+        )
+    findings = tuple(result.findings())
+    for finding in findings:
+        if not isinstance(finding, Finding) or finding.rule not in RULES:
+            raise TypeError(
+                f"{type(result).__name__}.findings() must return jaxgrad.stats.Finding's of "
+                f"rules in {RULES}, got {finding!r}"
+            )
+    return findings
+
+
+def _verdict_and_message(findings: Sequence[Finding]) -> tuple[str, str | None]:
+    """The verdict by `PRECEDENCE`, and its message when a finding is not stable."""
+    for candidate in PRECEDENCE[:2]:
+        lead = next((f for f in findings if f.verdict == candidate), None)
+        if lead is not None:
+            others = [f.rule for f in findings if f.verdict in ("vanishing", "exploding")]
+            others.remove(lead.rule)
+            message = f"{candidate}: {lead.message}"
+            if others:
+                message += f" (also: {', '.join(others)})"
+            return candidate, message
+    return "stable", None
+
+
 def diagnose(
-    result: Profiled,
+    result: Profiled | Judged,
     *,
     band: float = BAND,
     signal_band: float = SIGNAL_BAND,
@@ -1122,11 +1195,18 @@ def diagnose(
     `Finding`; the verdict follows from them by `PRECEDENCE`. `activation`, `sigma_w2` and
     `sigma_b2` override what the profile knows; with an activation and no sigma_w2, the
     mean-field rule estimates sigma_w2 from the weights where the profile has fans, and says
-    so.
+    so. A coordinate check's slopes are read by the width_scaling and depth_scaling rules
+    instead (`jaxgrad.scaling.Slopes.findings`): a recorded output whose size or change grows
+    with width (depth) faster than width^0.25 (`jaxgrad.scaling.STABLE_SLOPE`) is exploding,
+    one that shrinks faster is vanishing.
 
     Args:
         result: `LayerStats` (probe, propagate; one network, not vmapped), `ModelReport`
-            (inspect), a training history, or a `Profile`.
+            (inspect), a training history, or a `Profile` (anything with `.profile()`,
+            `Profiled`); or the `Slopes` of `jaxgrad.scaling.slopes` (against width or
+            depth), or a `jaxgrad.scaling.CoordCheck`, read by its slopes against width and,
+            where it has two or more depths, against depth (anything with `.findings()`,
+            `Judged`).
         band: the gradient-ratio rule's allowed factor, > 1 (`BAND`).
         signal_band: the signal rule's allowed factor, > 1 (`SIGNAL_BAND`).
         activation: the activation of a plain stack (a name or a callable), for the
@@ -1139,7 +1219,9 @@ def diagnose(
         cure, `to_frame()` a table of the findings.
 
     Raises:
-        TypeError: a result without `.profile()` (naming what was given), bad keywords.
+        TypeError: a result without `.profile()` or `.findings()` (naming what was given),
+            bad keywords, or `activation`, `sigma_w2`, `sigma_b2`, `band` or `signal_band`
+            given with a `Judged` result (they tune the Profile rules only).
         ValueError: a band <= 1, a vmapped `LayerStats` ("index the vmapped axis first"),
             a malformed profile.
 
@@ -1152,15 +1234,49 @@ def diagnose(
         >>> result.verdict, [f.rule for f in result.findings if f.verdict == "vanishing"]
         ('vanishing', ['signal', 'scale'])
 
+        The slopes of a coordinate check (here made by hand: the readout's mean |x| and rms
+        grow as width, the hidden layer's stay 1):
+
+        >>> import numpy as np
+        >>> from jaxgrad.scaling import CoordCheck, CoordPoint, slopes
+        >>> def point(width):  # one seed, one step, two recorded calls
+        ...     values = np.ones((1, 1, 2, 3))
+        ...     values[0, 0, 1, :2] = width
+        ...     return CoordPoint(width, None, ("hidden", "readout"), (), np.zeros((1, 1)),
+        ...                       values, np.zeros((1, 1, 0, 3)))
+        >>> check = CoordCheck((point(64), point(256)), (64, 256), (None,), (0,), 1)
+        >>> result = diagnose(slopes(check))
+        >>> result.verdict, [(f.rule, f.layers) for f in result.findings]
+        ('exploding', [('width_scaling', (2,))])
+        >>> print(result.message.split(";")[0])
+        exploding: readout: the output's mean |x| grows as width^1.00 at step 0
+
     References:
         Glorot and Bengio 2010, "Understanding the difficulty of training deep feedforward
         neural networks"; He, Zhang, Ren and Sun 2015, "Delving Deep into Rectifiers"; You,
         Gitman and Ginsburg 2017, "Large Batch Training of Convolutional Networks" (the
         gradient-to-weight ratio); Schoenholz, Gilmer, Ganguli and Sohl-Dickstein 2017,
-        "Deep Information Propagation" (the mean-field rule).
+        "Deep Information Propagation" (the mean-field rule); Yang and Hu 2021, "Tensor
+        Programs IV" and Yang et al. 2023, "Tensor Programs VI" (the scaling rules).
     """
     band = _band("band", band)
     signal_band = _band("signal_band", signal_band)
+    if not callable(getattr(result, "profile", None)) and callable(
+        getattr(result, "findings", None)
+    ):
+        keywords = {
+            "activation": activation,
+            "sigma_w2": sigma_w2,
+            "sigma_b2": sigma_b2,
+            "band": None if band == BAND else band,
+            "signal_band": None if signal_band == SIGNAL_BAND else signal_band,
+        }
+        findings = _judged_findings(result, keywords)
+        verdict, message = _verdict_and_message(findings)
+        if message is None:
+            read = [f.message for f in findings if f.verdict == "stable"]
+            message = f"stable: {'; '.join(read)}" if read else "stable: no rule fired"
+        return Diagnosis(verdict, math.nan, math.nan, (), -1, message, findings)
     profile = _profile_of(result)
     overrides = {
         "activation": activation,
@@ -1185,22 +1301,10 @@ def diagnose(
         _mean_field_rule(profile, band),
     ]
     findings = tuple(f for f in findings if f is not None)
-    verdict, lead = "stable", None
-    for candidate in PRECEDENCE[:2]:
-        lead = next((f for f in findings if f.verdict == candidate), None)
-        if lead is not None:
-            verdict = candidate
-            break
-    if lead is not None:
-        others = [f.rule for f in findings if f.verdict in ("vanishing", "exploding")]
-        others.remove(lead.rule)
-        message = f"{verdict}: {lead.message}"
-        if others:
-            message += f" (also: {', '.join(others)})"
-    elif gradient is not None:
-        message = f"stable: {gradient.message}; no rule fired"
-    else:
-        message = "stable: no rule fired"
+    verdict, message = _verdict_and_message(findings)
+    if message is None:
+        message = "stable: " + (f"{gradient.message}; " if gradient is not None else "")
+        message += "no rule fired"
     return Diagnosis(
         verdict,
         fields["ratio"],
