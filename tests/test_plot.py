@@ -701,3 +701,152 @@ def test_a_long_run_names_its_recorded_steps_in_short():
         ValueError, match=r"recorded steps: 0, 1, 2, 3, 4, \.\.\., 14, 15, 16 \(17 steps\)$"
     ):
         plot.run_profiles(history, "grad_norm", steps=[40])
+
+
+# ----------------------------------------------------------------------------- legibility
+
+LEGIBLE_PT = 9.0  # issue 18: legends and labels at least 9 pt where the browser shows them
+
+
+def report_column_px():
+    """The width, in CSS pixels, of the column the report's page shows images in, read off
+    the page's own style (body max-width, images at most 100% of it)."""
+    import re
+
+    from jaxgrad.report import html_page
+
+    page = html_page("t", [])
+    assert re.search(r"img\{max-width:100%\}", page), "images are no longer fit to the column"
+    (width,) = re.findall(r"body\{[^}]*max-width:(\d+)px", page)
+    return int(width)
+
+
+def report_figures():
+    """Each figure function the report (and `jaxgrad report RUN_DIR`) draws, on small
+    synthetic inputs shaped like the report's: six networks over three fields, four models
+    from DataFrames, two spectra, five remedies."""
+    layers = np.arange(1.0, 13.0)
+    six = {
+        f"({letter}) a network with a long description, {index}": make_stats(
+            act_std=np.geomspace(1.0, 10.0**-index, DEPTH)
+        )
+        for index, letter in enumerate("abcdef")
+    }
+    frames = {
+        name: pd.DataFrame(
+            {"layer": layers, "signal_std": layers**scale, "grad_to_weight": 1e-3 * layers}
+        )
+        for scale, name in enumerate(["CNN, N(0, 0.01^2)", "CNN, cured", "bare", "pre-LN"])
+    }
+    rng = np.random.default_rng(0)
+    return {
+        "seed_profiles": lambda: plot.layer_profiles(
+            six,
+            fields=("act_std", "grad_norm", "act_grad_norm"),
+            relative_to_last=("grad_norm", "act_grad_norm"),
+        ),
+        "own_model": lambda: plot.layer_profiles(frames, fields=("signal_std", "grad_to_weight")),
+        "phase_diagram": lambda: plot.phase_diagram(
+            synthetic_diagram(), critical_sigma_w2=[1.0, 1.8]
+        ),
+        "gradient_heatmap": lambda: plot.gradient_heatmap(
+            [1.0, 1.5, 2.0], [10, 20], np.ones((2, 3)), xi_c=[3.0, np.inf, 4.0]
+        ),
+        "spectra": lambda: plot.spectra_histograms(
+            {
+                "tanh, orthogonal": {2: rng.lognormal(size=50), 32: rng.lognormal(size=50)},
+                "tanh, gaussian": {2: rng.lognormal(size=50), 32: rng.lognormal(size=50)},
+            }
+        ),
+        "remedies": lambda: plot.remedy_summary(
+            ["none", "Kaiming init", "batch norm", "residual", "Adam"],
+            [0.1, 0.9, 0.95, 0.93, 0.9],
+            [1e-14, 1.0, 2.0, 0.5, 1e-3],
+            chance=0.1,
+        ),
+        "run_heatmap": lambda: plot.run_heatmap(make_history(fill=np.nan), "grad_norm"),
+        "run_profiles": lambda: plot.run_profiles(make_history(), "update_ratio"),
+        "run_norms": lambda: plot.run_norms(make_history()),
+        "coord_check": lambda: plot.coord_check(coord_check_of_three_widths()),
+    }
+
+
+def coord_check_of_three_widths():
+    """A `CoordCheck` of two layers at widths 64, 128 and 256, two steps, two seeds."""
+    from jaxgrad.scaling.coord import CoordCheck, CoordPoint
+
+    widths = (64, 128, 256)
+    points = []
+    for width in widths:
+        values = np.ones((2, 2, 2, 3))  # (seeds, steps, layers, statistics)
+        values[:, :, 0, 0] = width
+        points.append(
+            CoordPoint(
+                width, None, ("a", "b"), (), np.zeros((2, 2)), values, np.zeros((2, 2, 0, 3))
+            )
+        )
+    return CoordCheck(tuple(points), widths, (None,), (0, 1), 2)
+
+
+@pytest.mark.parametrize("name", list(report_figures()))
+def test_report_figures_are_legible_at_the_width_the_page_shows_them(name):
+    from matplotlib.text import Text
+
+    figure = report_figures()[name]()
+    figure.canvas.draw()  # ticks, offsets and legends are laid out at draw time
+    width_px = figure.get_figwidth() * plot.DPI  # the report saves at plot.DPI, no cropping
+    shrink = min(1.0, report_column_px() / width_px)
+    texts = [
+        text
+        for text in figure.findobj(Text)
+        if text.get_visible() and text.get_text().strip() and text.get_figure() is not None
+    ]
+    tick_labels = [t for ax in figure.axes for t in ax.get_xticklabels() + ax.get_yticklabels()]
+    assert tick_labels
+    assert all(any(t is s for s in texts) for t in tick_labels if t.get_text())
+    small = [
+        f"{text.get_text()!r}: {text.get_fontsize():.1f} pt -> {text.get_fontsize() * shrink:.1f}"
+        for text in texts
+        if text.get_fontsize() * shrink < LEGIBLE_PT - 1e-9
+    ]
+    assert not small, f"{name} ({width_px:.0f} px shown at {shrink:.2f}): {small}"
+    legends = [ax.get_legend() for ax in figure.axes if ax.get_legend()] + figure.legends
+    for legend in legends:  # legend texts are among the texts checked above
+        assert all(any(t is s for s in texts) for t in legend.get_texts())
+
+
+RAW_NAMES = {*plot.LAYER_FIELDS, *plot.PHASE_FIELDS, "signal_std", "grad_to_weight", "layer"}
+
+
+@pytest.mark.parametrize("name", list(report_figures()))
+def test_report_figures_label_their_axes_in_words(name):
+    figure = report_figures()[name]()
+    labels = [
+        label
+        for ax in figure.axes
+        for label in (ax.get_xlabel(), ax.get_ylabel(), ax.get_title())
+        if label
+    ]
+    assert labels
+    raw = [label for label in labels if label in RAW_NAMES or label == "count"]
+    assert not raw, f"{name} labels axes with column names: {raw}"
+
+
+def test_layer_profiles_labels_in_words_and_log_scale():
+    figure = plot.layer_profiles(
+        {"a": make_stats()},
+        fields=("act_std", "grad_norm"),
+        relative_to_last=("grad_norm",),
+    )
+    std_ax, grad_ax = figure.axes
+    assert std_ax.get_xlabel() == "layer (forward order)"
+    assert std_ax.get_ylabel() == "std of the layer output"
+    assert grad_ax.get_ylabel() == "weight-gradient norm, relative to the last layer"
+    assert std_ax.get_yscale() == grad_ax.get_yscale() == "log"
+    # two panels of 4.5 in fit side by side in the report's column; three wrap to two rows
+    assert figure.get_figwidth() * plot.DPI <= report_column_px()
+    three = plot.layer_profiles({"a": make_stats()}, fields=("act_std", "pre_std", "grad_norm"))
+    rows = {round(ax.get_position().y0, 3) for ax in three.axes}
+    assert len(three.axes) == 3
+    assert len(rows) == 2
+    assert three.get_figwidth() * plot.DPI <= report_column_px()

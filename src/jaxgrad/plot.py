@@ -18,18 +18,20 @@ by the numeric core.
 
 Every function builds a `matplotlib.figure.Figure` with its own Agg canvas, not through
 `matplotlib.pyplot`, so no GUI is needed, no global figure registry fills up and no state
-passes from one call to the next. Each returns the Figure; given `path`, it also writes the
-image there (PNG unless the suffix names another format matplotlib knows), creating the
-parent directories. Arrays may be numpy or jax arrays. The data each artist holds are the data
-given (after leaving out what cannot be drawn, as each function says), so a figure can be
-checked against the results it was drawn from.
+passes from one call to the next. Figures are sized for the HTML report's content column
+(`PAGE_WIDTH_PX`; panels in rows of as many as fit), and every text in them is at least
+`MIN_FONT_PT` points at the size the page shows the image. Each returns the Figure; given
+`path`, it also writes the image there (PNG unless the suffix names another format
+matplotlib knows), creating the parent directories. Arrays may be numpy or jax arrays. The
+data each artist holds are the data given (after leaving out what cannot be drawn, as each
+function says), so a figure can be checked against the results it was drawn from.
 
 Example:
     >>> import numpy as np
     >>> from jaxgrad import plot
     >>> fig = plot.gradient_heatmap([1.0, 2.0], [10, 20], np.zeros((2, 2)))
-    >>> fig.axes[0].get_xlabel()
-    'sigma_w^2'
+    >>> fig.axes[0].get_ylabel()
+    'depth (layers)'
 
 References:
     Glorot and Bengio 2010, "Understanding the difficulty of training deep feedforward neural
@@ -80,6 +82,16 @@ __all__ = [
 DPI = 120
 """Resolution of the written images, in dots per inch."""
 
+PAGE_WIDTH_PX = 1100
+"""Width of the HTML report's content column in CSS pixels (`jaxgrad.report`'s page style
+sets the body's max-width to it, and an image wider than the column is shown scaled down
+to it): a figure W inches wide is shown at min(1, PAGE_WIDTH_PX / (W * DPI)) of its size."""
+
+MIN_FONT_PT = 9.0
+"""The smallest text, in points, a figure shows at the size the report displays it: titles,
+axis and tick labels, legends and colour-bar labels are enlarged to at least
+MIN_FONT_PT / scale, scale the display factor of `PAGE_WIDTH_PX`."""
+
 TRAINABLE_DEPTH_FACTOR = 6.0
 """Networks train up to a depth of about this many correlation depth scales xi_c
 (Schoenholz et al. 2017, figure 5)."""
@@ -106,7 +118,44 @@ _DESCRIPTIONS = {
     "chi1": "chi1 (per-layer gradient factor)",
     "xi_q": "xi_q (length depth scale)",
     "xi_c": "xi_c (correlation depth scale)",
+    "signal_std": "signal std",
+    "grad_to_weight": "gradient-to-weight ratio",
 }
+_AXIS_LABELS = {
+    # y labels of the per-layer fields (layer_profiles); the title names the statistic
+    "pre_mean": "mean of the pre-activation",
+    "pre_std": "std of the pre-activation",
+    "act_mean": "mean of the layer output",
+    "act_std": "std of the layer output",
+    "signal_std": "std of the pre-activation (W_l's output)",
+    "saturated_frac": "fraction of units saturated",
+    "dead_frac": "fraction of units dead",
+    "grad_norm": "weight-gradient norm ||dL/dW_l||",
+    "grad_norm_bias": "bias-gradient norm ||dL/db_l||",
+    "act_grad_norm": "output-gradient norm ||dL/dh_l||",
+    "weight_norm": "weight norm ||W_l||",
+    "grad_to_weight": "gradient / weight norm, ||dL/dW_l|| / ||W_l||",
+}
+_PHASE_LABELS = {
+    # colour-bar labels of the phase-diagram fields, with units
+    "q_star": "fixed-point length $q^*$ (pre-activation variance)",
+    "c_star": "fixed-point correlation $c^*$",
+    "chi1": "per-layer gradient factor $\\chi_1$",
+    "xi_q": "length depth scale $\\xi_q$ (layers)",
+    "xi_c": "correlation depth scale $\\xi_c$ (layers)",
+}
+_SIZE_LABELS = {"width": "width (units per layer)", "depth": "depth (layers)"}
+_COORD_LABELS = {
+    # y labels of the coordinate-check statistics (jaxgrad.scaling.STATISTICS)
+    "mean_abs": "mean |x| of the output",
+    "rms": "rms of the output",
+    "change": "mean |x_t - x_0| of the output",
+    "grad_rms": "rms of the gradient",
+    "update_rms": "rms of the update",
+    "update_ratio": "rms of the update / rms of the weight",
+}
+_SIGMA_W2 = "weight variance $\\sigma_w^2$"
+_SIGMA_B2 = "bias variance $\\sigma_b^2$"
 _LOG_COLOR_FIELDS = ("q_star", "xi_q", "xi_c")
 _DIVERGING = "RdBu_r"
 _SEQUENTIAL = "viridis"
@@ -117,19 +166,47 @@ _BAD_COLOR = "0.75"  # cells holding inf or nan
 
 
 def _new_figure(
-    panels: int, *, panel_size: tuple[float, float] = (4.6, 3.7), stacked: bool = False
+    panels: int, *, panel_size: tuple[float, float] = (4.5, 3.6), stacked: bool = False
 ) -> Figure:
-    """A figure with `panels` axes side by side (or stacked, sharing the x axis) and its own
-    Agg canvas (no pyplot)."""
+    """A figure with `panels` axes in rows of as many as fit the report's column side by
+    side (or stacked, sharing the x axis) and its own Agg canvas (no pyplot). The axes are
+    `figure.axes` in reading order."""
     width, height = panel_size
-    rows, columns = (panels, 1) if stacked else (1, panels)
+    fit = max(1, int(PAGE_WIDTH_PX / (DPI * width)))
+    columns = 1 if stacked else min(panels, fit)
+    rows = -(-panels // columns)
     figure = Figure(figsize=(width * columns, height * rows), layout="constrained")
     FigureCanvasAgg(figure)
-    figure.subplots(rows, columns, squeeze=False, sharex=stacked)
+    grid = figure.subplots(rows, columns, squeeze=False, sharex=stacked)
+    for ax in grid.flat[panels:]:
+        figure.delaxes(ax)
     return figure
 
 
+def _display_scale(figure: Figure) -> float:
+    """The factor the report's page shrinks the figure's image by (1 when it fits)."""
+    return min(1.0, PAGE_WIDTH_PX / (figure.get_figwidth() * DPI))
+
+
+def _readable(figure: Figure) -> None:
+    """Enlarge every text of the figure below `MIN_FONT_PT` at the displayed size: tick
+    labels (also those made when the figure is drawn), titles, axis and colour-bar labels,
+    legends and notes."""
+    from matplotlib.text import Text
+
+    smallest = MIN_FONT_PT / _display_scale(figure)
+    for ax in figure.axes:
+        for name, axis in (("x", ax.xaxis), ("y", ax.yaxis)):
+            sizes = [label.get_fontsize() for label in axis.get_ticklabels(which="both")]
+            if min(sizes, default=0.0) < smallest:
+                ax.tick_params(axis=name, which="both", labelsize=max([smallest, *sizes]))
+    for text in figure.findobj(Text):
+        if text.get_fontsize() < smallest:
+            text.set_fontsize(smallest)
+
+
 def _finish(figure: Figure, path: str | os.PathLike[str] | None) -> Figure:
+    _readable(figure)
     if path is not None:
         if not isinstance(path, str | os.PathLike):
             raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
@@ -319,6 +396,7 @@ def layer_profiles(
 
     figure = _new_figure(len(fields))
     for ax, field in zip(figure.axes, fields, strict=True):
+        y_label = _AXIS_LABELS.get(field, field.replace("_", " "))
         for index, (label, (layers, values_of)) in enumerate(columns.items()):
             values = values_of[field]
             keep = np.isfinite(values) & (values > 0)
@@ -333,10 +411,12 @@ def layer_profiles(
                 name = f"{label} (no finite values)"
             ax.plot(x, y, color=f"C{index % 10}", label=name)
         ax.set_yscale("log")
-        ax.set_xlabel("layer")
-        ax.set_ylabel(f"{field} relative to the last layer" if field in relative else field)
-        ax.set_title(_DESCRIPTIONS.get(field, field))
-        ax.legend(fontsize=7)
+        ax.set_xlabel("layer (forward order)")
+        if field in relative:
+            y_label = f"{y_label.partition(' ||')[0]}, relative to the last layer"
+        ax.set_ylabel(y_label)
+        ax.set_title(_DESCRIPTIONS.get(field, field.replace("_", " ")))
+        ax.legend(fontsize=MIN_FONT_PT)
     return _finish(figure, path)
 
 
@@ -427,12 +507,12 @@ def gradient_heatmap(
     if xi_c is not None:
         keep = ~np.isnan(xi_c)
         bound = np.clip(TRAINABLE_DEPTH_FACTOR * xi_c[keep], y_edges[0], y_edges[-1])
-        ax.plot(sigma_w2[keep], bound, "k--", lw=2, label="6 xi_c (trainable depth)")
-        ax.legend(loc="upper right", fontsize=8)
+        ax.plot(sigma_w2[keep], bound, "k--", lw=2, label="$6\\,\\xi_c$ (trainable depth)")
+        ax.legend(loc="upper right", fontsize=MIN_FONT_PT)
     ax.set_xlim(x_edges[0], x_edges[-1])
     ax.set_ylim(y_edges[0], y_edges[-1])
-    ax.set_xlabel("sigma_w^2")
-    ax.set_ylabel("depth")
+    ax.set_xlabel(_SIGMA_W2)
+    ax.set_ylabel("depth (layers)")
     ax.set_title("gradient ratio across depth")
     return _finish(figure, path)
 
@@ -535,17 +615,21 @@ def phase_diagram(
     mesh = ax.pcolormesh(
         x_edges, y_edges, drawn, cmap=_color_map(_SEQUENTIAL), norm=norm, shading="flat"
     )
-    figure.colorbar(mesh, ax=ax, label=_DESCRIPTIONS.get(field, field))
+    figure.colorbar(mesh, ax=ax, label=_PHASE_LABELS.get(field, field))
     if critical_sigma_w2 is not None:
         keep = np.isfinite(critical_sigma_w2)
         ax.plot(
-            critical_sigma_w2[keep], sigma_b2[keep], "w--", lw=2, label="critical line chi1 = 1"
+            critical_sigma_w2[keep],
+            sigma_b2[keep],
+            "w--",
+            lw=2,
+            label="critical line $\\chi_1 = 1$",
         )
-        ax.legend(loc="upper left", fontsize=8)
+        ax.legend(loc="upper left", fontsize=MIN_FONT_PT)
     ax.set_xlim(x_edges[0], x_edges[-1])
     ax.set_ylim(y_edges[0], y_edges[-1])
-    ax.set_xlabel("sigma_w^2")
-    ax.set_ylabel("sigma_b^2")
+    ax.set_xlabel(_SIGMA_W2)
+    ax.set_ylabel(_SIGMA_B2)
     ax.set_title("ordered (left) | chaotic (right)")
     return _finish(figure, path)
 
@@ -658,10 +742,10 @@ def spectra_histograms(
             ax.stairs(counts, edges, color=color_of[depth], label=name)
         ax.set_xscale("log")
         ax.set_xlim(edges[0], edges[-1])
-        ax.set_xlabel("singular value of J")
-        ax.set_ylabel("count")
+        ax.set_xlabel("singular value of the input-output Jacobian")
+        ax.set_ylabel("number of singular values")
         ax.set_title(label)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=MIN_FONT_PT)
     return _finish(figure, path)
 
 
@@ -715,20 +799,20 @@ def remedy_summary(
         log_ratio = np.log10(ratio.reshape(len(names), -1)).mean(axis=1)
     log_ratio = np.where(np.isfinite(log_ratio), log_ratio, 0.0)
     rows = np.arange(len(names))[::-1]
-    figure = _new_figure(2, panel_size=(4.8, 0.35 * len(names) + 1.6))
+    figure = _new_figure(2, panel_size=(4.5, 0.35 * len(names) + 1.6))
     ax_acc, ax_ratio = figure.axes
     spread = accuracy.std(axis=1) if accuracy.shape[1] > 1 else None
     ax_acc.barh(rows, accuracy.mean(axis=1), xerr=spread, color="tab:blue")
     if chance is not None:
         ax_acc.axvline(chance, color="k", ls="--", lw=1, label="chance")
-        ax_acc.legend(fontsize=7, loc="lower right")
+        ax_acc.legend(fontsize=MIN_FONT_PT, loc="lower right")
     ax_acc.set_xlim(0, 1)
     ax_acc.set_xlabel("test accuracy")
     ax_ratio.barh(rows, log_ratio, color=np.where(log_ratio < -2, "tab:red", "tab:green"))
     ax_ratio.axvline(0, color="k", lw=1)
-    ax_ratio.set_xlabel("log10 first-layer / last-layer gradient norm")
+    ax_ratio.set_xlabel("first-layer / last-layer gradient norm (log10)")
     for ax in (ax_acc, ax_ratio):
-        ax.set_yticks(rows, names, fontsize=8)
+        ax.set_yticks(rows, names, fontsize=MIN_FONT_PT)
     ax_ratio.tick_params(labelleft=False)
     return _finish(figure, path)
 
@@ -936,7 +1020,7 @@ def run_heatmap(
     figure.colorbar(mesh, ax=ax, label=label)
     ax.set_ylim(count - 0.5, -0.5)  # the first layer at the top
     labelled = _thinned(count, _MOST_ROW_LABELS)
-    ax.set_yticks(labelled, [names[i] for i in labelled], fontsize=8)
+    ax.set_yticks(labelled, [names[i] for i in labelled], fontsize=MIN_FONT_PT)
     columns = _thinned(steps.size, _MOST_STEP_LABELS)
     ax.set_xticks(columns, [str(int(steps[i])) for i in columns])
     ax.set_xlabel("recorded step (one column each)")
@@ -951,7 +1035,7 @@ def run_heatmap(
             edgecolor="0.4",
             label=f"no value: zero, negative, inf or nan ({hidden} of {drawn.size} cells)",
         )
-        figure.legend(handles=[note], loc="outside lower left", fontsize=9, frameon=False)
+        figure.legend(handles=[note], loc="outside lower left", fontsize=MIN_FONT_PT, frameon=False)
     return _finish(figure, path)
 
 
@@ -1054,13 +1138,13 @@ def run_profiles(
         rotation=40,
         ha="right",
         rotation_mode="anchor",
-        fontsize=8,
+        fontsize=MIN_FONT_PT,
     )
     ax.set_xlim(0.5, count + 0.5)
     ax.set_xlabel(f"{row_words} (forward order)")
     ax.set_ylabel(described)
     ax.set_title(f"{described} across depth")
-    ax.legend(fontsize=9)
+    ax.legend(fontsize=MIN_FONT_PT)
     return _finish(figure, path)
 
 
@@ -1160,7 +1244,7 @@ def run_norms(history: History, path: str | os.PathLike[str] | None = None) -> F
         if notes:
             hidden = int((~drawable).sum())
             title += f": {hidden} of {steps.size} steps not shown ({', '.join(notes)})"
-        ax.set_title(title, loc="left", fontsize=9)
+        ax.set_title(title, loc="left", fontsize=MIN_FONT_PT)
         named = [
             spike.step for spike in spikes if field in spike.statistics or not spike.statistics
         ]
@@ -1209,7 +1293,7 @@ def run_norms(history: History, path: str | os.PathLike[str] | None = None) -> F
                 label=f"recorded step: per-layer statistics ({recorded.size})",
             )
         )
-    figure.legend(handles=marks, loc="outside upper center", ncols=len(marks), fontsize=9)
+    figure.legend(handles=marks, loc="outside upper center", ncols=len(marks), fontsize=MIN_FONT_PT)
     return _finish(figure, path)
 
 
@@ -1297,8 +1381,9 @@ def coord_check(
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_title(f"step {step}")
-        ax.set_xlabel(against)
+        ax.set_xlabel(_SIZE_LABELS[against])
+        if ax.get_subplotspec().is_first_col():
+            ax.set_ylabel(_COORD_LABELS.get(statistic, statistic))
         if ax.lines:
-            ax.legend(fontsize=6, loc="best")
-    figure.axes[0].set_ylabel(statistic)
+            ax.legend(fontsize=MIN_FONT_PT, loc="best")
     return _finish(figure, path)
