@@ -1,6 +1,7 @@
 """Tests for the demo report: files written, figures embedded, numbers equal their sources."""
 
 import math
+import re
 
 import jax
 import numpy as np
@@ -36,6 +37,36 @@ def test_report_files_are_written_and_self_contained(built):
     for figure, caption in figures:
         assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert caption in markdown
+
+
+def test_takeaways_head_the_report_and_agree_with_the_tables(built):
+    """Every section has a takeaway at the top of the page, linked to the section, and each
+    one quotes the numbers of its own table."""
+    out, result = built
+    html = (out / "report.html").read_text()
+    assert html.index("<h2>Takeaways</h2>") < html.index("<h2 id='seed-experiment'>")
+    for section in result.sections:
+        assert section.takeaway
+        assert f"<a href='#{section.anchor}'>" in html
+        assert f"<h2 id='{section.anchor}'>" in html
+    seed, phase, sweep, spectra, remedies, own = (s for s in result.sections)
+    stable = [row[0].split(")")[0] + ")" for row in seed.rows if row[-1] == "stable"]
+    assert stable == ["(b)", "(f)"]
+    assert all(label in seed.takeaway for label in stable)
+    assert "(c) (e) vanishing" in seed.takeaway
+    assert "(a) (d) exploding" in seed.takeaway
+    assert f"sigma_w2 = {float(phase.rows[0][1]):.3f}" in phase.takeaway
+    assert f"from {sweep.rows[0][2]} " in sweep.takeaway
+    assert f"to {sweep.rows[-1][2]} " in sweep.takeaway
+    deepest = {row[0]: row[2] for row in spectra.rows if row[1] == "32"}
+    assert f"{deepest['orthogonal']} with orthogonal" in spectra.takeaway
+    assert f"{deepest['gaussian']} with Gaussian" in spectra.takeaway
+    quoted = dict(re.findall(r"(?:each: |, )([^,;:]+?) (\d\.\d\d)", remedies.takeaway))
+    for row in remedies.rows[1:]:  # the table's 3 significant digits, the takeaway's 2 decimals
+        assert float(quoted[row[0]]) == pytest.approx(float(row[1]), abs=0.0051)
+    assert f"accuracy of {float(remedies.rows[0][1]):.2f}" in remedies.takeaway
+    assert own.rows[0][1] in own.takeaway
+    assert own.rows[1][6] in own.takeaway
 
 
 def test_seed_rows_equal_the_seed_experiment(built):

@@ -43,12 +43,14 @@ class Section:
         figure: the main figure's file name in the report folder, or None.
         figures: more figures, as (file name, caption) pairs.
         text_table: the table holds prose: cells aligned left.
+        takeaway: what the section shows and what to do, in plain words, computed from the
+            section's own numbers; listed at the top of the report.
 
     Example:
         >>> from jaxgrad.report import Section
         >>> section = Section("Demo", "One row.", ["name", "value"], [["chi1", "1.0"]])
-        >>> section.figure, section.figures
-        (None, [])
+        >>> section.figure, section.figures, section.anchor
+        (None, [], 'demo')
     """
 
     title: str
@@ -58,6 +60,12 @@ class Section:
     figure: str | None = None
     figures: list[tuple[str, str]] = field(default_factory=list)  # more: (file, caption)
     text_table: bool = False  # a table of prose: cells aligned left
+    takeaway: str = ""
+
+    @property
+    def anchor(self) -> str:
+        """The section's id in the page: its title in lower case, words joined by "-"."""
+        return "-".join("".join(c if c.isalnum() else " " for c in self.title.lower()).split())
 
 
 @dataclass
@@ -145,7 +153,28 @@ def seed_section(out: Path, depth: int = 100, width: int = 400, batch_size: int 
         "rule",
         "verdict",
     ]
-    return Section("Seed experiment", text, header, rows, figure)
+    verdicts: dict[str, list[str]] = {}
+    for config in seed_configs(width):
+        verdicts.setdefault(diagnose(stats[config.label]).verdict, []).append(config)
+    stable = verdicts.get("stable", [])
+    takeaway = (
+        f"Of six textbook initializations of a {depth}-layer network, "
+        + (
+            " and ".join(f"({c.label}) {c.description}" for c in stable)
+            + f" keep{'s' if len(stable) == 1 else ''} the signal and the gradients stable"
+            if stable
+            else "none keeps the signal and the gradients stable"
+        )
+        + "; "
+        + ", ".join(
+            f"{' '.join(f'({c.label})' for c in verdicts[kind])} {kind}"
+            for kind in ("vanishing", "exploding")
+            if kind in verdicts
+        )
+        + ". Match the initialization to the activation (jaxgrad.init: kaiming_normal() for "
+        "ReLU, xavier_normal(gain=5/3) for tanh) and check with jaxgrad.diagnose."
+    )
+    return Section("Seed experiment", text, header, rows, figure, takeaway=takeaway)
 
 
 def phase_section(out: Path) -> Section:
@@ -178,7 +207,15 @@ def phase_section(out: Path) -> Section:
         "separates the ordered phase (vanishing gradients, left) from the chaotic phase "
         "(exploding gradients, right)."
     )
-    return Section("Order and chaos", text, ["sigma_b2", "critical sigma_w2"], rows, figure)
+    w2 = np.asarray(critical, np.float64)
+    takeaway = (
+        f"A deep tanh network passes gradients without vanishing or exploding only near the "
+        f"critical line chi1 = 1: sigma_w2 = {w2[0]:.3f} at sigma_b2 = {float(sigma_b2[0]):g}, "
+        f"rising to {w2[-1]:.3f} at sigma_b2 = {float(sigma_b2[-1]):g}. Initialize there: "
+        "jaxgrad.theory.critical_sigma_w2(activation, sigma_b2)."
+    )
+    header = ["sigma_b2", "critical sigma_w2"]
+    return Section("Order and chaos", text, header, rows, figure, takeaway=takeaway)
 
 
 def sweep_section(out: Path) -> Section:
@@ -234,7 +271,18 @@ def sweep_section(out: Path) -> Section:
         "Schoenholz et al.'s trainability bound L = 6 xi_c on the heatmap."
     )
     header = ["sigma_w2", "chi1", f"measured ratio, L={depths[-1]}", "predicted"]
-    return Section("Gradients across depth", text, header, rows, figure)
+    measured_deepest = 10 ** log_ratio[-1]
+    predicted = np.array([chi1[w2] ** ((depths[-1] - 1) / 2) for w2 in sigma_w2])
+    mismatch = float(np.max(np.abs(np.log10(measured_deepest / predicted))))
+    takeaway = (
+        f"At depth {depths[-1]} the first layer's gradient over the last layer's goes from "
+        f"{_fmt(float(measured_deepest[0]))} (sigma_w2 = {sigma_w2[0]:g}) to "
+        f"{_fmt(float(measured_deepest[-1]))} (sigma_w2 = {sigma_w2[-1]:g}), within a factor "
+        f"{10**mismatch:.2g} of mean-field theory's chi1^((L-1)/2) at every sigma_w2: "
+        "gradients shrink or grow exponentially with depth unless chi1 = 1. Keep depth below "
+        "6 xi_c (jaxgrad.theory.depth_scales), or initialize on the critical line."
+    )
+    return Section("Gradients across depth", text, header, rows, figure, takeaway=takeaway)
 
 
 def spectra_section(out: Path, width: int = 200, depths=(2, 8, 32)) -> Section:
@@ -296,7 +344,16 @@ def spectra_section(out: Path, width: int = 200, depths=(2, 8, 32)) -> Section:
         "proportion to depth (Pennington et al. 2017); theory is the free-probability variance."
     )
     header = ["weights", "depth", "var of s^2", "theory", "max s", "isometry score"]
-    return Section("Dynamical isometry", text, header, rows, figure)
+    deepest = {row[0]: row for row in rows if row[1] == str(max(depths))}
+    takeaway = (
+        f"At depth {max(depths)} the squared singular values of the Jacobian have a variance "
+        f"of {deepest['orthogonal'][2]} with orthogonal weights against "
+        f"{deepest['gaussian'][2]} with Gaussian weights (theory "
+        f"{deepest['orthogonal'][3]} and {deepest['gaussian'][3]}): for deep tanh networks, "
+        "initialize orthogonally at the critical point (jaxgrad.init.orthogonal, "
+        "jaxgrad.theory.critical_point_for_q_star)."
+    )
+    return Section("Dynamical isometry", text, header, rows, figure, takeaway=takeaway)
 
 
 REMEDY_DEPTH = 20
@@ -404,7 +461,16 @@ def remedies_section(out: Path, steps: int = 600) -> Section:
         "rule",
         "diagnose's reading",
     ]
-    return Section("Remedies", text, header, rows, figure, figures, text_table=True)
+    best = int(np.argmax(accuracy[1:])) + 1
+    takeaway = (
+        f"Untreated, the {REMEDY_DEPTH}-layer sigmoid network reaches a test accuracy of "
+        f"{accuracy[0]:.2f} (chance 0.10); with one remedy each: "
+        + ", ".join(f"{names[i]} {accuracy[i]:.2f}" for i in range(1, len(names)))
+        + f". The best here: {names[best]}."
+    )
+    return Section(
+        "Remedies", text, header, rows, figure, figures, text_table=True, takeaway=takeaway
+    )
 
 
 def _diagnosed_step(run) -> int:
@@ -566,7 +632,17 @@ def own_model_section(out: Path) -> Section:
         "verdict after",
         "grad / weight after",
     ]
-    return Section("Your own model", text, header, rows, figure)
+
+    def judged(row):  # "vanishing (scale rule)": the verdict and the rule it follows from
+        return row[1] + (f" ({row[2]} rule)" if row[2] != "-" else "")
+
+    takeaway = (
+        f"One call each (jaxgrad.inspect, then jaxgrad.diagnose): the CNN with N(0, 0.01^2) "
+        f"kernels is {judged(rows[0])}, and {rows[0][6]} once jaxgrad.model_init.cure "
+        f"re-initializes it; the transformer without norm layers is {judged(rows[1])}, and "
+        f"{rows[1][6]} with pre-LN blocks."
+    )
+    return Section("Your own model", text, header, rows, figure, takeaway=takeaway)
 
 
 def _markdown_table(header, rows) -> list[str]:
@@ -576,11 +652,13 @@ def _markdown_table(header, rows) -> list[str]:
 
 
 _STYLE = (
-    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;}"
+    f"body{{font-family:sans-serif;max-width:{plot.PAGE_WIDTH_PX}px;margin:2em auto;}}"
     "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
     "padding:3px 8px;text-align:right}img{max-width:100%}"
     "table.text td,table.text th{text-align:left;vertical-align:top}"
     "figure{margin:1.5em 0}figcaption{color:#333;margin-top:0.3em}"
+    "p.takeaway{background:#f3f6fa;border-left:4px solid #4a78b0;padding:0.5em 0.8em}"
+    "ol.contents li{margin:0.4em 0}"
 )
 
 
@@ -713,10 +791,26 @@ def write(report: Report, out: Path) -> tuple[Path, Path]:
         f"<p>Computed in {report.seconds:.0f} s on {html.escape(jax.devices()[0].device_kind)}"
         f", jax {jax.__version__}.</p>",
     ]
+    md += ["## Takeaways", ""]
+    items = []
+    for number, section in enumerate(report.sections, start=1):
+        md.append(f"{number}. [{section.title}](#{section.anchor}): {section.takeaway}")
+        link = f"<a href='#{section.anchor}'>{html.escape(section.title)}</a>"
+        items.append(f"<li>{link}: {html.escape(section.takeaway)}</li>")
+    md.append("")
+    parts += ["<h2>Takeaways</h2>", "<ol class='contents'>", *items, "</ol>"]
     for section in report.sections:
         md += [f"## {section.title}", "", section.text, ""]
+        if section.takeaway:
+            md += [f"**Takeaway.** {section.takeaway}", ""]
         md += [*_markdown_table(section.header, section.rows), ""]
-        parts += [f"<h2>{html.escape(section.title)}</h2>", f"<p>{html.escape(section.text)}</p>"]
+        parts += [
+            f"<h2 id='{section.anchor}'>{html.escape(section.title)}</h2>",
+            f"<p>{html.escape(section.text)}</p>",
+        ]
+        if section.takeaway:
+            takeaway = html.escape(section.takeaway)
+            parts.append(f"<p class='takeaway'><strong>Takeaway.</strong> {takeaway}</p>")
         parts.append(html_table(section.header, section.rows, text=section.text_table))
         if section.figure:
             md += [f"![{section.title}]({section.figure})", ""]

@@ -10,7 +10,9 @@ chain on the given batches, and records, per layer in forward order and per step
   against the output of the initial model on the same batch;
 - of each parameter (each layer's slice of a stacked one): the rms of its gradient, the rms
   of the update the optimizer made of it, and that update's rms relative to the weight's
-  (the relative change of the weight: under muP it stays of the same order at every width).
+  (the relative change of the weight; under muP with Adam a hidden kernel's shrinks as
+  width^-1/2, since its entries move by O(1/width) while they are O(1/sqrt(width)), and
+  what stays of the same order at every width is each layer's output change).
 
 Step t's numbers are those of the forward and backward pass at the parameters after t
 updates, on batch t (mup's convention: step 0 is the initialization), and the update made
