@@ -850,3 +850,32 @@ def test_layer_profiles_labels_in_words_and_log_scale():
     assert len(three.axes) == 3
     assert len(rows) == 2
     assert three.get_figwidth() * plot.DPI <= report_column_px()
+
+
+def test_a_runaway_curve_is_clipped_and_named_not_flattening_the_others():
+    """One network's std grows to 1e38 (10^(38 l / 20) at layer l) while two stay near 1 and
+    one falls to 1e-16: the panel's top is 100x the second highest curve, the runaway's
+    legend says where it leaves, and the falling curve is not clipped."""
+    layers = np.arange(1, 21, dtype=float)
+    frames = {
+        "runaway": pd.DataFrame({"layer": layers, "act_std": 10 ** (38 * layers / 20)}),
+        "flat": pd.DataFrame({"layer": layers, "act_std": np.ones(20)}),
+        "mild": pd.DataFrame({"layer": layers, "act_std": 1 + layers / 10}),
+        "falling": pd.DataFrame({"layer": layers, "act_std": 10 ** (-16 * layers / 20)}),
+    }
+    figure = plot.layer_profiles(frames, fields=("act_std",))
+    ax = figure.axes[0]
+    bottom, top = ax.get_ylim()
+    assert top == pytest.approx(100 * 3.0)
+    assert bottom < 1e-16
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    # 10^(38 l / 20) > 300 first at l = 2 (10^3.8; layer 1 is 10^1.9)
+    assert labels[0] == "runaway (off the scale from layer 2: 1e+38)"
+    assert labels[1:] == ["flat", "mild", "falling"]
+    calm = plot.layer_profiles({k: frames[k] for k in ("flat", "mild", "falling")},
+                               fields=("act_std",))  # fmt: skip
+    assert calm.axes[0].get_ylim()[1] > 3.0
+    assert calm.axes[0].get_ylim()[1] < 100  # autoscaled, not clipped at 100 x 1
+    import matplotlib.pyplot as plt
+
+    plt.close("all")

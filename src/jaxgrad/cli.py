@@ -193,6 +193,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     out = _writable_folder(Path(args.out))
     print(f"jaxgrad demo: writing the report to {out}/ ...")
     result = report.build_report(out)
+    print()
+    print("Takeaways:")
+    for number, section in enumerate(result.sections, start=1):
+        print(f"{number}. {section.title}: {section.takeaway}")
     for section in result.sections:
         print()
         print(f"{section.title}: {section.text}")

@@ -350,7 +350,9 @@ def layer_profiles(
     scale cannot show (inf, nan, zero, negative) are left out of the curve, not drawn as
     zero; a network with none left is still listed in that panel's legend, as
     "label (no finite values)" or "label (no positive values)". A label keeps its colour in
-    every panel.
+    every panel. When one curve rises more than `RUNAWAY_DECADES` above every other (a signal
+    that overflows), the panel is clipped at 100 times the next highest curve and that
+    curve's legend entry says from which layer it is off the scale and how high it goes.
 
     Args:
         curves: label -> a `LayerStats` with 1-D fields (one network, not vmapped), or a pandas
@@ -411,6 +413,7 @@ def layer_profiles(
                 name = f"{label} (no finite values)"
             ax.plot(x, y, color=f"C{index % 10}", label=name)
         ax.set_yscale("log")
+        _clip_runaway_curve(ax)
         ax.set_xlabel("layer (forward order)")
         if field in relative:
             y_label = f"{y_label.partition(' ||')[0]}, relative to the last layer"
@@ -418,6 +421,32 @@ def layer_profiles(
         ax.set_title(_DESCRIPTIONS.get(field, field.replace("_", " ")))
         ax.legend(fontsize=MIN_FONT_PT)
     return _finish(figure, path)
+
+
+RUNAWAY_DECADES = 10.0
+"""A log panel's top is clipped when one curve rises this many decades above every other
+(`layer_profiles`): the others would otherwise lie flat along its bottom."""
+
+
+def _clip_runaway_curve(ax: Any) -> None:
+    """Clip a log panel above the other curves when one curve runs away from them (a network
+    whose signal overflows to 1e38), and say so in that curve's legend entry."""
+    tops = [
+        (float(np.max(line.get_ydata())), line)
+        for line in ax.get_lines()
+        if np.size(line.get_ydata())
+    ]
+    if len(tops) < 2:
+        return
+    tops.sort(key=lambda pair: pair[0])
+    (highest, runaway), second = tops[-1], tops[-2][0]
+    if not np.log10(highest / second) > RUNAWAY_DECADES:
+        return
+    ceiling = second * 100.0
+    x, y = np.asarray(runaway.get_xdata()), np.asarray(runaway.get_ydata())
+    leaves = x[np.argmax(y > ceiling)]
+    ax.set_ylim(top=ceiling)
+    runaway.set_label(f"{runaway.get_label()} (off the scale from layer {leaves:g}: {highest:.0e})")
 
 
 # ----------------------------------------------------------------------------- heatmaps
