@@ -879,3 +879,31 @@ def test_a_runaway_curve_is_clipped_and_named_not_flattening_the_others():
     import matplotlib.pyplot as plt
 
     plt.close("all")
+
+
+def test_spectra_draw_the_predicted_rms_and_variance_beside_the_histograms():
+    """A dashed line at sqrt(mean of s^2) per depth, and each depth's legend entry quotes the
+    measured variance of s^2 (numpy's, over the values) beside the predicted one; with
+    shared_bins=False each panel spans its own values; bad entries are refused before
+    anything is drawn."""
+    rng = np.random.default_rng(0)
+    narrow, wide = rng.uniform(0.9, 1.1, 64), 10 ** rng.uniform(-6, 0, 64)
+    theory = {"narrow": {2: (1.0, 0.21)}, "wide": {8: (9.0, 100.0)}}
+    spectra = {"narrow": {2: narrow}, "wide": {8: wide}}
+    figure = plot.spectra_histograms(spectra, theory=theory, shared_bins=False)
+    first, second = figure.axes
+    dashed = [line for line in first.get_lines() if np.size(line.get_xdata())]
+    assert [line.get_xdata()[0] for line in dashed] == pytest.approx([1.0])
+    labels = [text.get_text() for text in first.get_legend().get_texts()]
+    assert labels == [
+        f"L = 2: var of s^2 {np.var(narrow**2):.3g}, theory 0.21",
+        "theory: rms s, sqrt(mean s^2)",
+    ]
+    assert first.get_xlim() == pytest.approx((narrow.min(), narrow.max()), rel=1e-9)
+    assert second.get_xlim() == pytest.approx((wide.min(), wide.max()), rel=1e-9)
+    shared = plot.spectra_histograms(spectra)
+    assert shared.axes[0].get_xlim() == pytest.approx(shared.axes[1].get_xlim())
+    with pytest.raises(ValueError, match=r"theory\['net'\]\[2\] must be finite"):
+        plot.spectra_histograms({"net": {2: narrow}}, theory={"net": {2: (1.0, -1.0)}})
+    with pytest.raises(ValueError, match="must be \\(mean of s\\^2, variance of s\\^2\\)"):
+        plot.spectra_histograms({"net": {2: narrow}}, theory={"net": {2: 1.0}})

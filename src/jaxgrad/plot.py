@@ -44,6 +44,7 @@ References:
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
@@ -718,14 +719,16 @@ def spectra_histograms(
     path: str | os.PathLike[str] | None = None,
     *,
     bins: int | Any = 60,
+    theory: Mapping[str, Mapping[int, Any]] | None = None,
+    shared_bins: bool = True,
 ) -> Figure:
     """Histograms of singular values of the Jacobian, one panel per network, one per depth.
 
-    The x axis is logarithmic and every panel shares the same bins, so spectra compare across
-    networks. Each histogram is a step outline (`Axes.stairs`) of the counts. Zero, negative and
-    non-finite values, and values outside explicit bins, cannot be drawn and are left out; the
-    legend then says how many, "L = 50 (3 of 128 not shown)". A depth keeps its colour in
-    every panel.
+    The x axis is logarithmic and, by default, every panel shares the same bins, so spectra
+    compare across networks. Each histogram is a step outline (`Axes.stairs`) of the counts.
+    Zero, negative and non-finite values, and values outside explicit bins, cannot be drawn
+    and are left out; the legend then says how many, "L = 50 (3 of 128 not shown)". A depth
+    keeps its colour in every panel.
 
     Args:
         spectra: label -> {depth: singular values}, or label -> a `jaxgrad.jacobian.
@@ -734,14 +737,23 @@ def spectra_histograms(
         path: where to write the image; None writes nothing.
         bins: the number of log-spaced bins spanning every positive finite value, or the bin
             edges (1-D, positive, increasing).
+        theory: label -> {depth: (mean of s^2, variance of s^2)} predicted (for example
+            `jaxgrad.theory.jacobian_spectrum`'s `mean_sq` and `var_sq`), drawn beside the
+            measurement: a dashed line in the depth's colour at the predicted rms singular
+            value sqrt(mean), and the legend entry "L = 32: var of s^2 34.8, theory 32.1"
+            (measured over the values drawn). Labels and depths not given draw none.
+        shared_bins: one set of bins for every panel (False: each panel's own, spanning its
+            values, so a narrow spectrum beside a wide one still shows its shape).
 
     Returns:
         The matplotlib Figure; `figure.axes[i].patches[j].get_data().values` are the counts of
-        depth j of label i, and `.edges` the bin edges.
+        depth j of label i, and `.edges` the bin edges; the theory lines are
+        `figure.axes[i].get_lines()`, one per depth given.
 
     Raises:
         TypeError: spectra not a mapping of mappings (or DepthProfiles); a depth not an int.
-        ValueError: an empty mapping; bad bins.
+        ValueError: an empty mapping; bad bins; a theory entry that is not two finite numbers
+            (mean >= 0, variance >= 0).
 
     Example:
         >>> import numpy as np
@@ -755,20 +767,37 @@ def spectra_histograms(
     """
     _check_mapping("spectra", spectra)
     per_label = {str(label): _spectra_of(str(label), value) for label, value in spectra.items()}
-    edges = _bin_edges(bins, per_label)
+    for label, per_depth in (theory or {}).items():  # every entry checked before drawing
+        for depth in per_depth:
+            _predicted_moments(theory, label, depth)
+    edges_of = {
+        label: _bin_edges(bins, per_label if shared_bins else {label: per_label[label]})
+        for label in per_label
+    }
     all_depths = sorted({depth for per_depth in per_label.values() for depth in per_depth})
     color_of = {depth: f"C{index % 10}" for index, depth in enumerate(all_depths)}
 
     figure = _new_figure(len(per_label), panel_size=(4.4, 3.7))
     for ax, (label, per_depth) in zip(figure.axes, per_label.items(), strict=True):
+        edges = edges_of[label]
+        drew_theory = False
         for depth, values in per_depth.items():
             drawable = values[np.isfinite(values) & (values > 0)]
             counts, _ = np.histogram(drawable, bins=edges)
             name = f"L = {depth}"
+            predicted = _predicted_moments(theory, label, depth)
+            if predicted is not None:
+                mean, std = predicted
+                measured = float(np.var(np.square(drawable))) if drawable.size else math.nan
+                name += f": var of s^2 {measured:.3g}, theory {std**2:.3g}"
+                ax.axvline(math.sqrt(mean), color=color_of[depth], linestyle="--")
+                drew_theory = True
             hidden = values.size - int(counts.sum())
             if hidden:
                 name += f" ({hidden} of {values.size} not shown)"
             ax.stairs(counts, edges, color=color_of[depth], label=name)
+        if drew_theory:
+            ax.plot([], [], color="0.35", linestyle="--", label="theory: rms s, sqrt(mean s^2)")
         ax.set_xscale("log")
         ax.set_xlim(edges[0], edges[-1])
         ax.set_xlabel("singular value of the input-output Jacobian")
@@ -776,6 +805,25 @@ def spectra_histograms(
         ax.set_title(label)
         ax.legend(fontsize=MIN_FONT_PT)
     return _finish(figure, path)
+
+
+def _predicted_moments(theory: Any, label: str, depth: int) -> tuple[float, float] | None:
+    """(mean of s^2, std of s^2) that `theory` predicts for a label and depth, or None."""
+    if theory is None or label not in theory or depth not in theory[label]:
+        return None
+    try:
+        mean, variance = (float(value) for value in theory[label][depth])
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"theory[{label!r}][{depth}] must be (mean of s^2, variance of s^2), got "
+            f"{theory[label][depth]!r}"
+        ) from None
+    if not (math.isfinite(mean) and math.isfinite(variance) and mean >= 0 and variance >= 0):
+        raise ValueError(
+            f"theory[{label!r}][{depth}] must be finite, mean >= 0 and variance >= 0, got "
+            f"({mean}, {variance})"
+        )
+    return mean, math.sqrt(variance)
 
 
 # ----------------------------------------------------------------------------- remedies

@@ -304,7 +304,7 @@ def spectra_section(out: Path, width: int = 200, depths=(2, 8, 32)) -> Section:
         practice".
     """
     sigma_w2, sigma_b2 = theory.critical_point_for_q_star("tanh", 1 / 64)
-    spectra, rows = {}, []
+    spectra, rows, predictions = {}, [], {}
     for weights in ("orthogonal", "gaussian"):
         if weights == "orthogonal":
             kernel_init = init.orthogonal(math.sqrt(sigma_w2))
@@ -325,6 +325,10 @@ def spectra_section(out: Path, width: int = 200, depths=(2, 8, 32)) -> Section:
         summary = jax.device_get(jacobian.spectrum_summary(profile.spectra))
         for index, depth in enumerate(depths):
             predicted = theory.jacobian_spectrum("tanh", sigma_w2, sigma_b2, depth, weights)
+            predictions.setdefault(f"tanh, {weights}", {})[depth] = (
+                float(predicted.mean_sq),
+                float(predicted.var_sq),
+            )
             rows.append(
                 [
                     weights,
@@ -336,12 +340,14 @@ def spectra_section(out: Path, width: int = 200, depths=(2, 8, 32)) -> Section:
                 ]
             )
     figure = "jacobian_spectra.png"
-    plot.spectra_histograms(spectra, out / figure)
+    plot.spectra_histograms(spectra, out / figure, theory=predictions, shared_bins=False)
     text = (
         f"Singular values of the input-output Jacobian of tanh networks of width {width} on "
         f"the critical line with q* = 1/64 (sigma_w2 = {sigma_w2:.4f}, sigma_b2 = "
         f"{sigma_b2:.2e}): orthogonal weights stay near isometry, Gaussian weights spread in "
-        "proportion to depth (Pennington et al. 2017); theory is the free-probability variance."
+        "proportion to depth (Pennington et al. 2017). Theory is free probability's mean and "
+        "variance of s^2, drawn beside each histogram as a dashed line at the predicted rms "
+        "singular value and a band over the predicted spread."
     )
     header = ["weights", "depth", "var of s^2", "theory", "max s", "isometry score"]
     deepest = {row[0]: row for row in rows if row[1] == str(max(depths))}
