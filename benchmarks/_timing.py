@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
 import platform
@@ -96,3 +98,26 @@ def write(name: str, payload: dict) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2) + "\n")
     return path
+
+
+def keep_large_allocations() -> str:
+    """Raise glibc's mmap and trim thresholds to 1 GiB in this process (`mallopt`), so that
+    large freed blocks are kept for the next step instead of returned to the system.
+
+    XLA's CPU runtime allocates each call's temporary buffer with malloc. Past glibc's mmap
+    threshold (at most 32 MiB by default) every call maps fresh pages and pays a page fault
+    for each one it touches: a step whose program holds a conditional with a large branch
+    (the recorder's re-measurement of a non-finite step, never taken) took 31-37 ms instead
+    of 19-20 ms for the 4-block transformer of monitor_overhead.py, and by how much varied
+    from process to process.
+    The same setting from the shell: MALLOC_MMAP_THRESHOLD_=1073741824
+    MALLOC_TRIM_THRESHOLD_=1073741824, or a preloaded jemalloc or tcmalloc. Both libraries'
+    steps run with it."""
+
+    name = ctypes.util.find_library("c")
+    if not name or not sys.platform.startswith("linux"):
+        return "unchanged (not glibc)"
+    libc = ctypes.CDLL(name)
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    ok = libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, 1 << 30)
+    return "glibc mmap and trim thresholds 1 GiB" if ok else "mallopt failed: glibc defaults"

@@ -15,6 +15,9 @@ side in one process, interleaved rounds, medians (`_timing.interleaved`):
 `inspect` is timed as a user calls it (split of the model, the cached compiled program, the
 report); the plain step returns the loss and the gradients.
 
+Both run with glibc's malloc thresholds raised (`_timing.keep_large_allocations`): XLA's
+CPU runtime mallocs each call's temporaries, and inspect's are larger.
+
 Usage: python benchmarks/inspect_speed.py [--quick]
 Writes benchmarks/results/inspect_speed.json.
 """
@@ -26,7 +29,7 @@ import argparse
 import jax
 import jax.numpy as jnp
 from _models import CNN, Transformer, cross_entropy
-from _timing import interleaved, write
+from _timing import interleaved, keep_large_allocations, write
 from flax import nnx
 
 import jaxgrad
@@ -68,6 +71,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
     args = parser.parse_args()
     rounds, repeats = (3, 3) if args.quick else (7, 10)
+    malloc = keep_large_allocations()  # inspect's larger temporaries would be mapped per call
     results = {}
     for name, (model, batch) in cases(64).items():
         times = interleaved(candidates(model, batch), rounds=rounds, repeats=repeats)
@@ -77,7 +81,8 @@ def main() -> None:
             f"{name}: value_and_grad {times['value_and_grad'] * 1e3:.2f} ms, "
             f"inspect {times['inspect'] * 1e3:.2f} ms, ratio {ratio:.3f}"
         )
-    path = write("inspect_speed", {"batch_size": 64, "quick": args.quick, "results": results})
+    payload = {"batch_size": 64, "quick": args.quick, "malloc": malloc, "results": results}
+    path = write("inspect_speed", payload)
     print(f"wrote {path}")
 
 

@@ -42,6 +42,9 @@ the load average before and after and the thread settings.
 Goals (issue 16): every step at most 1.10x the plain step, every 16 steps at most 1.02x.
 
 Usage: python benchmarks/monitor_overhead.py [--quick] [--models mlp,resnet,transformer]
+       [--default-malloc]
+Both libraries run with glibc's malloc thresholds raised (`_timing.keep_large_allocations`)
+unless --default-malloc.
 Needs torch (`pip install -e .[bench]`); `--no-torch` times JAX alone.
 Writes benchmarks/results/monitor_overhead.json (monitor_overhead_quick.json with --quick).
 """
@@ -459,9 +462,13 @@ def time_torch(name: str, rounds: int, repeats: int) -> dict:
 # ----------------------------------------------------------------------------- main
 
 
-def _torch_in_its_own_process(name: str, rounds: int, repeats: int, threads: int) -> dict:
+def _torch_in_its_own_process(
+    name: str, rounds: int, repeats: int, threads: int, default_malloc: bool = False
+) -> dict:
     command = [sys.executable, __file__, "--torch-worker", name, "--rounds", str(rounds)]
     command += ["--repeats", str(repeats), "--threads", str(threads)]
+    if default_malloc:
+        command.append("--default-malloc")
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"torch worker for {name} failed:\n{done.stderr[-3000:]}")
@@ -491,10 +498,18 @@ def main() -> None:
         "machine); XLA_FLAGS, where set, is left as it is",
     )
     parser.add_argument("--output", help="results file name (default monitor_overhead[_quick])")
+    parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="keep glibc's malloc thresholds (default: raised, _timing.keep_large_allocations)",
+    )
     parser.add_argument("--torch-worker", help=argparse.SUPPRESS)
     parser.add_argument("--rounds", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--repeats", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    from _timing import keep_large_allocations  # (imports jax, whose backend starts later)
+
+    malloc = "glibc defaults" if args.default_malloc else keep_large_allocations()
     if args.torch_worker:
         import torch
 
@@ -530,6 +545,7 @@ def main() -> None:
         },
         "goals": {"every_step": 1.10, "every_16": 1.02},
         "clocks": "wall: perf_counter; cpu: process_time (all of the process's threads)",
+        "malloc": malloc,
         "results": results,
     }
     output = args.output or ("monitor_overhead_quick" if args.quick else "monitor_overhead")
@@ -538,7 +554,9 @@ def main() -> None:
         entry["jax"] = time_jax(name, rounds, repeats)
         _print("jax", name, entry["jax"])
         if not args.no_torch:
-            entry["torch"] = _torch_in_its_own_process(name, rounds, repeats, args.threads)
+            entry["torch"] = _torch_in_its_own_process(
+                name, rounds, repeats, args.threads, args.default_malloc
+            )
             _print("torch", name, entry["torch"])
         entry["load_after"] = _loadavg()
         results[name] = entry

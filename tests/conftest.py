@@ -7,6 +7,8 @@ passes in a shorter run).
 """
 
 import gc
+import os
+import resource
 
 import jax
 import pytest
@@ -19,6 +21,33 @@ def _fresh_compilation_caches():
     """Drop the compiled programs of the module before, so the suite does not accumulate them."""
     jax.clear_caches()
     gc.collect()
+
+
+_PEAK_RAISES: list[tuple[int, str]] = []  # (kilobytes the test raised the peak by, test id)
+
+
+@pytest.fixture(autouse=True)
+def _peak_memory(request):
+    """With JAXGRAD_TEST_MEMORY=1, note how far each test raised the process's peak resident
+    memory (module fixtures count toward the module's first test); the terminal summary
+    lists the largest raises, to find what sets the suite's peak."""
+    if not os.environ.get("JAXGRAD_TEST_MEMORY"):
+        yield
+        return
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    yield
+    raised = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    if raised > 0:
+        _PEAK_RAISES.append((raised, request.node.nodeid))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _PEAK_RAISES:
+        return
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    terminalreporter.write_line(f"peak resident memory {peak / 2**20:.2f} GiB; raised most by:")
+    for raised, nodeid in sorted(_PEAK_RAISES, reverse=True)[:12]:
+        terminalreporter.write_line(f"  +{raised / 2**10:7.0f} MiB  {nodeid}")
 
 
 @pytest.fixture
