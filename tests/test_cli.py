@@ -695,8 +695,14 @@ def test_ctrl_c_stops_a_sweep_with_one_line_and_the_rerun_resumes(tmp_path):
         "memory_budget = 1\n"
     )
     out = tmp_path / "out"
+    # A suite started as a background job of a non-interactive shell inherits SIGINT ignored,
+    # and Python then installs no handler: the child installs Ctrl-C's own, as a terminal has.
+    interruptible = (
+        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "sys.argv[0] = 'jaxgrad'; runpy.run_module('jaxgrad.cli', run_name='__main__')"
+    )
     process = subprocess.Popen(
-        [sys.executable, "-m", "jaxgrad.cli", "sweep", str(config), "--out", str(out)],
+        [sys.executable, "-c", interruptible, "sweep", str(config), "--out", str(out)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
