@@ -767,9 +767,11 @@ def spectra_histograms(
     """
     _check_mapping("spectra", spectra)
     per_label = {str(label): _spectra_of(str(label), value) for label, value in spectra.items()}
-    for label, per_depth in (theory or {}).items():  # every entry checked before drawing
-        for depth in per_depth:
-            _predicted_moments(theory, label, depth)
+    predictions = {  # every entry checked before anything is drawn
+        (str(label), depth): _predicted_moments(theory, label, depth)
+        for label, per_depth in (theory or {}).items()
+        for depth in per_depth
+    }
     edges_of = {
         label: _bin_edges(bins, per_label if shared_bins else {label: per_label[label]})
         for label in per_label
@@ -785,7 +787,7 @@ def spectra_histograms(
             drawable = values[np.isfinite(values) & (values > 0)]
             counts, _ = np.histogram(drawable, bins=edges)
             name = f"L = {depth}"
-            predicted = _predicted_moments(theory, label, depth)
+            predicted = predictions.get((label, depth))
             if predicted is not None:
                 mean, std = predicted
                 measured = float(np.var(np.square(drawable))) if drawable.size else math.nan
@@ -807,10 +809,8 @@ def spectra_histograms(
     return _finish(figure, path)
 
 
-def _predicted_moments(theory: Any, label: str, depth: int) -> tuple[float, float] | None:
-    """(mean of s^2, std of s^2) that `theory` predicts for a label and depth, or None."""
-    if theory is None or label not in theory or depth not in theory[label]:
-        return None
+def _predicted_moments(theory: Any, label: str, depth: int) -> tuple[float, float]:
+    """(mean of s^2, std of s^2) of `theory[label][depth]`, checked."""
     try:
         mean, variance = (float(value) for value in theory[label][depth])
     except (TypeError, ValueError):

@@ -114,9 +114,11 @@ def seed_section(out: Path, depth: int = 100, width: int = 400, batch_size: int 
     layers = [layer for layer in (1, 10, 50, 100) if layer <= depth]
     rows = []
     curves = {}
+    verdicts: dict[str, list] = {}  # verdict -> the configurations that got it
     for config in seed_configs(width):
         layer_stats = stats[config.label]
         verdict = diagnose(layer_stats)
+        verdicts.setdefault(verdict.verdict, []).append(config)
         # the finding the verdict follows from (the first of its kind in rule order)
         rule = next((f.rule for f in verdict.findings if f.verdict == verdict.verdict), "-")
         nonfinite = int(layer_stats.first_nonfinite_layer)
@@ -153,9 +155,6 @@ def seed_section(out: Path, depth: int = 100, width: int = 400, batch_size: int 
         "rule",
         "verdict",
     ]
-    verdicts: dict[str, list[str]] = {}
-    for config in seed_configs(width):
-        verdicts.setdefault(diagnose(stats[config.label]).verdict, []).append(config)
     stable = verdicts.get("stable", [])
     takeaway = (
         f"Of six textbook initializations of a {depth}-layer network, "

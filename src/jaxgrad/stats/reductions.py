@@ -141,7 +141,7 @@ def root_sum_squares(
 
     if one_pass:
         plain = jnp.sum(jnp.square(values), axis=axes, keepdims=True)
-        moderate = jnp.isfinite(plain) & (plain >= math.sqrt(jnp.finfo(values.dtype).tiny))
+        moderate = _moderate(plain)
         root = jax.lax.cond(jnp.all(moderate), lambda: jnp.sqrt(plain / divisor), scaled_root)
     else:
         root = scaled_root()
@@ -256,8 +256,13 @@ def global_norm(tree: Any, *, one_pass: bool = False) -> jax.Array:
     if not one_pass:
         return norm_of_norms()
     plain = sum(jnp.sum(jnp.square(_as_accumulated(leaf).astype(dtype))) for leaf in leaves)
-    moderate = jnp.isfinite(plain) & (plain >= math.sqrt(jnp.finfo(dtype).tiny))
-    return jax.lax.cond(moderate, lambda: jnp.sqrt(plain), norm_of_norms)
+    return jax.lax.cond(_moderate(plain), lambda: jnp.sqrt(plain), norm_of_norms)
+
+
+def _moderate(plain: jax.Array) -> jax.Array:
+    """Where a plain sum of squares can be kept (`root_sum_squares`' one_pass): finite and at
+    least sqrt(tiny), so that what flushed to zero is negligible beside it."""
+    return jnp.isfinite(plain) & (plain >= math.sqrt(jnp.finfo(plain.dtype).tiny))
 
 
 def pow2_exponent(values: ArrayLike, axis: Axis = None, *, keepdims: bool = False) -> jax.Array:
