@@ -685,6 +685,31 @@ def run_command(args, **kwargs):
     )
 
 
+def test_an_error_that_ctrl_c_turned_into_another_is_still_the_interrupt(monkeypatch, capsys):
+    """Ctrl-C raises KeyboardInterrupt wherever Python is; numpy comparing structured arrays
+    turned it into a TypeError and a sweep exited 1 with a traceback (CI, np.unique). After
+    Ctrl-C any error ends the command as the interrupt; without Ctrl-C the error propagates."""
+
+    def interrupted_inside_a_library(args):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the handler runs at the next bytecode; sleep is interrupted
+        except KeyboardInterrupt:
+            raise TypeError("Cannot compare structured arrays") from None
+        raise AssertionError("Ctrl-C did not arrive")
+
+    def failing(args):
+        raise TypeError("a real bug")
+
+    monkeypatch.setattr(cli, "_cmd_gain", interrupted_inside_a_library)
+    assert cli.main(["gain", "relu"]) == 130
+    assert capsys.readouterr().err == "jaxgrad gain: interrupted\n"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    monkeypatch.setattr(cli, "_cmd_gain", failing)
+    with pytest.raises(TypeError, match="a real bug"):
+        cli.main(["gain", "relu"])
+
+
 @pytest.mark.slow
 def test_ctrl_c_stops_a_sweep_with_one_line_and_the_rerun_resumes(tmp_path):
     config = tmp_path / "long.toml"

@@ -34,9 +34,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import signal
 import sys
 import tempfile
 import textwrap
+import threading
 from pathlib import Path
 
 from jaxgrad import activations, init
@@ -96,6 +98,44 @@ class Interrupted(Exception):
         >>> str(Interrupted("interrupted: 4 of 12 chunks saved; run the same command to resume"))
         'interrupted: 4 of 12 chunks saved; run the same command to resume'
     """
+
+
+_ctrl_c = {"pressed": False}
+
+
+@contextlib.contextmanager
+def _noting_ctrl_c():
+    """Remember a Ctrl-C, then raise KeyboardInterrupt as Python's own handler does.
+
+    The KeyboardInterrupt is raised wherever the main thread is when the signal is handled,
+    and code it interrupts may turn it into another error: numpy comparing structured arrays
+    raises TypeError when the promotion it tries fails for any reason (a sweep interrupted in
+    `np.unique` exited 1 with that traceback). Once Ctrl-C was pressed, any error the command
+    ends with is taken as the interrupt. Where SIGINT is ignored (a background job) or
+    handled by someone else, or off the main thread, nothing is installed.
+    """
+    _ctrl_c["pressed"] = False
+    if (
+        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+        or threading.current_thread() is not threading.main_thread()
+    ):
+        yield
+        return
+
+    def pressed(signum, frame):
+        _ctrl_c["pressed"] = True
+        signal.default_int_handler(signum, frame)
+
+    signal.signal(signal.SIGINT, pressed)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _is_interrupt(error: BaseException) -> bool:
+    """Whether `error` is Ctrl-C's: a KeyboardInterrupt, or any error after Ctrl-C."""
+    return isinstance(error, KeyboardInterrupt) or _ctrl_c["pressed"]
 
 
 @contextlib.contextmanager
@@ -239,6 +279,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             load=False,
             log=_note,
         )
+    except Exception as error:
+        if not _is_interrupt(error):
+            raise
+        raise Interrupted(_saved(config, out, devices)) from None
     except KeyboardInterrupt:
         raise Interrupted(_saved(config, out, devices)) from None
     already = (
@@ -1223,14 +1267,20 @@ def main(argv: list[str] | None = None) -> int:
     """
     command = "jaxgrad"
     try:
-        args = build_parser().parse_args(argv)
-        command = f"jaxgrad {args.command}"
-        return args.run(args)
+        with _noting_ctrl_c():
+            args = build_parser().parse_args(argv)
+            command = f"jaxgrad {args.command}"
+            return args.run(args)
     except UsageError as error:
         print(f"{command}: error: {error}", file=sys.stderr)
         return 2
     except Interrupted as interrupted:
         print(f"{command}: {interrupted}", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if not _is_interrupt(error):
+            raise
+        print(f"{command}: interrupted", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
         print(f"{command}: interrupted", file=sys.stderr)
