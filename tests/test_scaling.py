@@ -2,6 +2,8 @@
 vmapped seeds against separate runs, slopes on constructed cases with known exponents, and the
 muP / depth-muP tables against the papers' formulas."""
 
+import dataclasses
+import functools
 import math
 
 import jax
@@ -830,6 +832,115 @@ def test_residual_outputs_grow_with_depth_unless_branches_are_scaled():
     for layer in ("body.blocks[-1].outer", "readout"):
         assert sp.get(layer, "mean_abs", step=1)[0] > 0.75, layer
         assert deep.get(layer, "mean_abs", step=1)[1] == "stable", layer
+
+
+def test_points_written_to_a_folder_are_read_back_and_a_grown_grid_resumes(tmp_path):
+    """coord_check(out=...) writes each point as it is computed; a later run reads stored
+    points back bit for bit instead of computing them, computes only the missing ones, and
+    says so; a folder of another check is refused before anything runs."""
+    batches = batch_list(2)
+    run = functools.partial(
+        scaling.coord_check, make_mlp, optax.adam(0.01), batches, seeds=2, steps=2, loss_fn=mse
+    )
+    alone = run(widths=[4, 8])  # nothing written: the reference
+    messages = []
+    run(widths=[4], out=tmp_path, identity={"adam": 0.01}, log=messages.append)
+    assert messages == []
+    computed = []
+    real_program = coord_module._program
+
+    def counting(make_model, width, *args):
+        computed.append(width)
+        return real_program(make_model, width, *args)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(coord_module, "_program", counting)
+        grown = run(widths=[4, 8], out=tmp_path, identity={"adam": 0.01}, log=messages.append)
+        again = run(widths=[4, 8], out=tmp_path, identity={"adam": 0.01}, log=messages.append)
+    assert computed == [8]  # width 4 was stored by the first run, width 8 by the second
+    assert messages == [
+        f"resuming: 1 of 2 points already in {tmp_path}",
+        f"resuming: 2 of 2 points already in {tmp_path}",
+    ]
+    for check in (grown, again):
+        for mine, reference in zip(check.points, alone.points, strict=True):
+            for value, expected in zip(mine, reference, strict=True):
+                if isinstance(expected, np.ndarray):
+                    assert value.dtype == expected.dtype
+                    np.testing.assert_array_equal(value, expected)  # nan where nan
+                else:
+                    assert value == expected
+        pd.testing.assert_frame_equal(check.to_frame(), alone.to_frame())
+    with pytest.raises(ValueError, match=r"\(identity.adam 0.01 there, 0.1 here\)"):
+        run(widths=[4], out=tmp_path, identity={"adam": 0.1})
+    with pytest.raises(ValueError, match="steps 2 there, 1 here"):
+        run(widths=[4], out=tmp_path, identity={"adam": 0.01}, steps=1)
+    with pytest.raises(TypeError, match="identity must be JSON"):
+        run(widths=[4], out=tmp_path, identity={"adam": optax.adam})
+
+
+def test_ctrl_c_in_the_coord_command_says_what_is_saved(tmp_path, monkeypatch, capsys):
+    from jaxgrad import cli
+    from jaxgrad.scaling import config as coord_config
+
+    real_run = coord_config.run
+
+    def interrupted_after_the_first_width(config, progress, out, log):
+        real_run(dataclasses.replace(config, widths=config.widths[:1]), progress, out, log)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(coord_config, "run", interrupted_after_the_first_width)
+    config = tmp_path / "coord.toml"
+    config.write_text("widths = [8, 16]\ndepths = [1]\nseeds = 1\nsteps = 1\n")
+    assert cli.main(["coord", str(config), "--out", str(tmp_path / "out")]) == 130
+    points = tmp_path / "out" / "points"
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"jaxgrad coord: interrupted: 1 of 2 points saved in {points}; run the same command "
+        "again to resume"
+    )
+    config.write_text("widths = [8, 16]\ndepths = [1]\nseeds = 2\nsteps = 1\n")
+    monkeypatch.setattr(coord_config, "run", real_run)
+    assert cli.main(["coord", str(config), "--out", str(tmp_path / "out")]) == 2
+    assert (
+        "holds a different sweep (identity.seeds 1 there, 2 here; seeds [0] there, [0, 1] here)"
+        in capsys.readouterr().err
+    )
+
+
+@pytest.mark.slow
+def test_a_killed_coord_command_resumes_where_it_stopped(tmp_path):
+    """`jaxgrad coord` killed (SIGKILL) after its first point: the rerun says what it found,
+    computes the rest, and writes the same table as a run that was never stopped."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config = tmp_path / "coord.toml"
+    config.write_text("widths = [8, 16, 32, 64]\ndepths = [1]\nseeds = 1\nsteps = 2\n")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "jaxgrad.cli", "coord", str(config), "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not list((out / "points").glob("parts/*.parquet")):
+        assert time.monotonic() < deadline, "no point appeared"
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=60)
+    stored = len(list((out / "points").glob("parts/*.parquet")))
+    assert 1 <= stored < 4
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"resuming: {stored} of 4 points already in {out / 'points'}" in rerun.stderr
+    whole = subprocess.run(
+        [*command[:-1], str(tmp_path / "whole")], capture_output=True, text=True, timeout=300
+    )
+    assert whole.returncode == 0, whole.stderr
+    assert "resuming" not in whole.stderr
+    pd.testing.assert_frame_equal(
+        pd.read_csv(out / "coord.csv"), pd.read_csv(tmp_path / "whole" / "coord.csv")
+    )
 
 
 @pytest.mark.slow

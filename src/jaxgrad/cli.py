@@ -301,6 +301,16 @@ def _stored_count(config, out: Path, devices: int) -> int:
     return len(networks & ResultStore(out, log=lambda _: None).stored().keys())
 
 
+def _stored_points(points: Path) -> int:
+    """How many points of a coordinate check the folder holds (0 when it holds none)."""
+    from jaxgrad.store import ResultStore
+
+    try:
+        return len(ResultStore(points, log=lambda _: None).stored())
+    except ValueError:
+        return 0
+
+
 def _saved(config, out: Path, devices: int) -> str:
     """The interrupted sweep's one line: how much is on disk."""
     done = _stored_count(config, out, devices)
@@ -722,6 +732,7 @@ def _cmd_phase(args: argparse.Namespace) -> int:
 def _cmd_coord(args: argparse.Namespace) -> int:
     from jaxgrad import plot, scaling
     from jaxgrad.scaling import config as coord_config
+    from jaxgrad.store import FolderError
 
     with _refusing("bad coord configuration: "):
         config = coord_config.CoordConfig.from_toml(args.config)
@@ -733,7 +744,25 @@ def _cmd_coord(args: argparse.Namespace) -> int:
         f"{config.steps} steps -> {out}",
         flush=True,
     )
-    check = coord_config.run(config, progress=lambda w, d: _note(f"  width {w}, depth {d}"))
+    points = out / "points"
+    try:
+        check = coord_config.run(
+            config,
+            progress=lambda w, d: _note(f"  width {w}, depth {d}"),
+            out=points,
+            log=_note,
+        )
+    except FolderError as error:  # raised before any compute
+        raise UsageError(_one_line(error)) from None
+    except BaseException as error:
+        if not _is_interrupt(error):
+            raise
+        done = _stored_points(points)
+        total = len(config.widths) * len(config.depths)
+        raise Interrupted(
+            f"interrupted: {done} of {total} points saved in {points}; run the same command "
+            "again to resume"
+        ) from None
     check.to_frame().to_csv(out / "coord.csv", index=False)
     for against, sizes in (("width", config.widths), ("depth", config.depths)):
         if len(sizes) < 2:
@@ -1236,7 +1265,9 @@ def build_parser() -> argparse.ArgumentParser:
         "a coordinate check over width and depth",
         "Train a model family a few steps at each width (and depth) and seed, and record each "
         "layer's output size, its change and its updates; write coord.csv, the slopes against "
-        "log width (and log depth) with verdicts, and figures as mup draws them.",
+        "log width (and log depth) with verdicts, and figures as mup draws them. Each point "
+        "is saved in OUT/points as it is computed: after Ctrl-C or a kill, the same command "
+        "resumes.",
         "example:\n  jaxgrad coord coord.toml --out runs/coord\n\ncoord.toml:\n"
         '  parametrization = "mup"   # sp, mup, depth_mup\n  optimizer = "adam"\n'
         "  widths = [64, 128, 256, 512]\n  depths = [2]\n  seeds = 3\n  steps = 3",

@@ -78,6 +78,23 @@ def content_id(payload: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
+class FolderError(ValueError):
+    """A folder that cannot hold this run's results: another sweep's, not a results folder
+    but not empty, or with an unreadable manifest (`ResultStore.for_sweep` raises it before
+    anything is computed; the message names what differs and what to do).
+
+    Example:
+        >>> import tempfile
+        >>> root = tempfile.mkdtemp()
+        >>> _ = ResultStore.for_sweep(root, {"batch_size": 4}, {"seed": [0]})
+        >>> try:
+        ...     ResultStore.for_sweep(root, {"batch_size": 8}, {"seed": [0]})
+        ... except FolderError as error:
+        ...     print(str(error).split("(")[1].split(")")[0])
+        batch_size 4 there, 8 here
+    """
+
+
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -110,13 +127,19 @@ def _hashable(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-def _describe_differences(there: dict[str, Any], here: dict[str, Any]) -> str:
-    names = sorted(set(there) | set(here))
-    return "; ".join(
-        f"{name} {there.get(name, 'unset')!r} there, {here.get(name, 'unset')!r} here"
-        for name in names
-        if there.get(name) != here.get(name)
-    )
+def _describe_differences(there: dict[str, Any], here: dict[str, Any], prefix: str = "") -> str:
+    """What differs, one `name value there, value here` per leaf (nested dicts by dotted
+    name, so that one setting of a large identity is named alone)."""
+    differences = []
+    for name in sorted(set(there) | set(here)):
+        old, new = there.get(name, "unset"), here.get(name, "unset")
+        if old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            differences.append(_describe_differences(old, new, f"{prefix}{name}."))
+        else:
+            differences.append(f"{prefix}{name} {old!r} there, {new!r} here")
+    return "; ".join(differences)
 
 
 class ResultStore:
@@ -177,8 +200,9 @@ class ResultStore:
             log: where messages go (default: one line on stderr).
 
         Raises:
-            ValueError: the folder holds another sweep (the message names what differs), is
-                not empty without a manifest, or its manifest is unreadable.
+            FolderError: (a ValueError) the folder holds another sweep (the message names
+                what differs), is not empty without a manifest, or its manifest is
+                unreadable.
         """
         root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
@@ -189,7 +213,7 @@ class ResultStore:
             if manifest is None:
                 stray = sorted(p.name for p in root.iterdir() if p.name != ".manifest.lock")
                 if stray:
-                    raise ValueError(
+                    raise FolderError(
                         f"{root} is not empty ({', '.join(stray[:3])}"
                         f"{', ...' if len(stray) > 3 else ''}) and holds no {MANIFEST}: it is "
                         "not a jaxgrad results folder, or one written before manifests; use "
@@ -208,7 +232,7 @@ class ResultStore:
                 if manifest["network_columns"] != list(grid):
                     differences = differences or "its networks are named by other columns"
                 if differences:
-                    raise ValueError(
+                    raise FolderError(
                         f"{root} holds a different sweep ({differences}); use another results "
                         "folder (--out), or delete this one"
                     )
@@ -228,11 +252,11 @@ class ResultStore:
         try:
             manifest = json.loads(path.read_text())
         except (OSError, ValueError) as error:
-            raise ValueError(f"{path} is not a readable manifest ({error})") from None
+            raise FolderError(f"{path} is not a readable manifest ({error})") from None
         if not isinstance(manifest, dict) or manifest.get("kind") != MANIFEST_KIND:
-            raise ValueError(f"{path} is not a jaxgrad results manifest")
+            raise FolderError(f"{path} is not a jaxgrad results manifest")
         if manifest.get("format") != MANIFEST_FORMAT:
-            raise ValueError(
+            raise FolderError(
                 f"{path} has manifest format {manifest.get('format')!r}; this jaxgrad reads "
                 f"format {MANIFEST_FORMAT}"
             )

@@ -5,7 +5,9 @@
   rngs)` and any Optax chain: a few training steps per width (and depth) and seed, and per
   layer in forward order the mean |x| and rms of each recorded output, its change from step
   0, and each parameter's gradient rms, update rms and update-to-weight ratio
-  (`CoordCheck`, `to_frame()` for pandas). One compiled program per shape; seeds vmapped.
+  (`CoordCheck`, `to_frame()` for pandas). One compiled program per shape; seeds vmapped;
+  with `out=`, each point is written to a results folder as it is computed and a killed run
+  resumes from there.
 - `slopes(check, against="width")`: the exponent of each statistic in width (or depth), per
   layer and step, its spread over seeds, and a verdict in words ("stable", "grows as
   width^0.98"); `verdict` states the thresholds (`STABLE_SLOPE`, `NOISY_SPREAD`).
@@ -15,7 +17,8 @@
   `mup_dot_product_attention`) and depth-muP (`depth_multiplier`, and the Adam rule of
   `scale_by_mup` for stacked blocks): the parametrizations under which the check is flat.
 - `jaxgrad.plot.coord_check(check)` draws it as mup does; `jaxgrad coord CONFIG.toml` runs
-  it from the command line.
+  it from the command line (its points go to `OUT/points`; Ctrl-C or a kill loses at most
+  the point being computed, and the same command resumes).
 
 Cost: a check costs, per (width, depth), one compilation and `steps` training steps of all
 the seeds at once, each step with one more forward pass than training (the reference for

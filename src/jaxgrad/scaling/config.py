@@ -413,14 +413,29 @@ def optimizer(config: CoordConfig, make_model) -> optax.GradientTransformation:
     return _mup.mup_sgd(config.learning_rate, base)
 
 
+def _identity(config: CoordConfig) -> dict[str, Any]:
+    """What a point's numbers depend on besides its (width, depth): every setting, with the
+    base width and depth (muP's multipliers) in place of the grid."""
+    values = dataclasses.asdict(config)
+    del values["widths"], values["depths"]
+    return {**values, "base_width": config.base_width, "base_depth": config.base_depth}
+
+
 def run(
-    config: CoordConfig, progress: Callable[[int, int | None], None] | None = None
+    config: CoordConfig,
+    progress: Callable[[int, int | None], None] | None = None,
+    out: str | Path | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> CoordCheck:
     """The coordinate check a `CoordConfig` describes.
 
     Args:
         config: the `CoordConfig`.
         progress: called as `progress(width, depth)` after each point, or None.
+        out: a results folder each point is written to as it is computed, and read back
+            from by a later run of the same configuration (`coord_check`'s `out`, with the
+            whole configuration as its identity), or None.
+        log: where `out`'s messages go (resuming, damaged parts); default stderr.
 
     Returns:
         The `CoordCheck` (read it with `jaxgrad.scaling.slopes`).
@@ -450,6 +465,9 @@ def run(
         steps=config.steps,
         loss_fn=loss_fn,
         progress=progress,
+        out=out,
+        identity=None if out is None else _identity(config),
+        log=log,
     )
 
 

@@ -36,8 +36,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
 import math
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
@@ -217,28 +220,10 @@ class CoordCheck:
         parameter's name for the others), `statistic`, `value`."""
         import pandas as pd
 
-        frames = []
-        for point in self.points:
-            for statistic in STATISTICS:
-                names, values = point.statistic(statistic)
-                seeds, steps, count = values.shape
-                seed_index, step_index, name_index = np.meshgrid(
-                    np.arange(seeds), np.arange(steps), np.arange(count), indexing="ij"
-                )
-                frames.append(
-                    pd.DataFrame(
-                        {
-                            "width": point.width,
-                            "depth": point.depth,
-                            "seed": np.asarray(self.seeds)[seed_index.ravel()],
-                            "step": step_index.ravel(),
-                            "layer": np.asarray(names, dtype=object)[name_index.ravel()],
-                            "statistic": statistic,
-                            "value": values.ravel().astype(np.float64),
-                        }
-                    )
-                )
-        return pd.concat(frames, ignore_index=True)
+        frame = pd.concat(
+            [_point_frame(point, self.seeds) for point in self.points], ignore_index=True
+        )
+        return frame.astype({"value": np.float64})
 
     def __repr__(self) -> str:
         return (
@@ -246,6 +231,59 @@ class CoordCheck:
             f"{len(self.seeds)} seeds, {self.steps} steps, "
             f"{len(self.points[0].layers) if self.points else 0} calls at the first point"
         )
+
+
+def _point_frame(point: CoordPoint, seeds: Sequence[int], loss: bool = False) -> pd.DataFrame:
+    """A point's rows as `CoordCheck.to_frame` lays them out (values in their own dtype),
+    with its loss as the statistic "loss" of the layer "" when `loss`."""
+    import pandas as pd
+
+    frames = []
+    named = [(statistic, *point.statistic(statistic)) for statistic in STATISTICS]
+    if loss:
+        named.append(("loss", ("",), np.asarray(point.loss)[..., None]))
+    for statistic, names, values in named:
+        count_seeds, steps, count = values.shape
+        seed_index, step_index, name_index = np.meshgrid(
+            np.arange(count_seeds), np.arange(steps), np.arange(count), indexing="ij"
+        )
+        frames.append(
+            pd.DataFrame(
+                {
+                    "width": point.width,
+                    "depth": point.depth,
+                    "seed": np.asarray(seeds)[seed_index.ravel()],
+                    "step": step_index.ravel(),
+                    "layer": np.asarray(names, dtype=object)[name_index.ravel()],
+                    "statistic": statistic,
+                    "value": np.asarray(values).ravel(),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def _point_from_frame(frame: pd.DataFrame, seeds: int, steps: int) -> CoordPoint:
+    """The `CoordPoint` whose `_point_frame(point, seeds, loss=True)` is `frame`."""
+
+    def block(statistic):
+        rows = frame[frame["statistic"] == statistic]
+        names = rows["layer"].tolist()[: len(rows) // (seeds * steps)]
+        values = rows["value"].to_numpy().reshape(seeds, steps, len(names))
+        return tuple(names), values
+
+    layers, modules = zip(*(block(name) for name in MODULE_STATISTICS), strict=True)
+    params, param_values = zip(*(block(name) for name in PARAM_STATISTICS), strict=True)
+    depth = frame["depth"].iloc[0]
+    return CoordPoint(
+        int(frame["width"].iloc[0]),
+        None if depth is None or (isinstance(depth, float) and math.isnan(depth)) else int(depth),
+        layers[0],
+        params[0],
+        block("loss")[1][..., 0],
+        np.stack(modules, axis=-1),
+        np.stack(param_values, axis=-1),
+    )
 
 
 # ----------------------------------------------------------------------------- the program
@@ -454,6 +492,44 @@ def _stacked_batches(batches: Any, steps: int) -> Any:
     return jax.tree.map(lambda *leaves: np.stack([np.asarray(x) for x in leaves]), *chosen)
 
 
+PART_COLUMNS = ("width", "depth", "seed", "step", "layer", "statistic", "value")
+"""The columns of a stored point (`coord_check(out=...)`): `to_frame`'s, with the loss as
+the statistic "loss" of the layer ""."""
+
+
+def _name(function: Any) -> str:
+    return (
+        f"{getattr(function, '__module__', None)}."
+        f"{getattr(function, '__qualname__', type(function).__qualname__)}"
+    )
+
+
+def _check_identity(make_model, loss_fn, modules, seeds, steps, stacked, identity) -> dict:
+    """What a results folder of coordinate checks must agree on (JSON values)."""
+    try:
+        identity = json.loads(json.dumps(identity, allow_nan=False))
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"identity must be JSON values (dicts, lists, strings, finite numbers), got "
+            f"{identity!r} ({error})"
+        ) from None
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(stacked):
+        leaf = np.ascontiguousarray(leaf)
+        digest.update(f"{leaf.shape}{leaf.dtype}".encode())
+        digest.update(leaf.tobytes())
+    return {
+        "check": "coordinate check",
+        "make_model": _name(make_model),
+        "loss_fn": _name(loss_fn),
+        "modules": repr(modules),
+        "seeds": list(seeds),
+        "steps": int(steps),
+        "batches": digest.hexdigest()[:20],
+        "identity": identity,
+    }
+
+
 def coord_check(
     make_model: Callable[[int, int | None, nnx.Rngs], nnx.Module],
     optimizer: optax.GradientTransformation,
@@ -466,6 +542,9 @@ def coord_check(
     loss_fn: _inspection.LossFn,
     modules: Sequence[str | type[nnx.Module]] | str | type[nnx.Module] | None = None,
     progress: Callable[[int, int | None], None] | None = None,
+    out: str | Path | None = None,
+    identity: Any = None,
+    log: Callable[[str], None] | None = None,
 ) -> CoordCheck:
     """The coordinate check of a model family: per width (and depth), seed, step and layer,
     the sizes of the activations, their change, the gradients and the updates.
@@ -486,14 +565,27 @@ def coord_check(
         loss_fn: `loss_fn(model, batch) -> scalar`, as for `jaxgrad.inspect`.
         modules: which calls to record, as for `jaxgrad.inspect` (default: every module that
             owns a parameter, attention and jaxgrad's blocks).
-        progress: called as `progress(width, depth)` after each point (a log, a progress bar).
+        progress: called as `progress(width, depth)` after each point (a log, a progress bar),
+            computed or read back from `out`.
+        out: a results folder (`jaxgrad.store.ResultStore`, one Parquet part per point) where
+            each point is written as soon as it is computed; a run into a folder that holds
+            some points of the same check reads them back instead of computing them (a
+            killed run resumes, and says so through `log`). Default: nothing is written.
+        identity: JSON values naming what `out`'s check depends on that this function
+            cannot see: above all the optimizer and its settings (an Optax chain is a pair
+            of functions). A folder refuses another check: one whose identity, seeds, steps,
+            batches (their bytes), `modules`, or the names of `make_model` and `loss_fn`
+            differ. The `jaxgrad coord` command passes its whole configuration.
+        log: where the one-line messages of `out` go (resuming; damaged or stray parts);
+            default stderr.
 
     Returns:
         A `CoordCheck`. Inf and nan in a network's signal are recorded as values.
 
     Raises:
-        TypeError, ValueError: on a bad width, depth, seed, step count or batch list, or a
-            `loss_fn` that does not return a scalar (raised while tracing, before any run).
+        TypeError, ValueError: on a bad width, depth, seed, step count or batch list, an
+            `identity` that is not JSON, an `out` that holds another check, or a `loss_fn`
+            that does not return a scalar (raised while tracing, before any run).
 
     Example:
         >>> import jax.numpy as jnp, optax
@@ -525,28 +617,48 @@ def coord_check(
     stacked = _stacked_batches(batches, int(steps))
     seed_array = np.asarray(seed_values, np.int32)
     first = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype), stacked)
+    grid = [(width, depth) for width in widths for depth in depths]
+    store, stored = None, {}
+    if out is not None:
+        from jaxgrad.store import ResultStore  # pandas and pyarrow, only when writing
+
+        check = _check_identity(make_model, loss_fn, modules, seed_values, steps, stacked, identity)
+        store = ResultStore.for_sweep(
+            out,
+            check,
+            {"width": list(widths), "depth": list(depths)},
+            part_columns=PART_COLUMNS,
+            log=log,
+        )
+        stored = store.stored()
+        if done := sum(point in stored for point in grid):
+            store.log(f"resuming: {done} of {len(grid)} points already in {store.root}")
     points = []
-    for width in widths:
-        for depth in depths:
+    for width, depth in grid:
+        if (width, depth) in stored:
+            frame = store.read([(width, depth)])
+            point = _point_from_frame(frame, len(seed_values), int(steps))
+        else:
             abstract, _ = _graphdef(make_model, width, depth)
             spec = _inspection._spec(abstract, modules, None, _stats.SATURATION_THRESHOLD)
             plan = _plan(make_model, width, depth, loss_fn, spec, first)
             loss, module_values, param_values = jax.device_get(
                 _program(make_model, width, depth, loss_fn, optimizer, spec, seed_array, stacked)
             )
-            points.append(
-                CoordPoint(
-                    width,
-                    depth,
-                    plan.layers,
-                    plan.params,
-                    np.asarray(loss),
-                    np.asarray(module_values),
-                    np.asarray(param_values),
-                )
+            point = CoordPoint(
+                width,
+                depth,
+                plan.layers,
+                plan.params,
+                np.asarray(loss),
+                np.asarray(module_values),
+                np.asarray(param_values),
             )
-            if progress is not None:
-                progress(width, depth)
+            if store is not None:
+                store.write([(width, depth)], _point_frame(point, seed_values, loss=True))
+        points.append(point)
+        if progress is not None:
+            progress(width, depth)
     return CoordCheck(tuple(points), widths, depths, seed_values, int(steps))
 
 
