@@ -68,6 +68,45 @@ def test_layer_profiles_draws_finite_positive_values_and_writes_png(tmp_path):
     assert colors[0][0] != colors[0][1]
 
 
+def test_layer_profiles_of_seeds_draw_the_median_and_a_min_max_band():
+    """A LayerStats vmapped over seeds: the line is the median over seeds, the band spans
+    their min and max, a layer where any seed is non-finite is left out, relative_to_last
+    divides each seed by its own last drawn layer, and the legend's title says so."""
+    rng = np.random.default_rng(0)
+    act_std = rng.lognormal(size=(5, DEPTH))
+    act_std[2, 1] = np.nan  # one seed's layer 2 is not drawn for any seed
+    grad_norm = rng.lognormal(size=(5, DEPTH))
+    stats = make_stats(act_std=np.zeros(DEPTH), grad_norm=np.zeros(DEPTH))
+    stats = stats._replace(act_std=act_std, grad_norm=grad_norm)
+    figure = plot.layer_profiles(
+        {"seeds": stats, "one": make_stats()}, relative_to_last=("grad_norm",)
+    )
+    layers = np.arange(1.0, DEPTH + 1)
+    keep = np.array([True, False] + [True] * (DEPTH - 2))
+    relative = grad_norm / grad_norm[:, -1:]
+    for ax, values, kept in ((figure.axes[0], act_std, keep), (figure.axes[1], relative, None)):
+        kept = np.ones(DEPTH, bool) if kept is None else kept
+        line = ax.get_lines()[0]
+        np.testing.assert_array_equal(line.get_xdata(), layers[kept])
+        expected = [sorted(values[:, i])[2] for i in np.flatnonzero(kept)]  # 5 seeds: the 3rd
+        np.testing.assert_allclose(line.get_ydata(), expected, rtol=1e-12)
+        (band,) = ax.collections
+        path = band.get_paths()[0].vertices  # the polygon: the upper edge, then the lower
+        heights = {float(x): [] for x in layers[kept]}
+        for x, y in path:
+            if float(x) in heights:
+                heights[float(x)].append(y)
+        for i in np.flatnonzero(kept):
+            low, high = values[:, i].min(), values[:, i].max()
+            assert min(heights[layers[i]]) == pytest.approx(low, rel=1e-12)
+            assert max(heights[layers[i]]) == pytest.approx(high, rel=1e-12)
+        legend = ax.get_legend()
+        assert legend.get_title().get_text() == "median of 5 seeds; band: min to max"
+        assert [t.get_text() for t in legend.get_texts()] == ["seeds", "one"]
+    with pytest.raises(ValueError, match=r"\(depth,\) or \(seeds, depth\)"):
+        plot.layer_profiles({"x": stats._replace(act_std=np.ones((2, 2, DEPTH)))})
+
+
 def test_layer_profiles_says_when_no_value_is_positive():
     stats = make_stats(act_mean=np.full(DEPTH, -0.5))
     figure = plot.layer_profiles({"relu": stats}, fields=("act_mean",))
@@ -131,10 +170,10 @@ def test_layer_profiles_relative_to_last():
             "not among fields",
         ),
         (
-            {"a": jax.tree.map(lambda v: np.stack([v, v]), make_stats())},
+            {"a": jax.tree.map(lambda v: np.stack([[v, v]]), make_stats())},
             {},
             ValueError,
-            r"must be 1-D .* got shape \(2, 6\)",
+            r"must be \(depth,\) or \(seeds, depth\), got shape \(1, 2, 6\)",
         ),
         (
             {"a": pd.concat([make_stats().to_frame()] * 2)},

@@ -54,6 +54,7 @@ import numpy as np
 
 try:
     import matplotlib.colors as _colors
+    import matplotlib.transforms as _transforms
     from matplotlib import colormaps as _colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -293,12 +294,13 @@ def _profile_columns(label: str, result: Any, fields: tuple[str, ...]) -> tuple[
             )
         columns = {field: _float_array(field, getattr(result, field)) for field in fields}
         for field, values in columns.items():
-            if values.ndim != 1:
+            if values.ndim not in (1, 2):
                 raise ValueError(
-                    f"LayerStats {label!r} field {field} must be 1-D (depth,), got shape "
-                    f"{values.shape}; pick one sample, e.g. jax.tree.map(lambda a: a[0], stats)"
+                    f"LayerStats {label!r} field {field} must be (depth,) or (seeds, depth), "
+                    f"got shape {values.shape}; pick one sample, e.g. "
+                    "jax.tree.map(lambda a: a[0], stats)"
                 )
-        depths = {values.shape[0] for values in columns.values()}
+        depths = {values.shape[-1] for values in columns.values()}
         if len(depths) != 1:
             raise ValueError(f"LayerStats {label!r} fields have different depths: {depths}")
         return np.arange(1, depths.pop() + 1, dtype=np.float64), columns
@@ -347,16 +349,20 @@ def layer_profiles(
 ) -> Figure:
     """Per-layer statistics of one or more networks, one panel per field, log y scale.
 
-    Each curve has the layer (1-based) on x and the field's value on y. Values that a log
-    scale cannot show (inf, nan, zero, negative) are left out of the curve, not drawn as
-    zero; a network with none left is still listed in that panel's legend, as
-    "label (no finite values)" or "label (no positive values)". A label keeps its colour in
-    every panel. When one curve rises more than `RUNAWAY_DECADES` above every other (a signal
-    that overflows), the panel is clipped at 100 times the next highest curve and that
-    curve's legend entry says from which layer it is off the scale and how high it goes.
+    Each curve has the layer (1-based) on x and the field's value on y. A `LayerStats`
+    vmapped over seeds (fields of shape (seeds, depth)) is drawn as the median over its
+    seeds with a band from the smallest to the largest, and the legend's title says so.
+    Values that a log scale cannot show (inf, nan, zero, negative) are left out of the curve,
+    not drawn as zero (with seeds: every layer where any seed has one); a network with none
+    left is still listed in that panel's legend, as "label (no finite values)" or
+    "label (no positive values)". A label keeps its colour in every panel. When one curve
+    rises more than `RUNAWAY_DECADES` above every other (a signal that overflows), the panel
+    is clipped at 100 times the next highest curve and that curve's legend entry says from
+    which layer it is off the scale and how high it goes.
 
     Args:
-        curves: label -> a `LayerStats` with 1-D fields (one network, not vmapped), or a pandas
+        curves: label -> a `LayerStats` with fields of shape (depth,) (one network), or
+            (seeds, depth) (one network vmapped over seeds: median and band), or a pandas
             DataFrame with a `layer` column and one column per field, one row per layer (for
             example `LayerStats.to_frame()`, or a sweep's result filtered to one configuration
             and seed).
@@ -371,8 +377,9 @@ def layer_profiles(
 
     Raises:
         TypeError: curves not a mapping of LayerStats or DataFrames.
-        ValueError: no curves or no fields; an unknown field; LayerStats with leading axes; a
-            DataFrame without a `layer` column or with several rows for one layer.
+        ValueError: no curves or no fields; an unknown field; LayerStats with more than one
+            leading axis; a DataFrame without a `layer` column or with several rows for one
+            layer.
 
     Example:
         >>> import numpy as np
@@ -397,22 +404,32 @@ def layer_profiles(
         str(label): _profile_columns(str(label), curve, fields) for label, curve in curves.items()
     }
 
-    figure = _new_figure(len(fields))
+    seeds = {len(v) for _, of in columns.values() for v in of.values() if v.ndim == 2}
+    spread = None
+    if seeds:
+        counted = f"{seeds.pop()} seeds" if len(seeds) == 1 else "the seeds"
+        spread = f"median of {counted}; band: min to max"
+    entries = len(columns) + (spread is not None)
+    figure = _new_figure(len(fields), panel_size=(4.5, 3.6 + 0.6 + 0.22 * entries))
     for ax, field in zip(figure.axes, fields, strict=True):
         y_label = _AXIS_LABELS.get(field, field.replace("_", " "))
         for index, (label, (layers, values_of)) in enumerate(columns.items()):
             values = values_of[field]
-            keep = np.isfinite(values) & (values > 0)
-            x, y = layers[keep], values[keep]
-            if field in relative and y.size:
-                y = y / y[-1]
-            if y.size:
+            samples = values if values.ndim == 2 else values[None]
+            keep = np.all(np.isfinite(samples) & (samples > 0), axis=0)
+            x, ys = layers[keep], samples[:, keep]
+            if field in relative and x.size:
+                ys = ys / ys[:, -1:]  # each seed relative to its own last layer
+            if x.size:
                 name = label
             elif np.isfinite(values).any():
                 name = f"{label} (no positive values)"
             else:
                 name = f"{label} (no finite values)"
-            ax.plot(x, y, color=f"C{index % 10}", label=name)
+            color = f"C{index % 10}"
+            ax.plot(x, np.median(ys, axis=0) if x.size else x, color=color, label=name)
+            if len(ys) > 1 and x.size:
+                ax.fill_between(x, ys.min(axis=0), ys.max(axis=0), color=color, alpha=0.2, lw=0)
         ax.set_yscale("log")
         _clip_runaway_curve(ax)
         ax.set_xlabel("layer (forward order)")
@@ -420,7 +437,17 @@ def layer_profiles(
             y_label = f"{y_label.partition(' ||')[0]}, relative to the last layer"
         ax.set_ylabel(y_label)
         ax.set_title(_DESCRIPTIONS.get(field, field.replace("_", " ")))
-        ax.legend(fontsize=MIN_FONT_PT)
+        # below the panel, clear of the axis label: inside, a legend of many curves hides
+        # the lines it names
+        below = _transforms.ScaledTranslation(0.0, -0.5, figure.dpi_scale_trans)
+        ax.legend(
+            fontsize=MIN_FONT_PT,
+            title=spread,
+            title_fontsize=MIN_FONT_PT,
+            loc="upper center",
+            bbox_to_anchor=(0.5, 0.0),
+            bbox_transform=ax.transAxes + below,
+        )
     return _finish(figure, path)
 
 
@@ -882,9 +909,12 @@ def remedy_summary(
     ax_acc.barh(rows, accuracy.mean(axis=1), xerr=spread, color="tab:blue")
     if chance is not None:
         ax_acc.axvline(chance, color="k", ls="--", lw=1, label="chance")
-        ax_acc.legend(fontsize=MIN_FONT_PT, loc="lower right")
+        ax_acc.legend(fontsize=MIN_FONT_PT, loc="best")
     ax_acc.set_xlim(0, 1)
-    ax_acc.set_xlabel("test accuracy")
+    seeds = accuracy.shape[1]
+    ax_acc.set_xlabel(
+        f"test accuracy (mean ± std, {seeds} seeds)" if seeds > 1 else "test accuracy"
+    )
     ax_ratio.barh(rows, log_ratio, color=np.where(log_ratio < -2, "tab:red", "tab:green"))
     ax_ratio.axvline(0, color="k", lw=1)
     ax_ratio.set_xlabel("first-layer / last-layer gradient norm (log10)")

@@ -91,16 +91,38 @@ def _fmt(value: float) -> str:
     return f"{value:.3g}" if math.isfinite(value) else str(value)
 
 
-def seed_section(out: Path, depth: int = 100, width: int = 400, batch_size: int = 16) -> Section:
-    """The seed experiment: six networks (a) to (f) and the std of their signal by depth.
+def _spread(values: np.ndarray) -> str:
+    """Seeds' values of one number: the median and, where they differ, (min-max); a
+    non-finite value is counted, not averaged."""
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return _fmt(float(values[0]))
+    text = _fmt(float(np.median(finite)))
+    low, high = _fmt(float(finite.min())), _fmt(float(finite.max()))
+    if low != high:
+        text += f" ({low}-{high})"
+    if finite.size < values.size:
+        text += f", {values.size - finite.size} of {values.size} non-finite"
+    return text
 
-    Runs `jaxgrad.seed_experiment` (tens of seconds at the default sizes on a CPU).
+
+def seed_section(
+    out: Path, depth: int = 100, width: int = 400, batch_size: int = 16, seeds: int = 5
+) -> Section:
+    """The seed experiment: six networks (a) to (f) and the std of their signal by depth,
+    over several seeds.
+
+    Runs `jaxgrad.seed_experiment` vmapped over `seeds` keys (`jax.random.key(0)` to
+    `key(seeds - 1)`; tens of seconds at the default sizes on a CPU). The table gives each
+    number's median over the seeds with its range, and each network's most common verdict
+    (with its count where the seeds disagree); the figure draws the median and a min-max band.
 
     Args:
         out: the folder the section's figures are written into (it must exist).
         depth: hidden layers of each network.
         width: their width.
         batch_size: rows of the input batch.
+        seeds: how many seeds, >= 1.
 
     Returns:
         The `Section`, its figure written into `out`.
@@ -109,7 +131,10 @@ def seed_section(out: Path, depth: int = 100, width: int = 400, batch_size: int 
         Glorot and Bengio 2010, "Understanding the difficulty of training deep feedforward
         neural networks"; He, Zhang, Ren and Sun 2015, "Delving Deep into Rectifiers".
     """
-    stats = seed_experiment(jax.random.key(0), depth=depth, width=width, batch_size=batch_size)
+    keys = jax.vmap(jax.random.key)(jnp.arange(seeds))
+    stats = jax.vmap(
+        lambda key: seed_experiment(key, depth=depth, width=width, batch_size=batch_size)
+    )(keys)
     stats = {label: jax.device_get(value) for label, value in stats.items()}
     layers = [layer for layer in (1, 10, 50, 100) if layer <= depth]
     rows = []
@@ -117,16 +142,31 @@ def seed_section(out: Path, depth: int = 100, width: int = 400, batch_size: int 
     verdicts: dict[str, list] = {}  # verdict -> the configurations that got it
     for config in seed_configs(width):
         layer_stats = stats[config.label]
-        verdict = diagnose(layer_stats)
-        verdicts.setdefault(verdict.verdict, []).append(config)
-        # the finding the verdict follows from (the first of its kind in rule order)
-        rule = next((f.rule for f in verdict.findings if f.verdict == verdict.verdict), "-")
-        nonfinite = int(layer_stats.first_nonfinite_layer)
+        per_seed = [diagnose(jax.tree.map(lambda a, i=i: a[i], layer_stats)) for i in range(seeds)]
+        counts: dict[str, int] = {}
+        for verdict in per_seed:
+            counts[verdict.verdict] = counts.get(verdict.verdict, 0) + 1
+        verdict = max(counts, key=counts.get)  # the most common; the first seed's on a tie
+        verdicts.setdefault(verdict, []).append(config)
+        # the finding the verdict follows from (the first of its kind in rule order), as
+        # the first seed with that verdict has it
+        judged = next(d for d in per_seed if d.verdict == verdict)
+        rule = next((f.rule for f in judged.findings if f.verdict == verdict), "-")
+        agreement = "" if counts[verdict] == seeds else f" ({counts[verdict]} of {seeds})"
+        nonfinite = np.asarray(layer_stats.first_nonfinite_layer)
+        broken = nonfinite[nonfinite > 0]
+        if not broken.size:
+            nonfinite_text = "-"
+        else:
+            low, high = int(broken.min()), int(broken.max())
+            nonfinite_text = str(low) if low == high else f"{low}-{high}"
+            if broken.size < seeds:
+                nonfinite_text += f" ({broken.size} of {seeds} seeds)"
         rows.append(
             [f"({config.label}) {config.description}"]
-            + [_fmt(float(layer_stats.act_std[layer - 1])) for layer in layers]
-            + [str(nonfinite) if nonfinite > 0 else "-", _fmt(verdict.ratio)]
-            + [rule if verdict.verdict != "stable" else "-", verdict.verdict]
+            + [_spread(np.asarray(layer_stats.act_std[:, layer - 1])) for layer in layers]
+            + [nonfinite_text, _spread(np.array([d.ratio for d in per_seed], np.float64))]
+            + [rule if verdict != "stable" else "-", verdict + agreement]
         )
         curves[f"({config.label}) {config.description}"] = layer_stats
     figure = "seed_profiles.png"
@@ -138,7 +178,9 @@ def seed_section(out: Path, depth: int = 100, width: int = 400, batch_size: int 
     )
     measured = float(init.empirical_gain("tanh", jax.random.key(0)))
     text = (
-        f"{depth} fully connected layers of width {width}, batch {batch_size}, N(0, 1) inputs: "
+        f"{depth} fully connected layers of width {width}, batch {batch_size}, N(0, 1) inputs, "
+        f"{seeds} seeds (each number: the median over the seeds, with their range in "
+        "parentheses where it differs): "
         "the std of each layer's output, where values first stop being finite, and the first "
         "layer's weight-gradient norm over the last layer's (random-projection loss), and "
         "jaxgrad.diagnose's verdict with the rule it follows from: the gradient ratio, the "
@@ -217,12 +259,13 @@ def phase_section(out: Path) -> Section:
     return Section("Order and chaos", text, header, rows, figure, takeaway=takeaway)
 
 
-def sweep_section(out: Path) -> Section:
+def sweep_section(out: Path, seeds: int = 4) -> Section:
     """A sweep of tanh networks over depth and sigma_w2: measured gradient norms by layer
-    against the correlation depth scale xi_c the theory predicts.
+    against the correlation depth scale xi_c the theory predicts, over several seeds.
 
     Args:
         out: the folder the section's figures are written into (it must exist).
+        seeds: how many seeds (0 to seeds - 1), >= 1.
 
     Returns:
         The `Section`, its figure written into `out`.
@@ -239,14 +282,16 @@ def sweep_section(out: Path) -> Section:
         activation=("tanh",),
         sigma_w2=sigma_w2,
         sigma_b2=(0.05,),
-        seed=(0, 1),
+        seed=tuple(range(seeds)),
         batch_size=16,
     )
     frame = sweep.run(config, progress=False)
     first = frame[frame.layer == 1].set_index(["seed", "sigma_w2", "depth"])["act_grad_norm"]
     last = frame[frame.layer == frame.depth].set_index(["seed", "sigma_w2", "depth"])
-    ratio = (first / last["act_grad_norm"]).groupby(["sigma_w2", "depth"]).mean()
+    ratios = first / last["act_grad_norm"]
+    ratio = ratios.groupby(["sigma_w2", "depth"]).median()
     log_ratio = np.log10(ratio.unstack("sigma_w2").loc[list(depths), list(sigma_w2)].to_numpy())
+    deepest = ratios.xs(depths[-1], level="depth")
     xi_c = last.groupby("sigma_w2")["xi_c"].first().loc[list(sigma_w2)].to_numpy()
     figure = "gradient_heatmap.png"
     plot.gradient_heatmap(
@@ -257,17 +302,18 @@ def sweep_section(out: Path) -> Section:
         [
             f"{w2:.2f}",
             f"{chi1[w2]:.3f}",
-            f"{10 ** log_ratio[-1, i]:.3g}",
+            _spread(deepest.xs(w2, level="sigma_w2").to_numpy()),
             f"{chi1[w2] ** ((depths[-1] - 1) / 2):.3g}",
         ]
-        for i, w2 in enumerate(sigma_w2)
+        for w2 in sigma_w2
     ]
     text = (
         f"A sweep of {config.size} random tanh networks (width 128, sigma_b2 = 0.05, "
-        f"depths {', '.join(map(str, depths))}, two seeds) in "
+        f"depths {', '.join(map(str, depths))}, {seeds} seeds) in "
         f"{len(config.groups())} compiled program: the ratio of the first layer's output "
-        "gradient to the last layer's, beside mean-field theory's chi1^((L-1)/2), and "
-        "Schoenholz et al.'s trainability bound L = 6 xi_c on the heatmap."
+        "gradient to the last layer's (the median over the seeds, their range in "
+        "parentheses), beside mean-field theory's chi1^((L-1)/2), and Schoenholz et al.'s "
+        "trainability bound L = 6 xi_c on the heatmap (the median's log10)."
     )
     header = ["sigma_w2", "chi1", f"measured ratio, L={depths[-1]}", "predicted"]
     measured_deepest = 10 ** log_ratio[-1]
@@ -387,6 +433,27 @@ def _remedy_run(change: dict, digits: data.Dataset, steps: int, record_every: in
 
 
 REMEDY_RECORDS = 60  # recorded steps per run: the heatmaps' columns
+REMEDY_SEEDS = 5  # unrecorded runs per remedy, vmapped in one program: the accuracy's spread
+
+
+def _remedy_accuracies(change: dict, digits: data.Dataset, steps: int) -> np.ndarray:
+    """The final test accuracy of `REMEDY_SEEDS` unrecorded runs of one remedy's network
+    (`train.train_many`: seed s draws the weights from `jax.random.key(s)`), in one program."""
+    options = {"activation": "sigmoid", "kernel_init": init.normal(0.1), **change}
+    history, _ = train.train_many(
+        lambda key: nn.MLP(64, 64, REMEDY_DEPTH, 10, rngs=nnx.Rngs(key), **options),
+        lambda: optax.sgd(0.1),
+        digits,
+        seeds=range(REMEDY_SEEDS),
+        steps=steps,
+        batch_size=64,
+    )
+    return np.asarray(jax.device_get(history.test_accuracy))[:, -1]
+
+
+def _mean_std(values: np.ndarray) -> str:
+    """`mean ± std (min-max)` of the seeds' values, as `plot.remedy_summary` draws them."""
+    return f"{values.mean():.3g} ± {values.std():.2g} ({values.min():.3g}-{values.max():.3g})"
 
 
 def remedies_section(out: Path, steps: int = 600) -> Section:
@@ -411,8 +478,9 @@ def remedies_section(out: Path, steps: int = 600) -> Section:
     first = "blocks[0].linear.kernel"
     last = f"blocks[{REMEDY_DEPTH - 1}].linear.kernel"
     record_every = max(1, steps // REMEDY_RECORDS)
-    names, accuracy, ratio, rows, figures = [], [], [], [], []
+    names, accuracy, ratio, rows, figures, seeds = [], [], [], [], [], []
     for index, (name, change) in enumerate(REMEDIES):
+        seeds.append(_remedy_accuracies(change, digits, steps))
         history = _remedy_run(change, digits, steps, record_every)
         run = history.recording()
         diagnosis = diagnose(history)
@@ -426,6 +494,7 @@ def remedies_section(out: Path, steps: int = 600) -> Section:
         rows.append(
             [
                 name,
+                _mean_std(seeds[-1]),
                 _fmt(accuracy[-1]),
                 _fmt(start_ratio),
                 f"{diagnosis.verdict} (step {judged})",
@@ -445,32 +514,37 @@ def remedies_section(out: Path, steps: int = 600) -> Section:
         )
         figures.append((figure, caption))
     figure = "remedies.png"
-    plot.remedy_summary(names, accuracy, ratio, out / figure, chance=0.1)
+    plot.remedy_summary(names, np.stack(seeds), ratio, out / figure, chance=0.1)
     text = (
         f"A {REMEDY_DEPTH}-layer sigmoid MLP of width 64 on scikit-learn's digits, trained "
         f"with SGD (learning rate 0.1, batch 64, {steps} steps) from N(0, 0.1^2) weights, and "
         "the same network with one remedy each, every run recorded per layer by "
         f"jaxgrad.train (every {record_every} steps, the view of jaxgrad.recording): "
-        "the test accuracy after training, the first hidden layer's weight-gradient norm "
-        "over the last hidden layer's at step 0, and jaxgrad.diagnose's verdict on the "
-        "recorded run at the step it judged (the last recorded one, or the first that was "
+        f"the test accuracy after training over {REMEDY_SEEDS} seeds (unrecorded runs, "
+        "vmapped in one program by jaxgrad.train.train_many: mean ± std, with the range; "
+        "the figure's bars and error bars) and of the recorded run (seed 0 of "
+        "jaxgrad.train.train); of the recorded run, the first hidden layer's weight-gradient "
+        "norm over the last hidden layer's at step 0, and jaxgrad.diagnose's verdict on it "
+        "at the step it judged (the last recorded one, or the first that was "
         "not finite), with the rule it follows from and the numbers it read (its layer 1 is "
         "the first hidden layer, its last layer the readout). The heatmaps below draw every "
         "kernel's gradient norm over the recorded steps."
     )
     header = [
         "remedy",
-        "test accuracy",
+        f"test accuracy, {REMEDY_SEEDS} seeds",
+        "test accuracy, recorded run",
         "first / last hidden layer gradient, step 0",
         "verdict",
         "rule",
         "diagnose's reading",
     ]
-    best = int(np.argmax(accuracy[1:])) + 1
+    means = [float(values.mean()) for values in seeds]
+    best = int(np.argmax(means[1:])) + 1
     takeaway = (
         f"Untreated, the {REMEDY_DEPTH}-layer sigmoid network reaches a test accuracy of "
-        f"{accuracy[0]:.2f} (chance 0.10); with one remedy each: "
-        + ", ".join(f"{names[i]} {accuracy[i]:.2f}" for i in range(1, len(names)))
+        f"{means[0]:.2f} (chance 0.10; means of {REMEDY_SEEDS} seeds); with one remedy each: "
+        + ", ".join(f"{names[i]} {means[i]:.2f}" for i in range(1, len(names)))
         + f". The best here: {names[best]}."
     )
     return Section(
