@@ -131,6 +131,61 @@ def test_vmapped_seeds_equal_separate_runs():
         np.testing.assert_allclose(a.loss[index], b.loss[0], rtol=1e-6)
 
 
+def test_vmapped_learning_rates_equal_separate_checks_in_one_program_per_shape(tmp_path):
+    """coord_checks trains every learning rate and seed of a width in one program; each
+    rate's check equals coord_check with optimizer(rate) (the rate arrives as float32), and a
+    results folder reads every rate back bit for bit."""
+    batches = batch_list(2)
+    rates = [0.003, 0.03, 0.3]
+    before = coord_module._program._cache_size()
+    checks = scaling.coord_checks(
+        make_mlp, optax.adam, batches, learning_rates=rates, widths=[4, 8], seeds=2,
+        steps=2, loss_fn=mse,
+    )  # fmt: skip
+    assert coord_module._program._cache_size() == before + 2  # one per width, not per rate
+    assert list(checks) == rates
+    for rate in rates:
+        alone = scaling.coord_check(
+            make_mlp, optax.adam(float(np.float32(rate))), batches, widths=[4, 8], seeds=2,
+            steps=2, loss_fn=mse,
+        )  # fmt: skip
+        for mine, reference in zip(checks[rate].points, alone.points, strict=True):
+            assert (mine.layers, mine.params) == (reference.layers, reference.params)
+            np.testing.assert_allclose(mine.loss, reference.loss, rtol=1e-5)
+            np.testing.assert_allclose(mine.modules, reference.modules, rtol=1e-5, atol=1e-7)
+            np.testing.assert_allclose(
+                mine.param_values, reference.param_values, rtol=1e-5, atol=1e-7
+            )
+    # a larger rate moves the weights further at step 0 (Adam's first update is the rate)
+    updates = [checks[rate].point(8).statistic("update_rms")[1][:, 0] for rate in rates]
+    assert np.all(updates[0] < updates[1])
+    assert np.all(updates[1] < updates[2])
+    messages = []
+    run = functools.partial(
+        scaling.coord_checks, make_mlp, optax.adam, batches, learning_rates=rates,
+        widths=[4, 8], seeds=2, steps=2, loss_fn=mse, out=tmp_path, log=messages.append,
+    )  # fmt: skip
+    written = run()
+    read = run()
+    assert messages == [f"resuming: 2 of 2 points already in {tmp_path}"]
+    for rate in rates:
+        pd.testing.assert_frame_equal(written[rate].to_frame(), read[rate].to_frame())
+        pd.testing.assert_frame_equal(written[rate].to_frame(), checks[rate].to_frame())
+    with pytest.raises(ValueError, match=r"learning_rates \[0.003, 0.03, 0.3\] there, \[0.03\]"):
+        run(learning_rates=[0.03])
+    bad = [
+        ({"learning_rates": []}, TypeError, "non-empty"),
+        ({"learning_rates": [0.1, -1.0]}, ValueError, "finite and > 0, got -1.0"),
+        ({"learning_rates": [0.1, 0.1]}, ValueError, "repeat"),
+        ({"learning_rates": [0.1], "optimizer": optax.adam(0.1)}, TypeError, "function of the"),
+        ({"learning_rates": [0.1], "optimizer": lambda rate: rate}, TypeError, "must return"),
+    ]
+    for kwargs, error, match in bad:
+        arguments = {"optimizer": optax.adam, **kwargs}
+        with pytest.raises(error, match=match):
+            scaling.coord_checks(make_mlp, batches=batches, widths=[4], loss_fn=mse, **arguments)
+
+
 def test_one_program_per_shape_and_no_recompile():
     batch = batch_list(1)[0]
     optimizer = optax.sgd(0.01)

@@ -7,7 +7,8 @@
   0, and each parameter's gradient rms, update rms and update-to-weight ratio
   (`CoordCheck`, `to_frame()` for pandas). One compiled program per shape; seeds vmapped;
   with `out=`, each point is written to a results folder as it is computed and a killed run
-  resumes from there.
+  resumes from there. `coord_checks(..., learning_rates=...)` vmaps learning rates too, one
+  `CoordCheck` per rate (learning-rate transfer reads their losses).
 - `slopes(check, against="width")`: the exponent of each statistic in width (or depth), per
   layer and step, its spread over seeds, and a verdict in words ("stable", "grows as
   width^0.98"); `verdict` states the thresholds (`STABLE_SLOPE`, `NOISY_SPREAD`).
@@ -53,6 +54,7 @@ from jaxgrad.scaling.coord import STATISTICS as STATISTICS
 from jaxgrad.scaling.coord import CoordCheck as CoordCheck
 from jaxgrad.scaling.coord import CoordPoint as CoordPoint
 from jaxgrad.scaling.coord import coord_check as coord_check
+from jaxgrad.scaling.coord import coord_checks as coord_checks
 from jaxgrad.scaling.coord import mean_abs as mean_abs
 from jaxgrad.scaling.mup import BaseShapes as BaseShapes
 from jaxgrad.scaling.mup import MupEntry as MupEntry

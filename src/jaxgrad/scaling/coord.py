@@ -380,12 +380,14 @@ def _plan(make_model, width, depth, loss_fn, spec, batch) -> _Plan:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5))
-def _program(make_model, width, depth, loss_fn, optimizer, spec, seeds, batches):
+def _program(make_model, width, depth, loss_fn, optimizer, spec, seeds, batches, rates=None):
     """Every seed (vmapped over `seeds`, int32) trained on `batches` (stacked on a leading step
-    axis): (loss (seeds, steps), module values, parameter values)."""
+    axis): (loss (seeds, steps), module values, parameter values). With `rates` (float32),
+    `optimizer` is `optimizer(learning_rate)` and every rate is vmapped too: a leading rate
+    axis on each output."""
     graphdef = _graphdef(make_model, width, depth)[1]
 
-    def one_seed(seed):
+    def one_seed(optimizer, seed):
         params0, rest0 = _init_state(make_model, width, depth, jax.random.key(seed))
         first = jax.tree.map(lambda leaf: leaf[0], batches)
         layout, rows, param_rows = _layout(graphdef, loss_fn, spec, params0, rest0, first)
@@ -431,7 +433,11 @@ def _program(make_model, width, depth, loss_fn, optimizer, spec, seeds, batches)
         carry = (params0, rest0, optimizer.init(params0))
         return jax.lax.scan(step, carry, (batches, initials))[1]
 
-    return jax.vmap(one_seed)(seeds)
+    if rates is None:
+        return jax.vmap(functools.partial(one_seed, optimizer))(seeds)
+    return jax.vmap(lambda rate: jax.vmap(functools.partial(one_seed, optimizer(rate)))(seeds))(
+        rates
+    )
 
 
 # ----------------------------------------------------------------------------- front end
@@ -530,6 +536,119 @@ def _check_identity(make_model, loss_fn, modules, seeds, steps, stacked, identit
     }
 
 
+def _run(
+    make_model, optimizer, rates, batches, widths, depths, seeds, steps, loss_fn, modules,
+    progress, out, identity, log,
+) -> dict[float | None, CoordCheck]:  # fmt: skip
+    """The checked arguments' coordinate check, one per learning rate (the key None when
+    `rates` is None): per (width, depth), one program for every rate and seed, or the
+    point read back from `out`."""
+    stacked = _stacked_batches(batches, steps)
+    seed_array = np.asarray(seeds, np.int32)
+    keys = [None] if rates is None else list(rates)
+    first = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype), stacked)
+    grid = [(width, depth) for width in widths for depth in depths]
+    store, stored = None, {}
+    if out is not None:
+        from jaxgrad.store import ResultStore  # pandas and pyarrow, only when writing
+
+        check = _check_identity(make_model, loss_fn, modules, seeds, steps, stacked, identity)
+        if rates is not None:
+            check["learning_rates"] = list(rates)
+        store = ResultStore.for_sweep(
+            out,
+            check,
+            {"width": list(widths), "depth": list(depths)},
+            part_columns=PART_COLUMNS + (() if rates is None else ("learning_rate",)),
+            log=log,
+        )
+        stored = store.stored()
+        if done := sum(point in stored for point in grid):
+            store.log(f"resuming: {done} of {len(grid)} points already in {store.root}")
+    points: dict[float | None, list[CoordPoint]] = {key: [] for key in keys}
+    for width, depth in grid:
+        if (width, depth) in stored:
+            frame = store.read([(width, depth)])
+            for key in keys:
+                rows = frame if key is None else frame[frame["learning_rate"] == key]
+                points[key].append(_point_from_frame(rows, len(seeds), steps))
+        else:
+            abstract, _ = _graphdef(make_model, width, depth)
+            spec = _inspection._spec(abstract, modules, None, _stats.SATURATION_THRESHOLD)
+            plan = _plan(make_model, width, depth, loss_fn, spec, first)
+            rate_array = None if rates is None else np.asarray(rates, np.float32)
+            values = jax.device_get(
+                _program(
+                    make_model, width, depth, loss_fn, optimizer, spec, seed_array, stacked,
+                    rate_array,
+                )
+            )  # fmt: skip
+            frames = []
+            for index, key in enumerate(keys):
+                loss, module_values, param_values = (
+                    values if key is None else [array[index] for array in values]
+                )
+                point = CoordPoint(
+                    width,
+                    depth,
+                    plan.layers,
+                    plan.params,
+                    np.asarray(loss),
+                    np.asarray(module_values),
+                    np.asarray(param_values),
+                )
+                points[key].append(point)
+                frame = _point_frame(point, seeds, loss=True)
+                frames.append(frame if key is None else frame.assign(learning_rate=key))
+            if store is not None:
+                import pandas as pd
+
+                store.write([(width, depth)], pd.concat(frames, ignore_index=True))
+        if progress is not None:
+            progress(width, depth)
+    return {key: CoordCheck(tuple(points[key]), widths, depths, seeds, steps) for key in keys}
+
+
+def _learning_rates(values: object) -> tuple[float, ...]:
+    if isinstance(values, int | float | np.number) and not isinstance(values, bool):
+        values = (values,)
+    if not isinstance(values, Sequence) or isinstance(values, str) or not values:
+        raise TypeError(
+            f"learning_rates must be a non-empty sequence of positive numbers, got {values!r}"
+        )
+    rates = []
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+            raise TypeError(f"learning_rates must hold numbers, got {value!r} in {list(values)}")
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(
+                f"learning_rates must be finite and > 0, got {value!r} in {list(values)}"
+            )
+        rates.append(float(value))
+    if len(set(rates)) != len(rates):
+        raise ValueError(f"learning_rates must not repeat a value, got {rates}")
+    return tuple(rates)
+
+
+def _check_arguments(make_model, widths, depths, seeds, steps, loss_fn):
+    widths = _positive_ints("widths", widths)
+    depths = _positive_ints("depths", depths, allow_none=True)
+    seed_values = _seeds(seeds)
+    if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 1:
+        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    if not callable(make_model):
+        raise TypeError(
+            f"make_model must be callable as make_model(width, depth, rngs), got {make_model!r}"
+        )
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable as loss_fn(model, batch), got {loss_fn!r}")
+    return widths, depths, seed_values, int(steps)
+
+
+def _is_transformation(optimizer: object) -> bool:
+    return hasattr(optimizer, "init") and hasattr(optimizer, "update")
+
+
 def coord_check(
     make_model: Callable[[int, int | None, nnx.Rngs], nnx.Module],
     optimizer: optax.GradientTransformation,
@@ -601,65 +720,100 @@ def coord_check(
         >>> check.point(16).layers, check.point(16).modules.shape
         (('layers.0', 'layers.2'), (2, 3, 2, 3))
     """
-    widths = _positive_ints("widths", widths)
-    depths = _positive_ints("depths", depths, allow_none=True)
-    seed_values = _seeds(seeds)
-    if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-    if not callable(make_model):
-        raise TypeError(
-            f"make_model must be callable as make_model(width, depth, rngs), got {make_model!r}"
-        )
-    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+    widths, depths, seed_values, steps = _check_arguments(
+        make_model, widths, depths, seeds, steps, loss_fn
+    )
+    if not _is_transformation(optimizer):
         raise TypeError(f"optimizer must be an optax.GradientTransformation, got {optimizer!r}")
-    if not callable(loss_fn):
-        raise TypeError(f"loss_fn must be callable as loss_fn(model, batch), got {loss_fn!r}")
-    stacked = _stacked_batches(batches, int(steps))
-    seed_array = np.asarray(seed_values, np.int32)
-    first = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype), stacked)
-    grid = [(width, depth) for width in widths for depth in depths]
-    store, stored = None, {}
-    if out is not None:
-        from jaxgrad.store import ResultStore  # pandas and pyarrow, only when writing
+    return _run(
+        make_model, optimizer, None, batches, widths, depths, seed_values, steps, loss_fn,
+        modules, progress, out, identity, log,
+    )[None]  # fmt: skip
 
-        check = _check_identity(make_model, loss_fn, modules, seed_values, steps, stacked, identity)
-        store = ResultStore.for_sweep(
-            out,
-            check,
-            {"width": list(widths), "depth": list(depths)},
-            part_columns=PART_COLUMNS,
-            log=log,
+
+def coord_checks(
+    make_model: Callable[[int, int | None, nnx.Rngs], nnx.Module],
+    optimizer: Callable[[Any], optax.GradientTransformation],
+    batches: Any,
+    *,
+    learning_rates: Sequence[float],
+    widths: Sequence[int],
+    depths: Sequence[int] | None = None,
+    seeds: int | Sequence[int] = 3,
+    steps: int = 3,
+    loss_fn: _inspection.LossFn,
+    modules: Sequence[str | type[nnx.Module]] | str | type[nnx.Module] | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
+    out: str | Path | None = None,
+    identity: Any = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[float, CoordCheck]:
+    """`coord_check` at several learning rates at once: per (width, depth), one compiled
+    program trains every learning rate and every seed (both vmapped).
+
+    Each learning rate's `CoordCheck` reads as `coord_check`'s does (`slopes`,
+    `jaxgrad.plot.coord_check`, `jaxgrad.diagnose`), and its points' `loss` across rates is
+    the learning-rate sweep of learning-rate transfer (Tensor Programs V, figure 1: under muP
+    the best rate stays put as the width grows). Each rate's numbers equal those of
+    `coord_check(make_model, optimizer(rate), ...)` up to float rounding (the rate arrives as
+    a float32 array, not a Python float).
+
+    Args:
+        make_model: as for `coord_check`.
+        optimizer: `optimizer(learning_rate) -> optax.GradientTransformation`, called with a
+            traced float32 scalar inside the program (pass it on to an Optax optimizer or
+            schedule; do not branch on it in Python), and once with the first rate as a
+            Python float to check that it builds a transformation.
+        batches: as for `coord_check`.
+        learning_rates: the learning rates, finite and > 0, without repeats.
+        widths, depths, seeds, steps, loss_fn, modules, progress: as for `coord_check`.
+        out, identity, log: as for `coord_check`; a folder holds one set of learning rates
+            (they are part of its identity), each point's part holding every rate.
+
+    Returns:
+        {learning rate: `CoordCheck`}, in the order of `learning_rates`.
+
+    Raises:
+        TypeError, ValueError: as `coord_check`, and on learning rates that are not positive
+            finite numbers, or an `optimizer` that is not callable or does not build a
+            transformation.
+
+    Example:
+        >>> import jax.numpy as jnp, optax
+        >>> from flax import nnx
+        >>> def make(width, depth, rngs):
+        ...     return nnx.Sequential(nnx.Linear(4, width, rngs=rngs), nnx.relu,
+        ...                           nnx.Linear(width, 1, rngs=rngs))
+        >>> def loss_fn(model, batch):
+        ...     return jnp.mean((model(batch[0]) - batch[1]) ** 2)
+        >>> batch = (jnp.ones((8, 4)), jnp.zeros((8, 1)))
+        >>> checks = coord_checks(make, optax.sgd, batch, learning_rates=[0.01, 0.1],
+        ...                       widths=[16, 32], seeds=2, loss_fn=loss_fn)
+        >>> sorted(checks), checks[0.1].point(32).loss.shape  # (seeds, steps)
+        ([0.01, 0.1], (2, 3))
+
+    References:
+        Yang et al. 2022, "Tensor Programs V: Tuning Large Neural Networks via Zero-Shot
+        Hyperparameter Transfer" (figure 1, learning-rate transfer).
+    """
+    widths, depths, seed_values, steps = _check_arguments(
+        make_model, widths, depths, seeds, steps, loss_fn
+    )
+    rates = _learning_rates(learning_rates)
+    if not callable(optimizer) or _is_transformation(optimizer):
+        raise TypeError(
+            "optimizer must be a function of the learning rate that returns an "
+            f"optax.GradientTransformation (e.g. optax.adam), got {optimizer!r}"
         )
-        stored = store.stored()
-        if done := sum(point in stored for point in grid):
-            store.log(f"resuming: {done} of {len(grid)} points already in {store.root}")
-    points = []
-    for width, depth in grid:
-        if (width, depth) in stored:
-            frame = store.read([(width, depth)])
-            point = _point_from_frame(frame, len(seed_values), int(steps))
-        else:
-            abstract, _ = _graphdef(make_model, width, depth)
-            spec = _inspection._spec(abstract, modules, None, _stats.SATURATION_THRESHOLD)
-            plan = _plan(make_model, width, depth, loss_fn, spec, first)
-            loss, module_values, param_values = jax.device_get(
-                _program(make_model, width, depth, loss_fn, optimizer, spec, seed_array, stacked)
-            )
-            point = CoordPoint(
-                width,
-                depth,
-                plan.layers,
-                plan.params,
-                np.asarray(loss),
-                np.asarray(module_values),
-                np.asarray(param_values),
-            )
-            if store is not None:
-                store.write([(width, depth)], _point_frame(point, seed_values, loss=True))
-        points.append(point)
-        if progress is not None:
-            progress(width, depth)
-    return CoordCheck(tuple(points), widths, depths, seed_values, int(steps))
+    built = optimizer(rates[0])
+    if not _is_transformation(built):
+        raise TypeError(
+            f"optimizer({rates[0]}) must return an optax.GradientTransformation, got {built!r}"
+        )
+    return _run(
+        make_model, optimizer, rates, batches, widths, depths, seed_values, steps, loss_fn,
+        modules, progress, out, identity, log,
+    )  # fmt: skip
 
 
 __all__ = [
@@ -669,5 +823,6 @@ __all__ = [
     "CoordCheck",
     "CoordPoint",
     "coord_check",
+    "coord_checks",
     "mean_abs",
 ]
