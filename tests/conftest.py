@@ -6,6 +6,7 @@ full run with a segmentation fault inside XLA's compiler (always at the same tes
 passes in a shorter run).
 """
 
+import ctypes
 import gc
 import os
 import resource
@@ -16,11 +17,30 @@ import pytest
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
+def _malloc_trim():
+    """glibc's malloc_trim(0), where there is glibc: hand the freed heap back to the system.
+
+    XLA's CPU runtime mallocs and frees each call's buffers; glibc keeps what is freed for
+    reuse, so without a trim the process's resident memory only ratchets up across the
+    suite (its peak crept to 4.3 GiB with no single test raising it by more than 161 MiB).
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return lambda: None
+    return lambda: libc.malloc_trim(0)
+
+
+_trim = _malloc_trim()
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _fresh_compilation_caches():
-    """Drop the compiled programs of the module before, so the suite does not accumulate them."""
+    """Drop the compiled programs of the module before, so the suite does not accumulate
+    them, and return the freed memory to the system."""
     jax.clear_caches()
     gc.collect()
+    _trim()
 
 
 _PEAK_RAISES: list[tuple[int, str]] = []  # (kilobytes the test raised the peak by, test id)

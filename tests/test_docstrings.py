@@ -16,6 +16,7 @@ import importlib
 import inspect
 import textwrap
 
+import jax
 import pytest
 
 MODULES = (
@@ -225,6 +226,9 @@ EXAMPLES = [
 @pytest.mark.parametrize("test", EXAMPLES)
 def test_examples_run(test):
     failed, report = run_examples(test)
+    # each example compiles its own programs: dropping them after it keeps a few hundred
+    # examples from accumulating in one process (the suite's memory peak)
+    jax.clear_caches()
     assert failed == 0, report
 
 

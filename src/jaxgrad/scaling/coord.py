@@ -672,7 +672,10 @@ def coord_check(
         make_model: `make_model(width, depth, rngs) -> nnx.Module`; `depth` is None when
             `depths` is None. It must be hashable (a function, not a fresh lambda per call,
             for a second call to reuse the compiled programs).
-        optimizer: any `optax.GradientTransformation` (a chain, `jaxgrad.scaling.mup_adam`, ...).
+        optimizer: any `optax.GradientTransformation` (a chain, `jaxgrad.scaling.mup_adam`,
+            ...). It is a static argument: pass the same object again to reuse the compiled
+            programs (a new `optax.adam(lr)` compiles again; `coord_checks` takes
+            `optax.adam` itself and vmaps the learning rates).
         batches: a list of at least `steps` batches (batch t is used at step t), a callable
             `batches(step) -> batch`, or one batch (any pytree that is not a list) used at
             every step. Every batch has the same shapes.
