@@ -701,13 +701,19 @@ def test_an_error_that_ctrl_c_turned_into_another_is_still_the_interrupt(monkeyp
     def failing(args):
         raise TypeError("a real bug")
 
-    monkeypatch.setattr(cli, "_cmd_gain", interrupted_inside_a_library)
-    assert cli.main(["gain", "relu"]) == 130
-    assert capsys.readouterr().err == "jaxgrad gain: interrupted\n"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    monkeypatch.setattr(cli, "_cmd_gain", failing)
-    with pytest.raises(TypeError, match="a real bug"):
-        cli.main(["gain", "relu"])
+    # a suite run as a background job inherits SIGINT ignored: install Ctrl-C's own handler,
+    # as a terminal has it, for the length of the test
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        monkeypatch.setattr(cli, "_cmd_gain", interrupted_inside_a_library)
+        assert cli.main(["gain", "relu"]) == 130
+        assert capsys.readouterr().err == "jaxgrad gain: interrupted\n"
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        monkeypatch.setattr(cli, "_cmd_gain", failing)
+        with pytest.raises(TypeError, match="a real bug"):
+            cli.main(["gain", "relu"])
+    finally:
+        signal.signal(signal.SIGINT, inherited)
 
 
 @pytest.mark.slow
