@@ -21,7 +21,8 @@ test: $(STAMP)
 	$(BIN)/pytest -q
 
 # For contributors, between edits: the suite without the tests marked slow (subprocesses,
-# whole sweeps and the demo report), in under 2 minutes on 2 cores. `make test` runs them all.
+# whole sweeps, the demo report, and the functions tests/slow_tests.txt lists by measured
+# duration): 1531 tests in 77 s on 2 cores (2026-12-06). `make test` runs them all.
 .PHONY: test-fast wheel-check
 test-fast: $(STAMP)
 	$(BIN)/ruff check .

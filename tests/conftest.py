@@ -10,6 +10,7 @@ import ctypes
 import gc
 import os
 import resource
+from pathlib import Path
 
 import jax
 import pytest
@@ -68,6 +69,26 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_line(f"peak resident memory {peak / 2**20:.2f} GiB; raised most by:")
     for raised, nodeid in sorted(_PEAK_RAISES, reverse=True)[:12]:
         terminalreporter.write_line(f"  +{raised / 2**10:7.0f} MiB  {nodeid}")
+
+
+SLOW_LIST = Path(__file__).with_name("slow_tests.txt")
+
+
+def slow_functions() -> set[str]:
+    """`module::function` of the tests `make test-fast` leaves out by measured duration."""
+    lines = SLOW_LIST.read_text().splitlines()
+    return {line.strip() for line in lines if line.strip() and not line.startswith("#")}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark slow the test functions listed in slow_tests.txt (every parametrization)."""
+    listed = slow_functions()
+    root = Path(__file__).parent.parent
+    for item in items:
+        module = Path(item.fspath).relative_to(root).as_posix()
+        function = item.originalname if hasattr(item, "originalname") else item.name
+        if f"{module}::{function}" in listed:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture
