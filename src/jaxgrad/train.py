@@ -857,7 +857,10 @@ def train_many(
     (scale kernels by `jnp.sqrt(sigma_w2)`, pass a learning rate to `optax.sgd`), not in
     Python control flow or in factories that validate Python numbers. Seed s gives the model
     `model_fn(jax.random.key(s), ...)` and the minibatch key `jax.random.fold_in(key, 1)`,
-    the same as `train(model, tx, data, key=jax.random.fold_in(jax.random.key(s), 1))`.
+    the same as `train(model, tx, data, key=jax.random.fold_in(jax.random.key(s), 1))`, up
+    to float rounding: vmapped products round differently, and a run whose first steps are
+    unstable can amplify that (a 20-layer ReLU network at SGD 0.1 on digits ends at test
+    accuracy 0.65 one way and 0.0 the other).
 
     Args:
         model_fn: `(key, **hp) -> nnx.Module`; every point must give the same structure.
