@@ -545,6 +545,7 @@ def _run(
     point read back from `out`."""
     stacked = _stacked_batches(batches, steps)
     seed_array = np.asarray(seeds, np.int32)
+    rate_array = None if rates is None else np.asarray(rates, np.float32)
     keys = [None] if rates is None else list(rates)
     first = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype), stacked)
     grid = [(width, depth) for width in widths for depth in depths]
@@ -576,7 +577,6 @@ def _run(
             abstract, _ = _graphdef(make_model, width, depth)
             spec = _inspection._spec(abstract, modules, None, _stats.SATURATION_THRESHOLD)
             plan = _plan(make_model, width, depth, loss_fn, spec, first)
-            rate_array = None if rates is None else np.asarray(rates, np.float32)
             values = jax.device_get(
                 _program(
                     make_model, width, depth, loss_fn, optimizer, spec, seed_array, stacked,
