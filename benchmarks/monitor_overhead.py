@@ -222,6 +222,9 @@ def time_jax(name: str, rounds: int, repeats: int) -> dict:
         "every_16": jax_recorded(make_model, batch, 16),
         "every_16_static": jax_recorded(make_model, batch, 16, static=True),
         "every_16_no_step_checks": jax_recorded(make_model, batch, 16, check_every_step=False),
+        "every_16_static_no_step_checks": jax_recorded(
+            make_model, batch, 16, check_every_step=False, static=True
+        ),
     }
     return _summary(_sample(candidates, rounds=rounds, repeats=repeats))
 

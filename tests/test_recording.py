@@ -5,6 +5,7 @@ moments of a second optimizer stepped the same way, and hand-built faults (a log
 negative number, a square root at zero behind a where, a layer whose weights grow)."""
 
 import json
+import re
 
 import jax
 import jax.numpy as jnp
@@ -124,16 +125,26 @@ def test_recorded_statistics_equal_independent_computations_at_the_recorded_step
     )
 
 
-def test_a_static_record_flag_records_the_same_rows_as_the_traced_schedule():
+@pytest.mark.parametrize("form", ["static", "unconditional"])
+def test_a_static_record_flag_records_the_same_rows_as_the_traced_schedule(form):
     """`record=` chosen in Python (two compiled programs, no conditional around the pass:
-    what a CNN needs on a CPU) gives the rows the traced schedule `every=2` gives, at the
-    same steps; anything but None/True/False is refused before tracing the model."""
+    what a CNN needs on a CPU), or the traced schedule with the instrumented pass run every
+    step (`conditional_pass=False`, the default for a CNN on a CPU), gives the rows the
+    traced schedule `every=2` with its pass in a conditional gives, at the same steps;
+    anything but None/True/False is refused before tracing the model."""
     batch = image_batch()
+    default = recording.Recorder(CNN(nnx.Rngs(0)), cross_entropy, batch, every=2)
+    assert default.conditional_pass == (jax.default_backend() != "cpu")
+    mlp = nnx.Sequential(nnx.Linear(4, 4, rngs=nnx.Rngs(0)), nnx.relu)
+    assert recording.Recorder(mlp, mean_square, jnp.ones((2, 4)), every=2).conditional_pass
     histories = []
     for static in (False, True):
         model = CNN(nnx.Rngs(0))
         optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
-        recorder = recording.Recorder(model, cross_entropy, batch, every=2, capacity=8)
+        conditional = not static or form == "static"  # the reference: traced, conditional
+        recorder = recording.Recorder(
+            model, cross_entropy, batch, every=2, capacity=8, conditional_pass=conditional
+        )
 
         @nnx.jit(static_argnames="record")
         def step(model, optimizer, recorder, batch, record=None):
@@ -142,11 +153,12 @@ def test_a_static_record_flag_records_the_same_rows_as_the_traced_schedule():
             return loss
 
         for index in range(4):
-            step(model, optimizer, recorder, image_batch(index),
-                 record=(index % 2 == 0) if static else None)  # fmt: skip
+            record = (index % 2 == 0) if static and form == "static" else None
+            step(model, optimizer, recorder, image_batch(index), record=record)
         histories.append(recorder.history())
     traced, static = histories
     assert static.recorded_steps.tolist() == traced.recorded_steps.tolist() == [0, 2]
+    assert not static.steps_frame()["rerun"].any()
     for field in ("out_std", "out_grad_norm", "dead_frac"):
         np.testing.assert_allclose(static.modules[field], traced.modules[field], rtol=1e-5)
     # c1's bias, before batch norm, has a gradient of rounding noise (1e-9), which Adam
@@ -163,6 +175,8 @@ def test_a_static_record_flag_records_the_same_rows_as_the_traced_schedule():
     np.testing.assert_allclose(static.steps["grad_norm"], traced.steps["grad_norm"], rtol=1e-5)
     with pytest.raises(TypeError, match="record must be None"):
         recorder.value_and_grad(model, batch, record=jnp.bool_(True))
+    with pytest.raises(TypeError, match="conditional_pass must be None"):
+        recording.Recorder(model, cross_entropy, batch, conditional_pass="no")
 
 
 @pytest.mark.slow
@@ -242,12 +256,23 @@ def mean_square(model, x):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("middle", "direction", "statistic"),
-    [(LogOf, "forward", "output"), (SqrtAtZero, "backward", "dL/d(input)")],
+    ("middle", "direction", "statistic", "form"),
+    [
+        (LogOf, "forward", "output", "traced"),
+        (SqrtAtZero, "backward", "dL/d(input)", "traced"),
+        (SqrtAtZero, "backward", "dL/d(input)", "static"),
+        (LogOf, "forward", "output", "unconditional"),
+    ],
 )
-def test_first_nonfinite_module_is_located_inside_the_compiled_step(middle, direction, statistic):
+def test_first_nonfinite_module_is_located_inside_the_compiled_step(
+    middle, direction, statistic, form
+):
     """Steps 0-3 are finite; at step 4 the inputs make `middle` fail. The recorder records
-    every 100 steps, so step 4 is located by the instrumented pass run again in the step."""
+    every 100 steps, so step 4 is located by the instrumented pass run again in the step,
+    whether the schedule is traced or chosen in Python (`record=`: the rerun row then has
+    no update statistics, no conditional over the updates), or by the pass that runs every
+    step (`conditional_pass=False`)."""
+    static = form == "static"
     model = Chain(middle, nnx.Rngs(0))
     good = jnp.abs(jax.random.normal(jax.random.key(0), (8, 4))) + 1.0
     # first's output at these inputs: negative for log; zero for sqrt (a zero input row)
@@ -260,15 +285,28 @@ def test_first_nonfinite_module_is_located_inside_the_compiled_step(middle, dire
         model.first.bias.set_value(jnp.zeros(4))
         bad = good.at[0].set(0.0)
     optimizer = nnx.Optimizer(model, optax.sgd(1e-4), wrt=nnx.Param)
-    recorder = recording.Recorder(model, mean_square, good, every=100)
-    step = make_step(mean_square)
+    recorder = recording.Recorder(
+        model, mean_square, good, every=100, conditional_pass=form != "unconditional"
+    )
+
+    @nnx.jit(static_argnames="record")
+    def step(model, optimizer, recorder, batch, record=None):
+        loss, grads = recorder.value_and_grad(model, batch, record=record)
+        recorder.update(model, optimizer, optimizer.update(model, grads))
+        return loss
+
     for index in range(6):
-        step(model, optimizer, recorder, bad if index == 4 else good)
+        record = (index % 100 == 0) if static else None
+        step(model, optimizer, recorder, bad if index == 4 else good, record=record)
     history = recorder.history()
     found = history.first_nonfinite()
     assert found == recording.NonFinite(4, "middle", direction, statistic)
     assert history.steps_frame().set_index("step").loc[4, "rerun"]
     assert history.recorded_steps.tolist()[:2] == [0, 4]  # and every step after a nan
+    update_norm = np.asarray(history.params["update_norm"])
+    assert np.isfinite(update_norm[0]).all()  # step 0: a scheduled recording
+    if static:
+        assert np.isnan(update_norm[1]).all()
 
 
 # ----------------------------------------------------------------------------- spikes
@@ -434,10 +472,48 @@ def test_diagnose_of_a_run_that_broke_says_where_and_when():
     assert nonfinite.message.startswith("at step 3 of the run")
 
 
+def test_an_unrecorded_static_step_copies_no_parameter_and_leaves_the_gradients_exact():
+    """Chosen in Python (`record=False`), an unrecorded step's program holds the conditional
+    that measures a non-finite step again, which reads the parameters. Unless the gradients
+    order it before the optimizer's in-place update, XLA copies every parameter on every
+    step (the stacked kernels of an MLP: about 0.1 of its step on a CPU). The compiled step
+    must copy no parameter-shaped array, and its gradients must equal nnx.value_and_grad's
+    bit for bit."""
+    model = jaxgrad.nn.MLP(12, 24, 5, 3, activation="tanh", rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(0), (8, 12))
+    batch = (x, jax.random.randint(jax.random.key(1), (8,), 0, 3))
+    recorder = recording.Recorder(model, cross_entropy, batch, every=16, check_every_step=False)
+    optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
+    graphdef, state = nnx.split((model, optimizer, recorder))
+
+    def step(state):
+        model, optimizer, recorder = nnx.merge(graphdef, state)
+        _, grads = recorder.value_and_grad(model, batch, record=False)
+        recorder.update(model, optimizer, optimizer.update(model, grads))
+        return nnx.state((model, optimizer, recorder)), grads
+
+    text = jax.jit(step, donate_argnums=0).lower(state).compile().as_text()
+    entry = text[text.index("\nENTRY") :]
+    inputs = set(re.findall(r"%(\S+) = \S+ parameter\(", entry))
+    assert any("blocks" in name and "kernel" in name for name in inputs)  # read the names
+    copied = set(re.findall(r"= (\S+) copy\(%([^)]+)\)", entry))
+    copied_inputs = {name for _, name in copied if name in inputs}
+    # state_0 is the model, state_1 the optimizer, state_2 the recorder (whose few small
+    # counters XLA may copy)
+    assert not any(name.startswith(("state_0", "state_1")) for name in copied_inputs)
+    assert copied_inputs <= {name for name in inputs if name.startswith("state_2")}
+    _, grads = jax.jit(step)(state)
+    _, reference = nnx.value_and_grad(cross_entropy)(model, batch)
+    for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(reference), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_without_per_step_checks_finite_steps_are_not_measured_again():
     model, batch = CNN(nnx.Rngs(0)), image_batch()
     optimizer = nnx.Optimizer(model, optax.sgd(0.01), wrt=nnx.Param)
-    recorder = recording.Recorder(model, cross_entropy, batch, every=10, check_every_step=False)
+    recorder = recording.Recorder(
+        model, cross_entropy, batch, every=10, check_every_step=False, conditional_pass=True
+    )
     step = make_step(cross_entropy)
     for index in range(4):
         step(model, optimizer, recorder, image_batch(index))

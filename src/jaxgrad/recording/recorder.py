@@ -18,17 +18,21 @@ instrumented pass runs again on the same batch, inside the compiled step), so th
 non-finite module is found forward or backward. Nothing leaves the device until the host asks
 (`history`, `poll`, `write`): no host synchronization on the steps in between.
 
-Cost (`benchmarks/monitor_overhead.py`, an MLP of 20 layers x 256 with Adam on one CPU
-thread): a recorded step about 1.4 times a plain one (the activation statistics of `inspect`,
-and five passes over the parameters' size for the weight, gradient, update and moment
-norms); an unrecorded one about 1.07 to 1.09 times, mostly because the optimizer's updates,
-an operand of the recorder's conditional, must be written out instead of fused into the
-parameter update (the global norms of `check_every_step` add a pass over the gradients and
-one over the updates); every 16 steps about 1.1 times. On a CPU, convolutional models pay far
-more (a ResNet-style CNN: about 40 times): XLA's CPU backend runs convolutions inside a
-conditional without its fast path, and the recorder's pass runs in one. Donate the
-recorder's state to the jitted step (`nnx.jit(step, donate_argnums=...)`, or `jax.jit` of the
-split state) so its buffers are updated in place.
+Cost (`benchmarks/monitor_overhead.py`: an MLP of 20 layers x 256, a ResNet-style CNN and
+a pre-LN transformer with Adam on a CPU, ratios to the plain `nnx.value_and_grad` and
+`nnx.Optimizer` step): a recorded step costs 1.2 to 1.4 times a plain one (the activation
+statistics of `inspect`, and five passes over the parameters' size for the weight,
+gradient, update and moment norms). Recording every 16 steps with the schedule chosen in
+Python (`value_and_grad(record=...)`) and `check_every_step=False` costs 1.04 to 1.05
+times; the per-step global norms of `check_every_step` add about 0.03 to 0.06 (the updates,
+which XLA otherwise fuses into the parameters' update, are written out to take their norm);
+a traced schedule (`record=None`) about 0.03 to 0.05 more, since the updates are then an
+operand of a conditional. On a CPU a model with convolutions runs its instrumented pass
+every step under a traced schedule (`conditional_pass`): XLA's CPU backend runs
+convolutions inside a conditional without its fast path (about 35 times slower), so there
+a traced schedule costs what recording every step does. Donate the recorder's state to the
+jitted step (`nnx.jit(step, donate_argnums=...)`, or `jax.jit` of the split state) so its
+buffers are updated in place.
 
 References:
     Glorot and Bengio 2010 (per-layer statistics during training). Wortsman et al. 2023,
@@ -55,7 +59,8 @@ from jaxgrad.optim.monitoring import GuardState, _moments
 
 STEP_FIELDS = ("loss", "grad_norm", "update_norm", "recorded", "rerun", "skipped", "spike")
 """Per-step fields of the step buffer (besides `step`): the loss, the global gradient and
-update norms (nan when `check_every_step` is off and the step is not recorded), whether the
+update norms (nan where not measured: `check_every_step` off and the step not recorded,
+though a pass that runs every step, `conditional_pass=False`, gives the gradient's), whether the
 step was recorded, whether it was recorded again because it was not finite, whether a guard
 skipped it, and which of the loss (1), gradient norm (2) and update norm (4) began a spike
 there (their sum; 0 for none)."""
@@ -302,6 +307,36 @@ class _Packing(NamedTuple):
         return names.pop(), start, offset
 
 
+def _has_convolution(graphdef, loss_fn, params, rest, batch) -> bool:
+    """Whether the loss's computation holds a convolution (traced abstractly, no compute)."""
+
+    def loss_of(params):
+        return loss_fn(nnx.merge(graphdef, params, rest, copy=True), batch)
+
+    return "conv_general_dilated" in str(jax.make_jaxpr(loss_of)(params))
+
+
+def _ordered_after(tree: Any, value: Any) -> Any:
+    """`tree`, unchanged (each array plus -0.0), but computed from `value`: what reads the
+    result runs after whatever computes `value`.
+
+    The recorder's conditionals read the parameters (the one that measures a non-finite
+    step again; the one-pass check of the weight norms), and nothing orders them before the
+    optimizer's in-place update of the parameters, which reads only the gradients: XLA then
+    copies every parameter on every step to keep the conditionals' operands intact (about
+    0.1 of an MLP's step on a CPU). The gradients made to depend on everything the recorder
+    computed in the step order the two, and the copy goes (an optimization barrier does not
+    do it)."""
+    # every leaf reduced whole: XLA simplifies a slice of a concatenation to the one piece
+    # sliced, which would leave the rest of `value` unordered
+    total = jnp.zeros((), jnp.float32)
+    for leaf in jax.tree.leaves(value):
+        leaf = jnp.asarray(leaf).astype(jnp.float32)
+        total = total + jnp.sum(jnp.abs(jnp.where(jnp.isfinite(leaf), leaf, 0.0)))
+    negative_zero = -0.0 * jnp.minimum(total, 1.0)  # -0.0 + x is x, for every x
+    return jax.tree.map(lambda leaf: leaf + negative_zero.astype(leaf.dtype), tree)
+
+
 def _positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise ValueError(f"{name} must be an int >= 1, got {value!r}")
@@ -329,6 +364,15 @@ class Recorder(nnx.Module):
             `spike_warmup` steps), > 1.
         spike_decay: the running averages' decay, in (0, 1).
         spike_warmup: steps before a spike can be declared, >= 0.
+        conditional_pass: with the schedule traced (`every` > 1 and `value_and_grad`'s
+            `record=None`), whether the forward and backward pass runs inside a
+            conditional, the instrumented one on recording steps and a plain one between
+            them. None (default): yes, except for a model with convolutions on a CPU, where
+            XLA runs convolutions inside a conditional without its fast path (a ResNet-style
+            CNN's step took about 35 times as long); there the instrumented pass runs every
+            step and its rows are kept on the recording steps only, which costs what
+            recording every step does. A schedule chosen in Python (`record=True/False`)
+            needs neither.
 
     On a CPU under Linux, XLA's runtime allocates each call's temporary buffer with malloc,
     and a program that holds the recorder's conditional branches needs a larger one: past
@@ -340,7 +384,8 @@ class Recorder(nnx.Module):
     Raises:
         TypeError: `model` is not an `nnx.Module`, `loss_fn` is not callable,
             `check_every_step` is not a bool, or `spike_factor`, `spike_decay` or
-            `saturation_threshold` is not a real number.
+            `saturation_threshold` is not a real number, or `conditional_pass` is not
+            None, True or False.
         ValueError: `every`, `capacity` or `step_capacity` is not an int >= 1,
             `spike_factor` <= 1, `spike_decay` outside (0, 1), `spike_warmup` not an int
             >= 0, or `saturation_threshold` negative or not finite; `modules` and
@@ -385,6 +430,7 @@ class Recorder(nnx.Module):
         spike_factor: float = 10.0,
         spike_decay: float = 0.99,
         spike_warmup: int = 20,
+        conditional_pass: bool | None = None,
     ):
         if not isinstance(model, nnx.Module):
             raise TypeError(f"model must be an nnx.Module, got {type(model).__name__}")
@@ -396,6 +442,11 @@ class Recorder(nnx.Module):
         if not isinstance(check_every_step, bool):
             raise TypeError(f"check_every_step must be True or False, got {check_every_step!r}")
         self.check_every_step = check_every_step
+        if conditional_pass is not None and not isinstance(conditional_pass, bool):
+            raise TypeError(
+                f"conditional_pass must be None (chosen by the model and the backend), True "
+                f"or False, got {conditional_pass!r}"
+            )
         spike_factor = float(_inspection._nonnegative("spike_factor", spike_factor))
         if not spike_factor > 1:
             raise ValueError(f"spike_factor must be > 1, got {spike_factor}")
@@ -414,6 +465,12 @@ class Recorder(nnx.Module):
         self.spec = _inspection._spec(model, modules, activation, threshold)
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         self.layout = _inspection.learn_layout(graphdef, loss_fn, self.spec, params, rest, batch)
+        if conditional_pass is None:
+            conditional_pass = not (
+                jax.default_backend() == "cpu"
+                and _has_convolution(graphdef, loss_fn, params, rest, batch)
+            )
+        self.conditional_pass = conditional_pass
         rows = _capture.rows(self.layout)
         self.param_rows = _inspection.param_rows_of(self.layout, rows, params)
         self.module_names = tuple(row.name for row in rows)
@@ -461,14 +518,15 @@ class Recorder(nnx.Module):
             batch: this step's batch.
             record: None (default): record on the steps that `every` picks, decided inside
                 the compiled step by a `jax.lax.cond` around the forward and backward pass
-                (with `every=1`, no conditional). True or False: decided here, in Python,
-                so that the pass is not inside a conditional; pass it as a static argument
-                of the jitted step (`nnx.jit(step, static_argnames="record")`, called with
-                `record=step % k == 0`: two compiled programs). On a CPU, XLA runs
-                convolutions inside a conditional far slower than outside one (a ResNet-style
-                CNN's step took 42x as long on 2 cores, `benchmarks/monitor_overhead.py`):
-                use the static form for convolutional models there. A non-finite step that
-                is not recorded is still measured (inside a conditional that runs only then).
+                (with `every=1`, or `conditional_pass=False`, no conditional). True or
+                False: decided here, in Python; pass it as a static argument of the jitted
+                step (`nnx.jit(step, static_argnames="record")`, called with
+                `record=step % k == 0`: two compiled programs). The Python form is the
+                cheaper one for every model: no conditional around the pass, and none over
+                the optimizer's updates, which XLA can then fuse into the parameters' update
+                instead of writing them out (`benchmarks/monitor_overhead.py`). A non-finite
+                step that is not recorded is still measured (inside a conditional that runs
+                only then); with `record=False` that row has no update statistics (nan).
 
         Returns:
             (loss, gradients): the gradients an `nnx.State` of the parameters, what
@@ -551,7 +609,14 @@ class Recorder(nnx.Module):
 
         if record is None and self.every == 1:
             record = True
-        if record is None:
+        if record is None and not self.conditional_pass:
+            # the instrumented pass every step, its row kept on the recording steps and on
+            # a step that is not finite (which it has measured already)
+            now = step % self.every == 0
+            loss, grads, new_rest, pending, grad_norm, _ = measured(params, rest)
+            rerun = ~now & ~(jnp.isfinite(loss) & jnp.isfinite(grad_norm))
+            grads = _ordered_after(grads, pending)
+        elif record is None:
             now = step % self.every == 0
             loss, grads, new_rest, pending, grad_norm, rerun = jax.lax.cond(
                 now, measured, unmeasured, params, rest
@@ -560,6 +625,10 @@ class Recorder(nnx.Module):
             now = jnp.asarray(bool(record))
             branch = measured if record else unmeasured
             loss, grads, new_rest, pending, grad_norm, rerun = branch(params, rest)
+            grads = _ordered_after(grads, pending)
+        # what `update` needs to know in Python: whether this step's recording is decided
+        # here (True or False) or inside the compiled step (None); `update` removes it again
+        self._scheduled = None if record is None else bool(record)
         nnx.update(model, new_rest)
         self.pending.set_value(pending)
         step_row = self.step_packing.unpack(self.step_packing.empty())
@@ -605,8 +674,16 @@ class Recorder(nnx.Module):
                 update_norm = _stats.global_norm(updates, one_pass=True).astype(jnp.float32)
             return pending[dtype][start:stop], update_norm
 
-        # only the update fields pass through the conditional and are written into the row
-        packed, update_norm = jax.lax.cond(measured, measure, skip, None)
+        # Only the update fields pass through the conditional and are written into the row.
+        # Decided in Python (`record=` of value_and_grad), there is no conditional: one whose
+        # operand is the updates makes XLA write them out instead of fusing them into the
+        # parameters' update. A step measured again because it was not finite then has no
+        # update statistics (nan).
+        scheduled = self.__dict__.pop("_scheduled", None)
+        if scheduled is None:
+            packed, update_norm = jax.lax.cond(measured, measure, skip, None)
+        else:
+            packed, update_norm = (measure if scheduled else skip)(None)
         pending[dtype] = jax.lax.dynamic_update_slice(pending[dtype], packed, (start,))
         skipped = guard_skipped(opt_state)
         watched = jnp.stack([step_row["loss"], step_row["grad_norm"], update_norm])
