@@ -18,7 +18,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25
 
 # For contributors, between edits: the suite without the tests marked slow (subprocesses,
 # whole sweeps, the demo report, and the functions tests/slow_tests.txt lists by measured
