@@ -900,6 +900,9 @@ def seed_experiment(
 ) -> dict[str, LayerStats]:
     """Run the seed experiment: `propagate` each of `seed_configs(width)` from the same key.
 
+    The six networks are one compiled program per (depth, width, batch_size), the key
+    traced: another key runs it again without compiling.
+
     The gradients come from `random_projection_loss`, so that the gradient view is not
     zero where the forward signal has collapsed.
 
@@ -924,6 +927,14 @@ def seed_experiment(
     References:
         Glorot and Bengio 2010; He, Zhang, Ren and Sun 2015.
     """
+    return _seed_experiment_jit(key, depth=depth, width=width, batch_size=batch_size)
+
+
+@functools.partial(jax.jit, static_argnames=("depth", "width", "batch_size"))
+def _seed_experiment_jit(key, *, depth, width, batch_size):
+    # one program for the six networks, with the key traced: another key reuses it (each
+    # call would otherwise make a new loss and new initializers, static arguments of
+    # `propagate`, and compile the six programs again: about 7 s on a CPU)
     loss_fn = random_projection_loss(jax.random.fold_in(key, 1))
     return {
         config.label: propagate(

@@ -717,6 +717,9 @@ def train(
     Args:
         model: any Flax NNX model mapping a batch of `x_train` to logits or predictions.
         tx: any `optax.GradientTransformation` (for example `jaxgrad.optim.make_optimizer`).
+            The compiled training program is kept per `tx` object: pass the same object to
+            train again without compiling (a new `optax.sgd(0.1)` compiles again: about
+            4 s against 0.4 s for a 600-step run of a 20-layer MLP on a CPU).
         data: `jaxgrad.data.Dataset` or anything with x_train, y_train, x_test, y_test.
             Integer targets mean classification (softmax cross entropy on the model's
             logits), float targets regression (mean squared error).
