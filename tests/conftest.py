@@ -6,16 +6,38 @@ full run with a segmentation fault inside XLA's compiler (always at the same tes
 passes in a shorter run).
 """
 
+import atexit
 import ctypes
 import gc
 import os
 import resource
+import shutil
+import tempfile
 from pathlib import Path
 
 import jax
 import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+def _share_compiled_programs_with_subprocesses() -> None:
+    """The command line is tested in subprocesses, and each new process compiled the same
+    programs again (a killed `jaxgrad coord` and its resumed and uninterrupted reruns: three
+    times). They share one persistent compilation cache, a folder of this session's (set
+    after this process imported jax, so only the subprocesses use it); a cache the
+    contributor set is left as it is. A cached program is the same executable: no result
+    changes."""
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return
+    folder = tempfile.mkdtemp(prefix="jaxgrad-test-xla-cache-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = folder
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+
+
+_share_compiled_programs_with_subprocesses()
 
 
 def _malloc_trim():
