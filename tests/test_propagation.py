@@ -459,7 +459,10 @@ def test_seed_experiment_equals_separate_propagate_calls_and_compiles_once():
     for seed, run in zip((0, 1), runs, strict=True):
         key = jax.random.key(seed)
         loss_fn = random_projection_loss(jax.random.fold_in(key, 1))
-        for config in jaxgrad.seed_configs(sizes["width"]):
+        configs = jaxgrad.seed_configs(sizes["width"])
+        # every network at the first key; the second key's tanh network (c) is enough to
+        # show the reused program takes the new key (each separate call compiles)
+        for config in configs if seed == 0 else configs[2:3]:
             alone = jaxgrad.propagate(
                 key,
                 activation=config.activation,
