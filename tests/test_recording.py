@@ -33,6 +33,26 @@ class CNN(nnx.Module):
         return self.head(h.mean(axis=(1, 2)))
 
 
+class ScannedConvs(nnx.Module):
+    """Three convolutions stacked with nnx.vmap and applied with nnx.scan."""
+
+    def __init__(self, rngs):
+        @nnx.split_rngs(splits=3)
+        @nnx.vmap(in_axes=(0,), out_axes=0)
+        def make(rngs):
+            return nnx.Conv(3, 3, (3, 3), rngs=rngs)
+
+        self.convs = make(rngs)
+        self.head = nnx.Linear(3, 4, rngs=rngs)
+
+    def __call__(self, x):
+        @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
+        def body(h, conv):
+            return jax.nn.relu(conv(h))
+
+        return self.head(body(x, self.convs).mean(axis=(1, 2)))
+
+
 def cross_entropy(model, batch):
     return optax.softmax_cross_entropy_with_integer_labels(model(batch[0]), batch[1]).mean()
 
@@ -137,6 +157,9 @@ def test_a_static_record_flag_records_the_same_rows_as_the_traced_schedule(form)
     assert default.conditional_pass == (jax.default_backend() != "cpu")
     mlp = nnx.Sequential(nnx.Linear(4, 4, rngs=nnx.Rngs(0)), nnx.relu)
     assert recording.Recorder(mlp, mean_square, jnp.ones((2, 4)), every=2).conditional_pass
+    # a convolution found inside a scanned stack too
+    scanned = recording.Recorder(ScannedConvs(nnx.Rngs(0)), cross_entropy, batch, every=2)
+    assert scanned.conditional_pass == (jax.default_backend() != "cpu")
     histories = []
     for static in (False, True):
         model = CNN(nnx.Rngs(0))

@@ -24,7 +24,7 @@ a pre-LN transformer with Adam on a CPU, ratios to the plain `nnx.value_and_grad
 statistics of `inspect`, and five passes over the parameters' size for the weight,
 gradient, update and moment norms). Recording every 16 steps with the schedule chosen in
 Python (`value_and_grad(record=...)`) and `check_every_step=False` costs 1.04 to 1.05
-times; the per-step global norms of `check_every_step` add about 0.03 to 0.06 (the updates,
+times; the per-step global norms of `check_every_step` add about 0.02 to 0.06 (the updates,
 which XLA otherwise fuses into the parameters' update, are written out to take their norm);
 a traced schedule (`record=None`) about 0.03 to 0.05 more, since the updates are then an
 operand of a conditional. On a CPU a model with convolutions runs its instrumented pass
@@ -308,12 +308,23 @@ class _Packing(NamedTuple):
 
 
 def _has_convolution(graphdef, loss_fn, params, rest, batch) -> bool:
-    """Whether the loss's computation holds a convolution (traced abstractly, no compute)."""
+    """Whether the loss's computation holds a convolution, at any depth of its jaxpr (scan,
+    cond and custom-derivative bodies included; traced abstractly, no compute)."""
 
     def loss_of(params):
         return loss_fn(nnx.merge(graphdef, params, rest, copy=True), batch)
 
-    return "conv_general_dilated" in str(jax.make_jaxpr(loss_of)(params))
+    def primitives(jaxpr):
+        for equation in jaxpr.eqns:
+            yield equation.primitive.name
+            for value in equation.params.values():
+                for inner in value if isinstance(value, tuple | list) else (value,):
+                    inner = getattr(inner, "jaxpr", inner)  # a ClosedJaxpr's Jaxpr
+                    if hasattr(inner, "eqns"):
+                        yield from primitives(inner)
+
+    closed = jax.make_jaxpr(loss_of)(params)
+    return any(name == "conv_general_dilated" for name in primitives(closed.jaxpr))
 
 
 def _ordered_after(tree: Any, value: Any) -> Any:
@@ -609,22 +620,24 @@ class Recorder(nnx.Module):
 
         if record is None and self.every == 1:
             record = True
-        if record is None and not self.conditional_pass:
-            # the instrumented pass every step, its row kept on the recording steps and on
-            # a step that is not finite (which it has measured already)
-            now = step % self.every == 0
-            loss, grads, new_rest, pending, grad_norm, _ = measured(params, rest)
-            rerun = ~now & ~(jnp.isfinite(loss) & jnp.isfinite(grad_norm))
-            grads = _ordered_after(grads, pending)
-        elif record is None:
+        if record is None and self.conditional_pass:
             now = step % self.every == 0
             loss, grads, new_rest, pending, grad_norm, rerun = jax.lax.cond(
                 now, measured, unmeasured, params, rest
             )
         else:
-            now = jnp.asarray(bool(record))
-            branch = measured if record else unmeasured
-            loss, grads, new_rest, pending, grad_norm, rerun = branch(params, rest)
+            if record is None:
+                # the instrumented pass every step, its row kept on the recording steps and
+                # on a step that is not finite (which it has measured already)
+                now = step % self.every == 0
+                loss, grads, new_rest, pending, grad_norm, _ = measured(params, rest)
+                rerun = ~now & ~(jnp.isfinite(loss) & jnp.isfinite(grad_norm))
+            else:
+                now = jnp.asarray(bool(record))
+                branch = measured if record else unmeasured
+                loss, grads, new_rest, pending, grad_norm, rerun = branch(params, rest)
+            # outside a conditional, the optimizer's in-place update must be ordered after
+            # the recorder's reads of the parameters (inside one, its outputs order it)
             grads = _ordered_after(grads, pending)
         # what `update` needs to know in Python: whether this step's recording is decided
         # here (True or False) or inside the compiled step (None); `update` removes it again
