@@ -788,3 +788,27 @@ def test_sweep_over_two_host_devices_in_a_subprocess(tmp_path):
     two, one = (results[d].sort_values(key).reset_index(drop=True) for d in ("2", "1"))
     for name in ("act_std", "grad_norm", "act_grad_norm"):
         np.testing.assert_allclose(two[name], one[name], rtol=1e-5, err_msg=name)
+
+
+def test_report_of_a_run_without_weights_is_refused_in_one_line(tmp_path, capsys):
+    """A run that recorded only layers without weights (a layer norm's scale has one axis)
+    has nothing for diagnose to judge: one line and exit status 2, no traceback."""
+    model = nnx.Sequential(nnx.Linear(4, 4, rngs=nnx.Rngs(0)), nnx.LayerNorm(4, rngs=nnx.Rngs(1)))
+    x = jax.random.normal(jax.random.key(0), (8, 4))
+    optimizer = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
+    recorder = recording.Recorder(model, mean_square, (x, x), modules=nnx.LayerNorm)
+
+    @nnx.jit
+    def step(model, optimizer, recorder, batch):
+        loss, grads = recorder.value_and_grad(model, batch)
+        recorder.update(model, optimizer, optimizer.update(model, grads))
+        return loss
+
+    step(model, optimizer, recorder, (x, x))
+    log = recording.RunLog(tmp_path / "run")
+    log.poll(recorder)
+    assert cli.main(["report", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(f"jaxgrad report: error: cannot diagnose the run in {tmp_path / 'run'}: ")
+    assert "none of the 1 recorded calls ('layers.1')" in err

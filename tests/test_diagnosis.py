@@ -98,6 +98,23 @@ def test_every_gradient_zero_is_vanishing():
     assert result.layers_at_fault == tuple(range(1, DEPTH + 1))
 
 
+def test_a_first_layer_without_gradient_is_said_in_words_not_as_a_nan_factor():
+    grad = np.ones(DEPTH)
+    grad[0] = 0.0  # saturated units pass back exactly nothing
+    finding = findings(diagnose(healthy(grad_norm=grad)))["gradient_ratio"]
+    assert finding.verdict == "vanishing"
+    assert finding.message == (
+        "the weight gradient of layer 1 is exactly zero, against 1 at layer 10; layer 1 "
+        "outside a factor 100 of layer 10"
+    )
+    assert math.isnan(finding.numbers["rate_per_layer"])
+    signal = np.ones(DEPTH)
+    signal[-1] = 0.0
+    message = findings(diagnose(healthy(signal_std=signal)))["signal"].message
+    assert "a factor 0" in message
+    assert "nan" not in message
+
+
 # ----------------------------------------------------------------------------- signal
 
 

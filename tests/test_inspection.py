@@ -581,3 +581,73 @@ def test_profile_reads_the_report_layer_by_layer():
     assert dead.verdict == "stable"  # 2 of 8 units, below the threshold
     assert dead.numbers["max_dead_frac"] == pytest.approx(2 / 8)
     assert dead.numbers["max_layer"] == 2  # convs.0's dead units, as convs.1 receives them
+
+
+class Dense(nnx.Module):
+    """A hand-written dense layer whose weight is called `w`, not flax's `kernel`."""
+
+    def __init__(self, fan_in, fan_out, seed):
+        self.w = nnx.Param(numpy_normal(seed, gain=1.0)(None, (fan_in, fan_out)))
+        self.b = nnx.Param(jnp.zeros(fan_out))
+
+    def __call__(self, x):
+        return x @ self.w[...] + self.b[...][None, :]
+
+
+class LogDense(Dense):
+    """log(x W + b + 4): nan in its output once its bias is pushed below -4 - max |x W|."""
+
+    def __call__(self, x):
+        return jnp.log(super().__call__(x) + 4.0)
+
+
+class HandWritten(nnx.Module):
+    """Dense, layer norm, tanh, log of a dense layer, Dense (tanh keeps |x W| of the middle
+    layer below 4 here, so its log is finite until its bias is pushed down)."""
+
+    def __init__(self):
+        self.inp = Dense(4, 8, seed=0)
+        self.norm = nnx.LayerNorm(8, rngs=nnx.Rngs(0))
+        self.mid = LogDense(8, 2, seed=1)
+        self.out = Dense(2, 1, seed=2)
+
+    def __call__(self, x):
+        return self.out(self.mid(jnp.tanh(self.norm(self.inp(x)))))
+
+
+def test_hand_written_layers_are_judged_whatever_their_weights_are_called():
+    """A module's weight is its `kernel`, its `embedding`, or else its own parameter of two
+    or more axes (`w` here); a norm layer's one-axis scale does not make it a layer. The
+    non-finite layer `diagnose` names is the one `inspect` located."""
+    model = HandWritten()
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((16, 4)), jnp.float32)
+    report = inspect(model, lambda m, x: jnp.mean(m(x) ** 2), x)
+    assert report.module_names == ("inp", "norm", "mid", "out")
+    profile = report.profile()
+    assert profile.names == ("inp", "mid", "out")
+    for index, name in enumerate(profile.names):
+        assert profile.grad_norm[index] == float(report.param(f"{name}.w").grad_norm)
+        assert profile.weight_norm[index] == float(report.param(f"{name}.w").weight_norm)
+    np.testing.assert_array_equal(profile.fan_in, [4, 8, 2])
+    assert jaxgrad.diagnose(report).verdict in ("stable", "vanishing", "exploding")
+
+    model.mid.b.set_value(jnp.full(2, -10.0))
+    broken = inspect(model, lambda m, x: jnp.mean(m(x) ** 2), x)
+    assert broken.first_nonfinite_forward == "mid"
+    result = jaxgrad.diagnose(broken)
+    nonfinite = next(f for f in result.findings if f.rule == "nonfinite")
+    assert "'mid' (layer 2)" in nonfinite.message
+    assert result.verdict == "exploding"
+
+
+def test_what_cannot_be_judged_is_refused_with_a_reason():
+    model = HandWritten()
+    x = jnp.ones((16, 4))
+    with pytest.raises(ValueError, match=r"modules names \['Conv'\], but the model has no"):
+        inspect(model, lambda m, x: jnp.mean(m(x) ** 2), x, modules=nnx.Conv)
+    norms_only = inspect(model, lambda m, x: jnp.mean(m(x) ** 2), x, modules=nnx.LayerNorm)
+    with pytest.raises(ValueError, match=r"none of the 1 recorded calls \('norm'\)"):
+        jaxgrad.diagnose(norms_only)
+    with pytest.raises(TypeError) as raised:  # the model's own error, with the batch named
+        inspect(model, lambda m, x: jnp.mean(m(x) ** 2), jnp.ones((16, 5)))
+    assert "batch float32[16, 5]" in " ".join(raised.value.__notes__)

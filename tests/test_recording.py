@@ -263,6 +263,16 @@ class SqrtAtZero(nnx.Module):
         return jnp.where(z > 0, jnp.sqrt(jnp.maximum(z, 0)), 0.0)
 
 
+class LogOfW(LogOf):
+    """LogOf with its weight called `w`, as a hand-written layer may call it."""
+
+    def __init__(self, rngs):
+        self.w = nnx.Param(jnp.ones((4, 4)))
+
+    def __call__(self, x):
+        return jnp.log(x @ self.w[...])
+
+
 class Chain(nnx.Module):
     def __init__(self, middle, rngs):
         self.first = nnx.Linear(4, 4, rngs=rngs)
@@ -333,6 +343,23 @@ def test_first_nonfinite_module_is_located_inside_the_compiled_step(
 
 
 # ----------------------------------------------------------------------------- spikes
+
+
+def test_a_loss_that_blows_up_in_the_first_steps_is_a_spike():
+    """A learning rate far too large: the loss jumps from 0.53 to 1.4e7 at step 1. Within the
+    warmup the norms are not judged (they move by orders of magnitude in a healthy start),
+    the loss is, from step 1; its average does not adopt the blow-up (capped)."""
+    losses = [0.53, 1.4e7, 1.7e9, 2e9, 2e9]
+    norms = [1.0, 50.0, 3.0, 2.0, 2.0]  # a healthy start's jump, inside the warmup
+    state, bits = jnp.zeros(6), []
+    for step, (loss, norm) in enumerate(zip(losses, norms, strict=True)):
+        onset, state = recording.recorder.spike_onsets(
+            state, jnp.asarray(step), jnp.array([loss, norm, norm]),
+            factor=10.0, decay=0.99, warmup=20,
+        )  # fmt: skip
+        bits.append(int(onset))
+    assert bits == [0, 1, 0, 0, 0]  # the loss's bit, once, at the onset
+    assert float(state[0] / (1 - 0.99**5)) < 1e4  # each value capped at 10x the average
 
 
 def _accelerate(path_part, start, factor):
@@ -473,14 +500,21 @@ def test_diagnose_of_a_run_and_bad_recorder_arguments():
     assert len(stalled.layers) == 3  # every kernel's updates stayed below 1e-6 of it
     with pytest.raises(ValueError, match="every must be an int >= 1"):
         recording.Recorder(model, cross_entropy, batch, every=0)
+    with pytest.raises(ValueError, match="every must be an int >= 1, got '2'"):
+        recording.Recorder(model, cross_entropy, batch, every="2")
+    expected = "Recorder(every=2, capacity=256, 4 calls, 8 parameter rows)"
+    assert str(recorder) == repr(recorder) == expected
     with pytest.raises(ValueError, match="spike_factor must be > 1"):
         recording.Recorder(model, cross_entropy, batch, spike_factor=0.5)
     with pytest.raises(TypeError, match="model must be an nnx.Module"):
         recording.Recorder(cross_entropy, cross_entropy, batch)
 
 
-def test_diagnose_of_a_run_that_broke_says_where_and_when():
-    model = Chain(LogOf, nnx.Rngs(0))
+@pytest.mark.parametrize("middle", [LogOf, LogOfW])
+def test_diagnose_of_a_run_that_broke_says_where_and_when(middle):
+    """The layer diagnose names is the one the history located, whatever the middle
+    layer's weight is called (LogOfW's is `w`)."""
+    model = Chain(middle, nnx.Rngs(0))
     model.first.kernel.set_value(-jnp.eye(4))
     model.first.bias.set_value(jnp.zeros(4))
     good = -(jnp.abs(jax.random.normal(jax.random.key(0), (8, 4))) + 1.0)
@@ -493,6 +527,8 @@ def test_diagnose_of_a_run_that_broke_says_where_and_when():
     assert result.verdict == "exploding"
     nonfinite = next(f for f in result.findings if f.rule == "nonfinite")
     assert nonfinite.message.startswith("at step 3 of the run")
+    assert recorder.history().first_nonfinite().name == "middle"
+    assert "from 'middle' (layer 2)" in nonfinite.message
 
 
 def test_an_unrecorded_static_step_copies_no_parameter_and_leaves_the_gradients_exact():

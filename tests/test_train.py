@@ -204,6 +204,18 @@ def test_layer_names(task):
     # jaxgrad's RNN uses its recurrent kernel without calling its module: it comes last
     rnn = nn.RNN(2, 8, out_features=1, rngs=nnx.Rngs(0))
     assert train.layer_names(rnn) == ["input_layer", "readout", "recurrent"]
+    # a hand-written layer's weight need not be called kernel: its matrix is the weight
+    hand_written = nnx.Sequential(DenseW(16, 8), nnx.LayerNorm(8, rngs=nnx.Rngs(0)), DenseW(8, 4))
+    assert train.layer_names(hand_written, jnp.ones((1, 16))) == ["layers.0", "layers.2"]
+
+
+class DenseW(nnx.Module):
+    def __init__(self, fan_in, fan_out):
+        self.w = nnx.Param(jnp.ones((fan_in, fan_out)) / fan_in)
+        self.b = nnx.Param(jnp.zeros(fan_out))
+
+    def __call__(self, x):
+        return x @ self.w[...] + self.b[...][None, :]
 
 
 class StemConvsHead(nnx.Module):

@@ -536,7 +536,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
             f"{run} holds no recorded step yet ({len(history.steps['step'])} steps); poll the "
             "RunLog after the first recorded step"
         )
-    page, diagnosis = _run_report(history, run)
+    try:
+        page, diagnosis = _run_report(history, run)
+    except ValueError as error:  # a run that recorded no layer with weights
+        raise UsageError(f"cannot diagnose the run in {run}: {_one_line(error)}") from None
     out.write_text(page)
     steps = history.steps["step"]
     print(

@@ -35,9 +35,10 @@ NORMS = (None, "batch", "layer")
 
 
 def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    """`value` as an int >= 1 (a NumPy integer too), else a ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return value
+    return int(value)
 
 
 def float_dtype(dtype: object, name: str = "dtype") -> jnp.dtype:

@@ -81,9 +81,9 @@ class Layers(NamedTuple):
         param_rows: the `jaxgrad.inspection.ParamRows`: one row per parameter, or per layer
             of a stacked one, in forward order.
         activation: the activation behind the saturated fractions, or None.
-        layers: the parameter rows that are layers (kernels and embeddings), in forward
+        layers: the parameter rows that are layers (`inspection.weight_rows`), in forward
             order: the columns of `History.layer_grad_norms`.
-        names: their names (the parameter's path without ".kernel").
+        names: their names (the weight's path without its last part, ".kernel").
 
     Example:
         >>> import jax, jax.numpy as jnp, optax
@@ -379,15 +379,20 @@ def _learn_layers(model: nnx.Module, loss_fn: Callable, batch: Any) -> tuple[Any
     layout = learned["layout"]
     rows = _capture.rows(layout)
     param_rows = _inspection.param_rows_of(layout, rows, params)
-    layers, names = [], []
-    for index, name in enumerate(param_rows.names):
-        prefix, _, last = name.rpartition(".")
-        if last in ("kernel", "embedding"):
-            layers.append(index)
-            names.append(prefix or name)
+    called = tuple(row.name for row in rows)
+    chosen = _inspection.weight_rows(called, param_rows.names, param_rows.owners, param_rows.shapes)
+    # and a kernel its module does not call but uses directly (an RNN's recurrent kernel)
+    uncalled = [
+        index
+        for index, (name, owner) in enumerate(zip(param_rows.names, param_rows.owners, strict=True))
+        if owner not in called and name.rpartition(".")[2] in ("kernel", "embedding")
+    ]
+    layers = sorted({param for _, param in chosen} | set(uncalled))
+    names = [param_rows.names[i].rpartition(".")[0] or param_rows.names[i] for i in layers]
     if not layers:
         raise ValueError(
-            f"{type(model).__name__} has no parameter named 'kernel' or 'embedding' to watch"
+            f"{type(model).__name__} has no layer with weights to watch (a parameter named "
+            "'kernel' or 'embedding', or of two or more axes, owned by a module it calls)"
         )
     activation = None if spec.activation is None else _inspection._act.name_of(spec.activation)
     return (
@@ -426,7 +431,7 @@ def layer_names(model: nnx.Module, x: Any = None) -> list[str]:
     Raises:
         TypeError: `model` is not an NNX module, or `x` is omitted for a model that does
             not know its input size.
-        ValueError: the model has no parameter named `kernel` or `embedding`.
+        ValueError: the model has no layer with weights (`inspection.weight_rows`).
 
     Example:
         >>> from flax import nnx

@@ -288,13 +288,14 @@ class ModelReport:
         readout: bool = True,
     ) -> _stats.Profile:
         """The `jaxgrad.stats.Profile` that `jaxgrad.diagnose` reads: one layer per call of a
-        module with weights (a `kernel`, or an `embedding`), in forward order.
+        module with weights (`weight_rows`: a `kernel`, an `embedding`, or a parameter of
+        two or more axes), in forward order.
 
-        Per layer: the kernel's gradient and weight norms; the call's output std as the
+        Per layer: the weight's gradient and weight norms; the call's output std as the
         signal (a linear layer's output is its pre-activation) and ||dL/d(output)||; the
         dead and saturated fractions that the next layer's input shows (the activation
         between them; nan for the last layer, and the data entering the first layer is never
-        read as a layer's units); fans from the kernel's shape (fan_out its last axis). The
+        read as a layer's units); fans from the weight's shape (fan_out its last axis). The
         activation for the mean-field rule is used only when given here (or to `diagnose`):
         only you know whether the model is a plain stack without norm or residual.
 
@@ -306,6 +307,9 @@ class ModelReport:
                 signal rule does not judge; pass False when the last layer with weights
                 feeds more of the network.
 
+        Raises:
+            ValueError: when no recorded call has weights (nothing to judge).
+
         Example:
             >>> import jax.numpy as jnp
             >>> from flax import nnx
@@ -316,14 +320,14 @@ class ModelReport:
             ('layers.0', 'layers.2')
         """
         host = jax.device_get(self)
-        rows = {name: index for index, name in enumerate(self.module_names)}
-        layers = []  # (row index, param index)
-        for index, (name, owner) in enumerate(
-            zip(self.param_names, self.param_modules, strict=True)
-        ):
-            if owner in rows and name.rsplit(".", 1)[-1] in ("kernel", "embedding"):
-                layers.append((rows[owner], index))
-        layers.sort()
+        layers = self.weight_rows()
+        if not layers:
+            raise ValueError(
+                f"no recorded call has weights to judge: none of the {len(self.module_names)} "
+                f"recorded calls ({_listing(self.module_names)}) belongs to a module that owns a "
+                "parameter of two or more axes; record the modules that own the weights "
+                "(inspect's modules=None records every module)"
+            )
         module_rows = np.array([row for row, _ in layers], dtype=int)
         param_rows = np.array([param for _, param in layers], dtype=int)
         modules, params = host.modules, host.params
@@ -364,6 +368,34 @@ class ModelReport:
             sigma_w2=sigma_w2,
             sigma_b2=sigma_b2,
             readout=readout,
+        )
+
+    def weight_rows(self) -> list[tuple[int, int]]:
+        """The layers `profile` judges, in forward order: (module row, parameter row) for
+        every recorded call of a module that owns weights, the weight being its own
+        parameter named `kernel` or `embedding` (flax's names) or else its own parameter
+        of two or more axes (the largest, if it owns several: `w` of a hand-written dense
+        layer). Norm layers' scales and biases have one axis: they are not layers here.
+
+        Returns:
+            A list of (index into `module_names`, index into `param_names`).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from flax import nnx
+            >>> from jaxgrad import inspect
+            >>> class Dense(nnx.Module):  # its weight is called w, not kernel
+            ...     def __init__(self, rngs):
+            ...         self.w = nnx.Param(jnp.ones((3, 2)))
+            ...         self.b = nnx.Param(jnp.zeros(2))
+            ...     def __call__(self, x):
+            ...         return x @ self.w + self.b[None, :]
+            >>> report = inspect(Dense(nnx.Rngs(0)), lambda m, x: m(x).sum(), jnp.ones((4, 3)))
+            >>> [(report.module_names[m], report.param_names[p]) for m, p in report.weight_rows()]
+            [('', 'w')]
+        """
+        return weight_rows(
+            self.module_names, self.param_names, self.param_modules, self.param_shapes
         )
 
     def module_frame(self) -> pd.DataFrame:
@@ -485,6 +517,13 @@ def _spec(model, modules, activation, threshold) -> _Spec:
                 f"module {name!r} ({type(by_path[name]).__name__}) has no __call__, "
                 "so it has no output to report"
             )
+    absent = [t.__name__ for t in types if not any(isinstance(m, t) for m in by_path.values())]
+    if absent:
+        present = sorted({type(m).__name__ for m in by_path.values() if callable(m)})
+        raise ValueError(
+            f"modules names {absent}, but the model has no module of that class; the classes "
+            f"of its callable modules are {present}"
+        )
     spec = _Spec(tuple(dict.fromkeys(names)), tuple(types), modules is None, (), None, threshold)
     classes = {type(m) for path, m in by_path.items() if callable(m) and spec.select(m, path)}
     if activation is None:
@@ -530,7 +569,10 @@ def inspect(
             module's path records every layer), or a sequence of them; `()` records none.
         activation: the network's activation (a name or a function from
             `jaxgrad.activations.get`), for the saturated fraction of each input; default:
-            the model's `activation_name` (jaxgrad's models), else unknown (nan).
+            the model's `activation_name` (jaxgrad's models), else unknown (nan). The
+            fraction is read off the input through phi' as a function of phi's value
+            (`jaxgrad.activations.derivative_from_output`); where phi' is not a function of
+            it (gelu, silu, mish), the fraction is nan.
         saturation_threshold: |phi'| below this counts as saturated, >= 0.
 
     Returns:
@@ -541,7 +583,8 @@ def inspect(
             an entry of `modules` is neither a path nor an `nnx.Module` subclass, or
             `loss_fn` does not return a scalar.
         ValueError: if a path in `modules` names no module of `model` (the message lists the
-            valid paths), or names a module that `loss_fn` never calls.
+            valid paths) or a module that `loss_fn` never calls, or a class in `modules` has
+            no instance in `model`.
 
     Example:
         >>> import jax.numpy as jnp
@@ -568,6 +611,57 @@ def inspect(
     spec = _spec(model, modules, activation, threshold)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     return _inspect_jit(graphdef, loss_fn, spec, params, rest, batch)
+
+
+def weight_rows(
+    module_names: Sequence[str],
+    param_names: Sequence[str],
+    param_owners: Sequence[str],
+    param_shapes: Sequence[tuple[int, ...]],
+) -> list[tuple[int, int]]:
+    """Which parameter is each recorded call's weight (the one rule for every front end):
+    the module's own parameter named `kernel` or `embedding`, else its own parameter of
+    two or more axes (the largest, if it owns several); a module with neither (a norm
+    layer's scale, a bias alone) is not a layer.
+
+    Args:
+        module_names: the recorded calls' names, in forward order.
+        param_names, param_owners, param_shapes: each parameter row's path, the name of the
+            call it belongs to ("" or a name not in `module_names` when unrecorded), shape.
+
+    Returns:
+        (module row, parameter row) per layer, in forward order.
+
+    Example:
+        >>> from jaxgrad.inspection import weight_rows
+        >>> weight_rows(("dense", "norm"), ("dense.b", "dense.w", "norm.scale"),
+        ...             ("dense", "dense", "norm"), ((4,), (3, 4), (4,)))
+        [(0, 1)]
+    """
+    rows = {name: index for index, name in enumerate(module_names)}
+    chosen: dict[str, tuple[tuple[bool, int, int], int]] = {}
+    for index, (name, owner, shape) in enumerate(
+        zip(param_names, param_owners, param_shapes, strict=True)
+    ):
+        named = name.rsplit(".", 1)[-1] in ("kernel", "embedding")
+        if owner not in rows or not (named or len(shape) >= 2):
+            continue
+        rank = (named, len(shape), math.prod(shape))
+        if owner not in chosen or rank > chosen[owner][0]:
+            chosen[owner] = (rank, index)
+    return sorted((rows[owner], index) for owner, (_, index) in chosen.items())
+
+
+def _shapes(tree: Any) -> str:
+    """A pytree's arrays as dtype[shape], for a message."""
+    described = jax.tree.map(lambda leaf: f"{jnp.result_type(leaf)}{list(jnp.shape(leaf))}", tree)
+    return str(described).replace("'", "")
+
+
+def _listing(names: tuple[str, ...], limit: int = 8) -> str:
+    """Names for a message: the first `limit`, and how many more."""
+    shown = ", ".join(repr(name) for name in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def _nonnegative(name: str, value: object) -> float:
@@ -612,7 +706,14 @@ def learn_layout(graphdef, loss_fn, spec: _Spec, params, rest, batch):
         learned["layout"] = layout
         return loss
 
-    jax.eval_shape(plan, params)
+    try:
+        jax.eval_shape(plan, params)
+    except Exception as error:  # the user's code failed: say with what it was called
+        error.add_note(
+            "jaxgrad: raised while tracing loss_fn(model, batch) with batch "
+            f"{_shapes(batch)}; does the batch have the shape the model expects?"
+        )
+        raise
     _check_named_paths_called(spec, learned["layout"])
     return learned["layout"]
 
@@ -862,4 +963,5 @@ __all__ = [
     "ParamStats",
     "inspect",
     "on_call_outputs",
+    "weight_rows",
 ]

@@ -231,13 +231,9 @@ class History:
             broken = self.first_nonfinite()
             if broken is not None and broken.step in self.recorded_steps:
                 step = nonfinite_step = broken.step
-        profile = self.report(step).profile(**known)
-        kernels = [
-            self.param_names.index(f"{name}.kernel")
-            if f"{name}.kernel" in self.param_names
-            else self.param_names.index(f"{name}.embedding")
-            for name in profile.names
-        ]
+        report = self.report(step)
+        profile = report.profile(**known)
+        kernels = [param for _, param in report.weight_rows()]
         upto = self._row(step) + 1
         ratios = np.asarray(self.params["update_ratio"], np.float64)[:upto, kernels]
         dead = np.stack(

@@ -55,6 +55,7 @@ from flax import nnx
 from jaxgrad import inspection as _inspection
 from jaxgrad import stats as _stats
 from jaxgrad.inspection import capture as _capture
+from jaxgrad.nn import _positive_int
 from jaxgrad.optim.monitoring import GuardState, _moments
 
 STEP_FIELDS = ("loss", "grad_norm", "update_norm", "recorded", "rerun", "skipped", "spike")
@@ -165,13 +166,16 @@ def spike_onsets(
     2, 4: a value above `factor` times its debiased running average, at a step where it was
     not already above (an excursion is flagged once, at its onset). The averages take every
     finite value, capped at `factor` times the average, so that one outlier cannot hide the
-    next spike and a lasting new level is adopted within a few dozen steps.
+    next spike and a lasting new level is adopted within a few dozen steps. The norms are
+    judged after `warmup` steps, the loss from step 1 (a blow-up in the first steps is the
+    spike a user most needs to see).
 
     Args:
         state: (6,) the three running averages, then whether each was above (start: zeros).
         step: the step (the debiasing and the warmup count from it).
         watched: (3,) the step's loss, gradient norm and update norm.
-        factor, decay, warmup: as `Recorder`'s spike_factor, spike_decay, spike_warmup.
+        factor, decay, warmup: as `Recorder`'s spike_factor, spike_decay, spike_warmup
+            (`warmup` holds back the norms' spikes only).
 
     Returns:
         (the bits, as a float; the new state).
@@ -192,7 +196,7 @@ def spike_onsets(
     debiased = averages / (1 - decay ** jnp.maximum(step, 1).astype(jnp.float32))
     magnitude = jnp.abs(watched)
     finite = jnp.isfinite(magnitude)
-    warm = step >= warmup
+    warm = jnp.stack([step >= 1, step >= warmup, step >= warmup])  # the loss from step 1
     above = finite & (magnitude > factor * debiased) & warm
     onset = above & ~above_before
     capped = jnp.where(warm, jnp.minimum(magnitude, factor * debiased), magnitude)
@@ -348,12 +352,6 @@ def _ordered_after(tree: Any, value: Any) -> Any:
     return jax.tree.map(lambda leaf: leaf + negative_zero.astype(leaf.dtype), tree)
 
 
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return int(value)
-
-
 class Recorder(nnx.Module):
     """Records the per-layer statistics of a training run inside the jitted step.
 
@@ -371,10 +369,12 @@ class Recorder(nnx.Module):
             passes over the parameters' size), for spikes and for locating a non-finite
             gradient on a step that is not recorded; off, only the loss is watched then.
         spike_factor: a step spikes when its loss, gradient norm or update norm exceeds
-            this many times its running average (debiased, decay `spike_decay`, after
-            `spike_warmup` steps), > 1.
+            this many times its running average (debiased, decay `spike_decay`), > 1.
         spike_decay: the running averages' decay, in (0, 1).
-        spike_warmup: steps before a spike can be declared, >= 0.
+        spike_warmup: steps before a spike of the gradient or update norm can be declared
+            (they move by orders of magnitude in the first steps of a healthy run), >= 0.
+            The loss is watched from step 1: a loss `spike_factor` times its average is a
+            blow-up even in the first steps (a learning rate far too large).
         conditional_pass: with the schedule traced (`every` > 1 and `value_and_grad`'s
             `record=None`), whether the forward and backward pass runs inside a
             conditional, the instrumented one on recording steps and a plain one between
@@ -739,6 +739,8 @@ class Recorder(nnx.Module):
             f"Recorder(every={self.every}, capacity={self.capacity}, "
             f"{len(self.module_names)} calls, {len(self.param_rows.names)} parameter rows)"
         )
+
+    __str__ = __repr__  # nnx's own str lists every buffer and the layout
 
 
 __all__ = [

@@ -781,6 +781,12 @@ def _cure(rule: str, verdict: str, profile: Profile) -> str:
 # ----------------------------------------------------------------------------- the rules
 
 
+def _per_layer(rate: float) -> str:
+    """The clause ', a factor r per layer' of a message, empty where there is no factor (a
+    zero or non-finite end)."""
+    return f", a factor {_g(rate, 4)} per layer" if math.isfinite(rate) else ""
+
+
 def _stable(rule: str, numbers: dict, threshold: float, message: str) -> Finding:
     return Finding(rule, "stable", (), numbers, threshold, message, "")
 
@@ -861,10 +867,15 @@ def _gradient_rule(profile: Profile, band: float) -> tuple[Finding | None, dict]
             verdict = "vanishing"
         else:
             verdict = "stable"
-        message = (
-            f"the weight-gradient norm of {first} is {_g(ratio)} times that of {last} "
-            f"({_g(grad[0])} against {_g(grad[-1])}), a factor {_g(rate, 4)} per layer"
-        )
+        if ratio == 0:  # no factor per layer to quote: the first layer learns nothing
+            message = (
+                f"the weight gradient of {first} is exactly zero, against {_g(grad[-1])} at {last}"
+            )
+        else:
+            message = (
+                f"the weight-gradient norm of {first} is {_g(ratio)} times that of {last} "
+                f"({_g(grad[0])} against {_g(grad[-1])}){_per_layer(rate)}"
+            )
         if verdict == "stable":
             message += f", within a factor {band:g}"
         else:
@@ -953,7 +964,8 @@ def _signal_rule(profile: Profile, signal_band: float) -> Finding | None:
     moves = "falls" if total < 1 else "grows"
     message = (
         f"the pre-activation std {moves} from {_g(std[reference])} ({first_name}) to "
-        f"{_g(std[last])} ({last_name}), a factor {_g(total)} ({_g(rate, 4)} per layer)"
+        f"{_g(std[last])} ({last_name}), a factor {_g(total)}"
+        + (f" ({_g(rate, 4)} per layer)" if math.isfinite(rate) else "")
     )
     if not (low.any() or high.any()):
         return _stable(
