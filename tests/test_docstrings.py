@@ -223,12 +223,22 @@ EXAMPLES = [
 ]
 
 
+CLEAR_EVERY = 30
+"""Compiled programs are dropped after every 30 examples: consecutive examples (of one
+module, mostly) share the small programs of their eager operations, and a few hundred
+examples do not accumulate in one process. Measured on 2 cores for the file's 560
+examples: after every example 244 s and a peak of 0.97 GB, every 30 169 s and 1.46 GB,
+never 137 s and 3.5 GB."""
+
+_RUN = [0]
+
+
 @pytest.mark.parametrize("test", EXAMPLES)
 def test_examples_run(test):
     failed, report = run_examples(test)
-    # each example compiles its own programs: dropping them after it keeps a few hundred
-    # examples from accumulating in one process (the suite's memory peak)
-    jax.clear_caches()
+    _RUN[0] += 1
+    if _RUN[0] % CLEAR_EVERY == 0:
+        jax.clear_caches()
     assert failed == 0, report
 
 
