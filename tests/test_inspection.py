@@ -649,5 +649,7 @@ def test_what_cannot_be_judged_is_refused_with_a_reason():
     with pytest.raises(ValueError, match=r"none of the 1 recorded calls \('norm'\)"):
         jaxgrad.diagnose(norms_only)
     with pytest.raises(TypeError) as raised:  # the model's own error, with the batch named
-        inspect(model, lambda m, x: jnp.mean(m(x) ** 2), jnp.ones((16, 5)))
-    assert "batch float32[16, 5]" in " ".join(raised.value.__notes__)
+        inspect(model, lambda m, b: jnp.mean(m(b[0]) ** 2), (jnp.ones((16, 5)), 3))
+    assert "batch (float32[16, 5], int32[])" in " ".join(raised.value.__notes__)
+    with pytest.raises(TypeError, match=r"pytree of arrays .*, got a str at batch\[1\]"):
+        inspect(model, lambda m, b: jnp.mean(m(b[0]) ** 2), (jnp.ones((16, 4)), "labels"))

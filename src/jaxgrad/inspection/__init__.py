@@ -580,8 +580,9 @@ def inspect(
 
     Raises:
         TypeError: if `model` is not an `nnx.Module`, `loss_fn` is not a hashable callable,
-            an entry of `modules` is neither a path nor an `nnx.Module` subclass, or
-            `loss_fn` does not return a scalar.
+            `batch` holds something other than arrays and numbers, an entry of `modules` is
+            neither a path nor an `nnx.Module` subclass, or `loss_fn` does not return a
+            scalar.
         ValueError: if a path in `modules` names no module of `model` (the message lists the
             valid paths) or a module that `loss_fn` never calls, or a class in `modules` has
             no instance in `model`.
@@ -608,6 +609,12 @@ def inspect(
             "pass a function or a functools.partial"
         ) from None
     threshold = _nonnegative("saturation_threshold", saturation_threshold)
+    for path, leaf in jax.tree_util.tree_leaves_with_path(batch):
+        if not isinstance(leaf, jax.Array | np.ndarray | np.generic | int | float | complex):
+            raise TypeError(
+                f"batch must be a pytree of arrays (it is passed to the compiled program), "
+                f"got a {type(leaf).__name__} at batch{jax.tree_util.keystr(path)}"
+            )
     spec = _spec(model, modules, activation, threshold)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     return _inspect_jit(graphdef, loss_fn, spec, params, rest, batch)
@@ -653,9 +660,14 @@ def weight_rows(
 
 
 def _shapes(tree: Any) -> str:
-    """A pytree's arrays as dtype[shape], for a message."""
-    described = jax.tree.map(lambda leaf: f"{jnp.result_type(leaf)}{list(jnp.shape(leaf))}", tree)
-    return str(described).replace("'", "")
+    """A pytree's arrays as dtype[shape] (other leaves by their type), for a message."""
+
+    def describe(leaf: Any) -> str:
+        if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
+            return f"{leaf.dtype}{list(leaf.shape)}"
+        return type(leaf).__name__
+
+    return str(jax.tree.map(describe, tree)).replace("'", "")
 
 
 def _listing(names: tuple[str, ...], limit: int = 8) -> str:
