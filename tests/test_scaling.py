@@ -1235,3 +1235,40 @@ def test_diagnose_of_slopes_refuses_profile_keywords_and_bad_findings():
 
     with pytest.raises(TypeError, match=r"Wrong.findings\(\) must return"):
         jaxgrad.diagnose(Wrong())
+
+
+class ThreeHidden(nnx.Module):
+    """8 -> n -> n -> n -> 4, relu, plain flax layers."""
+
+    def __init__(self, width, rngs):
+        self.inp = nnx.Linear(8, width, rngs=rngs)
+        self.hidden = nnx.List([nnx.Linear(width, width, rngs=rngs) for _ in range(2)])
+        self.out = nnx.Linear(width, 4, rngs=rngs)
+
+    def __call__(self, x):
+        h = jax.nn.relu(self.inp(x))
+        for layer in self.hidden:
+            h = jax.nn.relu(layer(h))
+        return self.out(h)
+
+
+def test_outputs_that_did_not_move_show_no_change():
+    """At step 0 the parameters are the initial ones, so every output's change is 0. The
+    reference outputs come from a separate forward pass that rounds differently (1 to 4
+    float32 eps of the output's mean |x| at width 32 here): that must read 0, not a change
+    that shrinks with width (diagnose called a correct muP transformer vanishing on it)."""
+    rng = np.random.default_rng(0)
+    batches = [
+        (rng.standard_normal((16, 8)).astype(np.float32),
+         rng.standard_normal((16, 4)).astype(np.float32))
+        for _ in range(4)
+    ]  # fmt: skip
+    widths = (32, 64, 128)
+    check = scaling.coord_check(
+        lambda width, depth, rngs: ThreeHidden(width, rngs), optax.adam(1e-2), batches,
+        widths=widths, seeds=2, steps=4, loss_fn=mse,
+    )  # fmt: skip
+    for width in widths:
+        _, change = check.point(width).statistic("change")
+        assert np.all(change[:, 0, :] == 0), (width, change[:, 0, :])
+        assert np.all(change[:, 1, :] > 1e-3)  # the first update moves every output

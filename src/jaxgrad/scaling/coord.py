@@ -7,7 +7,8 @@ chain on the given batches, and records, per layer in forward order and per step
 - of each recorded module's output (`inspect`'s selection: every module that owns an
   `nnx.Param`, attention, jaxgrad's blocks): its mean |x| (the statistic of mup's
   `get_coord_data`), its rms, and `change`, the mean |x_t - x_0| of its output at step t
-  against the output of the initial model on the same batch;
+  against the output of the initial model on the same batch (0 within float rounding of
+  the two passes: `CHANGE_FLOOR_ULPS`);
 - of each parameter (each layer's slice of a stacked one): the rms of its gradient, the rms
   of the update the optimizer made of it, and that update's rms relative to the weight's
   (the relative change of the weight; under muP with Adam a hidden kernel's shrinks as
@@ -323,6 +324,23 @@ def _row_order(layout, rows) -> tuple[list[tuple[tuple[str, ...], tuple[int, ...
     return sites, np.asarray(order, dtype=np.int32)
 
 
+CHANGE_FLOOR_ULPS = 16
+"""A `change` at most this many float rounding units (the output dtype's eps) of the output's
+mean |x| reads 0. The reference outputs come from a separate forward pass (a vmapped one,
+before the steps' scan), which rounds differently: an output whose inputs did not move
+differed from its reference by 1 to 4 eps in float32 (2e-7 to 4e-7 of its mean |x|, a
+muP transformer whose blocks the first update leaves exactly in place), where a real
+change after one update is 1e-2 or more; without the floor that noise was read as a
+change shrinking with width."""
+
+
+def _epsilon(value: jax.Array, axes: tuple[int, ...]) -> jax.Array:
+    """The rounding unit of `value`'s dtype, shaped as a reduction over `axes` gives."""
+    shape = tuple(n for axis, n in enumerate(value.shape) if axis not in axes)
+    dtype = value.dtype if jnp.issubdtype(value.dtype, jnp.inexact) else jnp.float32
+    return jnp.full(shape, jnp.finfo(dtype).eps, jnp.float32)
+
+
 def _per_row(sites, order, records, reduce) -> jax.Array:
     """`reduce(array, axes)` of every site's output (over all but its stacked axes), one
     value per row in forward order: one reduction per site, however deep the stack."""
@@ -413,11 +431,14 @@ def _program(make_model, width, depth, loss_fn, optimizer, spec, seeds, batches,
                 params, rest, batch
             )
             change = jax.tree.map(lambda now, then: now - then, records, initial)
+            size = _per_row(sites, order, records, mean_abs)
+            moved = _per_row(sites, order, change, mean_abs)
+            floor = CHANGE_FLOOR_ULPS * _per_row(sites, order, records, _epsilon)
             modules = jnp.stack(
                 [
-                    _per_row(sites, order, records, mean_abs),
+                    size,
                     _per_row(sites, order, records, _stats.rms),
-                    _per_row(sites, order, change, mean_abs),
+                    jnp.where(moved <= floor * size, 0.0, moved),
                 ],
                 axis=-1,
             )
