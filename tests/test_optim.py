@@ -875,7 +875,9 @@ def test_monitors_work_inside_nnx_optimizer_with_every_transform():
     chain = optax.chain(
         optim.monitor(name="raw"),
         *EVERY_TRANSFORM[:5],
-        optim.monitor(optax.chain(*EVERY_TRANSFORM[5:]), name="optimizer"),
+        optim.monitor(
+            optax.chain(*EVERY_TRANSFORM[5:], optim.monitor(name="inner")), name="optimizer"
+        ),
     )
     watched = nnx.Optimizer(watched_model, chain, wrt=nnx.Param)
     for _ in range(3):
@@ -897,9 +899,14 @@ def test_monitors_work_inside_nnx_optimizer_with_every_transform():
     ):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     states = optim.monitor_states(watched.opt_state)
-    assert list(states) == ["raw", "optimizer"]
+    assert list(states) == ["raw", "optimizer", "inner"]  # a monitor inside one is found too
     raw, final = states["raw"], states["optimizer"]
     assert int(raw.count) == 3
+    # arrays, as the transform's own state holds them (nnx.Optimizer wraps them in Variables)
+    assert all(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(raw))
+    assert bool(raw.measured)
+    assert bool(raw.global_grad_norm > 0)
+    np.testing.assert_allclose(states["inner"].global_update_norm, final.global_update_norm)
     grad_leaves = dict(zip(optim.leaf_names(grads), jax.tree.leaves(grads), strict=True))
     assert set(raw.grad_norms) == set(grad_leaves) == {
         "l1/kernel", "l1/bias", "conv/kernel", "conv/bias", "head/kernel", "head/bias"
@@ -992,6 +999,12 @@ def test_guard_skips_nonfinite_and_spiking_updates_and_records_them():
     assert list(optim.guard_states(state)) == ["guard"]
     with pytest.raises(ValueError, match="spike_factor must be > 1"):
         optim.guard(optax.sgd(0.1), spike_factor=0.5)
+    with pytest.raises(
+        TypeError, match=r"got <function sgd .*; call the factory first, e\.g\. sgd"
+    ):
+        optim.guard(optax.sgd)  # the factory, not its transform
+    with pytest.raises(TypeError, match="inner must be an optax.GradientTransformation, got 3"):
+        optim.monitor(inner=3)
 
 
 def test_guard_gives_up_after_max_consecutive_skips():
@@ -1004,3 +1017,19 @@ def test_guard_gives_up_after_max_consecutive_skips():
         _updates, state = tx.update(bad, state, params)
         skipped.append(int(state.skipped))
     assert skipped == [1, 2, 2]  # the third is applied, as optax.apply_if_finite does
+
+
+def test_monitor_reports_rmsprops_second_moment():
+    """RMSProp keeps `nu` alone (no `mu`): its norm is reported, the first moment's is nan."""
+    params = {"w": jnp.ones((2, 3)), "b": jnp.zeros(3)}
+    grads = {"w": jnp.full((2, 3), 2.0), "b": jnp.arange(3.0)}
+    tx = optim.make_optimizer("rmsprop", 0.01, monitor=True)
+    _, state = tx.update(grads, tx.init(params), params)
+    reference = optax.scale_by_rms()
+    _, expected = reference.update(grads, reference.init(params), params)
+    stats = optim.monitor_state(state)
+    for name in ("w", "b"):
+        np.testing.assert_allclose(
+            stats.second_moment_norms[name], np.linalg.norm(expected.nu[name]), rtol=1e-6
+        )
+        assert np.isnan(float(stats.first_moment_norms[name]))

@@ -441,6 +441,11 @@ def test_guard_skips_are_recorded_never_silent():
     guard = optim.guard_states(nnx.as_pure(optimizer.opt_state))["guard"]
     assert int(guard.skipped) == 1
     assert int(guard.last_skipped) == 2
+    # read straight off the nnx.Optimizer too: arrays, not Variables (bool() works)
+    direct = optim.guard_states(optimizer.opt_state)["guard"]
+    assert bool(direct.nonfinite["middle/kernel"])
+    assert isinstance(direct.skipped, jax.Array)
+    assert int(direct.skipped) == 1
     assert np.isfinite(np.asarray(model.last.kernel[...])).all()  # the bad step was not applied
 
 

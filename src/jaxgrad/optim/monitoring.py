@@ -152,19 +152,35 @@ class MonitorState(NamedTuple):
 
 
 def _moments(inner_state: Any, count: int) -> tuple[Any, Any]:
-    """The first and second moments in an inner state (Adam's mu and nu: any NamedTuple
-    state with a `mu` field shaped like the params), as trees, or None."""
+    """The first and second moments in an inner state, as trees (None for one it lacks):
+    any NamedTuple state with a `mu` or a `nu` field shaped like the params (Adam's both,
+    RMSProp's `nu` alone)."""
 
     def is_moment_state(node: Any) -> bool:
-        return isinstance(node, tuple) and hasattr(node, "_fields") and "mu" in node._fields
+        fields = getattr(node, "_fields", ()) if isinstance(node, tuple) else ()
+        return "mu" in fields or "nu" in fields
+
+    def shaped(tree: Any) -> bool:
+        return tree is None or len(_leaves(tree)) == count
 
     for node in jax.tree.leaves(inner_state, is_leaf=is_moment_state):
         if not is_moment_state(node):
             continue
-        nu = node.nu if "nu" in node._fields else None
-        if len(_leaves(node.mu)) == count and (nu is None or len(_leaves(nu)) == count):
-            return node.mu, nu
+        mu, nu = getattr(node, "mu", None), getattr(node, "nu", None)
+        if shaped(mu) and shaped(nu):
+            return mu, nu
     return None, None
+
+
+def _transformation(name: str, value: object) -> optax.GradientTransformation:
+    """`value` if it is an Optax transformation (an `init`/`update` pair), else a TypeError
+    that names it (and the likely slip: the factory passed instead of its result)."""
+    if callable(getattr(value, "init", None)) and callable(getattr(value, "update", None)):
+        return value  # type: ignore[return-value]
+    hint = ""
+    if callable(value):
+        hint = f"; call the factory first, e.g. {getattr(value, '__name__', 'factory')}(...)"
+    raise TypeError(f"{name} must be an optax.GradientTransformation, got {value!r}{hint}")
 
 
 def monitor(
@@ -203,7 +219,8 @@ def monitor(
 
     Raises:
         ValueError: an int `every` below 1 (or not an int).
-        TypeError: a jax `every` that is not an integer scalar, a name that is not a str.
+        TypeError: a jax `every` that is not an integer scalar, a name that is not a str, an
+            `inner` that is not an Optax transformation.
 
     Example:
         >>> import jax.numpy as jnp
@@ -218,7 +235,9 @@ def monitor(
     References:
         Karpathy 2016, CS231n notes, "Ratio of weights:updates".
     """
-    inner = optax.with_extra_args_support(optax.identity() if inner is None else inner)
+    inner = optax.with_extra_args_support(
+        optax.identity() if inner is None else _transformation("inner", inner)
+    )
     if isinstance(every, jax.Array):
         if every.ndim != 0 or not jnp.issubdtype(every.dtype, jnp.integer):
             raise TypeError(f"every must be an int or an integer jax scalar, got {every!r}")
@@ -314,18 +333,38 @@ def monitor(
     return optax.GradientTransformationExtraArgs(init, update)
 
 
-def _found(opt_state: optax.OptState, kind: type, default: str) -> dict[str, Any]:
+def _is_variable(leaf: Any) -> bool:
+    return isinstance(leaf, nnx.Variable)
+
+
+def _arrays(node: Any) -> Any:
+    """`node` with the arrays an `nnx.Optimizer` wraps in `nnx.Variable`s unwrapped (the node
+    itself when it holds none)."""
+    if not any(map(_is_variable, jax.tree.leaves(node, is_leaf=_is_variable))):
+        return node
+    return jax.tree.map(
+        lambda leaf: leaf.get_value() if _is_variable(leaf) else leaf, node, is_leaf=_is_variable
+    )
+
+
+def _found(
+    opt_state: optax.OptState, kind: type, default: str, found: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Every node of type `kind` in an optimizer state, keyed by its name: the key of a named
-    monitor or of `optax.named_chain`, else its path in the state."""
+    monitor or of `optax.named_chain`, else its path in the state. Those inside another's
+    `inner_state` (a monitor wrapping a chain with a monitor) follow it. An `nnx.Optimizer`
+    keeps its state's arrays in `nnx.Variable`s: the nodes hold the arrays themselves, so
+    they read as the transform's own state does (`bool(state.measured)`)."""
+    found = {} if found is None else found
     flat = jax.tree_util.tree_flatten_with_path(opt_state, is_leaf=lambda x: isinstance(x, kind))
-    found = {}
     for path, node in flat[0]:
         if isinstance(node, kind):
             keys = [entry.key for entry in path if isinstance(entry, jax.tree_util.DictKey)]
             label = str(keys[-1]) if keys else (jax.tree_util.keystr(path) or default)
             while label in found:
                 label = f"{label}'"
-            found[label] = node
+            found[label] = _arrays(node)
+            _found(node.inner_state, kind, default, found)
     return found
 
 
@@ -461,7 +500,8 @@ def guard(
     Raises:
         ValueError: spike_factor <= 1, decay outside (0, 1), warmup not an int >= 0,
             max_consecutive not an int >= 1 or None.
-        TypeError: a spike_factor or decay that is not a real number.
+        TypeError: a spike_factor or decay that is not a real number, an `inner` that is
+            not an Optax transformation.
 
     Example:
         >>> import jax.numpy as jnp
@@ -479,7 +519,7 @@ def guard(
         it); Wortsman et al. 2023,
         "Small-scale proxies for large-scale Transformer training instabilities".
     """
-    inner = optax.with_extra_args_support(inner)
+    inner = optax.with_extra_args_support(_transformation("inner", inner))
     if spike_factor is not None:
         spike_factor = _init._real("spike_factor", spike_factor)
         if not spike_factor > 1:
