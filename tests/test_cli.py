@@ -812,3 +812,31 @@ def test_report_of_a_run_without_weights_is_refused_in_one_line(tmp_path, capsys
     assert err.count("\n") == 1
     assert err.startswith(f"jaxgrad report: error: cannot diagnose the run in {tmp_path / 'run'}: ")
     assert "none of the 1 recorded calls ('layers.1')" in err
+
+
+def test_ctrl_c_while_the_first_program_compiles_exits_cleanly(tmp_path):
+    """Ctrl-C while `jaxgrad coord` compiles its first point: the command says nothing was
+    saved and exits with status 130. Tearing the interpreter down while XLA was still
+    compiling in its own threads crashed (status 139, a segmentation fault)."""
+    config = tmp_path / "coord.toml"
+    config.write_text("widths = [32, 64, 96, 128]\ndepths = [2, 3]\nseeds = 2\nsteps = 3\n")
+    out = tmp_path / "out"
+    interruptible = (  # as the sweep's Ctrl-C test: the handler a terminal would give
+        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "sys.argv[0] = 'jaxgrad'; runpy.run_module('jaxgrad.cli', run_name='__main__')"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", interruptible, "coord", str(config), "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout.readline().startswith("coord: mup, adam")  # compiling from here
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert stderr.splitlines()[-1] == (
+        f"jaxgrad coord: interrupted: 0 of 8 points saved in {out / 'points'}; run the same "
+        "command again to resume"
+    )

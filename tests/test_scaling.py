@@ -1011,7 +1011,11 @@ def test_jaxgrad_coord_command_writes_tables_and_figures(tmp_path, capsys):
     table = pd.read_csv(tmp_path / "out" / "slopes_width.csv")
     assert {"layer", "statistic", "step", "slope", "spread", "verdict"} <= set(table.columns)
     assert (tmp_path / "out" / "width_mean_abs.png").stat().st_size > 0
-    assert "slopes against log width" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "slopes against log width" in out
+    written = "coord.csv, slopes_width.csv, width_mean_abs.png, width_change.png"
+    assert out.splitlines()[-1] == f"wrote {written} to {tmp_path / 'out'}"
+    assert all((tmp_path / "out" / name).is_file() for name in written.split(", "))
     config.write_text('parametrization = "ntk"\n')
     assert cli.main(["coord", str(config)]) == 2
     assert "bad coord configuration" in capsys.readouterr().err

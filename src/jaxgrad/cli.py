@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 import signal
 import sys
 import tempfile
@@ -767,19 +768,23 @@ def _cmd_coord(args: argparse.Namespace) -> int:
             "again to resume"
         ) from None
     check.to_frame().to_csv(out / "coord.csv", index=False)
+    written = ["coord.csv"]
     for against, sizes in (("width", config.widths), ("depth", config.depths)):
         if len(sizes) < 2:
             continue
         table = scaling.slopes(check, against)
         table.to_frame().to_csv(out / f"slopes_{against}.csv", index=False)
+        written.append(f"slopes_{against}.csv")
         for statistic in ("mean_abs", "change"):
-            plot.coord_check(
-                check, statistic, against=against, path=out / f"{against}_{statistic}.png"
-            )
+            figure = f"{against}_{statistic}.png"
+            plot.coord_check(check, statistic, against=against, path=out / figure)
+            written.append(figure)
         lines = table.summary().splitlines()
         print(lines[0])
         print("\n".join(line for line in lines[1:] if " mean_abs " in line or " change " in line))
-    print(f"wrote coord.csv, the slope tables and figures to {out}")
+    if len(written) == 1:
+        print("one width and one depth: no slope to take (give two or more of either)")
+    print(f"wrote {', '.join(written)} to {out}")
     return 0
 
 
@@ -1321,5 +1326,21 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def run() -> None:
+    """The `jaxgrad` command's entry point: `main`, then exit with its status.
+
+    After Ctrl-C the process leaves at once (`os._exit`, the standard streams flushed): the
+    interrupted command may have left work running in JAX's own threads (a program being
+    compiled), and tearing the interpreter down under it crashed (exit 139, a segmentation
+    fault, after the 'interrupted' line). What was saved is on disk by then.
+    """
+    status = main()
+    if status == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
