@@ -274,7 +274,10 @@ def adaptive_clip(
             scalar). The paper uses 0.01 to 0.16, smaller for larger batches.
         eps: the floor on the weight norm, so zero-initialized units can move, >= 0.
         axis: the axes every unit's norm runs over, the same for all leaves; None for the
-            default above.
+            default above. Layers stacked on a leading axis (`nnx.vmap`, the blocks of
+            jaxgrad's `nn.MLP`) are one array here, and the default would take each unit's
+            norm across the layers: give them `axis=-2` (a stacked dense kernel's inputs)
+            in an `optax.masked` of their own, beside the default for the other leaves.
 
     Returns:
         A stateless `optax.GradientTransformation`. Its `update` needs `params` and raises a

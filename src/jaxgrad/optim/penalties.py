@@ -165,7 +165,11 @@ def max_norm(
         axis: the axes each unit's norm runs over. None (the default) is every axis but the
             last: axis 0 of a dense `(in, out)` kernel, each output unit's incoming weights
             (Keras' default `axis=0`), and axes (0, 1, 2) of a `(kh, kw, in, out)` conv
-            kernel (Keras' advice for convolutions).
+            kernel (Keras' advice for convolutions). Layers stacked on a leading axis
+            (`nnx.vmap`, the blocks of jaxgrad's `nn.MLP`) are one array here, and the
+            default would take each unit's norm across the layers (and the default mask
+            would take their stacked biases for kernels): constrain them with `axis=-2` in
+            an `optax.masked` of their own, beside the default for the other leaves.
         mask: which leaves to constrain, as in optax: a pytree of Python bools with the
             structure of (a prefix of) the params, or a function of the params returning
             one. None constrains the leaves with at least 2 dimensions (kernels, not biases).
