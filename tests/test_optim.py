@@ -933,6 +933,16 @@ def test_monitors_work_inside_nnx_optimizer_with_every_transform():
         order=["l1/kernel", "l1/bias", "conv/kernel", "conv/bias", "head/kernel", "head/bias"]
     )
     assert next(iter(frame["param"])) == "l1/kernel"
+    # forward order from the modules' order, as jaxgrad.train.layer_names traces it
+    from jaxgrad import train
+
+    by_module = raw.to_frame(order=train.layer_names(watched_model, x))
+    assert by_module["param"].tolist() == [
+        "l1/bias", "l1/kernel", "conv/bias", "conv/kernel", "head/bias", "head/kernel"
+    ]  # fmt: skip
+    np.testing.assert_allclose(
+        by_module.set_index("param")["grad_norm"]["conv/kernel"], raw.grad_norms["conv/kernel"]
+    )
     assert {"grad_norm", "update_norm", "update_ratio", "first_moment_norm"} <= set(frame.columns)
 
 
@@ -1033,3 +1043,18 @@ def test_monitor_reports_rmsprops_second_moment():
             stats.second_moment_norms[name], np.linalg.norm(expected.nu[name]), rtol=1e-6
         )
         assert np.isnan(float(stats.first_moment_norms[name]))
+
+
+def test_monitor_rows_follow_modules_in_forward_order_stacks_included():
+    from jaxgrad.optim import monitoring
+
+    names = ["blocks/linear/bias", "blocks/linear/kernel", "input_layer/kernel", "readout/kernel"]
+    forward = ["input_layer", "blocks[0].linear", "blocks[1].linear", "readout"]
+    assert monitoring._ordered(names, forward) == [
+        "input_layer/kernel", "blocks/linear/bias", "blocks/linear/kernel", "readout/kernel"
+    ]  # fmt: skip
+    assert monitoring._ordered(names, ["readout"])[0] == "readout/kernel"  # the rest after
+    with pytest.raises(ValueError, match="order names neither parameters nor modules"):
+        monitoring._ordered(names, ["decoder"])
+    with pytest.raises(TypeError, match="order must be a sequence of names"):
+        monitoring._ordered(names, "readout")

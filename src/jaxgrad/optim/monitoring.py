@@ -25,6 +25,8 @@ References:
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
@@ -127,13 +129,36 @@ class MonitorState(NamedTuple):
         weights = _stats.norm(jnp.stack(list(self.weight_norms.values())))
         return self.global_update_norm / weights
 
-    def to_frame(self, order: list[str] | None = None) -> pd.DataFrame:
-        """One row per parameter (in `order` where given, e.g. forward order, else the
-        params' own order): the per-parameter fields, and `count`."""
+    def to_frame(self, order: Sequence[str] | None = None) -> pd.DataFrame:
+        """One row per parameter: the per-parameter fields, and `count`.
+
+        Args:
+            order: the rows' order. None: the params' own (alphabetical, as pytrees sort
+                dict keys). Parameter names (`leaf_names`) in the order wanted, or module
+                names in forward order, as `jaxgrad.train.layer_names(model, x)` gives them
+                ("conv", "blocks[2].linear"): each parameter follows its module, the
+                parameters of modules not named last, in their own order.
+
+        Returns:
+            A pandas DataFrame, column `param` first.
+
+        Raises:
+            ValueError: `order` names neither parameters nor modules of these params.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> import optax
+            >>> params = {"head": {"kernel": jnp.ones((2, 1))},
+            ...           "stem": {"kernel": jnp.ones((3, 2))}}
+            >>> tx = optax.chain(optax.sgd(0.1), monitor(name="m"))
+            >>> _, state = tx.update(params, tx.init(params), params)
+            >>> monitor_states(state)["m"].to_frame(order=["stem", "head"])["param"].tolist()
+            ['stem/kernel', 'head/kernel']
+        """
         import pandas as pd
 
         host = jax.device_get(self)
-        names = list(host.grad_norms) if order is None else list(order)
+        names = list(host.grad_norms) if order is None else _ordered(list(host.grad_norms), order)
         fields = (
             "grad_norms",
             "update_norms",
@@ -149,6 +174,27 @@ class MonitorState(NamedTuple):
         frame = pd.DataFrame(columns)
         frame["count"] = int(host.count)
         return frame
+
+
+def _ordered(names: list[str], order: Sequence[str]) -> list[str]:
+    """`names` (parameter names, "/"-joined) in `order`: parameter names, or module names
+    ("blocks[2].linear": a layer of a stack stands for the stack's parameter) whose
+    parameters follow them, the others last."""
+    if isinstance(order, str) or not all(isinstance(name, str) for name in order):
+        raise TypeError(f"order must be a sequence of names, got {order!r}")
+    if set(order) <= set(names):
+        return list(dict.fromkeys(order))
+    modules = [re.sub(r"\[\d+\]", "", name).replace(".", "/") for name in order]
+    place = {}
+    for index, name in enumerate(names):
+        owners = [i for i, module in enumerate(modules) if name.startswith(module + "/")]
+        place[name] = (min(owners), index) if owners else (len(modules), index)
+    if all(rank == len(modules) for rank, _ in place.values()):
+        raise ValueError(
+            f"order names neither parameters nor modules of these params: {list(order)[:4]}; "
+            f"the parameters are {names[:8]}"
+        )
+    return sorted(names, key=place.__getitem__)
 
 
 def _moments(inner_state: Any, count: int) -> tuple[Any, Any]:
