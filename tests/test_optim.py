@@ -701,6 +701,16 @@ def test_jit_does_not_retrace(small_problem):
             TypeError,
             "monitor must be a bool, got 1",
         ),
+        (  # a concrete jax scalar is checked (a negative bound would flip the gradient)
+            lambda: optim.clip_by_global_norm(jnp.asarray(-1.0)),
+            ValueError,
+            "max_norm must be > 0, got -1.0",
+        ),
+        (
+            lambda: optim.make_optimizer("sgd", jnp.asarray(-1.0)),
+            ValueError,
+            "learning_rate must be >= 0, got -1.0",
+        ),
     ],
 )
 def test_bad_arguments_raise_clear_errors(build, error, match):

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -20,14 +21,16 @@ Mask = Any | Callable[[optax.Params], Any] | None
 
 
 def _scalar(name: str, value: object, check: Callable[[str, object], float]) -> Any:
-    """Validate a concrete hyperparameter with `check`; take a jax array (maybe traced) as given.
-
-    A jax array cannot be checked without forcing its value, which a tracer (under `jax.vmap`
-    over hyperparameters) does not have; only its shape is checked.
+    """Validate a concrete hyperparameter with `check`; a jax scalar is returned as given,
+    checked when its value is known (a concrete array: a negative clipping bound would flip
+    the gradient) and taken on trust when traced (under `jax.vmap` over hyperparameters),
+    where only its shape can be checked.
     """
     if isinstance(value, jax.Array):
         if value.ndim != 0:
             raise ValueError(f"{name} must be a scalar, got an array of shape {value.shape}")
+        if not isinstance(value, jax.core.Tracer) and jnp.issubdtype(value.dtype, jnp.number):
+            check(name, value.item())
         return value
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value.item()

@@ -55,7 +55,7 @@ def make_optimizer(
     Args:
         name: one of `OPTIMIZERS`.
         learning_rate: a number >= 0, an optax schedule, or a jax scalar (a traced one too,
-            e.g. under `jax.vmap` over learning rates; it is then not validated).
+            e.g. under `jax.vmap` over learning rates; only a concrete one is validated).
         clip_value: the bound for `clip_by_value`, > 0.
         clip_norm: the bound for `clip_by_global_norm`, > 0.
         weight_decay: the L2 weight decay coefficient, >= 0.
