@@ -1333,6 +1333,19 @@ def run() -> None:
     interrupted command may have left work running in JAX's own threads (a program being
     compiled), and tearing the interpreter down under it crashed (exit 139, a segmentation
     fault, after the 'interrupted' line). What was saved is on disk by then.
+
+    Example:
+        >>> import sys
+        >>> from jaxgrad import cli
+        >>> argv, sys.argv = sys.argv, ["jaxgrad", "--version"]  # as the shell calls it
+        >>> try:
+        ...     cli.run()
+        ... except SystemExit as exit:
+        ...     print("status", exit.code)
+        ... finally:
+        ...     sys.argv = argv
+        jaxgrad ...
+        status 0
     """
     status = main()
     if status == 130:
