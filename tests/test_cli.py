@@ -716,6 +716,24 @@ def test_an_error_that_ctrl_c_turned_into_another_is_still_the_interrupt(monkeyp
         signal.signal(signal.SIGINT, inherited)
 
 
+def interruptible_command(*args: str) -> subprocess.Popen:
+    """`jaxgrad *args` in a subprocess that Ctrl-C (SIGINT) interrupts as on a terminal.
+
+    A suite started as a background job of a non-interactive shell inherits SIGINT ignored,
+    and Python then installs no handler: the child installs Ctrl-C's own, as a terminal has.
+    """
+    interruptible = (
+        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "sys.argv[0] = 'jaxgrad'; runpy.run_module('jaxgrad.cli', run_name='__main__')"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", interruptible, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 @pytest.mark.slow
 def test_ctrl_c_stops_a_sweep_with_one_line_and_the_rerun_resumes(tmp_path):
     config = tmp_path / "long.toml"
@@ -726,18 +744,7 @@ def test_ctrl_c_stops_a_sweep_with_one_line_and_the_rerun_resumes(tmp_path):
         "memory_budget = 1\n"
     )
     out = tmp_path / "out"
-    # A suite started as a background job of a non-interactive shell inherits SIGINT ignored,
-    # and Python then installs no handler: the child installs Ctrl-C's own, as a terminal has.
-    interruptible = (
-        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-        "sys.argv[0] = 'jaxgrad'; runpy.run_module('jaxgrad.cli', run_name='__main__')"
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-c", interruptible, "sweep", str(config), "--out", str(out)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = interruptible_command("sweep", str(config), "--out", str(out))
     deadline = time.monotonic() + 120
     while not list(out.glob("parts/*.parquet")):
         assert time.monotonic() < deadline, "no part appeared"
@@ -821,16 +828,7 @@ def test_ctrl_c_while_the_first_program_compiles_exits_cleanly(tmp_path):
     config = tmp_path / "coord.toml"
     config.write_text("widths = [32, 64, 96, 128]\ndepths = [2, 3]\nseeds = 2\nsteps = 3\n")
     out = tmp_path / "out"
-    interruptible = (  # as the sweep's Ctrl-C test: the handler a terminal would give
-        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-        "sys.argv[0] = 'jaxgrad'; runpy.run_module('jaxgrad.cli', run_name='__main__')"
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-c", interruptible, "coord", str(config), "--out", str(out)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = interruptible_command("coord", str(config), "--out", str(out))
     assert process.stdout.readline().startswith("coord: mup, adam")  # compiling from here
     time.sleep(1.0)
     process.send_signal(signal.SIGINT)

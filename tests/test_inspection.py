@@ -629,7 +629,9 @@ def test_hand_written_layers_are_judged_whatever_their_weights_are_called():
         assert profile.grad_norm[index] == float(report.param(f"{name}.w").grad_norm)
         assert profile.weight_norm[index] == float(report.param(f"{name}.w").weight_norm)
     np.testing.assert_array_equal(profile.fan_in, [4, 8, 2])
-    assert jaxgrad.diagnose(report).verdict in ("stable", "vanishing", "exploding")
+    gradient = next(f for f in jaxgrad.diagnose(report).findings if f.rule == "gradient_ratio")
+    assert gradient.numbers["first_grad_norm"] == float(report.param("inp.w").grad_norm)
+    assert gradient.numbers["last_grad_norm"] == float(report.param("out.w").grad_norm)
 
     model.mid.b.set_value(jnp.full(2, -10.0))
     broken = inspect(model, lambda m, x: jnp.mean(m(x) ** 2), x)

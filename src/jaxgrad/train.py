@@ -385,7 +385,7 @@ def _learn_layers(model: nnx.Module, loss_fn: Callable, batch: Any) -> tuple[Any
     uncalled = [
         index
         for index, (name, owner) in enumerate(zip(param_rows.names, param_rows.owners, strict=True))
-        if owner not in called and name.rpartition(".")[2] in ("kernel", "embedding")
+        if owner not in called and _inspection.is_named_weight(name)
     ]
     layers = sorted({param for _, param in chosen} | set(uncalled))
     names = [param_rows.names[i].rpartition(".")[0] or param_rows.names[i] for i in layers]

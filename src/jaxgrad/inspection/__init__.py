@@ -620,6 +620,23 @@ def inspect(
     return _inspect_jit(graphdef, loss_fn, spec, params, rest, batch)
 
 
+def is_named_weight(name: str) -> bool:
+    """Whether a parameter's path ends in one of flax's names for a layer's weight.
+
+    Args:
+        name: the parameter's path, "."-joined.
+
+    Returns:
+        True for a `kernel` or an `embedding`.
+
+    Example:
+        >>> from jaxgrad.inspection import is_named_weight
+        >>> is_named_weight("blocks.linear.kernel"), is_named_weight("norm.scale")
+        (True, False)
+    """
+    return name.rpartition(".")[2] in ("kernel", "embedding")
+
+
 def weight_rows(
     module_names: Sequence[str],
     param_names: Sequence[str],
@@ -650,7 +667,7 @@ def weight_rows(
     for index, (name, owner, shape) in enumerate(
         zip(param_names, param_owners, param_shapes, strict=True)
     ):
-        named = name.rsplit(".", 1)[-1] in ("kernel", "embedding")
+        named = is_named_weight(name)
         if owner not in rows or not (named or len(shape) >= 2):
             continue
         rank = (named, len(shape), math.prod(shape))
@@ -974,6 +991,7 @@ __all__ = [
     "ParamRows",
     "ParamStats",
     "inspect",
+    "is_named_weight",
     "on_call_outputs",
     "weight_rows",
 ]

@@ -233,9 +233,9 @@ class History:
                 step = nonfinite_step = broken.step
         report = self.report(step)
         profile = report.profile(**known)
-        kernels = [param for _, param in report.weight_rows()]
+        weights = [param for _, param in report.weight_rows()]
         upto = self._row(step) + 1
-        ratios = np.asarray(self.params["update_ratio"], np.float64)[:upto, kernels]
+        ratios = np.asarray(self.params["update_ratio"], np.float64)[:upto, weights]
         dead = np.stack(
             [self.report(int(s)).profile().dead_frac for s in self.recorded_steps[:upto]]
         )
