@@ -25,9 +25,9 @@ def _share_compiled_programs_with_subprocesses() -> None:
     """The command line is tested in subprocesses, and each new process compiled the same
     programs again (a killed `jaxgrad coord` and its resumed and uninterrupted reruns: three
     times). They share one persistent compilation cache, a folder of this session's (set
-    after this process imported jax, so only the subprocesses use it); a cache the
-    contributor set is left as it is. A cached program is the same executable: no result
-    changes."""
+    after this process imported jax, so the subprocesses use it, and so do pytest-xdist's
+    workers, started by this process); a cache the contributor set is left as it is. A cached
+    program is the same executable: no result changes."""
     if "JAX_COMPILATION_CACHE_DIR" in os.environ:
         return
     folder = tempfile.mkdtemp(prefix="jaxgrad-test-xla-cache-")
@@ -84,13 +84,67 @@ def _peak_memory(request):
         _PEAK_RAISES.append((raised, request.node.nodeid))
 
 
+_WORKER_PEAKS: list[tuple[str, int]] = []  # (xdist worker, its peak in kilobytes)
+
+
+def pytest_sessionfinish(session):
+    """An xdist worker hands its memory notes to the controller, which prints them."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None and os.environ.get("JAXGRAD_TEST_MEMORY"):
+        workeroutput["peak_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        workeroutput["peak_raises"] = [list(entry) for entry in _PEAK_RAISES]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    notes = getattr(node, "workeroutput", {})
+    if "peak_kib" in notes:
+        _WORKER_PEAKS.append((node.gateway.id, notes["peak_kib"]))
+        _PEAK_RAISES.extend((raised, nodeid) for raised, nodeid in notes["peak_raises"])
+
+
 def pytest_terminal_summary(terminalreporter):
     if not _PEAK_RAISES:
         return
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    terminalreporter.write_line(f"peak resident memory {peak / 2**20:.2f} GiB; raised most by:")
+    if _WORKER_PEAKS:
+        each = ", ".join(f"{name} {kib / 2**20:.2f}" for name, kib in sorted(_WORKER_PEAKS))
+        total = sum(kib for _, kib in _WORKER_PEAKS) / 2**20
+        peak = f"{each} GiB (at most {total:.2f} GiB together)"
+    else:
+        peak = f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
+    terminalreporter.write_line(f"peak resident memory {peak}; raised most by:")
     for raised, nodeid in sorted(_PEAK_RAISES, reverse=True)[:12]:
         terminalreporter.write_line(f"  +{raised / 2**10:7.0f} MiB  {nodeid}")
+
+
+WORKER_MEMORY = 3 * 2**30  # bytes: a worker's measured peak was 2.9 GiB (2026-12-06)
+
+
+def _available_memory() -> int | None:
+    """MemAvailable of /proc/meminfo in bytes, where there is one."""
+    try:
+        lines = Path("/proc/meminfo").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    """`pytest -n auto` (as `make test` runs): one process per core this process may use, but
+    no more than the available memory holds at WORKER_MEMORY each. Most of the suite's time is
+    XLA compiling, one core a program, so two processes on two cores take 14 minutes where
+    one took 24 (2026-12-06)."""
+    if hasattr(os, "sched_getaffinity"):
+        cores = len(os.sched_getaffinity(0))
+    else:
+        cores = os.cpu_count() or 1
+    memory = _available_memory()
+    fits = cores if memory is None else memory // WORKER_MEMORY
+    return max(1, min(cores, fits))
 
 
 SLOW_LIST = Path(__file__).with_name("slow_tests.txt")
