@@ -6,8 +6,11 @@ whose blocks (with `nnx.MultiHeadAttention`) are stacked and applied with `nnx.s
 that runs its cell with `nnx.scan` over time, and jaxgrad's own MLP (against `probe`).
 """
 
+import concurrent.futures
 import math
+import threading
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -655,3 +658,92 @@ def test_what_cannot_be_judged_is_refused_with_a_reason():
     assert "batch (float32[16, 5], int32[])" in " ".join(raised.value.__notes__)
     with pytest.raises(TypeError, match=r"pytree of arrays .*, got a str at batch\[1\]"):
         inspect(model, lambda m, b: jnp.mean(m(b[0]) ** 2), (jnp.ones((16, 4)), "labels"))
+
+
+# ----------------------------------------------------------------------------- threads
+
+
+def test_patches_are_per_thread_and_the_last_to_leave_restores_the_originals():
+    """Two threads wrap nnx.Linear at once: each sees only its own calls, the first to
+    leave does not unwrap the other (the report trains its remedies in two threads; a
+    process-wide patch lost the second thread's calls halfway through its trace, "loss_fn
+    recorded different calls in two traces of it"), and the originals come back after the
+    last one."""
+    from jaxgrad.inspection import capture
+
+    own_call, own_scan = nnx.Linear.__dict__["__call__"], jax.lax.scan
+    layers = {name: nnx.Linear(2, 2, rngs=nnx.Rngs(0)) for name in "ab"}
+    seen = {"a": [], "b": []}
+    entered, a_left = threading.Barrier(2), threading.Event()
+
+    def noting(name):
+        def wrap(call):
+            def noted(module, x):
+                seen[name].append(next(k for k, v in layers.items() if v is module))
+                return call(module, x)
+
+            return noted
+
+        return wrap
+
+    def thread(name):
+        with capture.patched({nnx.Linear: noting(name), "jax.lax.scan": lambda scan: scan}):
+            entered.wait(timeout=30)
+            layers[name](jnp.ones((1, 2)))
+            if name == "a":
+                a_left.set()  # leaves while b is still inside
+            else:
+                assert a_left.wait(timeout=30)
+                layers["b"](jnp.ones((1, 2)))  # after a left: still b's wrapper
+                layers["a"](jnp.ones((1, 2)))
+
+    threads = [threading.Thread(target=thread, args=(name,)) for name in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert seen == {"a": ["a"], "b": ["b", "b", "a"]}
+    assert nnx.Linear.__dict__["__call__"] is own_call
+    assert jax.lax.scan is own_scan
+
+
+def test_inspect_in_two_threads_at_once_equals_inspect_in_one():
+    """A CNN and a scanned RNN inspected in two threads, the RNN's trace under way from before
+    the CNN's inspect starts tracing until after it has returned: each report equals the one
+    its model gives alone (names and every statistic)."""
+    cnn = CNN(rngs=nnx.Rngs(0))
+    rnn = ScannedRNN(nnx.Rngs(0))
+    x_rnn = jax.random.normal(jax.random.key(1), (4, 3, 3))
+    cnn_tracing, rnn_tracing, cnn_done = threading.Event(), threading.Event(), threading.Event()
+
+    def cnn_loss(model, batch):
+        cnn_tracing.set()
+        assert rnn_tracing.wait(timeout=60)
+        return cross_entropy(model, batch)
+
+    def rnn_loss(model, x):
+        if not rnn_tracing.is_set():  # its first trace waits for the CNN's whole inspect
+            rnn_tracing.set()
+            assert cnn_done.wait(timeout=120)
+        return jnp.mean(model(x) ** 2)
+
+    def inspect_cnn():
+        report = inspect(cnn, cnn_loss, image_batch())
+        cnn_done.set()
+        return report
+
+    def inspect_rnn():
+        assert cnn_tracing.wait(timeout=60)
+        return inspect(rnn, rnn_loss, x_rnn)
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        together = {"cnn": pool.submit(inspect_cnn), "rnn": pool.submit(inspect_rnn)}
+        together = {name: future.result(timeout=300) for name, future in together.items()}
+    alone = {
+        "cnn": inspect(cnn, cross_entropy, image_batch()),
+        "rnn": inspect(rnn, lambda m, x: jnp.mean(m(x) ** 2), x_rnn),
+    }
+    assert together["rnn"].module_names[-1] == "head"
+    for name in alone:
+        assert together[name].module_names == alone[name].module_names
+        chex.assert_trees_all_close(together[name], alone[name], rtol=1e-6)

@@ -22,8 +22,12 @@ While `loss_fn(model, batch)` is traced inside a `Capture`:
 All of this happens while tracing; a compiled call runs no Python. Calls made inside another
 transformation of the loss (`jax.checkpoint`, `jax.vmap`, `nnx.remat`, ...) are not recorded:
 their values belong to that transformation's trace. A module that `loss_fn` reaches through
-`from jax.lax import scan` (bound before the capture) is not seen as stacked. Not thread-safe:
-classes and `jax.lax.scan` are patched for the duration of a trace.
+`from jax.lax import scan` (bound before the capture) is not seen as stacked.
+
+Thread-safe: while any thread captures, the classes and `jax.lax.scan` are replaced by
+dispatchers (`patched`) that apply the wrappers of the calling thread's own captures, so
+other threads' calls pass through untouched, and captures in several threads at once (a
+report training its remedies on two cores) each see their own calls.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import collections
 import contextlib
 import dataclasses
 import functools
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
@@ -43,6 +48,126 @@ from jax._src import core as _core  # the current trace: records are made only i
 from jaxgrad import stats as _stats
 
 Path = tuple[Any, ...]
+
+
+# ----------------------------------------------------------------------------- patching
+
+_SCAN = "jax.lax.scan"  # the key of jax.lax.scan among the patched classes
+_PATCH_LOCK = threading.Lock()
+_PATCHED: dict[Any, list[Any]] = {}  # class or _SCAN -> [captures using it, its own attribute]
+_THREAD = threading.local()  # .wraps: class or _SCAN -> this thread's wrappers, outermost first
+
+
+def _thread_wraps(key: Any) -> list[Callable[[Callable[..., Any]], Callable[..., Any]]]:
+    wraps = getattr(_THREAD, "wraps", None)
+    if wraps is None:
+        wraps = _THREAD.wraps = {}
+    return wraps.setdefault(key, [])
+
+
+def _inherited_call(cls: type) -> Callable[..., Any]:
+    """The `__call__` `cls` inherits (its first base's in the MRO that defines one)."""
+    for base in cls.__mro__[1:]:
+        if "__call__" in base.__dict__:
+            return base.__dict__["__call__"]
+    raise TypeError(f"{cls.__name__} has no __call__ to record")
+
+
+def _through(wraps: list[Callable[..., Any]], call: Callable[..., Any]) -> Callable[..., Any]:
+    for wrap in wraps:  # the innermost capture's wrapper is called first
+        call = wrap(call)
+    return call
+
+
+def _dispatcher(key: Any, own: Callable[..., Any] | None) -> Callable[..., Any]:
+    """What replaces a class's `__call__` (or `jax.lax.scan`) while a capture uses it: the
+    original, through the calling thread's wrappers (none in a thread that captures
+    nothing). An inherited `__call__` is looked up at each call, so a base class patched
+    later is seen."""
+    if key == _SCAN:
+
+        @functools.wraps(own)
+        def scan(*args: Any, **kwargs: Any) -> Any:
+            return _through(_thread_wraps(_SCAN), own)(*args, **kwargs)
+
+        return scan
+
+    @functools.wraps(own if own is not None else _inherited_call(key))
+    def call(module: Any, *args: Any, **kwargs: Any) -> Any:
+        original = own if own is not None else _inherited_call(key)
+        return _through(_thread_wraps(key), original)(module, *args, **kwargs)
+
+    return call
+
+
+@contextlib.contextmanager
+def patched(wraps: dict[Any, Callable[[Callable[..., Any]], Callable[..., Any]]]) -> Iterator[None]:
+    """While the block runs, this thread's calls of each class in `wraps` (and of
+    `jax.lax.scan`, under the key `"jax.lax.scan"`) go through `wraps[key](original)`.
+
+    Each class (and `jax.lax.scan`) gets one dispatcher while any thread's block needs it;
+    the last block to end puts the original back. Blocks nest: an inner block's wrapper
+    is called first, and calls the outer one's.
+
+    Args:
+        wraps: a class or `"jax.lax.scan"` -> `wrap(call) -> call`, which is given the
+            original (or the next outer block's wrapper) and returns what to call instead.
+
+    Yields:
+        Nothing; the wrappers apply as long as the `with` block.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from jaxgrad.inspection import capture
+        >>> seen = []
+        >>> def wrap(call):
+        ...     def noted(module, x):
+        ...         seen.append(x.shape)
+        ...         return call(module, x)
+        ...     return noted
+        >>> layer = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+        >>> with capture.patched({nnx.Linear: wrap}):
+        ...     _ = layer(jnp.ones((4, 2)))
+        >>> _ = layer(jnp.ones((5, 2)))  # after the block: not seen
+        >>> seen
+        [(4, 2)]
+    """
+    keys = list(wraps)
+    with _PATCH_LOCK:
+        for key in keys:
+            entry = _PATCHED.get(key)
+            if entry is not None:
+                entry[0] += 1
+                continue
+            own = jax.lax.scan if key == _SCAN else key.__dict__.get("__call__")
+            dispatcher = _dispatcher(key, own)
+            if key == _SCAN:
+                jax.lax.scan = dispatcher
+            else:
+                key.__call__ = dispatcher
+            _PATCHED[key] = [1, own]
+    for key in keys:
+        _thread_wraps(key).append(wraps[key])
+    try:
+        yield
+    finally:
+        for key in keys:
+            stack = _thread_wraps(key)
+            del stack[len(stack) - 1 - stack[::-1].index(wraps[key])]
+        with _PATCH_LOCK:
+            for key in keys:
+                entry = _PATCHED[key]
+                entry[0] -= 1
+                if entry[0]:
+                    continue
+                del _PATCHED[key]
+                if key == _SCAN:
+                    jax.lax.scan = entry[1]
+                elif entry[1] is None:
+                    del key.__call__
+                else:
+                    key.__call__ = entry[1]
 
 
 def path_str(path: Path) -> str:
@@ -321,22 +446,13 @@ class Capture:
 
     @contextlib.contextmanager
     def active_on(self, classes: set[type]) -> Iterator[Capture]:
-        """Patch `classes` (and `jax.lax.scan`) while the block runs."""
-        originals = {cls: (cls.__dict__.get("__call__"), cls.__call__) for cls in classes}
-        original_scan = jax.lax.scan
+        """Record the calls of `classes` (and `jax.lax.scan`) this thread makes while the
+        block runs (`patched`)."""
         self.levels[0].trace = _core.trace_ctx.trace
-        try:
-            for cls, (_, resolved) in originals.items():
-                cls.__call__ = self._wrap_call(resolved)
-            jax.lax.scan = self._wrap_scan(original_scan)
+        wraps: dict[Any, Callable[..., Any]] = dict.fromkeys(classes, self._wrap_call)
+        wraps[_SCAN] = self._wrap_scan
+        with patched(wraps):
             yield self
-        finally:
-            jax.lax.scan = original_scan
-            for cls, (own, _) in originals.items():
-                if own is None:
-                    del cls.__call__
-                else:
-                    cls.__call__ = own
 
     # ------------------------------------------------------------------ module calls
 
@@ -828,9 +944,9 @@ def on_call_outputs(
     output to `record(module, path, output)`: the call-order tracing LSUV uses.
 
     Wraps `__call__` of the targets' classes (resolved through the MRO, so an inherited
-    `__call__` is covered); other instances of those classes pass through untouched, and a
-    target's nested `super().__call__()` records once. Not thread-safe: the classes are
-    patched while the context is active.
+    `__call__` is covered) in this thread (`patched`); other instances of those classes, and
+    other threads, pass through untouched, and a target's nested `super().__call__()`
+    records once.
 
     Args:
         targets: the modules to watch, id(module) -> (its path, the module).
@@ -853,7 +969,6 @@ def on_call_outputs(
         ['first']
     """
     classes = {type(module) for _, module in targets.values()}
-    originals = {cls: (cls.__dict__.get("__call__"), cls.__call__) for cls in classes}
     active: set[int] = set()
 
     def wrap(call: Callable[..., Any]) -> Callable[..., Any]:
@@ -871,16 +986,8 @@ def on_call_outputs(
 
         return recording_call
 
-    try:
-        for cls, (_, resolved) in originals.items():
-            cls.__call__ = wrap(resolved)
+    with patched(dict.fromkeys(classes, wrap)):
         yield
-    finally:
-        for cls, (own, _) in originals.items():
-            if own is None:
-                del cls.__call__
-            else:
-                cls.__call__ = own
 
 
 __all__ = [
@@ -892,6 +999,7 @@ __all__ = [
     "attention_statistics",
     "gradient_tap",
     "on_call_outputs",
+    "patched",
     "path_str",
     "rows",
     "stacked_params",
