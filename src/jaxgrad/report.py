@@ -409,6 +409,12 @@ def spectra_section(out: Path, width: int = 200, depths=(2, 8, 32)) -> Section:
     return Section("Dynamical isometry", text, header, rows, figure, takeaway=takeaway)
 
 
+def _threads(jobs: int) -> concurrent.futures.ThreadPoolExecutor:
+    """A pool of one thread a core, at most `jobs`: a section's models compile side by side
+    (XLA compiles one program on one core; `inspect` and `train` may run in threads)."""
+    return concurrent.futures.ThreadPoolExecutor(max(1, min(jobs, os.cpu_count() or 1)))
+
+
 REMEDY_DEPTH = 20
 REMEDIES = (
     ("none: sigmoid, N(0, 0.1^2) weights", {}),
@@ -487,7 +493,7 @@ def remedies_section(out: Path, steps: int = 600) -> Section:
             change, digits, steps, record_every
         )
 
-    with concurrent.futures.ThreadPoolExecutor(min(len(REMEDIES), os.cpu_count() or 1)) as pool:
+    with _threads(len(REMEDIES)) as pool:
         trained = list(pool.map(train_remedy, [change for _, change in REMEDIES]))
     for index, ((name, _), (accuracies, history)) in enumerate(zip(REMEDIES, trained, strict=True)):
         seeds.append(accuracies)
@@ -678,7 +684,17 @@ def own_model_section(out: Path) -> Section:
         )
 
     collapsed = _CNN(9, init.normal(0.01), nnx.Rngs(0))
-    result = model_init.cure(collapsed, _cross_entropy, (images, labels), activation="relu")
+    bare = _Transformer(12, False, nnx.Rngs(0))
+    normed = _Transformer(12, True, nnx.Rngs(0))
+    with _threads(3) as pool:  # compiling is most of it: one model a core at a time
+        jobs = (
+            pool.submit(
+                model_init.cure, collapsed, _cross_entropy, (images, labels), activation="relu"
+            ),
+            pool.submit(inspect, bare, _cross_entropy, text_batch),
+            pool.submit(inspect, normed, _cross_entropy, text_batch),
+        )
+        result, bare_report, normed_report = (job.result() for job in jobs)
     prescription = result.detail
     cure = f"critical init (sigma_w2 = {prescription.sigma_w2:g}, He)"
     row("ReLU CNN, N(0, 0.01^2)", result.report_before, result.before, cure,
@@ -686,10 +702,6 @@ def own_model_section(out: Path) -> Section:
     curves["CNN, N(0, 0.01^2)"] = result.report_before.profile().to_frame()
     curves["CNN, cured"] = result.report_after.profile().to_frame()
 
-    bare = _Transformer(12, False, nnx.Rngs(0))
-    normed = _Transformer(12, True, nnx.Rngs(0))
-    bare_report = inspect(bare, _cross_entropy, text_batch)
-    normed_report = inspect(normed, _cross_entropy, text_batch)
     row("transformer, no norm layers", bare_report, diagnose(bare_report),
         "pre-LN (a norm layer before each branch)", normed_report,
         diagnose(normed_report))  # fmt: skip
