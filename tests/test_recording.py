@@ -449,6 +449,34 @@ def test_guard_skips_are_recorded_never_silent():
     assert np.isfinite(np.asarray(model.last.kernel[...])).all()  # the bad step was not applied
 
 
+def test_a_guard_inside_multisteps_is_flagged_only_on_the_steps_it_skipped():
+    """optax.MultiSteps calls its inner guard every 3rd step; a step counts as skipped only
+    when the guard's count of skips grew over it (read off the optimizer after each step),
+    not before the guard's first call, nor on the micro-steps after a skip."""
+    model = Chain(lambda rngs: nnx.Linear(4, 4, rngs=rngs), nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(0), (8, 4))
+    tx = optax.MultiSteps(optim.guard(optax.sgd(1e-2)), every_k_schedule=3)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    recorder = recording.Recorder(model, mean_square, x, every=4)
+    traces = []
+
+    @nnx.jit
+    def step(model, optimizer, recorder, batch):
+        traces.append(1)
+        loss, grads = recorder.value_and_grad(model, batch)
+        recorder.update(model, optimizer, optimizer.update(model, grads))
+        return loss
+
+    counts = []
+    for index in range(9):
+        step(model, optimizer, recorder, x.at[0, 0].set(jnp.nan) if index == 4 else x)
+        counts.append(int(next(iter(optim.guard_states(optimizer.opt_state).values())).skipped))
+    expected = np.diff([0, *counts]) > 0
+    assert expected.tolist()[:6] == [False] * 5 + [True]  # the NaN reaches the guard at step 5
+    assert recorder.history().steps_frame()["skipped"].tolist() == expected.tolist()
+    assert len(traces) == 1  # the recorder's graph is the same at every call: one trace
+
+
 # ----------------------------------------------------------------------------- files
 
 

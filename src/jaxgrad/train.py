@@ -637,6 +637,7 @@ def _fit(program: _Program, params, rest, opt_state, data: _data.Dataset, key):
             rerun = ~finite & ~now & ~rerun_done
             row = jax.lax.cond(rerun, lambda: measured(params, rest, batch)[4], lambda: row)
             rerun_done = rerun_done | rerun
+        skips = _recorder.guard_skips(opt_state)
         updates, opt_state = program.tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         update_norm = _stats.norm(param_rows.norms(updates)).astype(jnp.float32)
@@ -650,7 +651,7 @@ def _fit(program: _Program, params, rest, opt_state, data: _data.Dataset, key):
             )
             slot = jnp.where(rerun, capacity - 1, index // program.record_every)
             rows = _put(rows, slot, {"step": index, **row}, taken)
-        skipped = _recorder.guard_skipped(opt_state)
+        skipped = _recorder.guard_skips(opt_state) > skips
         watched = jnp.stack([loss.astype(jnp.float32), grad_norm, update_norm])
         spike, averages = _recorder.spike_onsets(averages, index, watched, **_SPIKE)
         out = (loss, accuracy, grad_norm, update_norm, row_grad_norms[layers], finite, index)

@@ -119,38 +119,40 @@ def update_stats(param_rows: Any, updates: Any, weight_norm: jax.Array, opt_stat
     }
 
 
-def guard_skipped(opt_state: Any) -> jax.Array:
-    """Whether a `jaxgrad.optim.guard` in `opt_state` skipped the update just made.
+def guard_skips(opt_state: Any) -> jax.Array:
+    """How many updates the `jaxgrad.optim.guard`s in `opt_state` have skipped so far.
+
+    A step skipped an update when this count grew over it: compare it before and after
+    (`Recorder.update` keeps the last count). The state alone cannot say so: a guard inside
+    `optax.MultiSteps` is not called on the steps between its updates, and its state then
+    still shows its last decision.
 
     Args:
         opt_state: an optimizer state (an Optax chain's, or an `nnx.Optimizer`'s
-            `opt_state` as plain arrays); without a guard nothing is ever skipped.
+            `opt_state` as plain arrays); without a guard the count is always 0.
 
     Returns:
-        A boolean scalar: True when any guard in the state skipped its last update.
+        An int32 scalar: the guards' skipped updates, summed.
 
     Example:
         >>> import jax.numpy as jnp, optax
         >>> from jaxgrad.optim import guard
-        >>> from jaxgrad.recording.recorder import guard_skipped
+        >>> from jaxgrad.recording.recorder import guard_skips
         >>> transform = guard(optax.sgd(0.1))
         >>> state = transform.init({"w": jnp.zeros(2)})
         >>> _, state = transform.update({"w": jnp.array([1.0, jnp.nan])}, state)
-        >>> bool(guard_skipped(state))
-        True
+        >>> int(guard_skips(state))
+        1
         >>> _, state = transform.update({"w": jnp.ones(2)}, state)
-        >>> bool(guard_skipped(state))
-        False
+        >>> int(guard_skips(state))
+        1
     """
     guards = [
         node
         for node in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, GuardState))
         if isinstance(node, GuardState)
     ]
-    skipped = jnp.zeros((), bool)
-    for guard in guards:
-        skipped = skipped | (guard.last_skipped == guard.count - 1)
-    return skipped
+    return sum((guard.skipped.astype(jnp.int32) for guard in guards), jnp.zeros((), jnp.int32))
 
 
 def spike_onsets(
@@ -506,6 +508,10 @@ class Recorder(nnx.Module):
         self.pending = RecorderState(self.row_packing.empty())
         self.pending_step = RecorderState(self.step_packing.empty())
         self.averages = RecorderState(jnp.zeros((6,), jnp.float32))  # averages, above
+        # set by value_and_grad, read and reset by update inside the step; always None
+        # between steps, so the recorder's graph (nnx.jit's cache key) stays the same
+        self._scheduled: bool | None = None
+        self.guard_skips = RecorderState(jnp.zeros((), jnp.int32))  # as of the last step
 
     # ------------------------------------------------------------------ in the step
 
@@ -640,7 +646,7 @@ class Recorder(nnx.Module):
             # the recorder's reads of the parameters (inside one, its outputs order it)
             grads = _ordered_after(grads, pending)
         # what `update` needs to know in Python: whether this step's recording is decided
-        # here (True or False) or inside the compiled step (None); `update` removes it again
+        # here (True or False) or inside the compiled step (None); `update` resets it
         self._scheduled = None if record is None else bool(record)
         nnx.update(model, new_rest)
         self.pending.set_value(pending)
@@ -692,13 +698,15 @@ class Recorder(nnx.Module):
         # operand is the updates makes XLA write them out instead of fusing them into the
         # parameters' update. A step measured again because it was not finite then has no
         # update statistics (nan).
-        scheduled = self.__dict__.pop("_scheduled", None)
+        scheduled, self._scheduled = self._scheduled, None
         if scheduled is None:
             packed, update_norm = jax.lax.cond(measured, measure, skip, None)
         else:
             packed, update_norm = (measure if scheduled else skip)(None)
         pending[dtype] = jax.lax.dynamic_update_slice(pending[dtype], packed, (start,))
-        skipped = guard_skipped(opt_state)
+        skips = guard_skips(opt_state)
+        skipped = skips > self.guard_skips[...]
+        self.guard_skips[...] = skips
         watched = jnp.stack([step_row["loss"], step_row["grad_norm"], update_norm])
         spike, averages = self._spike(step_row["step"], watched)
         step_row.update(update_norm=update_norm, skipped=skipped.astype(jnp.float32))
@@ -748,7 +756,7 @@ __all__ = [
     "UPDATE_FIELDS",
     "Recorder",
     "RecorderState",
-    "guard_skipped",
+    "guard_skips",
     "spike_onsets",
     "update_stats",
 ]
