@@ -747,3 +747,50 @@ def test_inspect_in_two_threads_at_once_equals_inspect_in_one():
     for name in alone:
         assert together[name].module_names == alone[name].module_names
         chex.assert_trees_all_close(together[name], alone[name], rtol=1e-6)
+
+
+class WithAuxLoss(nnx.Module):
+    """A layer returning (output, auxiliary loss), as a mixture-of-experts layer does."""
+
+    def __init__(self, rngs):
+        self.w = nnx.Param(numpy_normal(3)(None, (6, 6)))
+
+    def __call__(self, x):
+        y = x @ self.w[...]
+        return y, 1e-3 * jnp.mean(y**2)
+
+
+class AuxNet(nnx.Module):
+    def __init__(self, rngs):
+        self.inp = nnx.Linear(4, 6, kernel_init=numpy_normal(1), rngs=rngs)
+        self.moe = WithAuxLoss(rngs)
+        self.out = nnx.Linear(6, 1, kernel_init=numpy_normal(2), rngs=rngs)
+
+    def __call__(self, x):
+        y, aux = self.moe(jnp.tanh(self.inp(x)))
+        return self.out(jnp.tanh(y)), aux
+
+
+def test_a_layer_returning_an_auxiliary_loss_is_measured_on_its_output():
+    """(y, aux_loss): the row is y's statistics and dL/dy (an explicit zero tap on y), not
+    the scalar loss beside it (the last leaf, which it used to be)."""
+    model = AuxNet(nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(0), (16, 4))
+
+    def loss(model, x):
+        pred, aux = model(x)
+        return jnp.mean((pred - 1.0) ** 2) + aux
+
+    report = inspect(model, loss, x)
+    graphdef, state = nnx.split(model)
+
+    def explicit(tap):
+        m = nnx.merge(graphdef, state)
+        h = jnp.tanh(m.inp(x))
+        y = h @ m.moe.w[...] + tap
+        pred = m.out(jnp.tanh(y))
+        return jnp.mean((pred - 1.0) ** 2) + 1e-3 * jnp.mean(y**2), (h, y)
+
+    tap_grad, (h, y) = jax.grad(explicit, has_aux=True)(jnp.zeros((16, 6)))
+    assert report.module_names == ("inp", "moe", "out")
+    assert_row(report, "moe", h, y, tap_grad)

@@ -196,7 +196,8 @@ class Record(NamedTuple):
 
     Attributes:
         input, output: `stats.Moments` of the call's input (its first array argument) and
-            output (its last array leaf: a cell's output rather than its carry).
+            output (its last array leaf that is not a scalar: a cell's output rather than
+            its carry, a layer's output rather than an auxiliary loss beside it).
         dead_frac: fraction of the input's units that are zero on the whole batch.
         saturated_frac: fraction of the input's values where the known activation's
             derivative, read off its output, is below the threshold; nan where unknown.
@@ -361,17 +362,30 @@ def _gradient_tap_backward(tap_zero, cotangent):
 gradient_tap.defvjp(_gradient_tap_forward, _gradient_tap_backward)
 
 
+def _recorded_index(leaves: list[Any]) -> int | None:
+    """Which leaf of a call's output is recorded: the last array that is not a scalar (a
+    cell's output rather than its carry; a layer's output rather than the auxiliary loss it
+    returns beside it), else the last array; None without arrays."""
+    arrays = [i for i, leaf in enumerate(leaves) if _is_array(leaf)]
+    if not arrays:
+        return None
+    shaped = [i for i in arrays if jnp.ndim(leaves[i]) > 0]
+    return (shaped or arrays)[-1]
+
+
 def _tap_output(output: Any, tap: jax.Array) -> Any:
-    """`output` with its last array leaf (the one recorded) passed through `gradient_tap`."""
+    """`output` with its recorded leaf (`_recorded_index`) passed through `gradient_tap`."""
     leaves, treedef = jax.tree.flatten(output)
-    index = max(i for i, leaf in enumerate(leaves) if _is_array(leaf))
+    index = _recorded_index(leaves)
     leaves[index] = gradient_tap(leaves[index], tap)
     return jax.tree.unflatten(treedef, leaves)
 
 
-def _last_array(values: Any) -> jax.Array | None:
-    arrays = [leaf for leaf in jax.tree.leaves(values) if _is_array(leaf)]
-    return arrays[-1] if arrays else None
+def _recorded_output(values: Any) -> jax.Array | None:
+    """The recorded leaf of a call's output (`_recorded_index`)."""
+    leaves = jax.tree.leaves(values)
+    index = _recorded_index(leaves)
+    return None if index is None else leaves[index]
 
 
 _NAN = float("nan")
@@ -487,7 +501,7 @@ class Capture:
             finally:
                 capture.in_call.discard(id(module))
                 capture.active.pop()
-            recorded = _last_array(output)
+            recorded = _recorded_output(output)
             if recorded is None:
                 return output
             count = level.calls[path]
@@ -505,7 +519,7 @@ class Capture:
             level.records[key] = capture._record(_first_array(args), recorded, attention)
             if level.taps is not None:
                 output = _tap_output(output, level.taps[key])
-                capture._same_values(_last_array(output), recorded)
+                capture._same_values(_recorded_output(output), recorded)
             return output
 
         return recording_call
