@@ -289,16 +289,17 @@ def mean_square(model, x):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("middle", "direction", "statistic", "form"),
+    ("middle", "name", "direction", "statistic", "form"),
     [
-        (LogOf, "forward", "output", "traced"),
-        (SqrtAtZero, "backward", "dL/d(input)", "traced"),
-        (SqrtAtZero, "backward", "dL/d(input)", "static"),
-        (LogOf, "forward", "output", "unconditional"),
+        (LogOf, "middle", "forward", "output", "traced"),
+        # middle's backward turns a finite gradient non-finite: measured at first's output
+        (SqrtAtZero, "first", "backward", "dL/d(output)", "traced"),
+        (SqrtAtZero, "first", "backward", "dL/d(output)", "static"),
+        (LogOf, "middle", "forward", "output", "unconditional"),
     ],
 )
 def test_first_nonfinite_module_is_located_inside_the_compiled_step(
-    middle, direction, statistic, form
+    middle, name, direction, statistic, form
 ):
     """Steps 0-3 are finite; at step 4 the inputs make `middle` fail. The recorder records
     every 100 steps, so step 4 is located by the instrumented pass run again in the step,
@@ -333,13 +334,35 @@ def test_first_nonfinite_module_is_located_inside_the_compiled_step(
         step(model, optimizer, recorder, bad if index == 4 else good, record=record)
     history = recorder.history()
     found = history.first_nonfinite()
-    assert found == recording.NonFinite(4, "middle", direction, statistic)
+    assert found == recording.NonFinite(4, name, direction, statistic)
     assert history.steps_frame().set_index("step").loc[4, "rerun"]
     assert history.recorded_steps.tolist()[:2] == [0, 4]  # and every step after a nan
     update_norm = np.asarray(history.params["update_norm"])
     assert np.isfinite(update_norm[0]).all()  # step 0: a scheduled recording
     if static:
         assert np.isnan(update_norm[1]).all()
+
+
+def test_a_loss_that_overflows_from_finite_outputs_is_named_as_the_loss():
+    """Every call's output finite, exp of it in the loss overflowing: the loss made the inf
+    (not the parameter gradients it then poisons, nor the last call's output gradient)."""
+    model = Chain(lambda rngs: nnx.Linear(4, 4, rngs=rngs), nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(0), (8, 4))
+
+    def exp_loss(model, x):
+        return jnp.mean(jnp.exp(model(x)))
+
+    optimizer = nnx.Optimizer(model, optax.sgd(1e-3), wrt=nnx.Param)
+    recorder = recording.Recorder(model, exp_loss, x, every=1)
+    step = make_step(exp_loss)
+    for _ in range(2):
+        step(model, optimizer, recorder, x)
+    outputs = model(1e3 * x)  # what the loss is given at step 2
+    step(model, optimizer, recorder, 1e3 * x)
+    history = recorder.history()
+    assert np.isfinite(np.asarray(outputs)).all()
+    assert not np.isfinite(float(jnp.mean(jnp.exp(outputs))))
+    assert history.first_nonfinite() == recording.NonFinite(2, None, "forward", "loss")
 
 
 # ----------------------------------------------------------------------------- spikes

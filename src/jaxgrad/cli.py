@@ -557,14 +557,13 @@ def _nonfinite_sentence(found) -> str:
         "forward pass (the data, or an operation outside the recorded modules, made it)",
         ("forward", "output"): f"{found.name} made a non-finite output from a finite input, "
         "in the forward pass",
-        ("backward", "dL/d(input)"): f"{found.name}'s backward pass made a non-finite gradient "
-        "from a finite dL/d(output)",
-        ("backward", "dL/d(output)"): "the gradient of the loss itself was non-finite (at the "
-        "last call's output)",
+        ("backward", "dL/d(output)"): f"the backward pass went non-finite at {found.name}'s "
+        "output gradient (made by the backward pass of what uses that output next: the next "
+        "recorded call, an operation that is not a recorded module, or the loss)",
         ("parameter", "gradient or weight"): f"the gradient or the weight of {found.name} was "
         "non-finite",
-        ("forward", "loss"): "the loss was non-finite (the step was not recorded, so no layer "
-        "is named)",
+        ("forward", "loss"): "the loss was non-finite and no recorded call's output was (the "
+        "loss function made it; or the step was not recorded, and no layer can be named)",
     }.get((found.direction, found.statistic), f"{found.direction} {found.statistic}")
     return f"Step {found.step}: {where}."
 

@@ -45,15 +45,16 @@ class NonFinite(NamedTuple):
     Attributes:
         step: the step.
         name: the module call (forward order name) or parameter row where it began; None
-            when only the loss was seen, or when the backward pass was already non-finite
-            at the last call's output (the loss's own gradient).
+            when it is the loss.
         direction: "forward", "backward" or "parameter".
         statistic: forward: "input" (it came in: the data, or an operation that is not a
-            recorded module) or "output" (the call made it from a finite input); backward:
-            "dL/d(input)" (the call's backward pass made it from a finite dL/d(output): the
-            first call met going back from the loss whose output gradient is finite and the
-            call before it has a non-finite one) or "dL/d(output)"; parameter: "gradient or
-            weight"; "loss" when the step was not recorded.
+            recorded module), "output" (the call made it from a finite input), or "loss"
+            (every call's output finite, the loss not: the loss function made it; also when
+            the step was not recorded); backward: "dL/d(output)", of the first call met
+            going back from the loss whose output gradient holds an inf or a nan (the
+            backward pass went non-finite between this call's output and the next recorded
+            call's: in that call's backward pass, or in an operation between them that is
+            not a recorded module); parameter: "gradient or weight".
 
     Example:
         `History.first_nonfinite` returns one; its fields read as a sentence:
@@ -294,6 +295,13 @@ class History:
         recorded step with one (a non-finite step is always recorded), the module in
         forward order (forward), the first met going back from the loss (backward), or a
         parameter row; else, from the per-step table, the step and the statistic."""
+        losses = dict(
+            zip(
+                np.asarray(self.steps["step"]).tolist(),
+                np.asarray(self.steps["loss"], np.float64).tolist(),
+                strict=True,
+            )
+        )
         for index, step in enumerate(self.recorded_steps):
             forward = self.modules["nonfinite_in"][index] | self.modules["nonfinite_out"][index]
             hits = np.flatnonzero(forward)
@@ -301,14 +309,11 @@ class History:
                 first = hits[0]
                 statistic = "input" if self.modules["nonfinite_in"][index][first] else "output"
                 return NonFinite(int(step), self.module_names[first], "forward", statistic)
+            if not np.isfinite(losses.get(int(step), 0.0)):
+                return NonFinite(int(step), None, "forward", "loss")
             hits = np.flatnonzero(self.modules["nonfinite_grad"][index])
-            if hits.size:
-                # the call after the last one with a non-finite output gradient turned a
-                # finite gradient into a non-finite one, in its own backward pass
-                after = hits[-1] + 1
-                if after < len(self.module_names):
-                    return NonFinite(int(step), self.module_names[after], "backward", "dL/d(input)")
-                return NonFinite(int(step), None, "backward", "dL/d(output)")
+            if hits.size:  # measured: this call's output gradient, nearest the loss
+                return NonFinite(int(step), self.module_names[hits[-1]], "backward", "dL/d(output)")
             hits = np.flatnonzero(self.params["nonfinite"][index])
             if hits.size:
                 name = self.param_names[hits[0]]
