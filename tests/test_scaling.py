@@ -1019,6 +1019,13 @@ def test_jaxgrad_coord_command_writes_tables_and_figures(tmp_path, capsys):
     config.write_text('parametrization = "ntk"\n')
     assert cli.main(["coord", str(config)]) == 2
     assert "bad coord configuration" in capsys.readouterr().err
+    # a width whose weights cannot fit: the initializer's refusal, in one line, status 2
+    config.write_text("widths = [1000000]\ndepths = [1]\nseeds = 1\nsteps = 1\n")
+    assert cli.main(["coord", str(config), "--out", str(tmp_path / "big")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith("jaxgrad coord: ")
+    assert "bytes" in err[-1]
+    assert "memory" in err[-1]
 
 
 class EmbedReadout(nnx.Module):

@@ -735,7 +735,6 @@ def _cmd_phase(args: argparse.Namespace) -> int:
 def _cmd_coord(args: argparse.Namespace) -> int:
     from jaxgrad import plot, scaling
     from jaxgrad.scaling import config as coord_config
-    from jaxgrad.store import FolderError
 
     with _refusing("bad coord configuration: "):
         config = coord_config.CoordConfig.from_toml(args.config)
@@ -755,7 +754,7 @@ def _cmd_coord(args: argparse.Namespace) -> int:
             out=points,
             log=_note,
         )
-    except FolderError as error:  # raised before any compute
+    except (ValueError, TypeError) as error:  # a folder or a model the config cannot have
         raise UsageError(_one_line(error)) from None
     except BaseException as error:
         if not _is_interrupt(error):
