@@ -1230,6 +1230,46 @@ def test_diagnose_of_depth_slopes_gives_the_depth_rule():
     assert jaxgrad.diagnose(check).findings == result.findings  # one width: depth only
 
 
+def depth_mup_like(readout_exponent, depths=(2, 4, 8)):
+    """A check over depth made by hand, as depth-muP behaves (Yang et al. 2023): block k of
+    L changes by (k + 1) / L after a step (its residual stream sums k + 1 updates of size
+    1/L), so a fixed index shrinks as depth^-1 while the last block stays at 1; the readout's
+    change scales as depth**readout_exponent; every size is 1."""
+
+    def point(depth):
+        layers = (*(f"blocks[{k}].out" for k in range(depth)), "readout")
+        modules = np.ones((1, 2, depth + 1, 3))
+        modules[:, 0, :, 2] = 0.0
+        modules[0, 1, :depth, 2] = (np.arange(depth) + 1) / depth
+        modules[0, 1, depth, 2] = float(depth) ** readout_exponent
+        params = np.ones((1, 2, 1, 3))
+        return CoordPoint(8, depth, layers, ("readout.kernel",), np.zeros((1, 2)), modules, params)
+
+    return CoordCheck(tuple(point(d) for d in depths), (8,), tuple(depths), (0,), 2)
+
+
+def test_the_depth_rule_judges_only_layers_that_keep_their_relative_depth():
+    """A fixed index of a stack whose length changes with depth is tabled (its change
+    shrinks as depth^-1, as depth-muP's does) but not judged: the verdict reads the last
+    block and the layers outside the stack, and says how many it left out."""
+    table = scaling.slopes(depth_mup_like(0.0), against="depth")
+    assert table.stacks == ("blocks",)
+    assert table.get("blocks[0].out", "change", 1) == (
+        pytest.approx(-1.0),
+        "shrinks as depth^-1.00",
+    )
+    assert table.get("blocks[-1].out", "change", 1) == (pytest.approx(0.0), "stable")
+    (finding,) = jaxgrad.diagnose(table).findings
+    assert finding.verdict == "stable"
+    # blocks[-1] and readout: mean |x| and rms at 2 steps, the change at step 1 (0 at step 0)
+    assert finding.numbers["series_read"] == 2 * 5
+    assert "2 layers at a fixed index of a stack whose length changes" in finding.message
+    (finding,) = jaxgrad.diagnose(scaling.slopes(depth_mup_like(1.0), against="depth")).findings
+    assert finding.verdict == "exploding"
+    expected = "readout: the output's change since step 0 grows as depth^1.00"
+    assert finding.message.startswith(expected)
+
+
 def test_diagnose_of_slopes_refuses_profile_keywords_and_bad_findings():
     table = scaling.slopes(hand_check(0.0))
     with pytest.raises(TypeError, match="activation tune the rules read from a Profile"):

@@ -22,7 +22,12 @@ finds "exploding" where a slope exceeds `STABLE_SLOPE`, "vanishing" where one is
 
 Across depths, layers are matched by name; a name holding a stack index ("blocks[7].linear",
 "layers.7") also answers to its last layer as "-1" ("blocks[-1].linear", "layers.-1"), so the
-last block, the first and the layers outside the stack are compared at every depth.
+last block, the first and the layers outside the stack are compared at every depth. The
+"depth_scaling" rule judges only the layers that keep their relative depth: those outside
+the stacks whose length changes with depth, and the stacks' last layers ("-1"). A layer at a
+fixed index k of such a stack sits at relative depth k/L, which falls as L grows: under
+depth-muP its change is the sum of k blocks' updates of size 1/L each and shrinks with depth
+by design (Yang et al. 2023, section 4), so its slopes are tabled, not judged.
 
 References:
     Yang and Hu 2021, "Tensor Programs IV: Feature Learning in Infinite-Width Neural
@@ -170,14 +175,40 @@ def name_map(names: tuple[str, ...], against: str) -> dict[str, int]:
     return {name: row for row, name in enumerate(names)}
 
 
-def _aliases(names: tuple[str, ...]) -> dict[str, int]:
-    """Every name's row, and its alias with the stack's last index written -1."""
+def _largest(names: tuple[str, ...]) -> dict[str, int]:
+    """The largest index each stack (the name before an index) holds among `names`."""
     largest: dict[str, int] = {}
     for name in names:
         for match in _INDEX.finditer(name):
             prefix = name[: match.start()]
             index = int(match.group(1) or match.group(2))
             largest[prefix] = max(largest.get(prefix, -1), index)
+    return largest
+
+
+def relative_depth_kept(name: str, stacks: tuple[str, ...]) -> bool:
+    """Whether layer `name` sits at the same relative depth at every depth: no index of it
+    is a fixed index into one of `stacks` (the last layer's alias "-1" is not one).
+
+    Args:
+        name: a layer's name, or its "-1" alias.
+        stacks: the stacks whose length changes with depth (`Slopes.stacks`).
+
+    Returns:
+        False for a layer at a fixed index of such a stack, else True.
+
+    Example:
+        >>> from jaxgrad.scaling.slopes import relative_depth_kept
+        >>> [relative_depth_kept(n, ("blocks",)) for n in
+        ...  ("blocks[0].linear", "blocks[-1].linear", "readout", "stem.layers.0")]
+        [False, True, True, True]
+    """
+    return not any(name[: match.start()] in stacks for match in _INDEX.finditer(name))
+
+
+def _aliases(names: tuple[str, ...]) -> dict[str, int]:
+    """Every name's row, and its alias with the stack's last index written -1."""
+    largest = _largest(names)
     out = {name: row for row, name in enumerate(names)}
     for row, name in enumerate(names):
         alias = name
@@ -204,6 +235,9 @@ class Slopes:
         spread: their standard deviation over seeds (0 for one seed).
         seeds: the number of seeds with a defined slope.
         verdict: the words (`verdict`).
+        stacks: against depth, the stacks whose length changes with depth, by the name before
+            their index ("blocks", "body.layers"): their layers at a fixed index are not
+            judged (`relative_depth_kept`).
 
     Example:
         `slopes` returns one; here of two hand-made points whose statistics all equal
@@ -231,6 +265,7 @@ class Slopes:
     spread: np.ndarray
     seeds: np.ndarray
     verdict: np.ndarray
+    stacks: tuple[str, ...] = ()
 
     def to_frame(self) -> pd.DataFrame:
         """The table: `fixed` is named `depth` (slopes against width) or `width`."""
@@ -335,6 +370,9 @@ class Slopes:
     def _finding(self) -> Finding:
         rule = f"{self.against}_scaling"
         judged = np.isin(self.statistic, JUDGED)
+        kept = np.asarray([relative_depth_kept(name, self.stacks) for name in self.layer], bool)
+        left_out = len(set(self.layer[judged & ~kept].tolist())) if kept.size else 0
+        judged = judged & kept if kept.size else judged
         defined = judged & np.isfinite(self.slope)
         undefined = int(np.sum(judged & ~defined & (self.verdict != "zero")))
         names = self.layer_names
@@ -342,6 +380,11 @@ class Slopes:
         other = "depth" if self.against == "width" else "width"
         note = f"; {undefined} series undefined (a value not finite or not positive)"
         note = note if undefined else ""
+        if left_out:
+            note += (
+                f"; {left_out} layers at a fixed index of a stack whose length changes with "
+                "depth tabled, not judged (their relative depth changes)"
+            )
         if not defined.any():
             message = f"no defined slope against log {self.against} to judge{note}"
             return Finding(rule, "info", (), {}, STABLE_SLOPE, message, "")
@@ -432,6 +475,15 @@ def slopes(check: CoordCheck, against: str = "width") -> Slopes:
             f"a slope against {against} needs at least two {against}s, got {list(sizes)}"
         )
     others = check.depths if against == "width" else check.widths
+    stacks: set[str] = set()
+    if against == "depth":  # stacks whose length changes with depth, at any width
+        for width in others:
+            found = [
+                _largest((*p.layers, *p.params))
+                for p in map(check.point, [width] * len(sizes), sizes)
+            ]
+            shared = set.intersection(*(set(f) for f in found))
+            stacks |= {prefix for prefix in shared if len({f[prefix] for f in found}) > 1}
     columns: dict[str, list] = {key: [] for key in ("fixed", "layer", "statistic", "step")}
     columns |= {"slope": [], "spread": [], "seeds": [], "verdict": []}
     for other in others:
@@ -476,6 +528,7 @@ def slopes(check: CoordCheck, against: str = "width") -> Slopes:
         np.asarray(columns["spread"], dtype=np.float64),
         np.asarray(columns["seeds"], dtype=np.int64),
         np.asarray(columns["verdict"], dtype=object),
+        tuple(sorted(stacks)),
     )
 
 
@@ -487,6 +540,7 @@ __all__ = [
     "Slopes",
     "fit_slope",
     "name_map",
+    "relative_depth_kept",
     "slopes",
     "verdict",
 ]
