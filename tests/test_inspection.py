@@ -794,3 +794,38 @@ def test_a_layer_returning_an_auxiliary_loss_is_measured_on_its_output():
     tap_grad, (h, y) = jax.grad(explicit, has_aux=True)(jnp.zeros((16, 6)))
     assert report.module_names == ("inp", "moe", "out")
     assert_row(report, "moe", h, y, tap_grad)
+
+
+class LSTMLanguageModel(nnx.Module):
+    def __init__(self, rngs):
+        self.embed = nnx.Embed(20, 8, rngs=rngs)
+        self.rnn = nnx.RNN(nnx.OptimizedLSTMCell(8, 16, rngs=rngs))
+        self.head = nnx.Linear(16, 20, rngs=rngs)
+
+    def __call__(self, tokens):
+        return self.head(self.rnn(self.embed(tokens)))
+
+
+def test_an_rnn_cell_is_judged_at_its_first_step_with_an_input():
+    """nnx.RNN's first step feeds the cell's recurrent layer the zero initial carry (input and
+    output std 0): the profile judges that shared weight at step 1 instead, and a freshly
+    initialized LSTM is not called vanishing with all its units dead (it was)."""
+    model = LSTMLanguageModel(nnx.Rngs(0))
+    tokens = jax.random.randint(jax.random.key(0), (8, 6), 0, 20)
+
+    def loss(model, tokens):
+        logits = model(tokens)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, tokens).mean()
+
+    report = inspect(model, loss, tokens)
+    assert float(report.module("rnn.cell.dense_h[0]").in_max_abs) == 0.0
+    profile = report.profile()
+    assert profile.names == ("embed", "rnn.cell.dense_i[0]", "rnn.cell.dense_h[1]", "head")
+    step1 = jax.device_get(report.module("rnn.cell.dense_h[1]"))
+    assert profile.signal_std[2] == pytest.approx(float(step1.out_std))
+    assert profile.dead_frac[1] == pytest.approx(float(step1.dead_frac))  # h_0 read by step 1
+    assert profile.dead_frac[1] < 0.5
+    hidden = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
+    kernel = hidden[("rnn", "cell", "dense_h", "kernel")][...]
+    assert profile.weight_norm[2] == pytest.approx(float(np.linalg.norm(kernel)), rel=1e-5)
+    assert jaxgrad.diagnose(report).verdict == "stable"

@@ -61,6 +61,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -328,9 +329,10 @@ class ModelReport:
                 "parameter of two or more axes; record the modules that own the weights "
                 "(inspect's modules=None records every module)"
             )
+        modules, params = host.modules, host.params
+        layers = _calls_with_input(layers, self.module_names, np.asarray(modules.in_max_abs))
         module_rows = np.array([row for row, _ in layers], dtype=int)
         param_rows = np.array([param for _, param in layers], dtype=int)
-        modules, params = host.modules, host.params
 
         def per_layer(values, at=module_rows):
             return np.asarray(values, np.float64)[at] if at.size else np.zeros(0)
@@ -674,6 +676,29 @@ def weight_rows(
         if owner not in chosen or rank > chosen[owner][0]:
             chosen[owner] = (rank, index)
     return sorted((rows[owner], index) for owner, (_, index) in chosen.items())
+
+
+def _calls_with_input(
+    layers: list[tuple[int, int]], names: Sequence[str], in_max_abs: np.ndarray
+) -> list[tuple[int, int]]:
+    """A weight shared by the calls of a scan over time (an RNN cell's) is judged at its first
+    call whose input is not all zeros: the first step's recurrent input is the zero initial
+    carry, whose output std 0 and dead units would read as a vanished signal. The later calls
+    of that call site (the same name but for the step's [t]; none owns a weight row of its
+    own, or they would be the layers of a stack) are the candidates."""
+    owners = {row for row, _ in layers}
+    site = [re.sub(r"\[\d+\]", "[]", name) for name in names]
+    chosen = []
+    for row, param in layers:
+        if in_max_abs[row] == 0:
+            later = (
+                r
+                for r in range(row + 1, len(names))
+                if site[r] == site[row] and r not in owners and in_max_abs[r] != 0
+            )
+            row = next(later, row)
+        chosen.append((row, param))
+    return sorted(chosen)
 
 
 def _shapes(tree: Any) -> str:
