@@ -7,6 +7,7 @@ negative number, a square root at zero behind a where, a layer whose weights gro
 import json
 import re
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -470,6 +471,36 @@ def test_guard_skips_are_recorded_never_silent():
     assert isinstance(direct.skipped, jax.Array)
     assert int(direct.skipped) == 1
     assert np.isfinite(np.asarray(model.last.kernel[...])).all()  # the bad step was not applied
+
+
+def test_a_smaller_last_batch_is_recorded_like_inspect_of_it():
+    """A recorder built on batches of 16 records a last batch of 10 (a new layout for the new
+    shapes, the same calls): its row equals `inspect` of the model before that step, on that
+    batch. A batch that makes the loss record other calls is refused, naming both."""
+    model = Chain(lambda rngs: nnx.Linear(4, 4, rngs=rngs), nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(0), (26, 4))
+    optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
+    recorder = recording.Recorder(model, mean_square, x[:16], every=1)
+    step = make_step(mean_square)
+    step(model, optimizer, recorder, x[:16])
+    before = nnx.clone(model)
+    step(model, optimizer, recorder, x[16:])
+    recorded = recorder.history().report(1)
+    expected = jaxgrad.inspect(before, mean_square, x[16:])
+    assert recorded.module_names == expected.module_names
+    chex.assert_trees_all_close(
+        (recorded.loss, recorded.modules, recorded.params),
+        (expected.loss, expected.modules, expected.params),
+        rtol=1e-5,
+    )
+
+    def skips_middle(model, x):  # other calls for a batch of other shapes
+        h = model.first(x)
+        return jnp.mean((model.last(h if x.shape[0] == 10 else model.middle(h))) ** 2)
+
+    other = recording.Recorder(model, skips_middle, x[:16], every=1)
+    with pytest.raises(ValueError, match=r"records other calls .* 3 calls then .* 2 now"):
+        make_step(skips_middle)(model, optimizer, other, x[16:])
 
 
 def test_a_guard_inside_multisteps_is_flagged_only_on_the_steps_it_skipped():

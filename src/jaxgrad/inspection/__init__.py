@@ -817,20 +817,51 @@ class ParamRows(NamedTuple):
         return jnp.concatenate(pieces)[np.asarray(self.permutation, dtype=np.int32)]
 
 
+class _LayoutChanged(Exception):
+    """A trace recorded other calls, or other shapes, than the layout it was given."""
+
+
 def measure(graphdef, loss_fn, spec: _Spec, params, rest, batch, layout):
     """The loss, its gradients and the `ModelReport` of one batch, with `layout` from
     `learn_layout`: the core that `inspect` jits and the training recorder runs in a step.
 
+    A batch of other shapes than the one `layout` was learned from (a smaller last batch,
+    another sequence length) gets its own layout; it must record the same calls.
+
     Returns:
         (loss, parameter gradients, the state other than the parameters after the call,
         report).
+
+    Raises:
+        ValueError: when this batch makes `loss_fn` record other calls than `layout`'s.
     """
+    try:
+        return _measure(graphdef, loss_fn, spec, params, rest, batch, layout)
+    except _LayoutChanged:
+        pass
+    fresh = learn_layout(graphdef, loss_fn, spec, params, rest, batch)
+
+    def calls(layout):
+        return [(row.name, row.module_type, row.layer) for row in _capture.rows(layout)]
+
+    if calls(fresh) != calls(layout):
+        was, now = [c[0] for c in calls(layout)], [c[0] for c in calls(fresh)]
+        raise ValueError(
+            f"loss_fn records other calls with the batch {_shapes(batch)} than with the batch "
+            f"the recorder learned its layout from: {len(was)} calls then "
+            f"({_listing(tuple(was))}), {len(now)} now ({_listing(tuple(now))}); build a "
+            "Recorder for this batch's shapes"
+        )
+    return _measure(graphdef, loss_fn, spec, params, rest, batch, fresh)
+
+
+def _measure(graphdef, loss_fn, spec: _Spec, params, rest, batch, layout):
     taps = _capture.tap_structure(layout)
 
     def loss_of(params, taps):
         loss, records, traced, new_rest = _run(graphdef, loss_fn, spec, rest, batch, params, taps)
         if traced != layout:
-            raise RuntimeError("loss_fn recorded different calls in two traces of it")
+            raise _LayoutChanged
         return loss, (records, new_rest)
 
     (loss, (records, new_rest)), (param_grads, tap_grads) = jax.value_and_grad(
