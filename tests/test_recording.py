@@ -574,6 +574,27 @@ def test_a_run_written_as_it_goes_resumes_without_gap_or_duplicate(tmp_path):
         History.read(tmp_path / "nowhere")
 
 
+def test_rows_overwritten_before_a_poll_are_not_lost_silently(tmp_path):
+    """A recorder holding 2 rows, polled after 5 recorded steps: 3 rows were overwritten on
+    the device, and the poll says so; polled in time, it says nothing (warnings are errors
+    in this suite)."""
+    model = Chain(lambda rngs: nnx.Linear(4, 4, rngs=rngs), nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(0), (8, 4))
+    optimizer = nnx.Optimizer(model, optax.sgd(1e-3), wrt=nnx.Param)
+    step = make_step(mean_square)
+    recorder = recording.Recorder(model, mean_square, x, every=1, capacity=2)
+    log = RunLog(tmp_path / "late")
+    for _ in range(5):
+        step(model, optimizer, recorder, x)
+    with pytest.warns(RuntimeWarning, match="3 recorded rows and 0 steps were overwritten"):
+        log.poll(recorder)
+    assert History.read(tmp_path / "late").recorded_steps.tolist() == [3, 4]
+    for _ in range(2):
+        step(model, optimizer, recorder, x)
+        log.poll(recorder)
+    assert History.read(tmp_path / "late").recorded_steps.tolist() == [3, 4, 5, 6]
+
+
 def test_diagnose_of_a_run_and_bad_recorder_arguments():
     model, batch = CNN(nnx.Rngs(0)), image_batch()
     optimizer = nnx.Optimizer(model, optax.sgd(1e-9), wrt=nnx.Param)  # far too small

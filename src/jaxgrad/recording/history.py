@@ -524,10 +524,15 @@ class RunLog:
         runs = [int(p.name.split("-")[0][3:]) for p in (self.folder / "rows").glob("run*.parquet")]
         self.run = max(runs, default=-1) + 1
         self.last_row, self.last_step, self.parts = -1, -1, 0
+        self._seen: tuple[int, int] | None = None  # the recorder's counts at the last poll
 
     def poll(self, recorder: Recorder) -> History:
-        """Write what is new since the last poll; return everything in the buffers."""
+        """Write what is new since the last poll; return everything in the buffers.
+
+        Warns (RuntimeWarning) when rows or steps were overwritten on the device since the
+        last poll of this `RunLog`: they are lost, and the warning says how many."""
         history = recorder.history()
+        self._check_overwritten(recorder, history)
         meta = self.folder / "history.json"
         if not meta.exists():
             _atomic_write(meta, json.dumps(history.metadata()).encode())
@@ -545,6 +550,28 @@ class RunLog:
         if len(history.steps["step"]):
             self.last_step = int(history.steps["step"][-1])
         return history
+
+    def _check_overwritten(self, recorder: Recorder, history: History) -> None:
+        counts = (int(recorder.recorded[...]), int(recorder.count[...]))
+        seen, self._seen = self._seen, counts
+        if seen is None:  # the first poll: a new run counts from 0, a resumed one from here
+            if self.run > 0:
+                return
+            seen = (0, 0)
+        new_rows = int(np.sum(history.recorded_steps > self.last_row))
+        new_steps = int(np.sum(np.asarray(history.steps["step"]) > self.last_step))
+        lost_rows = counts[0] - seen[0] - new_rows
+        lost_steps = counts[1] - seen[1] - new_steps
+        if lost_rows > 0 or lost_steps > 0:
+            warnings.warn(
+                f"RunLog {self.folder}: {max(lost_rows, 0)} recorded rows and "
+                f"{max(lost_steps, 0)} steps were overwritten on the device before this poll "
+                f"(the recorder holds {recorder.capacity} rows and {recorder.step_capacity} "
+                "steps): they are not in the run; poll more often, or build the Recorder "
+                "with a larger capacity or step_capacity",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     def _dump(self, history: History, spike: Spike, rows: int = 32) -> None:
         """`spikes/step-N.parquet`: the tidy rows of the last `rows` recorded steps up to the
