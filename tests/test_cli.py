@@ -834,7 +834,11 @@ def test_ctrl_c_while_the_first_program_compiles_exits_cleanly(tmp_path):
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
-    assert stderr.splitlines()[-1] == (
-        f"jaxgrad coord: interrupted: 0 of 8 points saved in {out / 'points'}; run the same "
-        "command again to resume"
-    )
+    # 0 saved; or 1 when the signal landed in XLA's garbage-collection callback, where
+    # Python ignores the KeyboardInterrupt: the next progress line (after the first point)
+    # raises it again (the run used to go on to the end and exit 0)
+    assert re.fullmatch(
+        rf"jaxgrad coord: interrupted: [01] of 8 points saved in {re.escape(str(out))}/points; "
+        "run the same command again to resume",
+        stderr.splitlines()[-1],
+    ), stderr

@@ -962,6 +962,35 @@ def test_ctrl_c_in_the_coord_command_says_what_is_saved(tmp_path, monkeypatch, c
     )
 
 
+def test_a_swallowed_ctrl_c_stops_the_coord_command_at_the_next_point(
+    tmp_path, monkeypatch, capsys
+):
+    """A Ctrl-C whose KeyboardInterrupt landed where Python ignores it (XLA's garbage-
+    collection callback: the command then ran to the end and exited 0) still stops the run,
+    at the next progress line, with the usual one line."""
+    from jaxgrad import cli
+    from jaxgrad.scaling import config as coord_config
+
+    monkeypatch.setitem(cli._ctrl_c, "pressed", False)  # restored after the test
+    real_run = coord_config.run
+
+    def ctrl_c_swallowed_during_the_first_point(config, progress, out, log):
+        def progress_after(width, depth):
+            cli._ctrl_c["pressed"] = True  # noted by the handler; its exception was lost
+            progress(width, depth)
+
+        return real_run(config, progress_after, out, log)
+
+    monkeypatch.setattr(coord_config, "run", ctrl_c_swallowed_during_the_first_point)
+    config = tmp_path / "coord.toml"
+    config.write_text("widths = [8, 16]\ndepths = [1]\nseeds = 1\nsteps = 1\n")
+    assert cli.main(["coord", str(config), "--out", str(tmp_path / "out")]) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"jaxgrad coord: interrupted: 1 of 2 points saved in {tmp_path / 'out' / 'points'}; "
+        "run the same command again to resume"
+    )
+
+
 @pytest.mark.slow
 def test_a_killed_coord_command_resumes_where_it_stopped(tmp_path):
     """`jaxgrad coord` killed (SIGKILL) after its first point: the rerun says what it found,

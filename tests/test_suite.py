@@ -22,14 +22,14 @@ def test_every_test_listed_as_slow_exists():
 
 @pytest.mark.parametrize(
     ("cores", "memory", "expected"),
-    [(2, None, 2), (2, 24 * 2**30, 2), (16, 24 * 2**30, 8), (4, 4 * 2**30, 1), (2, 2**30, 1)],
+    [(2, None, 2), (2, 24 * 2**30, 2), (16, 24 * 2**30, 6), (4, 4 * 2**30, 1), (2, 2**30, 1)],
 )
 def test_auto_workers_are_as_many_as_cores_and_memory_allow(monkeypatch, cores, memory, expected):
     """`-n auto` starts one process per core, no more than fit in the available memory at
     conftest.WORKER_MEMORY each, and always at least one."""
     monkeypatch.setattr(conftest.os, "sched_getaffinity", lambda _: set(range(cores)))
     monkeypatch.setattr(conftest, "_available_memory", lambda: memory)
-    assert conftest.WORKER_MEMORY == 3 * 2**30
+    assert conftest.WORKER_MEMORY == 3.5 * 2**30
     assert conftest.pytest_xdist_auto_num_workers(None) == expected
 
 

@@ -155,6 +155,11 @@ def _one_line(error: BaseException) -> str:
 
 
 def _note(message: str) -> None:
+    """A progress line on stderr. A Ctrl-C that the code it landed in swallowed (Python
+    ignores an exception raised in a garbage-collection callback, which XLA installs, or in
+    a `__del__`) takes effect here, at the next line of progress, instead of never."""
+    if _ctrl_c["pressed"]:
+        raise KeyboardInterrupt
     print(message, file=sys.stderr, flush=True)
 
 
