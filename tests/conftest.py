@@ -117,7 +117,7 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(f"  +{raised / 2**10:7.0f} MiB  {nodeid}")
 
 
-WORKER_MEMORY = 7 * 2**29  # bytes (3.5 GiB): the larger worker's measured peak was 3.15 GiB (2026-12-06)
+WORKER_MEMORY = 7 * 2**29  # 3.5 GiB: the larger worker's measured peak was 3.15 GiB (2026-12-06)
 
 
 def _available_memory() -> int | None:
