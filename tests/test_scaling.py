@@ -1042,6 +1042,14 @@ def test_jaxgrad_coord_command_writes_tables_and_figures(tmp_path, capsys):
     assert (tmp_path / "out" / "width_mean_abs.png").stat().st_size > 0
     out = capsys.readouterr().out
     assert "slopes against log width" in out
+    # the verdict over every step, which the printed last step's slopes alone do not give:
+    # diagnose of the same check, read back from the points the command stored
+    from jaxgrad.scaling import config as coord_config
+
+    stored = coord_config.run(
+        coord_config.CoordConfig.from_toml(config), out=tmp_path / "out" / "points"
+    )
+    assert out.splitlines()[-2] == f"diagnose: {jaxgrad.diagnose(stored).message}"
     written = "coord.csv, slopes_width.csv, width_mean_abs.png, width_change.png"
     assert out.splitlines()[-1] == f"wrote {written} to {tmp_path / 'out'}"
     assert all((tmp_path / "out" / name).is_file() for name in written.split(", "))

@@ -787,6 +787,10 @@ def _cmd_coord(args: argparse.Namespace) -> int:
         print("\n".join(line for line in lines[1:] if " mean_abs " in line or " change " in line))
     if len(written) == 1:
         print("one width and one depth: no slope to take (give two or more of either)")
+    else:  # the verdict over every step, as jaxgrad.diagnose(check) gives it
+        import jaxgrad
+
+        print(f"diagnose: {jaxgrad.diagnose(check).message}")
     print(f"wrote {', '.join(written)} to {out}")
     return 0
 
