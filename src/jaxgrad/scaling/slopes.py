@@ -371,8 +371,8 @@ class Slopes:
         rule = f"{self.against}_scaling"
         judged = np.isin(self.statistic, JUDGED)
         kept = np.asarray([relative_depth_kept(name, self.stacks) for name in self.layer], bool)
-        left_out = len(set(self.layer[judged & ~kept].tolist())) if kept.size else 0
-        judged = judged & kept if kept.size else judged
+        left_out = len(set(self.layer[judged & ~kept].tolist()))
+        judged = judged & kept
         defined = judged & np.isfinite(self.slope)
         undefined = int(np.sum(judged & ~defined & (self.verdict != "zero")))
         names = self.layer_names
@@ -478,10 +478,8 @@ def slopes(check: CoordCheck, against: str = "width") -> Slopes:
     stacks: set[str] = set()
     if against == "depth":  # stacks whose length changes with depth, at any width
         for width in others:
-            found = [
-                _largest((*p.layers, *p.params))
-                for p in map(check.point, [width] * len(sizes), sizes)
-            ]
+            at_depths = [check.point(width, depth) for depth in sizes]
+            found = [_largest((*point.layers, *point.params)) for point in at_depths]
             shared = set.intersection(*(set(f) for f in found))
             stacks |= {prefix for prefix in shared if len({f[prefix] for f in found}) > 1}
     columns: dict[str, list] = {key: [] for key in ("fixed", "layer", "statistic", "step")}
