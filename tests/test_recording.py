@@ -146,6 +146,62 @@ def test_recorded_statistics_equal_independent_computations_at_the_recorded_step
     )
 
 
+def by_rank(adam_rank, other_rank):
+    """Labels for optax.multi_transform: "adam" for the parameters of one rank. nnx.Optimizer
+    initializes on Variables and updates on arrays; both give the same labels."""
+
+    def labels(params):
+        return jax.tree.map(
+            lambda p: "adam" if jnp.ndim(p) == adam_rank else "sgd",
+            params,
+            is_leaf=lambda x: isinstance(x, nnx.Variable),
+        )
+
+    return labels
+
+
+@pytest.mark.parametrize("partitioned", ["multi_transform", "muon"])
+def test_moments_of_a_partitioned_optimizer_are_merged_from_its_partitions(partitioned):
+    """optax.multi_transform and optax.contrib.muon keep each partition's moments with the
+    other parameters masked: each parameter's moment norms are read from the partition that
+    keeps them (numpy norms of that state), nan where none does (SGD; Muon keeps no second
+    moment). They were nan for every parameter."""
+    model = nnx.Sequential(
+        nnx.Linear(6, 16, rngs=nnx.Rngs(0)), nnx.relu, nnx.Linear(16, 4, rngs=nnx.Rngs(1))
+    )
+    if partitioned == "muon":
+        tx = optax.contrib.muon(1e-2)
+    else:
+        tx = optax.multi_transform(
+            {"adam": optax.adam(1e-2), "sgd": optax.sgd(1e-2)}, by_rank(2, 1)
+        )
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    batch = (jax.random.normal(jax.random.key(0), (16, 6)), jnp.arange(16) % 4)
+    recorder = recording.Recorder(model, cross_entropy, batch, every=1, capacity=4)
+    step = make_step(cross_entropy)
+    for _ in range(2):
+        step(model, optimizer, recorder, batch)
+    history = recorder.history()
+    states = nnx.as_pure(optimizer.opt_state).inner_states
+
+    def kept(tree):  # numpy norms of one partition's moments, nan where it masks the parameter
+        flat = {".".join(map(str, path)): v for path, v in nnx.to_flat_state(tree)}
+        return np.array(
+            [
+                np.nan if isinstance(flat[n], optax.MaskedNode) else np.linalg.norm(flat[n])
+                for n in history.param_names
+            ]
+        )
+
+    adam = states["adam"].inner_state[0]
+    first, second = kept(adam.mu), kept(adam.nu)
+    if partitioned == "muon":  # muon keeps the matrices' momentum, no second moment
+        first = np.where(np.isnan(first), kept(states["muon"].inner_state[0].mu), first)
+    np.testing.assert_allclose(history.params["first_moment_norm"][-1], first, rtol=1e-5)
+    np.testing.assert_allclose(history.params["second_moment_norm"][-1], second, rtol=1e-5)
+    assert np.isfinite(first).sum() == (4 if partitioned == "muon" else 2)
+
+
 @pytest.mark.parametrize("form", ["static", "unconditional"])
 def test_a_static_record_flag_records_the_same_rows_as_the_traced_schedule(form):
     """`record=` chosen in Python (two compiled programs, no conditional around the pass:

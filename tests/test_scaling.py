@@ -1108,6 +1108,51 @@ def test_change_of_a_zero_initialized_readout_is_its_output():
     assert np.all(point.modules[:, 1, readout, 0] > 0)
 
 
+class PooledConvReadout(nnx.Module):
+    """A CNN as users write it: conv, relu applied as a function, mean over the image, and a
+    zero-initialized readout."""
+
+    def __init__(self, width, rngs):
+        self.conv = nnx.Conv(3, width, (3, 3), rngs=rngs)
+        self.readout = scaling.MuReadout(width, 4, base_in_features=32, zero_init=True, rngs=rngs)
+
+    def __call__(self, x):
+        return self.readout(jax.nn.relu(self.conv(x)).mean(axis=(1, 2)))
+
+
+def test_a_zero_initialized_readout_starts_at_zero_at_every_width():
+    """Step 0's output and change of a zero readout are exactly 0 and step 1's change is its
+    output. At width 128 and up, XLA's CPU backend computed this product as garbage (NaN or
+    1e33) inside the seed-vmapped program until `jaxgrad._compile` turned off the fusion
+    that did it; width 64 was right."""
+    rng = np.random.default_rng(0)
+    batches = [
+        (
+            rng.standard_normal((8, 8, 8, 3)).astype(np.float32),
+            rng.standard_normal((8, 4)).astype(np.float32),
+        )
+        for _ in range(2)
+    ]
+    check = scaling.coord_check(
+        lambda width, depth, rngs: PooledConvReadout(width, rngs),
+        optax.adam(0.01),
+        batches,
+        widths=[64, 128],
+        seeds=2,
+        steps=2,
+        loss_fn=mse,
+    )
+    for width in (64, 128):
+        point = check.point(width)
+        readout = point.layers.index("readout")
+        np.testing.assert_array_equal(point.modules[:, 0, readout, 0], 0.0)
+        np.testing.assert_array_equal(point.modules[:, 0, readout, 2], 0.0)
+        np.testing.assert_allclose(
+            point.modules[:, 1, readout, 2], point.modules[:, 1, readout, 0], rtol=1e-6
+        )
+        assert np.all(point.modules[:, 1, readout, 0] > 0), width
+
+
 # ----------------------------------------------------------------------------- diagnose
 
 

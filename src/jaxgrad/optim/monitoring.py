@@ -197,25 +197,46 @@ def _ordered(names: list[str], order: Sequence[str]) -> list[str]:
     return sorted(names, key=place.__getitem__)
 
 
-def _moments(inner_state: Any, count: int) -> tuple[Any, Any]:
-    """The first and second moments in an inner state, as trees (None for one it lacks):
-    any NamedTuple state with a `mu` or a `nu` field shaped like the params (Adam's both,
-    RMSProp's `nu` alone)."""
+def _moments(inner_state: Any, like: Any) -> tuple[Any, Any]:
+    """The first and second moments in an inner state, as trees shaped like `like` (the
+    updates), or None for one it lacks: from any NamedTuple state with a `mu` or a `nu`
+    field shaped like the params (Adam's both, RMSProp's `nu` alone, Muon's `mu`). A
+    partitioned optimizer (`optax.multi_transform`, `optax.contrib.muon`) keeps each
+    partition's moments with the other parameters masked (`optax.MaskedNode`): those are
+    merged, parameter by parameter, with nan where no partition keeps that moment."""
+    like_leaves = _leaves(like)
 
     def is_moment_state(node: Any) -> bool:
         fields = getattr(node, "_fields", ()) if isinstance(node, tuple) else ()
         return "mu" in fields or "nu" in fields
 
-    def shaped(tree: Any) -> bool:
-        return tree is None or len(_leaves(tree)) == count
+    def is_slot(node: Any) -> bool:
+        return isinstance(node, optax.MaskedNode) or _is_variable(node)
 
+    found: dict[str, list[Any]] = {"mu": [], "nu": []}
     for node in jax.tree.leaves(inner_state, is_leaf=is_moment_state):
         if not is_moment_state(node):
             continue
-        mu, nu = getattr(node, "mu", None), getattr(node, "nu", None)
-        if shaped(mu) and shaped(nu):
-            return mu, nu
-    return None, None
+        for field, trees in found.items():
+            tree = getattr(node, field, None)
+            if tree is not None and len(jax.tree.leaves(tree, is_leaf=is_slot)) == len(like_leaves):
+                trees.append(tree)
+
+    def merged(trees: list[Any]) -> Any:
+        slots = [jax.tree.leaves(tree, is_leaf=is_slot) for tree in trees]
+        kept = [
+            [leaves[i] for leaves in slots if not isinstance(leaves[i], optax.MaskedNode)]
+            for i in range(len(like_leaves))
+        ]
+        if not any(kept):
+            return None
+        picked = iter(
+            values[0] if values else jnp.full(jnp.shape(leaf), jnp.nan, jnp.float32)
+            for values, leaf in zip(kept, like_leaves, strict=True)
+        )
+        return jax.tree.map(lambda _: next(picked), trees[0], is_leaf=is_slot)
+
+    return merged(found["mu"]), merged(found["nu"])
 
 
 def _transformation(name: str, value: object) -> optax.GradientTransformation:
@@ -336,7 +357,7 @@ def monitor(
             nan = {n: jnp.full((), jnp.nan, v.dtype) for n, v in state.weight_norms.items()}
             weights = nan if params is None else per_leaf(params, state.weight_norms)
             ratios = {n: jnp.where(weights[n] > 0, emitted[n] / weights[n], jnp.nan) for n in names}
-            mu, nu = _moments(inner_state, len(names))
+            mu, nu = _moments(inner_state, updates)
             first = nan if mu is None else per_leaf(mu, state.first_moment_norms)
             second = nan if nu is None else per_leaf(nu, state.second_moment_norms)
 

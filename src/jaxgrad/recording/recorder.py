@@ -73,8 +73,10 @@ UPDATE_FIELDS = ("update_norm", "update_ratio", "first_moment_norm", "second_mom
 def update_stats(param_rows: Any, updates: Any, weight_norm: jax.Array, opt_state: Any) -> dict:
     """The `UPDATE_FIELDS` of a recorded row: each parameter row's update norm, its
     update-to-weight ratio (nan where the weight is zero) and the norms of the Adam-family
-    moments found in `opt_state` (nan where it holds none). `Recorder.update` and
-    `jaxgrad.train` record them with this one function.
+    moments found in `opt_state` (nan where it holds none; a partitioned optimizer, such as
+    `optax.multi_transform` or `optax.contrib.muon`, gives each parameter the moments of the
+    partition that updates it). `Recorder.update` and `jaxgrad.train` record them with this
+    one function.
 
     Args:
         param_rows: the `jaxgrad.inspection.ParamRows` of the model.
@@ -103,7 +105,7 @@ def update_stats(param_rows: Any, updates: Any, weight_norm: jax.Array, opt_stat
         {'update_norm': [0.1414, 0.2449], 'update_ratio': [0.1, 0.1],
          'first_moment_norm': [0.0, 0.0], 'second_moment_norm': [0.0, 0.0]}
     """
-    mu, nu = _moments(opt_state, len(param_rows.paths))
+    mu, nu = _moments(opt_state, updates)
     update_norm = param_rows.norms(updates).astype(jnp.float32)
     weight = jnp.asarray(weight_norm).astype(jnp.float32)
     nan = jnp.full(update_norm.shape, jnp.nan, jnp.float32)

@@ -52,6 +52,7 @@ from flax import nnx
 
 from jaxgrad import inspection as _inspection
 from jaxgrad import stats as _stats
+from jaxgrad._compile import jit_building_models as _jit_building_models
 from jaxgrad.inspection import capture as _capture
 
 if TYPE_CHECKING:
@@ -397,7 +398,7 @@ def _plan(make_model, width, depth, loss_fn, spec, batch) -> _Plan:
     return learned["plan"]
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5))
+@_jit_building_models(static_argnums=(0, 1, 2, 3, 4, 5))
 def _program(make_model, width, depth, loss_fn, optimizer, spec, seeds, batches, rates=None):
     """Every seed (vmapped over `seeds`, int32) trained on `batches` (stacked on a leading step
     axis): (loss (seeds, steps), module values, parameter values). With `rates` (float32),
@@ -417,9 +418,9 @@ def _program(make_model, width, depth, loss_fn, optimizer, spec, seeds, batches,
             loss, records, new_rest = _forward(graphdef, loss_fn, spec, params, rest, batch)
             return loss, (records, new_rest)
 
-        # The initial model's outputs on every batch, computed before the steps' scan (an
-        # XLA CPU miscompile gave garbage for a 3-d input times a zero-initialized kernel
-        # when this forward pass ran inside the scan's body).
+        # The initial model's outputs on every batch, computed before the steps' scan (the
+        # XLA CPU bug that `jaxgrad._compile` works around was first met here, inside the
+        # scan's body, as garbage for a 3-d input times a zero-initialized kernel).
         initials = jax.vmap(
             lambda batch: _forward(graphdef, loss_fn, spec, params0, rest0, batch)[1]
         )(batches)
