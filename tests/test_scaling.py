@@ -529,6 +529,33 @@ def test_depth_mup_table_and_branch_multiplier():
         scaling.depth_multiplier(0)
 
 
+def test_width_only_mup_of_stacked_blocks_reads_the_stacked_axis_as_neither_fan():
+    """muP in width alone for stacked blocks (scale_depth=False): TP-V's table 8 for a
+    hidden weight of fan-in 64 (init 1/sqrt(64), Adam lr 1/m_in) and a vector for the
+    stacked bias, at any depth. Without base_depth the stacked axis is read as the fan-in
+    (init 1/sqrt(8 * 64) here, the bias an input weight)."""
+    width_only = scaling.base_shapes(make_deep, BASE, base_depth=2, scale_depth=False)
+    assert width_only.base_depth is None
+    assert width_only.depth_axes["blocks.linear.kernel"] == (0,)
+    for depth in (2, 8):
+        params = nnx.state(make_deep(64, depth, nnx.Rngs(0)), nnx.Param)
+        adam = scaling.mup_table(params, width_only, "adam")
+        kernel, bias = adam["blocks.linear.kernel"], adam["blocks.linear.bias"]
+        assert (kernel.role, kernel.depth_ratio, kernel.fan_in_ratio) == ("hidden", 1.0, 64 / BASE)
+        assert kernel.init_std == pytest.approx(1 / math.sqrt(64))
+        assert kernel.lr == pytest.approx(BASE / 64)
+        assert (bias.role, bias.lr) == ("vector", 1.0)
+        assert math.isnan(bias.init_std)
+        assert scaling.mup_table(params, width_only, "sgd")["blocks.linear.bias"].lr == 64 / BASE
+    unstacked_reading = scaling.base_shapes(lambda w, _, rngs: make_deep(w, 8, rngs), BASE)
+    params = nnx.state(make_deep(64, 8, nnx.Rngs(0)), nnx.Param)
+    misread = scaling.mup_table(params, unstacked_reading, "adam")
+    assert misread["blocks.linear.kernel"].init_std == pytest.approx(1 / math.sqrt(8 * 64))
+    assert misread["blocks.linear.bias"].role == "input"
+    with pytest.raises(ValueError, match="scale_depth=False needs base_depth"):
+        scaling.base_shapes(make_deep, BASE, scale_depth=False)
+
+
 def test_mup_attention_is_one_over_d_and_standard_at_the_base():
     q, k, v = (
         jax.random.normal(jax.random.fold_in(jax.random.key(0), i), (2, 5, 3, 32)) for i in range(3)

@@ -373,10 +373,6 @@ def model_factory(
     return make_model
 
 
-def _at_depth(make_model, depth, width, _depth, rngs):
-    return make_model(width, depth, rngs)
-
-
 def optimizer(config: CoordConfig, make_model) -> optax.GradientTransformation:
     """The config's Optax chain: plain under "sp", muP's (relative to the base) otherwise.
 
@@ -405,9 +401,8 @@ def optimizer(config: CoordConfig, make_model) -> optax.GradientTransformation:
         return factory(config.learning_rate)
     if config.parametrization == "depth_mup":
         base = _mup.base_shapes(make_model, config.base_width, config.base_depth)
-    else:  # muP in width only: the stacked axis is not read as depth
-        at_base_depth = functools.partial(_at_depth, make_model, config.base_depth)
-        base = _mup.base_shapes(at_base_depth, config.base_width)
+    else:  # muP in width only: the stacked axis is neither fan, and no depth factors
+        base = _mup.base_shapes(make_model, config.base_width, config.base_depth, scale_depth=False)
     if config.optimizer == "adam":
         return _mup.mup_adam(config.learning_rate, base)
     return _mup.mup_sgd(config.learning_rate, base)

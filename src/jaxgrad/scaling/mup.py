@@ -136,7 +136,7 @@ class BaseShapes:
         shapes: path -> shape at the base width and depth.
         width_axes: path -> the axes that grow with width.
         depth_axes: path -> the axes that grow with depth (stacked blocks).
-        base_width, base_depth: the base.
+        base_width, base_depth: the base (`base_depth` None: no depth-muP factors).
         fan_in_axes, fan_out_axes: path -> the axes whose product is the fan-in (fan-out):
             every axis but the last (the last) for a kernel, none (the non-depth axes) for
             a vector, a `nnx.LinearGeneral`'s `in_features` (`out_features`) axes. A path
@@ -204,6 +204,8 @@ def base_shapes(
     make_model: Callable[[int, int | None, nnx.Rngs], nnx.Module],
     base_width: int,
     base_depth: int | None = None,
+    *,
+    scale_depth: bool = True,
 ) -> BaseShapes:
     """The base of a model family: its parameter shapes at `base_width` (and `base_depth`),
     and the axes that grow, found by building (abstractly, no compute) the model at twice
@@ -217,14 +219,20 @@ def base_shapes(
             base depth is given); the same parameters at every width and depth.
         base_width: the width at which every muP factor is 1, a positive int.
         base_depth: the depth at which depth-muP's factors are 1, a positive int, or None
-            for width alone.
+            for width alone. A model whose blocks are stacked on a leading axis (`nnx.vmap`)
+            needs it even for muP in width alone: without it the stacked axis is read as a
+            fan-in (the learning rates come out the same, the roles and `init_std` not).
+        scale_depth: False for muP in width alone with `base_depth` given: the stacked axes
+            are found at `base_depth` and read as neither fan, and no depth-muP factor
+            applies at any depth (the result's `base_depth` is None).
 
     Returns:
         `BaseShapes`.
 
     Raises:
-        ValueError: `base_width` or `base_depth` is not a positive int, or the model's
-            parameters (their paths) change with width or depth.
+        ValueError: `base_width` or `base_depth` is not a positive int, the model's
+            parameters (their paths) change with width or depth, or `scale_depth` is
+            False without a `base_depth`.
 
     Example:
         >>> from flax import nnx
@@ -254,6 +262,14 @@ def base_shapes(
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+    if not isinstance(scale_depth, bool):
+        raise TypeError(f"scale_depth must be a bool, got {scale_depth!r}")
+    if not scale_depth and base_depth is None:
+        raise ValueError(
+            "scale_depth=False needs base_depth (the depth at which the stacked axes are "
+            "found); for a model with no stacked blocks leave both out"
+        )
 
     def shapes_at(width, depth):
         return _param_shapes(nnx.eval_shape(lambda: make_model(width, depth, nnx.Rngs(0))))
@@ -290,7 +306,7 @@ def base_shapes(
         grown(wider),
         depth_axes,
         base_width,
-        base_depth,
+        base_depth if scale_depth else None,
         {path: fan_in for path, (fan_in, _) in fans.items()},
         {path: fan_out for path, (_, fan_out) in fans.items()},
     )
@@ -345,7 +361,9 @@ def _entry(path: str, shape: tuple[int, ...], base: BaseShapes, optimizer: str) 
         raise ValueError(f"parameter {path} has shape {shape}, the base {base_shape}")
     depth_axes, width_axes = base.depth_axes[path], base.width_axes[path]
     ratios = [shape[a] / base_shape[a] if a in width_axes else 1.0 for a in range(len(shape))]
-    depth_ratio = math.prod(shape[a] / base_shape[a] for a in depth_axes) if depth_axes else 1.0
+    depth_ratio = 1.0  # no depth-muP factor where no base depth is scaled
+    if depth_axes and base.base_depth is not None:
+        depth_ratio = math.prod(shape[a] / base_shape[a] for a in depth_axes)
     fan_in_axes, fan_out_axes = base.fans(path)
     # a fan spread over several axes (LinearGeneral's heads and head_dim) is their product
     fan_in_ratio = float(math.prod(ratios[a] for a in fan_in_axes))
