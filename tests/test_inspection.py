@@ -241,6 +241,46 @@ class Transformer(nnx.Module):
         return self.head(body(x, self.blocks))
 
 
+class RematTransformer(Transformer):
+    """The same blocks scanned through nnx.remat, as memory-bound transformers are trained."""
+
+    def __call__(self, tokens):
+        @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
+        @nnx.remat
+        def body(x, block):
+            return block(x)
+
+        return self.head(body(self.embed(tokens), self.blocks))
+
+
+def test_blocks_inside_remat_are_named_in_a_warning_not_dropped_silently():
+    """Calls inside nnx.remat are not recorded: the warning names every module of the blocks,
+    whose parameters stay in the table whole with no module; the loss and the parameters'
+    gradients are those of the remat-free model."""
+    model = RematTransformer(depth=2, rngs=nnx.Rngs(0))
+    tokens = jax.random.randint(jax.random.key(0), (4, 6), 0, 11)
+    batch = (tokens, jnp.roll(tokens, 1, axis=1))
+    with pytest.warns(jaxgrad.inspection.UnrecordedWarning) as caught:
+        report = inspect(model, cross_entropy, batch)
+    assert len(caught) == 1
+    named = str(caught[0].message).split(" was recorded")[0].removeprefix("no call of ")
+    expected = ["blocks.ln1", "blocks.attn.query", "blocks.attn.key", "blocks.attn.value"]
+    expected += ["blocks.attn.out", "blocks.ln2", "blocks.up", "blocks.down"]
+    assert sorted(named.split(", ")) == sorted(expected)
+    assert caught[0].filename == __file__
+    assert report.module_names == ("embed", "head")
+    owners = dict(zip(report.param_names, report.param_modules, strict=True))
+    unowned = sorted(name for name, owner in owners.items() if owner == "")
+    assert unowned == sorted(name for name in owners if name.startswith("blocks."))
+    assert len(unowned) == 16  # 8 modules' kernels and biases (scales for the norms)
+    plain = Transformer(depth=2, rngs=nnx.Rngs(0))
+    reference = inspect(plain, cross_entropy, batch)  # no warning: the suite makes it an error
+    np.testing.assert_allclose(report.loss, reference.loss, rtol=1e-6)
+    np.testing.assert_allclose(
+        report.param("head.kernel").grad_norm, reference.param("head.kernel").grad_norm, rtol=1e-5
+    )
+
+
 @pytest.mark.slow
 def test_scanned_transformer_gives_one_row_per_layer_against_an_unrolled_reference():
     depth = 3

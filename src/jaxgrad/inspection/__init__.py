@@ -61,7 +61,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 import re
+import sys
+import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -751,8 +754,9 @@ def _scalar_loss(loss: Any) -> jax.Array:
     return loss
 
 
-def learn_layout(graphdef, loss_fn, spec: _Spec, params, rest, batch):
-    """What `loss_fn` records (its `capture` layout), from an abstract pass (no compute)."""
+def learn_layout(graphdef, loss_fn, spec: _Spec, params, rest, batch, *, warn: bool = True):
+    """What `loss_fn` records (its `capture` layout), from an abstract pass (no compute);
+    `warn`: an `UnrecordedWarning` for selected modules with no recorded call."""
     learned = {}
 
     def plan(params):
@@ -769,6 +773,8 @@ def learn_layout(graphdef, loss_fn, spec: _Spec, params, rest, batch):
         )
         raise
     _check_named_paths_called(spec, learned["layout"])
+    if warn:
+        _warn_unrecorded(graphdef, spec, learned["layout"], params, rest)
     return learned["layout"]
 
 
@@ -839,7 +845,7 @@ def measure(graphdef, loss_fn, spec: _Spec, params, rest, batch, layout):
         return _measure(graphdef, loss_fn, spec, params, rest, batch, layout)
     except _LayoutChanged:
         pass
-    fresh = learn_layout(graphdef, loss_fn, spec, params, rest, batch)
+    fresh = learn_layout(graphdef, loss_fn, spec, params, rest, batch, warn=False)
 
     def calls(layout):
         return [(row.name, row.module_type, row.layer) for row in _capture.rows(layout)]
@@ -901,6 +907,65 @@ def _check_named_paths_called(spec: _Spec, layout) -> None:
             f"module(s) {never} named in modules were never called by loss_fn, so they have "
             "no statistics to report"
         )
+
+
+class UnrecordedWarning(UserWarning):
+    """Modules with parameters that `inspect` (or the training recorder) would record had no
+    recorded call: called inside `nnx.remat` / `jax.checkpoint`, `jax.vmap` or another
+    transformation of the loss, or not called at all. Their layers are missing from the
+    per-layer view; their parameters are tabled whole, with no module (`param_modules` "").
+
+    Example:
+        >>> import warnings
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from jaxgrad import inspect
+        >>> from jaxgrad.inspection import UnrecordedWarning
+        >>> model = nnx.Sequential(nnx.Linear(3, 4, rngs=nnx.Rngs(0)),
+        ...                        nnx.Linear(4, 1, rngs=nnx.Rngs(1)))
+        >>> def loss_fn(model, x):  # the second layer inside nnx.remat
+        ...     return jnp.mean(nnx.remat(lambda m, h: m(h))(model.layers[1], model.layers[0](x)))
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     report = inspect(model, loss_fn, jnp.ones((5, 3)))
+        >>> report.module_names, caught[0].category is UnrecordedWarning
+        (('layers.0',), True)
+    """
+
+
+def _warn_unrecorded(graphdef, spec: _Spec, layout, params, rest) -> None:
+    """Warn (`UnrecordedWarning`) of the modules holding parameters that the selection takes
+    but whose calls were not recorded: called inside `nnx.remat` / `jax.checkpoint`,
+    `jax.vmap` or another transformation of the loss, or not called. Their layers are
+    missing from the per-layer view, and their parameters are tabled whole, unowned."""
+    called = {row.path for row in _capture.rows(layout)}
+    model = nnx.merge(graphdef, params, rest, copy=True)
+    missing = []
+    for path, node in nnx.iter_graph(model):
+        name = ".".join(str(part) for part in path)
+        selected = isinstance(node, nnx.Module) and _owns_params(node)
+        if selected and spec.select(node, name) and name not in called:
+            missing.append(name)
+    if missing:
+        warnings.warn(
+            f"no call of {', '.join(missing)} was recorded, so their layers are missing from "
+            "the per-layer view (their parameters are tabled whole, with no module): calls "
+            "made inside nnx.remat / jax.checkpoint, jax.vmap or another transformation of "
+            "the loss are not recorded; inspect the model without that transformation (for "
+            "example a remat-free copy of the same parameters) to see each layer",
+            UnrecordedWarning,
+            stacklevel=_user_stacklevel(),
+        )
+
+
+def _user_stacklevel() -> int:
+    """`warnings.warn`'s stacklevel of the first caller outside jaxgrad, jax and flax."""
+    here = os.path.dirname(os.path.dirname(__file__))  # jaxgrad's package
+    libraries = (here, os.path.dirname(jax.__file__ or ""), os.path.dirname(nnx.__file__ or ""))
+    frame, level = sys._getframe(1), 1  # the warning function itself is level 1
+    while frame is not None and frame.f_code.co_filename.startswith(libraries):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _sites(layout, keys=(), leading=()):
@@ -1046,6 +1111,7 @@ __all__ = [
     "ModuleStats",
     "ParamRows",
     "ParamStats",
+    "UnrecordedWarning",
     "inspect",
     "is_named_weight",
     "on_call_outputs",

@@ -21,7 +21,8 @@ While `loss_fn(model, batch)` is traced inside a `Capture`:
 
 All of this happens while tracing; a compiled call runs no Python. Calls made inside another
 transformation of the loss (`jax.checkpoint`, `jax.vmap`, `nnx.remat`, ...) are not recorded:
-their values belong to that transformation's trace. A module that `loss_fn` reaches through
+their values belong to that transformation's trace (`inspect` names such modules in an
+`UnrecordedWarning`). A module that `loss_fn` reaches through
 `from jax.lax import scan` (bound before the capture) is not seen as stacked.
 
 Thread-safe: while any thread captures, the classes and `jax.lax.scan` are replaced by
