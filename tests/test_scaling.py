@@ -1080,6 +1080,16 @@ def test_jaxgrad_coord_command_writes_tables_and_figures(tmp_path, capsys):
     written = "coord.csv, slopes_width.csv, width_mean_abs.png, width_change.png"
     assert out.splitlines()[-1] == f"wrote {written} to {tmp_path / 'out'}"
     assert all((tmp_path / "out" / name).is_file() for name in written.split(", "))
+    # one width of the same check into the same folder (read back, nothing trained): the
+    # slopes and figures of two widths would contradict its coord.csv, so they go
+    config.write_text('parametrization = "mup"\nwidths = [8]\ndepths = [1]\nseeds = 1\n')
+    assert cli.main(["coord", str(config), "--out", str(tmp_path / "out")]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"wrote coord.csv to {tmp_path / 'out'} (removed {written.split(', ', 1)[1]}, an "
+        "earlier run's)"
+    )
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["coord.csv", "points"]
+    assert set(pd.read_csv(tmp_path / "out" / "coord.csv").width) == {8}
     config.write_text('parametrization = "ntk"\n')
     assert cli.main(["coord", str(config)]) == 2
     assert "bad coord configuration" in capsys.readouterr().err

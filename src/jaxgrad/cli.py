@@ -791,7 +791,18 @@ def _cmd_coord(args: argparse.Namespace) -> int:
         import jaxgrad
 
         print(f"diagnose: {jaxgrad.diagnose(check).message}")
-    print(f"wrote {', '.join(written)} to {out}")
+    # an earlier run into the same folder over more widths or depths left tables and figures
+    # this one does not write: they would contradict coord.csv
+    stale = [
+        name
+        for against in ("width", "depth")
+        for name in (f"slopes_{against}.csv", f"{against}_mean_abs.png", f"{against}_change.png")
+        if name not in written and (out / name).is_file()
+    ]
+    for name in stale:
+        (out / name).unlink()
+    removed = f" (removed {', '.join(stale)}, an earlier run's)" if stale else ""
+    print(f"wrote {', '.join(written)} to {out}{removed}")
     return 0
 
 
