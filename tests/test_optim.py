@@ -956,6 +956,40 @@ def test_monitors_work_inside_nnx_optimizer_with_every_transform():
     assert {"grad_norm", "update_norm", "update_ratio", "first_moment_norm"} <= set(frame.columns)
 
 
+def test_every_module_in_forward_order_places_a_norm_layers_parameters():
+    """A CNN with its activation applied as a function and a LayerNorm before the head: the
+    monitor's rows follow layer_names(..., all_modules=True); with the layers with weights
+    alone, the norm's scale and bias come last, as documented."""
+    from flax import nnx
+
+    from jaxgrad import train
+
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.conv = nnx.Conv(3, 4, (3, 3), rngs=rngs)
+            self.ln = nnx.LayerNorm(4, rngs=rngs)
+            self.head = nnx.Linear(4, 2, rngs=rngs)
+
+        def __call__(self, x):
+            return self.head(self.ln(jax.nn.relu(self.conv(x)).mean(axis=(1, 2))))
+
+    model, x = Net(nnx.Rngs(0)), jnp.ones((2, 5, 5, 3))
+    optimizer = nnx.Optimizer(
+        model, optax.chain(optim.monitor(name="m"), optax.sgd(0.1)), wrt=nnx.Param
+    )
+    optimizer.update(model, nnx.grad(lambda m: jnp.mean(m(x) ** 2))(model))
+    state = optim.monitor_states(optimizer.opt_state)["m"]
+    assert train.layer_names(model, x, all_modules=True) == ["conv", "ln", "head"]
+    every = state.to_frame(order=train.layer_names(model, x, all_modules=True))
+    assert every["param"].tolist() == [
+        "conv/bias", "conv/kernel", "ln/bias", "ln/scale", "head/bias", "head/kernel"
+    ]  # fmt: skip
+    weights_only = state.to_frame(order=train.layer_names(model, x))["param"].tolist()
+    assert weights_only[-2:] == ["ln/bias", "ln/scale"]
+    with pytest.raises(TypeError, match="all_modules must be a bool"):
+        train.layer_names(model, x, all_modules="yes")
+
+
 def test_make_optimizer_with_monitor_inside_nnx_optimizer():
     from flax import nnx
 

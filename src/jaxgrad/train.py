@@ -409,9 +409,9 @@ def _learn_layers(model: nnx.Module, loss_fn: Callable, batch: Any) -> tuple[Any
     )
 
 
-def layer_names(model: nnx.Module, x: Any = None) -> list[str]:
+def layer_names(model: nnx.Module, x: Any = None, *, all_modules: bool = False) -> list[str]:
     """The names of the layers whose gradient norms `History.layer_grad_norms` holds, in
-    forward order.
+    forward order (or, with `all_modules`, of every module call `jaxgrad.inspect` records).
 
     A layer is a parameter named `kernel` (the weights of `nnx.Linear` and `nnx.Conv`) or
     `embedding`, one per layer of a stack applied with `jax.lax.scan` or `nnx.scan`
@@ -424,9 +424,12 @@ def layer_names(model: nnx.Module, x: Any = None) -> list[str]:
         model: any Flax NNX model (an abstract one from `nnx.eval_shape` will do).
         x: an example input batch (only its shape and dtype are read); may be omitted for
             jaxgrad's own `MLP`, `ResidualMLP` and `RNN`, which know their input size.
+        all_modules: every module call `inspect` records, norm layers and attention among
+            them, not only the layers with weights: the order
+            `optim.MonitorState.to_frame(order=...)` needs to place every parameter.
 
     Returns:
-        The layers' names, in forward order.
+        The layers' (the modules') names, in forward order.
 
     Raises:
         TypeError: `model` is not an NNX module, or `x` is omitted for a model that does
@@ -438,12 +441,22 @@ def layer_names(model: nnx.Module, x: Any = None) -> list[str]:
         >>> from jaxgrad import nn, train
         >>> train.layer_names(nn.MLP(4, 8, depth=2, out_features=3, rngs=nnx.Rngs(0)))
         ['input_layer', 'blocks[0].linear', 'blocks[1].linear', 'readout']
+        >>> import jax.numpy as jnp
+        >>> rngs = nnx.Rngs(0)
+        >>> model = nnx.Sequential(nnx.Linear(4, 8, rngs=rngs), nnx.LayerNorm(8, rngs=rngs),
+        ...                        nnx.Linear(8, 3, rngs=rngs))
+        >>> x = jnp.ones((2, 4))
+        >>> train.layer_names(model, x), train.layer_names(model, x, all_modules=True)
+        (['layers.0', 'layers.2'], ['layers.0', 'layers.1', 'layers.2'])
     """
     if not isinstance(model, nnx.Module):
         raise TypeError(f"model must be a Flax NNX module, got {type(model).__name__}")
+    if not isinstance(all_modules, bool):
+        raise TypeError(f"all_modules must be a bool, got {all_modules!r}")
     x = _example_input(model) if x is None else x
     shaped = jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x))
-    return list(_learn_layers(model, _mean_output, shaped)[2].names)
+    layers = _learn_layers(model, _mean_output, shaped)[2]
+    return list(layers.module_names if all_modules else layers.names)
 
 
 # ----------------------------------------------------------------------------- the loop

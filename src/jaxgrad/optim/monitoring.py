@@ -135,9 +135,11 @@ class MonitorState(NamedTuple):
         Args:
             order: the rows' order. None: the params' own (alphabetical, as pytrees sort
                 dict keys). Parameter names (`leaf_names`) in the order wanted, or module
-                names in forward order, as `jaxgrad.train.layer_names(model, x)` gives them
-                ("conv", "blocks[2].linear"): each parameter follows its module, the
-                parameters of modules not named last, in their own order.
+                names in forward order, as `jaxgrad.train.layer_names(model, x,
+                all_modules=True)` gives them ("conv", "ln", "blocks[2].linear"): each
+                parameter follows its module, the parameters of modules not named last, in
+                their own order (without `all_modules`, the names are the layers with
+                weights only, and a norm layer's scale and bias come last).
 
         Returns:
             A pandas DataFrame, column `param` first.
