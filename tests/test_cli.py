@@ -62,6 +62,7 @@ EMPTY_RUN = {
 BAD_INVOCATIONS = [
     # sweep: the configuration
     (["sweep", "missing.toml"], "no such file: missing.toml", {}),
+    (["coord", "."], ". is a folder; give a file (e.g. coord.toml)", {}),
     (["sweep", "bad.toml"], "depth must be ints >= 1, got 0", toml("depth = [0]\n")),
     (["sweep", "bad.toml"], "unknown activation 'foo'", toml('activation = "foo"\n')),
     (["sweep", "bad.toml"], "is not valid TOML", toml("depth = [\n")),

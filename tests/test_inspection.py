@@ -7,6 +7,7 @@ that runs its cell with `nnx.scan` over time, and jaxgrad's own MLP (against `pr
 """
 
 import concurrent.futures
+import functools
 import math
 import threading
 
@@ -869,3 +870,38 @@ def test_an_rnn_cell_is_judged_at_its_first_step_with_an_input():
     kernel = hidden[("rnn", "cell", "dense_h", "kernel")][...]
     assert profile.weight_norm[2] == pytest.approx(float(np.linalg.norm(kernel)), rel=1e-5)
     assert jaxgrad.diagnose(report).verdict == "stable"
+
+
+def test_a_loss_of_the_model_and_two_arrays_is_refused_with_the_wrapper_to_use():
+    """inspect, the recorder and the coordinate check call loss_fn(model, batch): a loss
+    written loss_fn(model, x, y) is refused before any tracing, naming the wrapper; losses
+    with defaults after the batch, and partials, are callable so and pass."""
+    from jaxgrad import recording, scaling
+
+    model = nnx.Linear(3, 1, rngs=nnx.Rngs(0))
+    batch = (jnp.ones((2, 3)), jnp.ones((2, 1)))
+
+    def loss3(model, x, y):
+        return jnp.mean((model(x) - y) ** 2)
+
+    def make(width, depth, rngs):
+        return nnx.Linear(3, 1, rngs=rngs)
+
+    attempts = {
+        "inspect": lambda: inspect(model, loss3, batch),
+        "Recorder": lambda: recording.Recorder(model, loss3, batch),
+        "coord_check": lambda: scaling.coord_check(
+            make, optax.sgd(0.1), [batch], widths=[4, 8], steps=1, loss_fn=loss3
+        ),
+    }
+    for attempt in attempts.values():
+        with pytest.raises(TypeError, match=r"loss3\(model, x, y\) is not\. .*lambda model, batch"):
+            attempt()
+    wrapped = inspect(model, lambda model, batch: loss3(model, *batch), batch)
+
+    def with_default(model, batch, scale=1.0):
+        return scale * loss3(model, *batch)
+
+    np.testing.assert_allclose(inspect(model, with_default, batch).loss, wrapped.loss)
+    partial = functools.partial(with_default, scale=2.0)
+    np.testing.assert_allclose(inspect(model, partial, batch).loss, 2 * wrapped.loss, rtol=1e-6)

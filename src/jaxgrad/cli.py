@@ -1012,6 +1012,8 @@ def _positive_float(text: str) -> float:
 
 
 def _existing_file(text: str) -> str:
+    if Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file (e.g. coord.toml)")
     if not Path(text).is_file():
         raise argparse.ArgumentTypeError(f"no such file: {text}")
     return text

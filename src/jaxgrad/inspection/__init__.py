@@ -66,6 +66,7 @@ import re
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from inspect import signature as _signature
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import jax
@@ -602,10 +603,7 @@ def inspect(
     """
     if not isinstance(model, nnx.Module):
         raise TypeError(f"model must be an nnx.Module, got {type(model).__name__}")
-    if not callable(loss_fn):
-        raise TypeError(
-            f"loss_fn must be callable as loss_fn(model, batch) -> scalar, got {loss_fn!r}"
-        )
+    _check_loss_fn(loss_fn)
     try:
         hash(loss_fn)
     except TypeError:
@@ -907,6 +905,30 @@ def _check_named_paths_called(spec: _Spec, layout) -> None:
             f"module(s) {never} named in modules were never called by loss_fn, so they have "
             "no statistics to report"
         )
+
+
+def _check_loss_fn(loss_fn: object) -> None:
+    """A TypeError, before any tracing, unless `loss_fn` can be called as
+    `loss_fn(model, batch)`: what `inspect`, the training recorder and the coordinate check
+    call. A loss of the model and two arrays, `loss_fn(model, x, y)`, gets the wrapper to use."""
+    if not callable(loss_fn):
+        raise TypeError(
+            f"loss_fn must be callable as loss_fn(model, batch) -> scalar, got {loss_fn!r}"
+        )
+    try:
+        signature = _signature(loss_fn)
+    except (TypeError, ValueError):  # no signature to read (a builtin): let the call tell
+        return
+    try:
+        signature.bind(None, None)
+    except TypeError:
+        name = getattr(loss_fn, "__name__", type(loss_fn).__name__)
+        raise TypeError(
+            f"loss_fn must be callable as loss_fn(model, batch) -> scalar, with the batch one "
+            f"argument (a tuple or a dict for several arrays); {name}{signature} is not. For "
+            "loss_fn(model, x, y) pass lambda model, batch: loss_fn(model, *batch) with "
+            "batch = (x, y)"
+        ) from None
 
 
 class UnrecordedWarning(UserWarning):

@@ -449,8 +449,7 @@ class Recorder(nnx.Module):
     ):
         if not isinstance(model, nnx.Module):
             raise TypeError(f"model must be an nnx.Module, got {type(model).__name__}")
-        if not callable(loss_fn):
-            raise TypeError(f"loss_fn must be callable as loss_fn(model, batch), got {loss_fn!r}")
+        _inspection._check_loss_fn(loss_fn)
         self.every = _positive_int("every", every)
         self.capacity = _positive_int("capacity", capacity)
         self.step_capacity = _positive_int("step_capacity", step_capacity)

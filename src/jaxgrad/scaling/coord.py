@@ -662,8 +662,7 @@ def _check_arguments(make_model, widths, depths, seeds, steps, loss_fn):
         raise TypeError(
             f"make_model must be callable as make_model(width, depth, rngs), got {make_model!r}"
         )
-    if not callable(loss_fn):
-        raise TypeError(f"loss_fn must be callable as loss_fn(model, batch), got {loss_fn!r}")
+    _inspection._check_loss_fn(loss_fn)
     return widths, depths, seed_values, int(steps)
 
 
