@@ -355,6 +355,39 @@ def test_slope_spread_over_seeds_and_noisy_verdicts():
     assert frame.loc[("out", "change", 1)].seeds == 0
 
 
+def test_a_series_whose_seeds_disagree_does_not_set_the_verdict():
+    """Per-seed slopes of 'noisy' -0.2 and 0.8 (mean 0.3, spread 0.71: two standard errors,
+    1.0, reach into the band) are unsettled: counted, not judged; 'grows' at 1.0 +- 0.05 is
+    judged exploding beside it. Alone, the noisy series leaves the finding stable."""
+    widths = (64, 128, 256, 512)
+
+    def point(width, exponents):
+        values = np.ones((2, 1, len(exponents), 3))
+        for layer, per_seed in enumerate(exponents):
+            values[:, 0, layer, 0] = float(width) ** np.asarray(per_seed)
+        names = ("noisy", "grows")[: len(exponents)]
+        return CoordPoint(width, None, names, (), np.zeros((2, 1)), values, np.zeros((2, 1, 0, 3)))
+
+    def finding(exponents):
+        points = tuple(point(w, exponents) for w in widths)
+        (found,) = scaling.slopes(CoordCheck(points, widths, (None,), (0, 1), 1)).findings()
+        return found
+
+    both = finding([(-0.2, 0.8), (0.95, 1.05)])
+    assert (both.verdict, both.layers) == ("exploding", (2,))
+    assert both.numbers["series_unsettled"] == 1
+    assert "noisy" not in both.message.split(" (slope threshold")[0]
+    assert "1 series out of the band by less than two standard errors" in both.message
+    alone = finding([(-0.2, 0.8)])
+    assert alone.verdict == "stable"
+    assert alone.message.startswith(
+        "3 slopes of the outputs' mean |x|, rms and change against log width, from +0.00 to "
+        "+0.30: none out of the band by two standard errors +-0.25"
+    )
+    settled = finding([(0.55, 0.65)])  # out of the band by 0.35, two standard errors 0.1
+    assert (settled.verdict, settled.layers) == ("exploding", (1,))
+
+
 @pytest.mark.parametrize(
     ("slope", "against", "words"),
     [
@@ -1216,13 +1249,16 @@ def hand_check(exponent, widths=(64, 128, 256, 512), depths=(None,), steps=3):
 
 @pytest.mark.parametrize(
     ("exponent", "expected"),
-    [(0.98, "exploding"), (0.3, "exploding"), (0.2, "stable"), (0.0, "stable"),
-     (-0.5, "vanishing")],
+    [(0.98, "exploding"), (0.4, "exploding"), (0.3, "stable"), (0.2, "stable"),
+     (0.0, "stable"), (-0.5, "vanishing")],
 )  # fmt: skip
 def test_diagnose_reads_the_width_slopes_of_a_constructed_check(exponent, expected):
+    """0.3 is out of the band by 0.05, within two standard errors over the three seeds
+    (2 * 0.08 / sqrt(3) = 0.092): unsettled, counted, not judged; 0.4 is out by 0.15."""
     check = hand_check(exponent)
     result = jaxgrad.diagnose(scaling.slopes(check))
     (finding,) = result.findings
+    assert ("series_unsettled" in finding.numbers) == (exponent == 0.3)
     assert (result.verdict, finding.rule, finding.verdict) == (expected, "width_scaling", expected)
     assert finding.threshold == scaling.STABLE_SLOPE == 0.25
     assert math.isnan(result.ratio)

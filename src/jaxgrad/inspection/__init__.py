@@ -730,14 +730,17 @@ def _nonnegative(name: str, value: object) -> float:
 # ----------------------------------------------------------------------------- the program
 
 
-def _run(graphdef, loss_fn, spec: _Spec, rest, batch, params, taps):
+def _run(graphdef, loss_fn, spec: _Spec, rest, batch, params, taps, notes=None):
     """loss_fn on a copy of the model, recording: (loss, records, layout, the state other
-    than the parameters after the call: batch-norm statistics, RNG counters)."""
+    than the parameters after the call: batch-norm statistics, RNG counters). `notes`, a
+    dict, gets "foreign_calls": the calls made inside another transformation."""
     model = nnx.merge(graphdef, params, rest, copy=True)
     dphi = None if spec.activation is None else _act.derivative_from_output(spec.activation)
     capture = _capture.Capture(model, spec.select, taps, dphi, spec.threshold)
     with capture.active_on(set(spec.classes)):
         loss = _scalar_loss(loss_fn(model, batch))
+    if notes is not None:
+        notes["foreign_calls"] = capture.foreign_calls
     return loss, capture.records, capture.layout, nnx.split(model, nnx.Param, ...)[2]
 
 
@@ -758,7 +761,9 @@ def learn_layout(graphdef, loss_fn, spec: _Spec, params, rest, batch, *, warn: b
     learned = {}
 
     def plan(params):
-        loss, _records, layout, _rest = _run(graphdef, loss_fn, spec, rest, batch, params, None)
+        loss, _records, layout, _rest = _run(
+            graphdef, loss_fn, spec, rest, batch, params, None, notes=learned
+        )
         learned["layout"] = layout
         return loss
 
@@ -771,7 +776,7 @@ def learn_layout(graphdef, loss_fn, spec: _Spec, params, rest, batch, *, warn: b
         )
         raise
     _check_named_paths_called(spec, learned["layout"])
-    if warn:
+    if warn and learned["foreign_calls"]:
         _warn_unrecorded(graphdef, spec, learned["layout"], params, rest)
     return learned["layout"]
 
@@ -932,10 +937,11 @@ def _check_loss_fn(loss_fn: object) -> None:
 
 
 class UnrecordedWarning(UserWarning):
-    """Modules with parameters that `inspect` (or the training recorder) would record had no
-    recorded call: called inside `nnx.remat` / `jax.checkpoint`, `jax.vmap` or another
-    transformation of the loss, or not called at all. Their layers are missing from the
-    per-layer view; their parameters are tabled whole, with no module (`param_modules` "").
+    """Calls were made inside another transformation of the loss (`nnx.remat` /
+    `jax.checkpoint`, `jax.vmap`, ...), which are not recorded, and modules with parameters
+    that `inspect` (or the training recorder) would record have no recorded call. Their
+    layers are missing from the per-layer view; their parameters are tabled whole, with no
+    module (`param_modules` "").
 
     Example:
         >>> import warnings
@@ -956,10 +962,12 @@ class UnrecordedWarning(UserWarning):
 
 
 def _warn_unrecorded(graphdef, spec: _Spec, layout, params, rest) -> None:
-    """Warn (`UnrecordedWarning`) of the modules holding parameters that the selection takes
-    but whose calls were not recorded: called inside `nnx.remat` / `jax.checkpoint`,
-    `jax.vmap` or another transformation of the loss, or not called. Their layers are
-    missing from the per-layer view, and their parameters are tabled whole, unowned."""
+    """After calls were made inside another transformation of the loss (`nnx.remat` /
+    `jax.checkpoint`, `jax.vmap`, ...), warn (`UnrecordedWarning`) of the modules holding
+    parameters that the selection takes but whose calls were not recorded. Their layers are
+    missing from the per-layer view, and their parameters are tabled whole, unowned. (A
+    module whose weights the model reads without calling it, an RNN's recurrent kernel,
+    has no call to record either; with no call inside a transformation nothing is said.)"""
     called = {row.path for row in _capture.rows(layout)}
     model = nnx.merge(graphdef, params, rest, copy=True)
     missing = []

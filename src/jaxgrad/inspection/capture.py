@@ -446,6 +446,9 @@ class Capture:
         self.levels = [_Level(taps, {}, None)]
         self.active: list[list[jax.Array]] = []  # attention statistics of the calls under way
         self.in_call: set[int] = set()  # modules whose recorded call is under way
+        # calls of the patched classes made inside another transformation's trace (nnx.remat,
+        # jax.vmap, ...), which are not recorded
+        self.foreign_calls = 0
 
     # ------------------------------------------------------------------ results
 
@@ -488,8 +491,11 @@ class Capture:
         @functools.wraps(call)
         def recording_call(module: nnx.Module, *args: Any, **kwargs: Any) -> Any:
             level = capture.levels[-1]
-            if _core.trace_ctx.trace is not level.trace or id(module) in capture.in_call:
-                return call(module, *args, **kwargs)  # inside another transformation, or nested
+            if id(module) in capture.in_call:
+                return call(module, *args, **kwargs)  # nested in its own recorded call
+            if _core.trace_ctx.trace is not level.trace:
+                capture.foreign_calls += 1
+                return call(module, *args, **kwargs)  # inside another transformation
             path = capture._module_path(module)
             if path is None or not capture.select(module, path):
                 return call(module, *args, **kwargs)

@@ -18,7 +18,9 @@ A verdict carries "(noisy: spread 0.41)" when the spread over seeds exceeds `NOI
 `jaxgrad.diagnose(table)` judges the slopes (`Slopes.findings`): the "width_scaling" (or
 "depth_scaling") rule reads the recorded outputs' statistics (`JUDGED`) at every step, and
 finds "exploding" where a slope exceeds `STABLE_SLOPE`, "vanishing" where one is below
--`STABLE_SLOPE`, with muP (width) or depth-muP's branch multiplier (depth) as the cure.
+-`STABLE_SLOPE`, with muP (width) or depth-muP's branch multiplier (depth) as the cure. A
+series whose seeds leave it unsettled, its mean slope out of the band by less than two
+standard errors (2 spread / sqrt(seeds)), is counted in the finding's message, not judged.
 
 Across depths, layers are matched by name; a name holding a stack index ("blocks[7].linear",
 "layers.7") also answers to its last layer as "-1" ("blocks[-1].linear", "layers.-1"), so the
@@ -398,16 +400,30 @@ class Slopes:
             "spread_of_smallest": float(spread[low]),
             "series_read": int(index.size),
         }
-        # each series out of the band, at its steepest step
+        # each series out of the band, at its steepest step; one whose seeds disagree too
+        # much to place its mean slope out of the band (by two standard errors) is unsettled
+        error = 2 * spread / np.sqrt(np.maximum(self.seeds, 1))
         steepest: dict[tuple, int] = {}
+        unsettled: set[tuple] = set()
         for i in index[np.abs(slope[index]) > STABLE_SLOPE]:
             key = (self.fixed[i], self.layer[i], self.statistic[i])
-            if key not in steepest or abs(slope[i]) > abs(slope[steepest[key]]):
+            if abs(slope[i]) - STABLE_SLOPE <= error[i]:
+                unsettled.add(key)
+            elif key not in steepest or abs(slope[i]) > abs(slope[steepest[key]]):
                 steepest[key] = int(i)
+        unsettled -= set(steepest)
+        if unsettled:
+            numbers["series_unsettled"] = len(unsettled)
+            note += (
+                f"; {len(unsettled)} series out of the band by less than two standard errors "
+                "over the seeds (2 spread / sqrt(seeds)), not judged: more seeds will settle "
+                "them"
+            )
         if not steepest:
+            within = "none out of the band by two standard errors" if unsettled else "all within"
             message = (
                 f"{index.size} slopes of the outputs' mean |x|, rms and change against log "
-                f"{self.against}, from {slope[low]:+.2f} to {slope[high]:+.2f}: all within "
+                f"{self.against}, from {slope[low]:+.2f} to {slope[high]:+.2f}: {within} "
                 f"+-{STABLE_SLOPE:g} (slope threshold {STABLE_SLOPE:g}){note}"
             )
             return Finding(rule, "stable", (), numbers, STABLE_SLOPE, message, "")
