@@ -986,6 +986,18 @@ def test_every_module_in_forward_order_places_a_norm_layers_parameters():
     ]  # fmt: skip
     weights_only = state.to_frame(order=train.layer_names(model, x))["param"].tolist()
     assert weights_only[-2:] == ["ln/bias", "ln/scale"]
+    # attention: each projection's parameters after the projection itself, not after the
+    # attention module that holds them (which would sort them by name)
+    attention = nnx.MultiHeadAttention(2, 4, decode=False, rngs=nnx.Rngs(0))
+    tokens = jnp.ones((1, 3, 4))
+    optimizer = nnx.Optimizer(
+        attention, optax.chain(optim.monitor(name="m"), optax.sgd(0.1)), wrt=nnx.Param
+    )
+    optimizer.update(attention, nnx.grad(lambda m: jnp.mean(m(tokens) ** 2))(attention))
+    order = train.layer_names(attention, tokens, all_modules=True)
+    assert order == ["", "query", "key", "value", "out"]
+    rows = optim.monitor_states(optimizer.opt_state)["m"].to_frame(order=order)["param"]
+    assert [name.split("/")[0] for name in rows][::2] == ["query", "key", "value", "out"]
     with pytest.raises(TypeError, match="all_modules must be a bool"):
         train.layer_names(model, x, all_modules="yes")
 

@@ -24,8 +24,8 @@ CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
 class _JitBuildingModels:
-    """One `jax.jit` per backend kind, chosen at each call by `jax.default_backend()` (so
-    importing jaxgrad does not start a backend)."""
+    """One `jax.jit` per backend kind, chosen at each call by the default device's platform
+    (so importing jaxgrad does not start a backend)."""
 
     def __init__(self, fun: Callable[..., Any], jit_kwargs: dict[str, Any]):
         functools.update_wrapper(self, fun)
@@ -33,7 +33,7 @@ class _JitBuildingModels:
         self._other = jax.jit(fun, **jit_kwargs)
 
     def _jitted(self):
-        return self._cpu if jax.default_backend() == "cpu" else self._other
+        return self._cpu if _platform() == "cpu" else self._other
 
     def __call__(self, *args, **kwargs):
         return self._jitted()(*args, **kwargs)
@@ -43,6 +43,15 @@ class _JitBuildingModels:
 
     def _cache_size(self) -> int:
         return self._jitted()._cache_size()
+
+
+def _platform() -> str:
+    """The platform a call without placed inputs runs on: `jax.default_device`'s (a device
+    or a platform name) where one is set, else the default backend's."""
+    default = jax.config.jax_default_device
+    if default is None:
+        return jax.default_backend()
+    return default if isinstance(default, str) else default.platform
 
 
 def jit_building_models(**jit_kwargs: Any) -> Callable[[Callable[..., Any]], _JitBuildingModels]:

@@ -1493,4 +1493,25 @@ def coord_check(
             ax.set_ylabel(_COORD_LABELS.get(statistic, statistic))
         if ax.lines:
             ax.legend(fontsize=MIN_FONT_PT, loc="best")
+            _at_least_a_decade(ax)
+        else:  # nothing a log axis can show: say so rather than draw an empty frame
+            ax.set_xticks([])
+            ax.set_yticks([], minor=False)
+            ax.set_yticks([], minor=True)
+            zero = statistic == "change" and step == 0
+            ax.text(
+                0.5, 0.5,
+                "nothing moved yet:\nthe change is 0 at step 0" if zero
+                else "no finite positive value\nat any size",
+                ha="center", va="center", transform=ax.transAxes, fontsize=MIN_FONT_PT,
+            )  # fmt: skip
     return _finish(figure, path)
+
+
+def _at_least_a_decade(ax: Any) -> None:
+    """A log y axis spanning at least a factor 10 around the data's geometric middle, so a
+    curve that varies by a few percent draws flat rather than filling the panel."""
+    low, high = ax.get_ylim()
+    if high / low < 10:
+        middle = math.sqrt(low * high)
+        ax.set_ylim(middle / math.sqrt(10), middle * math.sqrt(10))

@@ -921,7 +921,7 @@ def _check_loss_fn(loss_fn: object) -> None:
             f"loss_fn must be callable as loss_fn(model, batch) -> scalar, got {loss_fn!r}"
         )
     try:
-        signature = _signature(loss_fn)
+        signature = _signature(loss_fn, follow_wrapped=False)  # an adapter's own
     except (TypeError, ValueError):  # no signature to read (a builtin): let the call tell
         return
     try:
@@ -981,7 +981,8 @@ def _warn_unrecorded(graphdef, spec: _Spec, layout, params, rest) -> None:
             f"no call of {', '.join(missing)} was recorded, so their layers are missing from "
             "the per-layer view (their parameters are tabled whole, with no module): calls "
             "made inside nnx.remat / jax.checkpoint, jax.vmap or another transformation of "
-            "the loss are not recorded; inspect the model without that transformation (for "
+            "the loss are not recorded (nor are modules the loss does not call); inspect the "
+            "model without that transformation (for "
             "example a remat-free copy of the same parameters) to see each layer",
             UnrecordedWarning,
             stacklevel=_user_stacklevel(),

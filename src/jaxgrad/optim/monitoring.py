@@ -181,7 +181,8 @@ class MonitorState(NamedTuple):
 def _ordered(names: list[str], order: Sequence[str]) -> list[str]:
     """`names` (parameter names, "/"-joined) in `order`: parameter names, or module names
     ("blocks[2].linear": a layer of a stack stands for the stack's parameter) whose
-    parameters follow them, the others last."""
+    parameters follow them (each after its innermost module named: "attn/query" rather than
+    "attn"), the others last."""
     if isinstance(order, str) or not all(isinstance(name, str) for name in order):
         raise TypeError(f"order must be a sequence of names, got {order!r}")
     if set(order) <= set(names):
@@ -190,7 +191,8 @@ def _ordered(names: list[str], order: Sequence[str]) -> list[str]:
     place = {}
     for index, name in enumerate(names):
         owners = [i for i, module in enumerate(modules) if name.startswith(module + "/")]
-        place[name] = (min(owners), index) if owners else (len(modules), index)
+        innermost = max(owners, key=lambda i: (len(modules[i]), -i), default=None)
+        place[name] = (len(modules), index) if innermost is None else (innermost, index)
     if all(rank == len(modules) for rank, _ in place.values()):
         raise ValueError(
             f"order names neither parameters nor modules of these params: {list(order)[:4]}; "

@@ -232,7 +232,8 @@ def base_shapes(
     Raises:
         ValueError: `base_width` or `base_depth` is not a positive int, the model's
             parameters (their paths) change with width or depth, or `scale_depth` is
-            False without a `base_depth`.
+            False without a `base_depth` or with a model none of whose parameters grows
+            with depth.
 
     Example:
         >>> from flax import nnx
@@ -299,6 +300,13 @@ def base_shapes(
         }
 
     depth_axes = grown(deeper)
+    if not scale_depth and not any(depth_axes.values()):
+        raise ValueError(
+            f"scale_depth=False reads the axes that grow with depth, but no parameter grows "
+            f"between depth {base_depth} and {2 * base_depth}: make_model ignores its depth "
+            "(build `depth` stacked blocks, nnx.vmap), or the model has no stacked blocks "
+            "(then leave base_depth and scale_depth out)"
+        )
     fans = {path: _kernel_fans(len(shape), depth_axes[path]) for path, shape in base.items()}
     fans.update(_linear_general_fans(base_model, base))
     return BaseShapes(

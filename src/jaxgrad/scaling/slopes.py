@@ -19,8 +19,8 @@ A verdict carries "(noisy: spread 0.41)" when the spread over seeds exceeds `NOI
 "depth_scaling") rule reads the recorded outputs' statistics (`JUDGED`) at every step, and
 finds "exploding" where a slope exceeds `STABLE_SLOPE`, "vanishing" where one is below
 -`STABLE_SLOPE`, with muP (width) or depth-muP's branch multiplier (depth) as the cure. A
-series whose seeds leave it unsettled, its mean slope out of the band by less than two
-standard errors (2 spread / sqrt(seeds)), is counted in the finding's message, not judged.
+series whose mean slope is out of the band but some of whose seeds' slopes are not (within
+it, or out on the other side) is unsettled: counted in the finding's message, not judged.
 
 Across depths, layers are matched by name; a name holding a stack index ("blocks[7].linear",
 "layers.7") also answers to its last layer as "-1" ("blocks[-1].linear", "layers.-1"), so the
@@ -237,6 +237,8 @@ class Slopes:
         spread: their standard deviation over seeds (0 for one seed).
         seeds: the number of seeds with a defined slope.
         verdict: the words (`verdict`).
+        beyond: how many seeds' slopes are out of the band (|slope| > `STABLE_SLOPE`) on the
+            mean's side; a series out of the band is judged only when every seed is.
         stacks: against depth, the stacks whose length changes with depth, by the name before
             their index ("blocks", "body.layers"): their layers at a fixed index are not
             judged (`relative_depth_kept`).
@@ -268,6 +270,7 @@ class Slopes:
     seeds: np.ndarray
     verdict: np.ndarray
     stacks: tuple[str, ...] = ()
+    beyond: np.ndarray | None = None
 
     def to_frame(self) -> pd.DataFrame:
         """The table: `fixed` is named `depth` (slopes against width) or `width`."""
@@ -283,9 +286,16 @@ class Slopes:
                 "slope": self.slope,
                 "spread": self.spread,
                 "seeds": self.seeds,
+                "seeds_beyond": self._beyond(),
                 "verdict": self.verdict,
             }
         )
+
+    def _beyond(self) -> np.ndarray:
+        """`beyond`, or (for a table built without it) every seed where the mean is out."""
+        if self.beyond is not None:
+            return self.beyond
+        return np.where(np.abs(self.slope) > STABLE_SLOPE, self.seeds, 0)
 
     def get(self, layer: str, statistic: str, step: int = -1, fixed=None) -> tuple[float, str]:
         """(slope, verdict) of one series (the last step by default; the only or first
@@ -400,14 +410,14 @@ class Slopes:
             "spread_of_smallest": float(spread[low]),
             "series_read": int(index.size),
         }
-        # each series out of the band, at its steepest step; one whose seeds disagree too
-        # much to place its mean slope out of the band (by two standard errors) is unsettled
-        error = 2 * spread / np.sqrt(np.maximum(self.seeds, 1))
+        # each series out of the band, at its steepest step; one out of it for some seeds
+        # only (the others within it or across it) is unsettled
+        beyond = self._beyond()
         steepest: dict[tuple, int] = {}
         unsettled: set[tuple] = set()
         for i in index[np.abs(slope[index]) > STABLE_SLOPE]:
             key = (self.fixed[i], self.layer[i], self.statistic[i])
-            if abs(slope[i]) - STABLE_SLOPE <= error[i]:
+            if beyond[i] < self.seeds[i]:
                 unsettled.add(key)
             elif key not in steepest or abs(slope[i]) > abs(slope[steepest[key]]):
                 steepest[key] = int(i)
@@ -415,16 +425,17 @@ class Slopes:
         if unsettled:
             numbers["series_unsettled"] = len(unsettled)
             note += (
-                f"; {len(unsettled)} series out of the band by less than two standard errors "
-                "over the seeds (2 spread / sqrt(seeds)), not judged: more seeds will settle "
-                "them"
+                f"; {len(unsettled)} series out of the band for some seeds but not all, not "
+                "judged: more seeds will settle them"
             )
         if not steepest:
-            within = "none out of the band by two standard errors" if unsettled else "all within"
+            within = f"all within +-{STABLE_SLOPE:g}"
+            if unsettled:
+                within = f"none out of +-{STABLE_SLOPE:g} for every seed"
             message = (
                 f"{index.size} slopes of the outputs' mean |x|, rms and change against log "
                 f"{self.against}, from {slope[low]:+.2f} to {slope[high]:+.2f}: {within} "
-                f"+-{STABLE_SLOPE:g} (slope threshold {STABLE_SLOPE:g}){note}"
+                f"(slope threshold {STABLE_SLOPE:g}){note}"
             )
             return Finding(rule, "stable", (), numbers, STABLE_SLOPE, message, "")
         # growth first, the steepest first (to two decimals, as quoted), then forward order
@@ -499,7 +510,7 @@ def slopes(check: CoordCheck, against: str = "width") -> Slopes:
             shared = set.intersection(*(set(f) for f in found))
             stacks |= {prefix for prefix in shared if len({f[prefix] for f in found}) > 1}
     columns: dict[str, list] = {key: [] for key in ("fixed", "layer", "statistic", "step")}
-    columns |= {"slope": [], "spread": [], "seeds": [], "verdict": []}
+    columns |= {"slope": [], "spread": [], "seeds": [], "beyond": [], "verdict": []}
     for other in others:
         points: list[CoordPoint] = [
             check.point(size, other) if against == "width" else check.point(other, size)
@@ -531,6 +542,8 @@ def slopes(check: CoordCheck, against: str = "width") -> Slopes:
                     columns["slope"].append(slope)
                     columns["spread"].append(spread if defined.size else math.nan)
                     columns["seeds"].append(int(defined.size))
+                    side = np.sign(slope) if math.isfinite(slope) else 0.0
+                    columns["beyond"].append(int(np.sum(side * defined > STABLE_SLOPE)))
                     columns["verdict"].append(words)
     return Slopes(
         against,
@@ -543,6 +556,7 @@ def slopes(check: CoordCheck, against: str = "width") -> Slopes:
         np.asarray(columns["seeds"], dtype=np.int64),
         np.asarray(columns["verdict"], dtype=object),
         tuple(sorted(stacks)),
+        np.asarray(columns["beyond"], dtype=np.int64),
     )
 
 
