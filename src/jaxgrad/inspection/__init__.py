@@ -4,9 +4,11 @@
 respect to every `nnx.Param`, and, for every recorded module call, the statistics of the
 call's input and output, the dead and saturated fractions of its input, the norm of
 dL/d(output) and, for attention, the largest logit and the attention entropy. It returns a
-`ModelReport` whose rows are in forward order (the order in which the calls started), one
-row per layer for layers stacked on a leading axis and applied with `jax.lax.scan` or
-`nnx.scan`; `to_frame()` gives the pandas view and `jaxgrad.diagnose(report)` the verdict.
+`ModelReport` whose rows are in forward order (the order in which the calls started: a
+block's row comes before the rows of the calls made inside it, although its output is
+computed after theirs), one row per layer for layers stacked on a leading axis and applied
+with `jax.lax.scan` or `nnx.scan`; `to_frame()` gives the pandas view and
+`jaxgrad.diagnose(report)` the verdict.
 
 How it sees inside without changing the model's code: `jaxgrad.inspection.capture` (module
 calls are wrapped while tracing, `jax.lax.scan` carries per-layer records out, and a zero
@@ -573,6 +575,9 @@ def inspect(
             `nnx.Param` itself, and `DEFAULT_TYPES` (attention, jaxgrad's blocks). Otherwise
             a module type, a module path such as `"conv1"` or `"blocks.linear"` (a stacked
             module's path records every layer), or a sequence of them; `()` records none.
+            A residual block of your own owns no parameter itself, so its output (the
+            residual stream, which depth scaling is about) is recorded only when named:
+            `modules=[Block, nnx.Linear]` or `modules=["blocks", ...]`.
         activation: the network's activation (a name or a function from
             `jaxgrad.activations.get`), for the saturated fraction of each input; default:
             the model's `activation_name` (jaxgrad's models), else unknown (nan). The
