@@ -1038,8 +1038,8 @@ def test_ctrl_c_in_the_coord_command_says_what_is_saved(tmp_path, monkeypatch, c
     monkeypatch.setattr(coord_config, "run", real_run)
     assert cli.main(["coord", str(config), "--out", str(tmp_path / "out")]) == 2
     assert (
-        "holds a different sweep (identity.seeds 1 there, 2 here; seeds [0] there, [0, 1] here)"
-        in capsys.readouterr().err
+        "holds a different coordinate check (identity.seeds 1 there, 2 here; seeds [0] there, "
+        "[0, 1] here)" in capsys.readouterr().err
     )
 
 

@@ -187,6 +187,7 @@ class ResultStore:
         *,
         part_columns: Sequence[str] | None = None,
         log: Callable[[str], None] | None = None,
+        what: str = "sweep",
     ) -> ResultStore:
         """Create the results folder of a sweep, or join the same sweep already in it.
 
@@ -198,6 +199,7 @@ class ResultStore:
                 joins the manifest's grids (a grid within one already there adds nothing).
             part_columns: the columns every part must have (checked on read); default: any.
             log: where messages go (default: one line on stderr).
+            what: what the folder holds, in a refusal ("sweep", "coordinate check").
 
         Raises:
             FolderError: (a ValueError) the folder holds another sweep (the message names
@@ -233,7 +235,7 @@ class ResultStore:
                     differences = differences or "its networks are named by other columns"
                 if differences:
                     raise FolderError(
-                        f"{root} holds a different sweep ({differences}); use another results "
+                        f"{root} holds a different {what} ({differences}); use another results "
                         "folder (--out), or delete this one"
                     )
                 grids = manifest["grids"]

@@ -584,6 +584,7 @@ def _run(
             {"width": list(widths), "depth": list(depths)},
             part_columns=PART_COLUMNS + (() if rates is None else ("learning_rate",)),
             log=log,
+            what="coordinate check",
         )
         stored = store.stored()
         if done := sum(point in stored for point in grid):
