@@ -202,6 +202,51 @@ def test_moments_of_a_partitioned_optimizer_are_merged_from_its_partitions(parti
     assert np.isfinite(first).sum() == (4 if partitioned == "muon" else 2)
 
 
+def test_a_step_without_update_or_with_two_gradient_calls_is_refused():
+    """value_and_grad opens a step and update closes it: a step that calls value_and_grad
+    twice (accumulating gradients), a step after one that never called update, and an
+    update with no value_and_grad are refused when traced, before anything runs (they
+    shifted the recorded step numbers silently)."""
+    model = nnx.Sequential(
+        nnx.Linear(4, 8, rngs=nnx.Rngs(0)), nnx.relu, nnx.Linear(8, 1, rngs=nnx.Rngs(1))
+    )
+    batch = jnp.ones((6, 4))
+
+    def loss_fn(model, x):
+        return jnp.mean(model(x) ** 2)
+
+    optimizer = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
+    recorder = recording.Recorder(model, loss_fn, batch, every=1, capacity=4)
+
+    @nnx.jit
+    def accumulating(model, optimizer, recorder, x):
+        _, first = recorder.value_and_grad(model, x)
+        recorder.value_and_grad(model, x)  # a second gradient in the same step
+        recorder.update(model, optimizer, optimizer.update(model, first))
+
+    @nnx.jit
+    def no_update(model, recorder, x):
+        return recorder.value_and_grad(model, x)[0]
+
+    @nnx.jit
+    def only_update(model, optimizer, recorder, x):
+        grads = nnx.grad(loss_fn)(model, x)
+        recorder.update(model, optimizer, optimizer.update(model, grads))
+
+    with pytest.raises(ValueError, match="called again before recorder.update closed the step"):
+        accumulating(model, optimizer, recorder, batch)
+    fresh = recording.Recorder(model, loss_fn, batch, every=1, capacity=4)
+    with pytest.raises(ValueError, match="closes a step that recorder.value_and_grad opened"):
+        only_update(model, optimizer, fresh, batch)
+    no_update(model, fresh, batch)  # the step stays open
+    with pytest.raises(ValueError, match="or the one before did not call update"):
+        make_step(loss_fn)(model, optimizer, fresh, batch)
+    good = recording.Recorder(model, loss_fn, batch, every=1, capacity=4)
+    for _ in range(3):
+        make_step(loss_fn)(model, optimizer, good, batch)
+    assert good.history().steps["step"].tolist() == [0, 1, 2]
+
+
 @pytest.mark.parametrize("form", ["static", "unconditional"])
 def test_a_static_record_flag_records_the_same_rows_as_the_traced_schedule(form):
     """`record=` chosen in Python (two compiled programs, no conditional around the pass:

@@ -512,6 +512,8 @@ class Recorder(nnx.Module):
         # set by value_and_grad, read and reset by update inside the step; always None
         # between steps, so the recorder's graph (nnx.jit's cache key) stays the same
         self._scheduled: bool | None = None
+        # True from value_and_grad to update (the step is open); False between steps
+        self._open = False
         self.guard_skips = RecorderState(jnp.zeros((), jnp.int32))  # as of the last step
 
     # ------------------------------------------------------------------ in the step
@@ -552,12 +554,22 @@ class Recorder(nnx.Module):
 
         Raises:
             TypeError: `record` is not None, True or False.
+            ValueError: the step before did not call `update`, or this one calls
+                `value_and_grad` twice (a step's numbers would shift silently).
         """
         if record is not None and not isinstance(record, bool | np.bool_):
             raise TypeError(
                 f"record must be None (the schedule of every=), True or False, got {record!r}; "
                 "a traced value cannot choose the program: leave it None and set every="
             )
+        if self._open:
+            raise ValueError(
+                "recorder.value_and_grad was called again before recorder.update closed the "
+                "step: call value_and_grad, then update, once per step (this step calls "
+                "value_and_grad twice, or the one before did not call update). To accumulate "
+                "gradients, wrap the optimizer in optax.MultiSteps and record every micro-step"
+            )
+        self._open = True
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         loss_fn, spec, layout = self.loss_fn, self.spec, self.layout
         template = self.row_packing.unpack(self.row_packing.empty())  # constants
@@ -671,7 +683,16 @@ class Recorder(nnx.Module):
             optimizer: the `nnx.Optimizer` (its state is searched for Adam-family moments
                 and for `jaxgrad.optim.guard` states).
             updates: what `optimizer.update` returned.
+
+        Raises:
+            ValueError: `value_and_grad` was not called in this step before it.
         """
+        if not self._open:
+            raise ValueError(
+                "recorder.update closes a step that recorder.value_and_grad opened: call "
+                "value_and_grad, then update, once per step"
+            )
+        self._open = False
         step_row = dict(self.step_packing.unpack(self.pending_step.get_value()))
         measured = step_row["recorded"] > 0
         param_rows = self.param_rows
