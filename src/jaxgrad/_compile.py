@@ -38,9 +38,6 @@ class _JitBuildingModels:
     def __call__(self, *args, **kwargs):
         return self._jitted()(*args, **kwargs)
 
-    def lower(self, *args, **kwargs):
-        return self._jitted().lower(*args, **kwargs)
-
     def _cache_size(self) -> int:
         return self._jitted()._cache_size()
 

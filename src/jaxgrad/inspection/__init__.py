@@ -987,8 +987,8 @@ def _warn_unrecorded(graphdef, spec: _Spec, layout, params, rest) -> None:
             "the per-layer view (their parameters are tabled whole, with no module): calls "
             "made inside nnx.remat / jax.checkpoint, jax.vmap or another transformation of "
             "the loss are not recorded (nor are modules the loss does not call); inspect the "
-            "model without that transformation (for "
-            "example a remat-free copy of the same parameters) to see each layer",
+            "model without that transformation (for example a remat-free copy of the same "
+            "parameters) to see each layer",
             UnrecordedWarning,
             stacklevel=_user_stacklevel(),
         )

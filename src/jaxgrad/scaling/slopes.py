@@ -236,9 +236,9 @@ class Slopes:
         slope: the mean over seeds of the per-seed slopes (nan where undefined).
         spread: their standard deviation over seeds (0 for one seed).
         seeds: the number of seeds with a defined slope.
-        verdict: the words (`verdict`).
         beyond: how many seeds' slopes are out of the band (|slope| > `STABLE_SLOPE`) on the
             mean's side; a series out of the band is judged only when every seed is.
+        verdict: the words (`verdict`).
         stacks: against depth, the stacks whose length changes with depth, by the name before
             their index ("blocks", "body.layers"): their layers at a fixed index are not
             judged (`relative_depth_kept`).
@@ -268,9 +268,9 @@ class Slopes:
     slope: np.ndarray
     spread: np.ndarray
     seeds: np.ndarray
+    beyond: np.ndarray
     verdict: np.ndarray
     stacks: tuple[str, ...] = ()
-    beyond: np.ndarray | None = None
 
     def to_frame(self) -> pd.DataFrame:
         """The table: `fixed` is named `depth` (slopes against width) or `width`."""
@@ -286,16 +286,10 @@ class Slopes:
                 "slope": self.slope,
                 "spread": self.spread,
                 "seeds": self.seeds,
-                "seeds_beyond": self._beyond(),
+                "seeds_beyond": self.beyond,
                 "verdict": self.verdict,
             }
         )
-
-    def _beyond(self) -> np.ndarray:
-        """`beyond`, or (for a table built without it) every seed where the mean is out."""
-        if self.beyond is not None:
-            return self.beyond
-        return np.where(np.abs(self.slope) > STABLE_SLOPE, self.seeds, 0)
 
     def get(self, layer: str, statistic: str, step: int = -1, fixed=None) -> tuple[float, str]:
         """(slope, verdict) of one series (the last step by default; the only or first
@@ -412,12 +406,11 @@ class Slopes:
         }
         # each series out of the band, at its steepest step; one out of it for some seeds
         # only (the others within it or across it) is unsettled
-        beyond = self._beyond()
         steepest: dict[tuple, int] = {}
         unsettled: set[tuple] = set()
         for i in index[np.abs(slope[index]) > STABLE_SLOPE]:
             key = (self.fixed[i], self.layer[i], self.statistic[i])
-            if beyond[i] < self.seeds[i]:
+            if self.beyond[i] < self.seeds[i]:
                 unsettled.add(key)
             elif key not in steepest or abs(slope[i]) > abs(slope[steepest[key]]):
                 steepest[key] = int(i)
@@ -554,9 +547,9 @@ def slopes(check: CoordCheck, against: str = "width") -> Slopes:
         np.asarray(columns["slope"], dtype=np.float64),
         np.asarray(columns["spread"], dtype=np.float64),
         np.asarray(columns["seeds"], dtype=np.int64),
+        np.asarray(columns["beyond"], dtype=np.int64),
         np.asarray(columns["verdict"], dtype=object),
         tuple(sorted(stacks)),
-        np.asarray(columns["beyond"], dtype=np.int64),
     )
 
 
